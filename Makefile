@@ -1,0 +1,51 @@
+# posthog_export: pull PostHog events, persons and sessions into Postgres.
+#
+#   make && make install    build and install (PGXS; needs pg_config)
+#   make demo               set up everything on a fresh Debian machine and run an export
+#   make test               set up everything and run every test suite
+#   make bench              benchmarks (not part of make test)
+
+MODULE_big = posthog_export
+OBJS = \
+	src/posthog_export.o \
+	src/option.o \
+	src/http_client.o \
+	src/json_rows.o \
+	src/hogql.o \
+	src/catalog.o \
+	src/destination.o \
+	src/model_events.o \
+	src/export_run.o \
+	src/export_api.o
+
+EXTENSION = posthog_export
+DATA = posthog_export--0.1.0.sql
+PGFILEDESC = "posthog_export - pull PostHog data into PostgreSQL"
+
+REGRESS = options exports
+REGRESS_OPTS = --inputdir=. --outputdir=$(or $(REGRESS_OUTPUTDIR),.)
+
+PG_CPPFLAGS = -Isrc
+PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
+SHLIB_LINK = -lcurl
+
+# Debian keeps the server's pg_config here; fall back to the one on PATH.
+PG_CONFIG ?= $(firstword $(wildcard /usr/lib/postgresql/15/bin/pg_config) pg_config)
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+ifneq ($(PGXS),)
+include $(PGXS)
+endif
+
+.PHONY: demo test bench deps
+
+deps:
+	bash test/install_deps.sh
+
+demo:
+	bash test/demo.sh
+
+test:
+	bash test/run_tests.sh
+
+bench:
+	bash test/bench.sh

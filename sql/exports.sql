@@ -1,0 +1,82 @@
+-- create_export / drop_export / run_export argument checks (no network needed)
+CREATE SERVER ph FOREIGN DATA WRAPPER posthog_export
+  OPTIONS (url 'http://127.0.0.1:9', project_id '1', allow_http 'true', max_retries '0');
+
+-- no user mapping yet
+SELECT posthog_export.create_export(name => 'ev', server => 'ph');
+CREATE USER MAPPING FOR CURRENT_USER SERVER ph OPTIONS (api_key 'phx_regress_secret');
+
+-- bad arguments
+SELECT posthog_export.create_export(name => 'ev', server => 'nope');
+SELECT posthog_export.create_export(name => 'ev', server => 'ph', model => 'clicks');
+SELECT posthog_export.create_export(name => 'ev', server => 'ph', "interval" => '2 hours');
+SELECT posthog_export.create_export(name => 'ev', server => 'ph', "interval" => '1 month');
+SELECT posthog_export.create_export(name => 'ev', server => 'ph', mode => 'upsert');
+SELECT posthog_export.create_export(name => 'ev', server => 'ph', lookback => '-1 day');
+SELECT posthog_export.create_export(name => '', server => 'ph');
+SELECT posthog_export.create_export(name => NULL, server => 'ph');
+SELECT posthog_export.create_export(name => 'ev', server => 'ph', include_events => ARRAY['a', NULL]);
+
+-- the issue's example; "interval" is a keyword, so named notation quotes it
+SELECT posthog_export.create_export(
+  name => 'events', server => 'ph', model => 'events',
+  schema_name => 'posthog_exports', table_name => 'events',
+  "interval" => '1 hour', exclude_events => ARRAY['$feature_flag_called']);
+SELECT posthog_export.create_export(name => 'events', server => 'ph');
+SELECT name, owner, server_name, model, mode, schema_name, table_name, "interval",
+       include_events, exclude_events, lookback
+  FROM posthog_export.exports;
+-- the table was created with the model's columns, identifiers quoted
+\d posthog_exports.events
+
+-- merge mode creates the table with a primary key on uuid
+SELECT posthog_export.create_export('Events Merge', 'ph', 'events', 'posthog_exports', 'Merged Events',
+                                    '5 minutes', 'merge');
+\d posthog_exports."Merged Events"
+
+-- an existing table is used as it is; merge needs a unique key on uuid
+CREATE TABLE posthog_exports.mine (uuid text, event text, extra int);
+SELECT posthog_export.create_export('mine_merge', 'ph', table_name => 'mine', mode => 'merge');
+SELECT posthog_export.create_export('mine_append', 'ph', table_name => 'mine');
+-- a table sharing no column with the model is an error
+CREATE TABLE posthog_exports.unrelated (a int, b text);
+SELECT posthog_export.create_export('unrelated', 'ph', table_name => 'unrelated');
+
+-- run_export checks its range before doing anything
+CALL posthog_export.run_export('nope', '2026-11-20 00:00+00', '2026-11-20 01:00+00');
+CALL posthog_export.run_export('events', '2026-11-20 01:00+00', '2026-11-20 00:00+00');
+CALL posthog_export.run_export('events', '2026-11-20 00:30+00', '2026-11-20 01:00+00');
+CALL posthog_export.run_export('events', '2026-11-20 00:00+00', 'infinity');
+CALL posthog_export.run_export('events', '2026-11-20 00:00+00', '2026-11-20 01:00+00', force => true);
+-- weeks start on Monday (UTC)
+SELECT posthog_export.create_export('weekly', 'ph', table_name => 'events', "interval" => '1 week');
+CALL posthog_export.run_export('weekly', '2026-11-18 00:00+00', '2026-11-25 00:00+00');
+
+-- other roles neither see nor use someone else's exports
+CREATE ROLE regress_phx_other;
+GRANT USAGE ON SCHEMA posthog_export TO regress_phx_other;
+SET ROLE regress_phx_other;
+SELECT count(*) FROM posthog_export.exports;
+SELECT count(*) FROM posthog_export.runs;
+SELECT posthog_export.drop_export('events');
+CALL posthog_export.run_export('events', '2026-11-20 00:00+00', '2026-11-20 01:00+00');
+-- ... nor write the catalog directly
+INSERT INTO posthog_export.exports (name, owner, server_name, model, mode, schema_name, table_name, "interval", lookback)
+  VALUES ('x', 'regress_phx_other', 'ph', 'events', 'append', 's', 't', '1 hour', '1 day');
+UPDATE posthog_export.runs SET status = 'completed';
+-- ... and cannot create an export on a server it has no USAGE on
+SELECT posthog_export.create_export('theirs', 'ph', schema_name => 'regress_other');
+RESET ROLE;
+
+-- the api key is nowhere in the catalog
+SELECT count(*) FROM posthog_export.exports e WHERE e::text LIKE '%phx_regress_secret%';
+
+SELECT posthog_export.drop_export('nope');
+SELECT posthog_export.drop_export('nope', if_exists => true);
+SELECT posthog_export.drop_export('Events Merge');
+SELECT name FROM posthog_export.exports ORDER BY name;
+-- dropping an export keeps its table
+SELECT to_regclass('posthog_exports."Merged Events"') IS NOT NULL AS table_kept;
+
+REVOKE USAGE ON SCHEMA posthog_export FROM regress_phx_other;
+DROP ROLE regress_phx_other;

@@ -1,0 +1,381 @@
+/*-------------------------------------------------------------------------
+ *
+ * catalog.c
+ *		Access to the extension's own tables, posthog_export.exports and
+ *		posthog_export.runs, and the role switching around it.
+ *
+ * The tables belong to the role that created the extension; ordinary
+ * roles may only read them, through row-level security that shows each
+ * role its own exports.  Every write goes through this file, which runs
+ * its statements as the tables' owner with search_path pinned to
+ * pg_catalog, so a caller can neither forge another role's runs nor
+ * redirect our SQL through objects of its own.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
+
+#include "posthog_export.h"
+
+/*
+ * Runs what follows as "role", with search_path = pg_catalog, pg_temp,
+ * the way a SECURITY DEFINER function with a pinned search_path would.
+ * An error unwinds both with the (sub)transaction; otherwise phx_restore()
+ * must be called before the transaction ends.
+ */
+void
+phx_become(Oid role, PhxRoleSwitch *sw)
+{
+	GetUserIdAndSecContext(&sw->save_userid, &sw->save_sec_context);
+	sw->save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	SetUserIdAndSecContext(role, sw->save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+}
+
+void
+phx_restore(PhxRoleSwitch *sw)
+{
+	AtEOXact_GUC(true, sw->save_nestlevel);
+	SetUserIdAndSecContext(sw->save_userid, sw->save_sec_context);
+}
+
+/* The owner of the extension's tables, i.e. the role that created it. */
+Oid
+phx_catalog_owner(void)
+{
+	Oid			nsp = get_namespace_oid(PHX_SCHEMA_NAME, false);
+	Oid			relid = get_relname_relid("exports", nsp);
+	HeapTuple	tup;
+	Oid			owner;
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("table posthog_export.exports is missing"),
+				 errhint("Reinstall the extension: DROP EXTENSION posthog_export; CREATE EXTENSION posthog_export;")));
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+/* Executes a catalog statement as the catalog owner. */
+static int
+catalog_exec(const char *sql, int nargs, Oid *argtypes, Datum *values,
+			 const char *nulls, bool read_only)
+{
+	PhxRoleSwitch sw;
+	int			rc;
+	MemoryContext oldcxt = CurrentMemoryContext;
+
+	phx_become(phx_catalog_owner(), &sw);
+	rc = SPI_execute_with_args(sql, nargs, argtypes, values, nulls, read_only, 0);
+	phx_restore(&sw);
+	/* SPI leaves its own procedure context current; the caller's results go elsewhere */
+	MemoryContextSwitchTo(oldcxt);
+	if (rc < 0)
+		elog(ERROR, "posthog_export catalog statement failed: %s", SPI_result_code_string(rc));
+	return rc;
+}
+
+static char *
+get_text(HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+
+	return isnull ? NULL : TextDatumGetCString(d);
+}
+
+static List *
+get_text_array(HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+	Datum	   *elems;
+	bool	   *elemnulls;
+	int			n;
+	List	   *result = NIL;
+
+	if (isnull)
+		return NIL;
+	deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &elemnulls, &n);
+	for (int i = 0; i < n; i++)
+		if (!elemnulls[i])
+			result = lappend(result, TextDatumGetCString(elems[i]));
+	return result;
+}
+
+Datum
+phx_text_list_to_array(List *list)
+{
+	Datum	   *elems;
+	int			n = list_length(list);
+	ListCell   *lc;
+
+	if (n == 0)
+		return PointerGetDatum(construct_empty_array(TEXTOID));
+	elems = palloc(sizeof(Datum) * n);
+	foreach(lc, list)
+		elems[foreach_current_index(lc)] = CStringGetTextDatum((char *) lfirst(lc));
+	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+/*
+ * Looks an export up by name.  Roles other than the owner (and
+ * superusers) get the same error as for a missing export: they may not
+ * learn its settings, nor whether it exists.
+ */
+PhxExport *
+phx_export_lookup(const char *name, bool missing_ok)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1];
+	PhxExport  *exp;
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+
+	values[0] = CStringGetTextDatum(name);
+	catalog_exec("SELECT export_id, name, owner::oid, server_name, model, mode, "
+				 "schema_name, table_name, \"interval\", include_events, "
+				 "exclude_events, lookback "
+				 "FROM posthog_export.exports WHERE name OPERATOR(pg_catalog.=) $1",
+				 1, argtypes, values, NULL, true);
+
+	if (SPI_processed == 0)
+	{
+		if (missing_ok)
+			return NULL;
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("export \"%s\" does not exist", name)));
+	}
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	exp = palloc0(sizeof(PhxExport));
+	exp->export_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+	exp->name = get_text(tup, desc, 2);
+	exp->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
+	exp->server_name = get_text(tup, desc, 4);
+	exp->model = get_text(tup, desc, 5);
+	exp->mode = get_text(tup, desc, 6);
+	exp->schema_name = get_text(tup, desc, 7);
+	exp->table_name = get_text(tup, desc, 8);
+	exp->interval = *DatumGetIntervalP(SPI_getbinval(tup, desc, 9, &isnull));
+	exp->include_events = get_text_array(tup, desc, 10);
+	exp->exclude_events = get_text_array(tup, desc, 11);
+	exp->lookback = *DatumGetIntervalP(SPI_getbinval(tup, desc, 12, &isnull));
+	SPI_freetuptable(SPI_tuptable);
+
+	if (!superuser() && !has_privs_of_role(GetUserId(), exp->owner))
+	{
+		if (missing_ok)
+			return NULL;
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("export \"%s\" does not exist", name),
+				 errhint("Only the owner of an export and superusers can see or use it.")));
+	}
+	return exp;
+}
+
+static PhxRun *
+run_from_tuple(HeapTuple tup, TupleDesc desc)
+{
+	PhxRun	   *run = palloc0(sizeof(PhxRun));
+	bool		isnull;
+
+	run->run_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	run->status = get_text(tup, desc, 2);
+	run->rows = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+	run->bytes = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
+	run->pages = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
+	run->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
+	run->cursor = get_text_array(tup, desc, 7);
+	return run;
+}
+
+#define RUN_COLUMNS "run_id, status, rows, bytes, pages, attempts, cursor"
+
+/*
+ * Finds or creates the runs row of [start, end) and marks it running.
+ * A completed interval is returned untouched (status "completed") unless
+ * "force" asks to export it again from the beginning; a running or failed
+ * one resumes from its committed cursor.
+ */
+PhxRun *
+phx_run_begin(PhxExport *exp, TimestampTz start, TimestampTz end,
+			  const char *trigger, bool force)
+{
+	Oid			argtypes[5] = {INT4OID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID};
+	Datum		values[5];
+	PhxRun	   *run;
+
+	values[0] = Int32GetDatum(exp->export_id);
+	values[1] = CStringGetTextDatum(exp->name);
+	values[2] = TimestampTzGetDatum(start);
+	values[3] = TimestampTzGetDatum(end);
+	values[4] = CStringGetTextDatum(trigger);
+	catalog_exec("INSERT INTO posthog_export.runs "
+				 "(export_id, export_name, interval_start, interval_end, status, trigger) "
+				 "VALUES ($1, $2, $3, $4, 'pending', $5) "
+				 "ON CONFLICT (export_id, interval_start, interval_end) DO NOTHING",
+				 5, argtypes, values, NULL, false);
+	catalog_exec("SELECT " RUN_COLUMNS " FROM posthog_export.runs "
+				 "WHERE export_id OPERATOR(pg_catalog.=) $1 "
+				 "AND interval_start OPERATOR(pg_catalog.=) $3 "
+				 "AND interval_end OPERATOR(pg_catalog.=) $4 FOR UPDATE",
+				 5, argtypes, values, NULL, false);
+	if (SPI_processed != 1)
+		elog(ERROR, "runs row of export \"%s\" vanished", exp->name);
+	run = run_from_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc);
+	SPI_freetuptable(SPI_tuptable);
+
+	if (strcmp(run->status, "completed") == 0 && !force)
+		return run;
+
+	{
+		Oid			uargtypes[3] = {INT8OID, BOOLOID, TEXTOID};
+		Datum		uvalues[3];
+
+		uvalues[0] = Int64GetDatum(run->run_id);
+		uvalues[1] = BoolGetDatum(force && strcmp(run->status, "completed") == 0);
+		uvalues[2] = CStringGetTextDatum(trigger);
+		catalog_exec("UPDATE posthog_export.runs SET status = 'running', "
+					 "attempts = attempts OPERATOR(pg_catalog.+) 1, trigger = $3, "
+					 "started_at = pg_catalog.clock_timestamp(), finished_at = NULL, error = NULL, "
+					 "rows = CASE WHEN $2 THEN 0 ELSE rows END, "
+					 "bytes = CASE WHEN $2 THEN 0 ELSE bytes END, "
+					 "pages = CASE WHEN $2 THEN 0 ELSE pages END, "
+					 "cursor = CASE WHEN $2 THEN NULL ELSE cursor END "
+					 "WHERE run_id OPERATOR(pg_catalog.=) $1 RETURNING " RUN_COLUMNS,
+					 3, uargtypes, uvalues, NULL, false);
+		run = run_from_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc);
+		SPI_freetuptable(SPI_tuptable);
+	}
+	return run;
+}
+
+/*
+ * Records a page: counters and the keyset cursor, committed in the same
+ * transaction as the page's rows.  With "completed", the run ends too.
+ */
+void
+phx_run_progress(PhxRun *run, int64 rows, int64 bytes, List *cursor, bool completed)
+{
+	Oid			argtypes[5] = {INT8OID, INT8OID, INT8OID, TEXTARRAYOID, BOOLOID};
+	Datum		values[5];
+	char		nulls[5] = "     ";
+
+	values[0] = Int64GetDatum(run->run_id);
+	values[1] = Int64GetDatum(rows);
+	values[2] = Int64GetDatum(bytes);
+	if (cursor != NIL)
+		values[3] = phx_text_list_to_array(cursor);
+	else
+		nulls[3] = 'n';
+	values[4] = BoolGetDatum(completed);
+	catalog_exec("UPDATE posthog_export.runs SET "
+				 "rows = rows OPERATOR(pg_catalog.+) $2, "
+				 "bytes = bytes OPERATOR(pg_catalog.+) $3, "
+				 "pages = pages OPERATOR(pg_catalog.+) 1, "
+				 "cursor = COALESCE($4, cursor), "
+				 "status = CASE WHEN $5 THEN 'completed' ELSE status END, "
+				 "finished_at = CASE WHEN $5 THEN pg_catalog.clock_timestamp() END "
+				 "WHERE run_id OPERATOR(pg_catalog.=) $1",
+				 5, argtypes, values, nulls, false);
+	run->rows += rows;
+	run->bytes += bytes;
+	run->pages++;
+	if (completed)
+		run->status = "completed";
+}
+
+void
+phx_run_failed(PhxRun *run, const char *message)
+{
+	Oid			argtypes[2] = {INT8OID, TEXTOID};
+	Datum		values[2];
+
+	values[0] = Int64GetDatum(run->run_id);
+	values[1] = CStringGetTextDatum(message);
+	catalog_exec("UPDATE posthog_export.runs SET status = 'failed', error = $2, "
+				 "finished_at = pg_catalog.clock_timestamp() "
+				 "WHERE run_id OPERATOR(pg_catalog.=) $1",
+				 2, argtypes, values, NULL, false);
+	run->status = "failed";
+}
+
+/* Whether an export of that name exists, whoever owns it (names are global). */
+bool
+phx_export_exists(const char *name)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1];
+
+	values[0] = CStringGetTextDatum(name);
+	catalog_exec("SELECT 1 FROM posthog_export.exports WHERE name OPERATOR(pg_catalog.=) $1",
+				 1, argtypes, values, NULL, true);
+	return SPI_processed > 0;
+}
+
+int32
+phx_export_insert(PhxExport *exp, Datum include, bool include_null,
+				  Datum exclude, bool exclude_null)
+{
+	Oid			argtypes[11] = {TEXTOID, OIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+	TEXTOID, INTERVALOID, TEXTARRAYOID, TEXTARRAYOID, INTERVALOID};
+	Datum		values[11];
+	char		nulls[11];
+	bool		isnull;
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = CStringGetTextDatum(exp->name);
+	values[1] = ObjectIdGetDatum(exp->owner);
+	values[2] = CStringGetTextDatum(exp->server_name);
+	values[3] = CStringGetTextDatum(exp->model);
+	values[4] = CStringGetTextDatum(exp->mode);
+	values[5] = CStringGetTextDatum(exp->schema_name);
+	values[6] = CStringGetTextDatum(exp->table_name);
+	values[7] = IntervalPGetDatum(&exp->interval);
+	values[8] = include;
+	nulls[8] = include_null ? 'n' : ' ';
+	values[9] = exclude;
+	nulls[9] = exclude_null ? 'n' : ' ';
+	values[10] = IntervalPGetDatum(&exp->lookback);
+	catalog_exec("INSERT INTO posthog_export.exports (name, owner, server_name, model, mode, "
+				 "schema_name, table_name, \"interval\", include_events, exclude_events, lookback) "
+				 "VALUES ($1, $2::pg_catalog.regrole, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
+				 "RETURNING export_id",
+				 11, argtypes, values, nulls, false);
+	return DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+void
+phx_export_delete(PhxExport *exp)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		values[1];
+
+	values[0] = Int32GetDatum(exp->export_id);
+	catalog_exec("DELETE FROM posthog_export.exports WHERE export_id OPERATOR(pg_catalog.=) $1",
+				 1, argtypes, values, NULL, false);
+}

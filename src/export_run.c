@@ -1,0 +1,329 @@
+/*-------------------------------------------------------------------------
+ *
+ * export_run.c
+ *		Running an export over a range of intervals: CALL run_export().
+ *
+ * Exactly-once comes from one rule: a page's rows and the runs row that
+ * records them (counters and keyset cursor) commit in the same
+ * transaction.  Called as a top-level CALL, the procedure is non-atomic
+ * and commits after every page, so a backend that dies loses at most the
+ * uncommitted page, and the next run of the interval resumes from the
+ * committed cursor: no gap, no duplicate.  Inside an explicit transaction
+ * block it cannot commit, and the whole call is one transaction instead.
+ *
+ * An export never runs twice at once: a session-level advisory lock on
+ * the export is held for the whole call, whoever triggers it.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "commands/trigger.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "storage/lock.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/timestamp.h"
+
+#include "posthog_export.h"
+
+PG_FUNCTION_INFO_V1(posthog_export_run_export);
+
+#define USECS_PER_WEEK	(7 * USECS_PER_DAY)
+
+int64
+phx_interval_usecs(const Interval *iv)
+{
+	return iv->time + (int64) iv->day * USECS_PER_DAY;
+}
+
+/* 5 minutes, 15 minutes, an hour, a day or a week: PostHog's intervals. */
+bool
+phx_interval_is_supported(const Interval *iv)
+{
+	int64		us = phx_interval_usecs(iv);
+
+	if (iv->month != 0)
+		return false;
+	return us == 5 * USECS_PER_MINUTE || us == 15 * USECS_PER_MINUTE ||
+		us == USECS_PER_HOUR || us == USECS_PER_DAY || us == USECS_PER_WEEK;
+}
+
+/*
+ * Start of the interval containing ts.  Intervals are aligned in UTC;
+ * weeks start on Monday (2000-01-03, two days after the Postgres epoch).
+ */
+TimestampTz
+phx_interval_floor(const Interval *iv, TimestampTz ts)
+{
+	int64		len = phx_interval_usecs(iv);
+	int64		anchor = (len == USECS_PER_WEEK) ? 2 * USECS_PER_DAY : 0;
+	int64		off = ts - anchor;
+	int64		q = off / len;
+
+	if (off % len < 0)
+		q--;
+	return anchor + q * len;
+}
+
+/* timestamptz_to_str() returns a static buffer; two in one message need copies */
+char *
+phx_ts_str(TimestampTz ts)
+{
+	return pstrdup(timestamptz_to_str(ts));
+}
+
+typedef struct RunLock
+{
+	LOCKTAG		tag;
+	bool		held;
+} RunLock;
+
+static void
+lock_export(PhxExport *exp, RunLock *lock)
+{
+	SET_LOCKTAG_ADVISORY(lock->tag, MyDatabaseId, PHX_ADVISORY_LOCK_KEY,
+						 (uint32) exp->export_id, 2);
+	if (LockAcquire(&lock->tag, ExclusiveLock, true, true) == LOCKACQUIRE_NOT_AVAIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+				 errmsg("export \"%s\" is already running", exp->name),
+				 errdetail("Another session holds the export's lock; an export never runs twice at once."),
+				 errhint("Wait for that run to finish, or find it in pg_locks (locktype advisory, classid %d, objid %d).",
+						 PHX_ADVISORY_LOCK_KEY, exp->export_id)));
+	lock->held = true;
+}
+
+static void
+unlock_export(RunLock *lock)
+{
+	if (lock->held)
+		LockRelease(&lock->tag, ExclusiveLock, true);
+	lock->held = false;
+}
+
+/*
+ * Exports one interval.  In non-atomic mode every page runs in a
+ * subtransaction: on error the page is rolled back, the failure is
+ * recorded and committed, and the error is re-thrown to the caller.
+ */
+static void
+run_interval(PhxExport *exp, const PhxModel *model, TimestampTz start,
+			 TimestampTz end, const char *trigger, bool force, bool nonatomic,
+			 MemoryContext run_cxt)
+{
+	MemoryContext page_cxt;
+	MemoryContext oldcxt;
+	PhxRun	   *run;
+	PhxServerConfig *cfg;
+	PhxDestination *volatile dest = NULL;
+	PhxRoleSwitch sw;
+	void	   *volatile state = NULL;
+	TimestampTz t0 = GetCurrentTimestamp();
+
+	oldcxt = MemoryContextSwitchTo(run_cxt);
+	run = phx_run_begin(exp, start, end, trigger, force);
+	if (strcmp(run->status, "completed") == 0)
+	{
+		ereport(NOTICE,
+				(errmsg("interval [%s, %s) of export \"%s\" was already exported, skipping",
+						phx_ts_str(start), phx_ts_str(end), exp->name),
+				 errhint("Use force => true to export it again (merge mode only).")));
+		MemoryContextSwitchTo(oldcxt);
+		return;
+	}
+	if (nonatomic)
+	{
+		SPI_commit();
+		MemoryContextSwitchTo(run_cxt);
+	}
+
+	ereport(LOG,
+			(errmsg("posthog_export: export \"%s\" starting interval [%s, %s)%s",
+					exp->name, phx_ts_str(start), phx_ts_str(end),
+					run->cursor ? " from its committed cursor" : "")));
+
+	page_cxt = AllocSetContextCreate(run_cxt, "posthog_export page", ALLOCSET_DEFAULT_SIZES);
+
+	for (;;)
+	{
+		ResourceOwner oldowner = CurrentResourceOwner;
+		PhxModelPage *page = NULL;
+		bool		last = false;
+
+		if (nonatomic)
+		{
+			BeginInternalSubTransaction(NULL);
+			MemoryContextSwitchTo(run_cxt);
+		}
+		PG_TRY();
+		{
+			if (state == NULL)
+			{
+				/* set-up errors (no privilege, no key ...) are recorded like page errors */
+				phx_become(exp->owner, &sw);
+				cfg = phx_get_server_config(exp->server_name, exp->owner);
+				dest = phx_destination_open(exp, model);
+				phx_restore(&sw);
+				state = model->begin(exp, cfg, start, end, run->cursor);
+			}
+
+			MemoryContextReset(page_cxt);
+			MemoryContextSwitchTo(page_cxt);
+			page = model->next_page(state);
+
+			phx_become(exp->owner, &sw);
+			phx_destination_insert(dest, page->nrows, page->values, page->nulls);
+			phx_restore(&sw);
+
+			last = !page->has_more;
+			MemoryContextSwitchTo(run_cxt);
+			phx_run_progress(run, page->nrows, page->bytes, page->cursor, last);
+
+			if (nonatomic)
+			{
+				ReleaseCurrentSubTransaction();
+				MemoryContextSwitchTo(run_cxt);
+				CurrentResourceOwner = oldowner;
+			}
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			if (!nonatomic)
+				PG_RE_THROW();
+			MemoryContextSwitchTo(run_cxt);
+			edata = CopyErrorData();
+			FlushErrorState();
+			RollbackAndReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(run_cxt);
+			CurrentResourceOwner = oldowner;
+			if (dest && dest->insert_plan)
+				SPI_freeplan(dest->insert_plan);
+
+			phx_run_failed(run, edata->message);
+			SPI_commit();
+			MemoryContextSwitchTo(run_cxt);
+			ereport(LOG,
+					(errmsg("posthog_export: export \"%s\" failed in interval [%s, %s) after %lld rows: %s",
+							exp->name, phx_ts_str(start), phx_ts_str(end),
+							(long long) run->rows, edata->message)));
+			ReThrowError(edata);
+		}
+		PG_END_TRY();
+
+		if (nonatomic)
+		{
+			SPI_commit();
+			MemoryContextSwitchTo(run_cxt);
+		}
+		if (last)
+			break;
+	}
+
+	SPI_freeplan(dest->insert_plan);
+	MemoryContextDelete(page_cxt);
+	ereport(LOG,
+			(errmsg("posthog_export: export \"%s\" finished interval [%s, %s): %lld rows, %lld bytes, %d pages in %.3f s",
+					exp->name, phx_ts_str(start), phx_ts_str(end),
+					(long long) run->rows, (long long) run->bytes, run->pages,
+					(double) (GetCurrentTimestamp() - t0) / USECS_PER_SEC)));
+	MemoryContextSwitchTo(oldcxt);
+}
+
+/*
+ * Exports every interval of [start, end) in order.  Used by the CALL
+ * below and, later, by the scheduler.
+ */
+void
+phx_run_range(PhxExport *exp, TimestampTz start, TimestampTz end,
+			  const char *trigger, bool force, bool nonatomic)
+{
+	const PhxModel *model = phx_model_by_name(exp->model);
+	int64		len = phx_interval_usecs(&exp->interval);
+	RunLock		lock = {0};
+	MemoryContext run_cxt;
+
+	if (force && strcmp(exp->mode, "append") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("export \"%s\" appends, so force would duplicate rows", exp->name),
+				 errhint("Only exports in merge mode can export an interval again.")));
+
+	/* lives across the commits of a non-atomic call */
+	run_cxt = AllocSetContextCreate(TopMemoryContext, "posthog_export run", ALLOCSET_DEFAULT_SIZES);
+	lock_export(exp, &lock);
+	PG_TRY();
+	{
+		for (TimestampTz s = start; s < end; s += len)
+			run_interval(exp, model, s, s + len, trigger, force, nonatomic, run_cxt);
+	}
+	PG_FINALLY();
+	{
+		unlock_export(&lock);
+		MemoryContextDelete(run_cxt);
+	}
+	PG_END_TRY();
+}
+
+static void
+check_boundary(PhxExport *exp, TimestampTz ts, const char *argname)
+{
+	TimestampTz floor = phx_interval_floor(&exp->interval, ts);
+
+	if (floor != ts)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s %s is not on an interval boundary of export \"%s\"",
+						argname, phx_ts_str(ts), exp->name),
+				 errdetail("The export runs in intervals of %s aligned in UTC; the nearest boundaries are %s and %s.",
+						   DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(&exp->interval))),
+						   phx_ts_str(floor),
+						   phx_ts_str(floor + phx_interval_usecs(&exp->interval)))));
+}
+
+/*
+ * CALL posthog_export.run_export(name, start_at, end_at [, force])
+ */
+Datum
+posthog_export_run_export(PG_FUNCTION_ARGS)
+{
+	bool		nonatomic;
+	char	   *name;
+	TimestampTz start;
+	TimestampTz end;
+	bool		force;
+	PhxExport  *exp;
+
+	nonatomic = fcinfo->context && IsA(fcinfo->context, CallContext) &&
+		!castNode(CallContext, fcinfo->context)->atomic;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("name, start_at and end_at must not be null")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	start = PG_GETARG_TIMESTAMPTZ(1);
+	end = PG_GETARG_TIMESTAMPTZ(2);
+	force = PG_ARGISNULL(3) ? false : PG_GETARG_BOOL(3);
+
+	if (TIMESTAMP_NOT_FINITE(start) || TIMESTAMP_NOT_FINITE(end) || start >= end)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("start_at must be before end_at, and both finite")));
+
+	if (SPI_connect_ext(nonatomic ? SPI_OPT_NONATOMIC : 0) != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	exp = phx_export_lookup(name, false);
+	check_boundary(exp, start, "start_at");
+	check_boundary(exp, end, "end_at");
+	phx_run_range(exp, start, end, "manual", force, nonatomic);
+
+	SPI_finish();
+	PG_RETURN_VOID();
+}

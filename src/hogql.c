@@ -1,0 +1,109 @@
+/*-------------------------------------------------------------------------
+ *
+ * hogql.c
+ *		Building query API requests: HogQL text with {placeholders} and the
+ *		typed "values" that fill them server-side.
+ *
+ * User-supplied data (event names, cursor positions, interval bounds) is
+ * never pasted into the HogQL text: it travels in "values", which PostHog
+ * substitutes as typed constants.  Times are always sent as UTC text and
+ * wrapped in toDateTime64(..., 6, 'UTC') by the caller, so the project's
+ * timezone can never shift them.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "utils/datetime.h"
+#include "utils/json.h"
+
+#include "posthog_export.h"
+
+void
+phx_query_init(PhxQuery *q)
+{
+	initStringInfo(&q->text);
+	initStringInfo(&q->values);
+}
+
+static void
+value_name(PhxQuery *q, const char *name)
+{
+	if (q->values.len > 0)
+		appendStringInfoChar(&q->values, ',');
+	escape_json(&q->values, name);
+	appendStringInfoChar(&q->values, ':');
+}
+
+void
+phx_value_text(PhxQuery *q, const char *name, const char *value)
+{
+	value_name(q, name);
+	escape_json(&q->values, value);
+}
+
+void
+phx_value_text_array(PhxQuery *q, const char *name, List *values)
+{
+	ListCell   *lc;
+
+	value_name(q, name);
+	appendStringInfoChar(&q->values, '[');
+	foreach(lc, values)
+	{
+		if (foreach_current_index(lc) > 0)
+			appendStringInfoChar(&q->values, ',');
+		escape_json(&q->values, (const char *) lfirst(lc));
+	}
+	appendStringInfoChar(&q->values, ']');
+}
+
+/*
+ * Formats a timestamptz as "YYYY-MM-DD HH:MM:SS.ffffff" in UTC, whatever
+ * the session's TimeZone and DateStyle.
+ */
+char *
+phx_format_utc(TimestampTz ts)
+{
+	struct pg_tm tm;
+	fsec_t		fsec;
+
+	if (TIMESTAMP_NOT_FINITE(ts) ||
+		timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("timestamp out of range for PostHog")));
+	if (tm.tm_year < 1 || tm.tm_year > 9999)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("timestamp out of range for PostHog")));
+	return psprintf("%04d-%02d-%02d %02d:%02d:%02d.%06d",
+					tm.tm_year, tm.tm_mon, tm.tm_mday,
+					tm.tm_hour, tm.tm_min, tm.tm_sec, (int) fsec);
+}
+
+void
+phx_value_timestamp(PhxQuery *q, const char *name, TimestampTz ts)
+{
+	phx_value_text(q, name, phx_format_utc(ts));
+}
+
+/*
+ * The JSON body of a query request.  refresh=force_blocking, because an
+ * identical query could otherwise be answered from PostHog's cache with
+ * stale rows.
+ */
+char *
+phx_request_body(PhxQuery *q, const char *label)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"query\":{\"kind\":\"HogQLQuery\",\"query\":");
+	escape_json(&buf, q->text.data);
+	appendStringInfo(&buf, ",\"values\":{%s}},\"refresh\":\"force_blocking\",\"name\":",
+					 q->values.data);
+	escape_json(&buf, label);
+	appendStringInfoChar(&buf, '}');
+	return buf.data;
+}

@@ -1,0 +1,734 @@
+/*-------------------------------------------------------------------------
+ *
+ * json_rows.c
+ *		Parsing of the query API's JSON response into rows of cells, and the
+ *		cleaning of property JSON that jsonb would reject.
+ *
+ * The response is parsed in place: strings are de-escaped into the body
+ * buffer itself (an unescaped string is never longer than its escaped
+ * form), so a page costs one buffer plus one cell array, and no tree of
+ * JSON nodes is ever built.  Only the members a client needs (results,
+ * columns, hasMore) are kept; the rest are skipped.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "mb/pg_wchar.h"
+
+#include "posthog_export.h"
+
+typedef struct JsonCursor
+{
+	char	   *p;
+	char	   *end;
+	char	   *start;
+	int			depth;
+} JsonCursor;
+
+#define PHX_MAX_JSON_DEPTH 1000
+
+static void json_fail(JsonCursor *c, const char *what) pg_attribute_noreturn();
+
+static void
+json_fail(JsonCursor *c, const char *what)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+			 errmsg("invalid response from PostHog: %s at byte %ld", what,
+					(long) (c->p - c->start)),
+			 errhint("The response may have been cut off by a proxy or a dropped connection.")));
+}
+
+static inline void
+skip_ws(JsonCursor *c)
+{
+	while (c->p < c->end && (*c->p == ' ' || *c->p == '\n' || *c->p == '\r' || *c->p == '\t'))
+		c->p++;
+}
+
+static inline int
+hexval(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'a' && ch <= 'f')
+		return ch - 'a' + 10;
+	if (ch >= 'A' && ch <= 'F')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+static int
+read_hex4(const char *s)
+{
+	int			v = 0;
+
+	for (int i = 0; i < 4; i++)
+	{
+		int			h = hexval(s[i]);
+
+		if (h < 0)
+			return -1;
+		v = (v << 4) | h;
+	}
+	return v;
+}
+
+/*
+ * Appends raw (unescaped) bytes of a string, replacing each byte that does
+ * not start a valid UTF-8 sequence by U+FFFD.
+ */
+static void
+append_utf8_checked(StringInfo buf, const char *src, int n)
+{
+	int			i = 0;
+
+	while (i < n)
+	{
+		unsigned char ch = (unsigned char) src[i];
+		int			l;
+
+		if (ch < 0x80)
+		{
+			appendStringInfoChar(buf, (char) ch);
+			i++;
+			continue;
+		}
+		l = pg_utf_mblen((const unsigned char *) &src[i]);
+		if (i + l <= n && pg_utf8_islegal((const unsigned char *) &src[i], l))
+		{
+			appendBinaryStringInfo(buf, &src[i], l);
+			i += l;
+		}
+		else
+		{
+			appendBinaryStringInfo(buf, "\xEF\xBF\xBD", 3);
+			i++;
+		}
+	}
+}
+
+static bool
+utf8_valid(const char *s, int n)
+{
+	int			i = 0;
+
+	while (i < n)
+	{
+		unsigned char ch = (unsigned char) s[i];
+		int			l;
+
+		if (ch < 0x80)
+		{
+			i++;
+			continue;
+		}
+		l = pg_utf_mblen((const unsigned char *) &s[i]);
+		if (i + l > n || !pg_utf8_islegal((const unsigned char *) &s[i], l))
+			return false;
+		i += l;
+	}
+	return true;
+}
+
+static void
+append_utf8(StringInfo buf, pg_wchar cp)
+{
+	unsigned char tmp[8];
+
+	unicode_to_utf8(cp, tmp);
+	appendBinaryStringInfo(buf, (char *) tmp, pg_utf_mblen(tmp));
+}
+
+/*
+ * Parses a JSON string at c->p (which points at the opening quote) and
+ * returns it de-escaped and NUL-terminated.  \u0000 and lone surrogates,
+ * which no Postgres text can hold, are dropped as PostHog's own exporter
+ * drops them; invalid UTF-8 becomes U+FFFD.  The common case (no escapes,
+ * valid UTF-8) is de-escaped in place without copying.
+ */
+static char *
+parse_string(JsonCursor *c, int *len_out)
+{
+	char	   *start = ++c->p;
+	char	   *q = start;
+	bool		simple = true;
+	bool		ascii = true;
+
+	/* fast scan for the closing quote */
+	while (q < c->end && *q != '"')
+	{
+		if (*q == '\\')
+		{
+			simple = false;
+			q += 2;
+			continue;
+		}
+		if ((unsigned char) *q < 0x20)
+		{
+			c->p = q;
+			json_fail(c, "control character in string");
+		}
+		if ((unsigned char) *q >= 0x80)
+			ascii = false;
+		q++;
+	}
+	if (q >= c->end)
+	{
+		c->p = c->end;
+		json_fail(c, "unterminated string");
+	}
+
+	if (simple && (ascii || utf8_valid(start, q - start)))
+	{
+		*q = '\0';
+		*len_out = q - start;
+		c->p = q + 1;
+		return start;
+	}
+	else
+	{
+		StringInfoData buf;
+		char	   *s = start;
+
+		initStringInfo(&buf);
+		while (s < q)
+		{
+			char	   *run = s;
+
+			while (s < q && *s != '\\')
+				s++;
+			if (s > run)
+				append_utf8_checked(&buf, run, s - run);
+			if (s >= q)
+				break;
+			/* escape */
+			s++;
+			switch (*s)
+			{
+				case '"':
+				case '\\':
+				case '/':
+					appendStringInfoChar(&buf, *s);
+					s++;
+					break;
+				case 'b':
+					appendStringInfoChar(&buf, '\b');
+					s++;
+					break;
+				case 'f':
+					appendStringInfoChar(&buf, '\f');
+					s++;
+					break;
+				case 'n':
+					appendStringInfoChar(&buf, '\n');
+					s++;
+					break;
+				case 'r':
+					appendStringInfoChar(&buf, '\r');
+					s++;
+					break;
+				case 't':
+					appendStringInfoChar(&buf, '\t');
+					s++;
+					break;
+				case 'u':
+					{
+						int			cp;
+
+						if (q - s < 5 || (cp = read_hex4(s + 1)) < 0)
+						{
+							c->p = s;
+							json_fail(c, "invalid \\u escape");
+						}
+						s += 5;
+						if (cp >= 0xD800 && cp <= 0xDBFF)
+						{
+							int			lo = -1;
+
+							if (q - s >= 6 && s[0] == '\\' && s[1] == 'u')
+								lo = read_hex4(s + 2);
+							if (lo >= 0xDC00 && lo <= 0xDFFF)
+							{
+								append_utf8(&buf, 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00));
+								s += 6;
+							}
+							/* else: lone high surrogate, dropped */
+						}
+						else if (cp >= 0xDC00 && cp <= 0xDFFF)
+						{
+							/* lone low surrogate, dropped */
+						}
+						else if (cp != 0)
+							append_utf8(&buf, cp);
+						break;
+					}
+				default:
+					c->p = s;
+					json_fail(c, "invalid escape in string");
+			}
+		}
+		c->p = q + 1;
+		*len_out = buf.len;
+		/* reuse the body when the result fits (it does unless U+FFFD grew it) */
+		if (buf.len <= q - start)
+		{
+			memcpy(start, buf.data, buf.len);
+			start[buf.len] = '\0';
+			pfree(buf.data);
+			return start;
+		}
+		return buf.data;
+	}
+}
+
+/* Skips any JSON value, returning its start; used for nested cells and ignored members. */
+static char *
+skip_value(JsonCursor *c)
+{
+	char	   *start;
+
+	skip_ws(c);
+	start = c->p;
+	if (c->p >= c->end)
+		json_fail(c, "unexpected end of data");
+	switch (*c->p)
+	{
+		case '{':
+		case '[':
+			{
+				char		close = (*c->p == '{') ? '}' : ']';
+				bool		first = true;
+
+				if (++c->depth > PHX_MAX_JSON_DEPTH)
+					json_fail(c, "nesting too deep");
+				c->p++;
+				for (;;)
+				{
+					skip_ws(c);
+					if (c->p < c->end && *c->p == close)
+					{
+						c->p++;
+						break;
+					}
+					if (!first)
+					{
+						if (c->p >= c->end || *c->p != ',')
+							json_fail(c, "expected , or closing bracket");
+						c->p++;
+						skip_ws(c);
+					}
+					first = false;
+					if (close == '}')
+					{
+						if (c->p >= c->end || *c->p != '"')
+							json_fail(c, "expected object key");
+						/* skip the key without de-escaping it */
+						c->p++;
+						while (c->p < c->end && *c->p != '"')
+							c->p += (*c->p == '\\') ? 2 : 1;
+						if (c->p >= c->end)
+							json_fail(c, "unterminated string");
+						c->p++;
+						skip_ws(c);
+						if (c->p >= c->end || *c->p != ':')
+							json_fail(c, "expected :");
+						c->p++;
+					}
+					skip_value(c);
+				}
+				c->depth--;
+				break;
+			}
+		case '"':
+			c->p++;
+			while (c->p < c->end && *c->p != '"')
+				c->p += (*c->p == '\\') ? 2 : 1;
+			if (c->p >= c->end)
+				json_fail(c, "unterminated string");
+			c->p++;
+			break;
+		case 't':
+			if (c->end - c->p < 4 || memcmp(c->p, "true", 4) != 0)
+				json_fail(c, "invalid literal");
+			c->p += 4;
+			break;
+		case 'f':
+			if (c->end - c->p < 5 || memcmp(c->p, "false", 5) != 0)
+				json_fail(c, "invalid literal");
+			c->p += 5;
+			break;
+		case 'n':
+			if (c->end - c->p < 4 || memcmp(c->p, "null", 4) != 0)
+				json_fail(c, "invalid literal");
+			c->p += 4;
+			break;
+		default:
+			if (*c->p == '-' || (*c->p >= '0' && *c->p <= '9'))
+			{
+				c->p++;
+				while (c->p < c->end &&
+					   ((*c->p >= '0' && *c->p <= '9') || *c->p == '.' ||
+						*c->p == 'e' || *c->p == 'E' || *c->p == '+' || *c->p == '-'))
+					c->p++;
+			}
+			else
+				json_fail(c, "unexpected character");
+	}
+	return start;
+}
+
+/* Parses one cell of a row. */
+static void
+parse_cell(JsonCursor *c, PhxCell *cell)
+{
+	char	   *start;
+
+	skip_ws(c);
+	if (c->p >= c->end)
+		json_fail(c, "unexpected end of data");
+	switch (*c->p)
+	{
+		case '"':
+			cell->kind = PHX_CELL_STRING;
+			cell->val = parse_string(c, &cell->len);
+			return;
+		case 'n':
+			skip_value(c);
+			cell->kind = PHX_CELL_NULL;
+			cell->val = NULL;
+			cell->len = 0;
+			return;
+		case 't':
+		case 'f':
+			start = skip_value(c);
+			cell->kind = PHX_CELL_BOOL;
+			break;
+		case '[':
+		case '{':
+			start = skip_value(c);
+			cell->kind = PHX_CELL_JSON;
+			break;
+		default:
+			start = skip_value(c);
+			cell->kind = PHX_CELL_NUMBER;
+			break;
+	}
+	cell->len = c->p - start;
+	cell->val = pnstrdup(start, cell->len);
+}
+
+static void
+expect_char(JsonCursor *c, char ch, const char *what)
+{
+	skip_ws(c);
+	if (c->p >= c->end || *c->p != ch)
+		json_fail(c, what);
+	c->p++;
+}
+
+/* Returns true and consumes the character if it is next. */
+static bool
+accept_char(JsonCursor *c, char ch)
+{
+	skip_ws(c);
+	if (c->p < c->end && *c->p == ch)
+	{
+		c->p++;
+		return true;
+	}
+	return false;
+}
+
+static void
+parse_columns(JsonCursor *c, PhxPage *page)
+{
+	int			cap = 16;
+
+	page->columns = palloc(sizeof(char *) * cap);
+	page->ncolumns = 0;
+	expect_char(c, '[', "expected array for \"columns\"");
+	if (accept_char(c, ']'))
+		return;
+	do
+	{
+		int			len;
+
+		skip_ws(c);
+		if (c->p >= c->end || *c->p != '"')
+			json_fail(c, "expected a column name");
+		if (page->ncolumns == cap)
+		{
+			cap *= 2;
+			page->columns = repalloc(page->columns, sizeof(char *) * cap);
+		}
+		page->columns[page->ncolumns++] = parse_string(c, &len);
+	} while (accept_char(c, ','));
+	expect_char(c, ']', "expected ] after columns");
+}
+
+/*
+ * Rows are parsed into a growing array of cells whose row width is the
+ * width of the first row; "columns" may come after "results" in the body,
+ * so the check against it is made once both are known.
+ */
+static void
+parse_results(JsonCursor *c, PhxPage *page, int *width_out)
+{
+	int			cap = 1024;
+	int			ncells = 0;
+	int			width = -1;
+
+	page->cells = palloc(sizeof(PhxCell) * cap);
+	page->nrows = 0;
+	expect_char(c, '[', "expected array for \"results\"");
+	if (accept_char(c, ']'))
+	{
+		*width_out = 0;
+		return;
+	}
+	do
+	{
+		int			n = 0;
+
+		expect_char(c, '[', "expected a row array");
+		if (!accept_char(c, ']'))
+		{
+			do
+			{
+				if (ncells == cap)
+				{
+					cap *= 2;
+					page->cells = repalloc_huge(page->cells, sizeof(PhxCell) * cap);
+				}
+				parse_cell(c, &page->cells[ncells++]);
+				n++;
+			} while (accept_char(c, ','));
+			expect_char(c, ']', "expected , or ] in row");
+		}
+		if (width < 0)
+			width = n;
+		else if (n != width)
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+					 errmsg("invalid response from PostHog: row %d has %d values, row 1 has %d",
+							page->nrows + 1, n, width)));
+		page->nrows++;
+	} while (accept_char(c, ','));
+	expect_char(c, ']', "expected , or ] after row");
+	*width_out = width;
+}
+
+/*
+ * Parses a 200 response of the query API.  "body" is modified (strings
+ * are de-escaped in place) and must stay alive as long as the page.
+ */
+PhxPage *
+phx_parse_page(char *body, size_t len)
+{
+	JsonCursor	c;
+	PhxPage    *page = palloc0(sizeof(PhxPage));
+	bool		have_results = false;
+	bool		have_columns = false;
+	int			width = 0;
+
+	c.start = c.p = body;
+	c.end = body + len;
+	c.depth = 0;
+
+	expect_char(&c, '{', "expected a JSON object");
+	if (!accept_char(&c, '}'))
+	{
+		do
+		{
+			char	   *key;
+			int			klen;
+
+			skip_ws(&c);
+			if (c.p >= c.end || *c.p != '"')
+				json_fail(&c, "expected object key");
+			key = parse_string(&c, &klen);
+			expect_char(&c, ':', "expected :");
+			if (strcmp(key, "results") == 0)
+			{
+				parse_results(&c, page, &width);
+				have_results = true;
+			}
+			else if (strcmp(key, "columns") == 0)
+			{
+				parse_columns(&c, page);
+				have_columns = true;
+			}
+			else if (strcmp(key, "hasMore") == 0)
+			{
+				skip_ws(&c);
+				page->has_more = (c.p < c.end && *c.p == 't');
+				skip_value(&c);
+			}
+			else
+				skip_value(&c);
+		} while (accept_char(&c, ','));
+		expect_char(&c, '}', "expected , or } in object");
+	}
+	skip_ws(&c);
+	if (c.p != c.end)
+		json_fail(&c, "trailing data after the JSON object");
+
+	if (!have_results || !have_columns)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+				 errmsg("invalid response from PostHog: \"%s\" is missing",
+						have_results ? "columns" : "results")));
+	if (page->nrows > 0 && width != page->ncolumns)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+				 errmsg("invalid response from PostHog: rows have %d values but there are %d columns",
+						width, page->ncolumns)));
+	return page;
+}
+
+/*
+ * Removes from JSON text what jsonb cannot store, the way PostHog's own
+ * exporter does: the escape \u0000 and escapes of lone UTF-16 surrogates.
+ * Escaped backslashes are honoured, so the text \\u0000 (a literal
+ * backslash followed by u0000) is kept, and so are valid surrogate pairs.
+ * Works in place and returns the new length.
+ */
+int
+phx_clean_json_for_jsonb(char *text, int len)
+{
+	char	   *src = text;
+	char	   *end = text + len;
+	char	   *dst;
+	bool		in_string = false;
+
+	/* nothing to do unless there is a \u escape at all */
+	if (memchr(text, '\\', len) == NULL)
+		return len;
+
+	dst = text;
+	while (src < end)
+	{
+		char		ch = *src;
+
+		if (!in_string)
+		{
+			if (ch == '"')
+				in_string = true;
+			*dst++ = *src++;
+			continue;
+		}
+		if (ch == '"')
+		{
+			in_string = false;
+			*dst++ = *src++;
+			continue;
+		}
+		if (ch != '\\' || src + 1 >= end)
+		{
+			*dst++ = *src++;
+			continue;
+		}
+		if (src[1] != 'u' || end - src < 6)
+		{
+			/* two-character escape, \\ included: copy both */
+			*dst++ = *src++;
+			*dst++ = *src++;
+			continue;
+		}
+		{
+			int			cp = read_hex4(src + 2);
+
+			if (cp == 0)
+			{
+				src += 6;		/* drop \u0000 */
+				continue;
+			}
+			if (cp >= 0xD800 && cp <= 0xDBFF)
+			{
+				int			lo = -1;
+
+				if (end - src >= 12 && src[6] == '\\' && src[7] == 'u')
+					lo = read_hex4(src + 8);
+				if (lo >= 0xDC00 && lo <= 0xDFFF)
+				{
+					memmove(dst, src, 12);
+					dst += 12;
+					src += 12;
+				}
+				else
+					src += 6;	/* lone high surrogate */
+				continue;
+			}
+			if (cp >= 0xDC00 && cp <= 0xDFFF)
+			{
+				src += 6;		/* lone low surrogate */
+				continue;
+			}
+			memmove(dst, src, 6);
+			dst += 6;
+			src += 6;
+		}
+	}
+	*dst = '\0';
+	return dst - text;
+}
+
+/*
+ * Reads "code" and "detail" from an error body of PostHog's shape
+ * {"type": ..., "code": ..., "detail": ..., "attr": ...}.  Returns false
+ * when the body is not such an object; never throws.
+ */
+bool
+phx_parse_error_body(char *body, size_t len, char **code, char **detail)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	volatile bool ok = true;
+
+	PG_TRY();
+	{
+		JsonCursor	c;
+
+		c.start = c.p = body;
+		c.end = body + len;
+		c.depth = 0;
+		expect_char(&c, '{', "expected a JSON object");
+		if (!accept_char(&c, '}'))
+		{
+			do
+			{
+				char	   *key;
+				int			klen;
+
+				skip_ws(&c);
+				if (c.p >= c.end || *c.p != '"')
+					json_fail(&c, "expected object key");
+				key = parse_string(&c, &klen);
+				expect_char(&c, ':', "expected :");
+				skip_ws(&c);
+				if (c.p < c.end && *c.p == '"' &&
+					(strcmp(key, "code") == 0 || strcmp(key, "detail") == 0))
+				{
+					int			vlen;
+					char	   *val = parse_string(&c, &vlen);
+
+					if (key[0] == 'c')
+						*code = pstrdup(val);
+					else
+						*detail = pstrdup(val);
+				}
+				else
+					skip_value(&c);
+			} while (accept_char(&c, ','));
+		}
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcxt);
+		FlushErrorState();
+		ok = (*code != NULL || *detail != NULL);
+	}
+	PG_END_TRY();
+	return ok;
+}

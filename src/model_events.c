@@ -1,0 +1,462 @@
+/*-------------------------------------------------------------------------
+ *
+ * model_events.c
+ *		The events model: the HogQL that selects an interval's events, and
+ *		the conversion of each returned row into the columns PostHog's
+ *		Postgres export writes.
+ *
+ * An interval [start, end) holds the events *ingested* in it (created_at),
+ * so an event that arrives late lands in the interval in which it arrived
+ * and is never skipped; an event-time lower bound (start - lookback) keeps
+ * ClickHouse's scan on the partition key cheap, as PostHog's own export
+ * does.  Pages follow a keyset cursor on (timestamp, uuid); the API
+ * rejects OFFSET for API keys, and a keyset never skips or repeats a row.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/jsonb.h"
+#include "utils/numeric.h"
+#include "utils/timestamp.h"
+
+#include "posthog_export.h"
+
+enum
+{
+	EV_UUID,
+	EV_EVENT,
+	EV_PROPERTIES,
+	EV_ELEMENTS,
+	EV_SET,
+	EV_SET_ONCE,
+	EV_DISTINCT_ID,
+	EV_TEAM_ID,
+	EV_IP,
+	EV_SITE_URL,
+	EV_TIMESTAMP,
+	EV_NCOLUMNS
+};
+
+static const PhxModelColumn events_columns[EV_NCOLUMNS] = {
+	{"uuid", TEXTOID, "VARCHAR(200)"},
+	{"event", TEXTOID, "VARCHAR(200)"},
+	{"properties", JSONBOID, "JSONB"},
+	{"elements", JSONBOID, "JSONB"},
+	{"set", JSONBOID, "JSONB"},
+	{"set_once", JSONBOID, "JSONB"},
+	{"distinct_id", TEXTOID, "VARCHAR(200)"},
+	{"team_id", INT4OID, "INTEGER"},
+	{"ip", TEXTOID, "VARCHAR(200)"},
+	{"site_url", TEXTOID, "VARCHAR(200)"},
+	{"timestamp", TIMESTAMPTZOID, "TIMESTAMP WITH TIME ZONE"},
+};
+
+static const char *const events_merge_key[] = {"uuid", NULL};
+
+/* What the query selects, in order; the response's columns must match. */
+enum
+{
+	Q_UUID,
+	Q_EVENT,
+	Q_PROPERTIES,
+	Q_ELEMENTS_CHAIN,
+	Q_DISTINCT_ID,
+	Q_TEAM_ID,
+	Q_TIMESTAMP,
+	Q_NCOLUMNS
+};
+
+static const char *const query_columns[Q_NCOLUMNS] = {
+	"uuid", "event", "properties", "elements_chain", "distinct_id", "team_id", "timestamp_utc"
+};
+
+typedef struct EventsState
+{
+	PhxExport  *exp;
+	PhxServerConfig *cfg;
+	TimestampTz start;
+	TimestampTz end;
+	char	   *cursor_ts;		/* UTC text of the last row's timestamp */
+	char	   *cursor_uuid;
+	int			page_size;
+	int			page_no;
+	bool		merge;
+	MemoryContext cxt;			/* where the state (and its cursor) lives */
+} EventsState;
+
+static void *
+events_begin(PhxExport *exp, PhxServerConfig *cfg, TimestampTz start,
+			 TimestampTz end, List *cursor)
+{
+	EventsState *st = palloc0(sizeof(EventsState));
+
+	st->cxt = CurrentMemoryContext;
+	st->exp = exp;
+	st->cfg = cfg;
+	st->start = start;
+	st->end = end;
+	st->page_size = cfg->page_size;
+	st->merge = (strcmp(exp->mode, "merge") == 0);
+	if (list_length(cursor) == 2)
+	{
+		st->cursor_ts = pstrdup(linitial(cursor));
+		st->cursor_uuid = pstrdup(lsecond(cursor));
+	}
+	return st;
+}
+
+static void
+build_query(EventsState *st, PhxQuery *q)
+{
+	Interval   *lookback = &st->exp->lookback;
+	TimestampTz min_ts;
+
+	min_ts = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_mi_interval,
+													 TimestampTzGetDatum(st->start),
+													 IntervalPGetDatum(lookback)));
+	phx_query_init(q);
+	appendStringInfoString(&q->text,
+						   "SELECT uuid, event, properties, elements_chain, distinct_id, team_id, "
+						   "toTimeZone(timestamp, 'UTC') AS timestamp_utc "
+						   "FROM events "
+						   "WHERE created_at >= toDateTime64({start}, 6, 'UTC') "
+						   "AND created_at < toDateTime64({end}, 6, 'UTC') "
+						   "AND timestamp >= toDateTime64({min_timestamp}, 6, 'UTC')");
+	phx_value_timestamp(q, "start", st->start);
+	phx_value_timestamp(q, "end", st->end);
+	phx_value_timestamp(q, "min_timestamp", min_ts);
+	if (st->exp->include_events != NIL)
+	{
+		appendStringInfoString(&q->text, " AND event IN {include_events}");
+		phx_value_text_array(q, "include_events", st->exp->include_events);
+	}
+	if (st->exp->exclude_events != NIL)
+	{
+		appendStringInfoString(&q->text, " AND event NOT IN {exclude_events}");
+		phx_value_text_array(q, "exclude_events", st->exp->exclude_events);
+	}
+	if (st->cursor_ts)
+	{
+		appendStringInfoString(&q->text,
+							   " AND (timestamp, uuid) > (toDateTime64({cursor_timestamp}, 6, 'UTC'), {cursor_uuid})");
+		phx_value_text(q, "cursor_timestamp", st->cursor_ts);
+		phx_value_text(q, "cursor_uuid", st->cursor_uuid);
+	}
+	/* page_size is ours, never user text: safe to print into the query */
+	appendStringInfo(&q->text, " ORDER BY timestamp, uuid LIMIT %d", st->page_size);
+}
+
+/* 504/512: the query was too slow or too big; halve the page and retry. */
+static bool
+shrink_page(void *arg)
+{
+	EventsState *st = (EventsState *) arg;
+
+	if (st->page_size <= 100)
+		return false;
+	st->page_size = Max(st->page_size / 2, 100);
+	return true;
+}
+
+typedef struct RowContext
+{
+	EventsState *st;
+	const char *uuid;
+	int			row;
+} RowContext;
+
+static void
+row_error_callback(void *arg)
+{
+	RowContext *rc = (RowContext *) arg;
+
+	if (rc->uuid)
+		errcontext("event %s (row %d of page %d) of export \"%s\"",
+				   rc->uuid, rc->row + 1, rc->st->page_no, rc->st->exp->name);
+	else
+		errcontext("row %d of page %d of export \"%s\"",
+				   rc->row + 1, rc->st->page_no, rc->st->exp->name);
+}
+
+static const char *
+cell_text(PhxCell *cell, const char *what, bool required)
+{
+	if (cell->kind == PHX_CELL_NULL)
+	{
+		if (required)
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+					 errmsg("PostHog returned an event without %s", what)));
+		return NULL;
+	}
+	if (cell->kind == PHX_CELL_JSON)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+				 errmsg("PostHog returned a JSON value for %s, where a scalar was expected", what)));
+	return cell->val;
+}
+
+/* The value under a top-level key as its own jsonb; absent or JSON null: SQL NULL. */
+static Datum
+jsonb_member(Jsonb *jb, const char *key, bool *isnull)
+{
+	JsonbValue *v;
+
+	*isnull = true;
+	if (jb == NULL || !JB_ROOT_IS_OBJECT(jb))
+		return (Datum) 0;
+	v = getKeyJsonValueFromContainer(&jb->root, key, strlen(key), NULL);
+	if (v == NULL || v->type == jbvNull)
+		return (Datum) 0;
+	*isnull = false;
+	return JsonbPGetDatum(JsonbValueToJsonb(v));
+}
+
+/* properties.$ip as text: a string as is, other scalars as their JSON text. */
+static Datum
+jsonb_member_text(Jsonb *jb, const char *key, bool *isnull)
+{
+	JsonbValue *v;
+
+	*isnull = true;
+	if (jb == NULL || !JB_ROOT_IS_OBJECT(jb))
+		return (Datum) 0;
+	v = getKeyJsonValueFromContainer(&jb->root, key, strlen(key), NULL);
+	if (v == NULL || v->type == jbvNull)
+		return (Datum) 0;
+	*isnull = false;
+	switch (v->type)
+	{
+		case jbvString:
+			return PointerGetDatum(cstring_to_text_with_len(v->val.string.val, v->val.string.len));
+		case jbvNumeric:
+			return DirectFunctionCall1(textin, DirectFunctionCall1(numeric_out,
+																   NumericGetDatum(v->val.numeric)));
+		case jbvBool:
+			return PointerGetDatum(cstring_to_text(v->val.boolean ? "true" : "false"));
+		default:
+			return PointerGetDatum(cstring_to_text(JsonbToCString(NULL, v->val.binary.data,
+																  v->val.binary.len)));
+	}
+}
+
+static Datum
+parse_timestamptz(const char *s)
+{
+	return DirectFunctionCall3(timestamptz_in, CStringGetDatum(s),
+							   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+}
+
+static Datum
+parse_int4(PhxCell *cell, const char *what)
+{
+	const char *s = cell_text(cell, what, false);
+
+	if (s == NULL)
+		return (Datum) 0;
+	return Int32GetDatum(pg_strtoint32(s));
+}
+
+static void
+convert_row(EventsState *st, PhxPage *page, int r, Datum *values, bool *nulls)
+{
+	PhxCell    *cells = PHX_CELL(page, r, 0);
+	const char *s;
+	Jsonb	   *props = NULL;
+	JsonbValue	jv;
+
+	memset(nulls, true, sizeof(bool) * EV_NCOLUMNS);
+
+	s = cell_text(&cells[Q_UUID], "uuid", true);
+	values[EV_UUID] = PointerGetDatum(cstring_to_text_with_len(s, cells[Q_UUID].len));
+	nulls[EV_UUID] = false;
+
+	if ((s = cell_text(&cells[Q_EVENT], "event", false)) != NULL)
+	{
+		values[EV_EVENT] = PointerGetDatum(cstring_to_text_with_len(s, cells[Q_EVENT].len));
+		nulls[EV_EVENT] = false;
+	}
+
+	if (cells[Q_PROPERTIES].kind == PHX_CELL_JSON)
+	{
+		/* an object instead of a JSON string: accept it as is */
+		props = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(cells[Q_PROPERTIES].val)));
+	}
+	else if ((s = cell_text(&cells[Q_PROPERTIES], "properties", false)) != NULL &&
+			 cells[Q_PROPERTIES].len > 0)
+	{
+		PhxCell    *c = &cells[Q_PROPERTIES];
+
+		c->len = phx_clean_json_for_jsonb(c->val, c->len);
+		props = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(c->val)));
+	}
+	if (props)
+	{
+		values[EV_PROPERTIES] = JsonbPGetDatum(props);
+		nulls[EV_PROPERTIES] = false;
+	}
+
+	if ((s = cell_text(&cells[Q_ELEMENTS_CHAIN], "elements_chain", false)) != NULL)
+	{
+		/* PostHog writes the chain as a JSON string */
+		jv.type = jbvString;
+		jv.val.string.val = (char *) s;
+		jv.val.string.len = cells[Q_ELEMENTS_CHAIN].len;
+		values[EV_ELEMENTS] = JsonbPGetDatum(JsonbValueToJsonb(&jv));
+		nulls[EV_ELEMENTS] = false;
+	}
+
+	values[EV_SET] = jsonb_member(props, "$set", &nulls[EV_SET]);
+	values[EV_SET_ONCE] = jsonb_member(props, "$set_once", &nulls[EV_SET_ONCE]);
+	values[EV_IP] = jsonb_member_text(props, "$ip", &nulls[EV_IP]);
+
+	if ((s = cell_text(&cells[Q_DISTINCT_ID], "distinct_id", false)) != NULL)
+	{
+		values[EV_DISTINCT_ID] = PointerGetDatum(cstring_to_text_with_len(s, cells[Q_DISTINCT_ID].len));
+		nulls[EV_DISTINCT_ID] = false;
+	}
+
+	if (cells[Q_TEAM_ID].kind != PHX_CELL_NULL)
+	{
+		values[EV_TEAM_ID] = parse_int4(&cells[Q_TEAM_ID], "team_id");
+		nulls[EV_TEAM_ID] = false;
+	}
+
+	s = cell_text(&cells[Q_TIMESTAMP], "timestamp", true);
+	values[EV_TIMESTAMP] = parse_timestamptz(s);
+	nulls[EV_TIMESTAMP] = false;
+}
+
+/*
+ * In merge mode a page must not hold one uuid twice (ClickHouse may return
+ * an event twice until its merges catch up, and ON CONFLICT DO UPDATE
+ * refuses to touch a row twice): the last copy wins.
+ */
+static int
+dedupe_by_uuid(PhxModelPage *mp)
+{
+	HASHCTL		ctl;
+	HTAB	   *seen;
+	int			out = 0;
+	typedef struct
+	{
+		char		key[NAMEDATALEN * 4];
+		int			index;
+	} Entry;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = NAMEDATALEN * 4;
+	ctl.entrysize = sizeof(Entry);
+	ctl.hcxt = CurrentMemoryContext;
+	seen = hash_create("posthog_export uuids", mp->nrows, &ctl,
+					   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	for (int r = 0; r < mp->nrows; r++)
+	{
+		char	   *uuid = TextDatumGetCString(mp->values[r][EV_UUID]);
+		bool		found;
+		Entry	   *e;
+
+		if (strlen(uuid) >= NAMEDATALEN * 4)
+			uuid[NAMEDATALEN * 4 - 1] = '\0';
+		e = hash_search(seen, uuid, HASH_ENTER, &found);
+		if (found)
+		{
+			/* overwrite the earlier copy in place */
+			mp->values[e->index] = mp->values[r];
+			mp->nulls[e->index] = mp->nulls[r];
+		}
+		else
+		{
+			e->index = out;
+			mp->values[out] = mp->values[r];
+			mp->nulls[out] = mp->nulls[r];
+			out++;
+		}
+	}
+	hash_destroy(seen);
+	return out;
+}
+
+static PhxModelPage *
+events_next_page(void *state)
+{
+	EventsState *st = (EventsState *) state;
+	PhxQuery	q;
+	PhxPage    *page;
+	PhxModelPage *mp = palloc0(sizeof(PhxModelPage));
+	char	   *label;
+	ErrorContextCallback errcb;
+	RowContext	rc;
+	int			limit;
+
+	st->page_no++;
+	build_query(st, &q);
+	label = psprintf("posthog_export %s page %d", st->exp->name, st->page_no);
+	page = phx_http_query(st->cfg, &q, label, shrink_page, st, &mp->bytes);
+	/* the LIMIT may have shrunk during the call */
+	limit = st->page_size;
+
+	if (page->ncolumns != Q_NCOLUMNS)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+				 errmsg("PostHog returned %d columns, the events query selects %d",
+						page->ncolumns, Q_NCOLUMNS)));
+	for (int c = 0; c < Q_NCOLUMNS; c++)
+		if (strcmp(page->columns[c], query_columns[c]) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+					 errmsg("PostHog returned column \"%s\" where the events query selects \"%s\"",
+							page->columns[c], query_columns[c])));
+
+	mp->nrows = page->nrows;
+	mp->values = palloc(sizeof(Datum *) * Max(page->nrows, 1));
+	mp->nulls = palloc(sizeof(bool *) * Max(page->nrows, 1));
+
+	rc.st = st;
+	errcb.callback = row_error_callback;
+	errcb.arg = &rc;
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
+	for (int r = 0; r < page->nrows; r++)
+	{
+		PhxCell    *uuid = PHX_CELL(page, r, Q_UUID);
+
+		rc.row = r;
+		rc.uuid = (uuid->kind == PHX_CELL_STRING) ? uuid->val : NULL;
+		mp->values[r] = palloc(sizeof(Datum) * EV_NCOLUMNS);
+		mp->nulls[r] = palloc(sizeof(bool) * EV_NCOLUMNS);
+		convert_row(st, page, r, mp->values[r], mp->nulls[r]);
+	}
+	error_context_stack = errcb.previous;
+
+	if (page->nrows > 0)
+	{
+		int			last = page->nrows - 1;
+
+		st->cursor_ts = MemoryContextStrdup(st->cxt,
+											phx_format_utc(DatumGetTimestampTz(mp->values[last][EV_TIMESTAMP])));
+		st->cursor_uuid = MemoryContextStrdup(st->cxt,
+											  TextDatumGetCString(mp->values[last][EV_UUID]));
+		mp->cursor = list_make2(st->cursor_ts, st->cursor_uuid);
+	}
+	/* hasMore, or a full page: ask again (an empty last page costs one call) */
+	mp->has_more = page->nrows > 0 && (page->has_more || page->nrows >= limit);
+
+	if (st->merge)
+		mp->nrows = dedupe_by_uuid(mp);
+	return mp;
+}
+
+const PhxModel phx_events_model = {
+	.name = "events",
+	.columns = events_columns,
+	.ncolumns = EV_NCOLUMNS,
+	.merge_key = events_merge_key,
+	.merge_condition = NULL,
+	.begin = events_begin,
+	.next_page = events_next_page,
+};

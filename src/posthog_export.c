@@ -1,0 +1,37 @@
+/*-------------------------------------------------------------------------
+ *
+ * posthog_export.c
+ *		Module entry point of the posthog_export extension, and the
+ *		registry of export models.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+
+#include "posthog_export.h"
+
+PG_MODULE_MAGIC;
+
+static const PhxModel *const models[] = {
+	&phx_events_model,
+	NULL
+};
+
+const PhxModel *
+phx_model_by_name(const char *name)
+{
+	for (int i = 0; models[i]; i++)
+		if (strcmp(models[i]->name, name) == 0)
+			return models[i];
+	if (strcmp(name, "persons") == 0 || strcmp(name, "sessions") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("the %s model is not available in this version", name)));
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("unknown model \"%s\"", name),
+			 errhint("Valid models are events, persons and sessions.")));
+	return NULL;				/* keep compiler quiet */
+}

@@ -1,0 +1,247 @@
+/*-------------------------------------------------------------------------
+ *
+ * posthog_export.h
+ *		Declarations shared by the files of the posthog_export extension.
+ *
+ * The extension pulls PostHog data through PostHog's HTTP query API and
+ * writes it into tables of the database it is installed in.  Each file
+ * owns one responsibility; this header is the contract between them.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef POSTHOG_EXPORT_H
+#define POSTHOG_EXPORT_H
+
+#include "postgres.h"
+
+#include "datatype/timestamp.h"
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "nodes/pg_list.h"
+
+#define PHX_EXTENSION_NAME	"posthog_export"
+#define PHX_SCHEMA_NAME		"posthog_export"
+#define PHX_VERSION			"0.1.0"
+
+/* First key of the advisory locks the extension takes ("phx" in ASCII). */
+#define PHX_ADVISORY_LOCK_KEY	0x706878
+
+/* ------------------------------------------------------------------------
+ * option.c: FOREIGN SERVER / USER MAPPING options
+ * ------------------------------------------------------------------------
+ */
+typedef struct PhxServerConfig
+{
+	char	   *server_name;
+	char	   *url;			/* base URL, without trailing slash */
+	int64		project_id;
+	char	   *ca_file;		/* NULL: the system's trust store */
+	bool		allow_http;
+	int			page_size;		/* rows per page requested */
+	int			connect_timeout_ms;
+	int			timeout_ms;		/* total time of one HTTP request */
+	int			max_retries;	/* retries of one page after a retryable error */
+	int			retry_base_delay_ms;
+	int64		max_response_size;	/* bytes */
+	char	   *api_key;		/* from the user mapping; never printed */
+} PhxServerConfig;
+
+extern PhxServerConfig *phx_get_server_config(const char *server_name, Oid userid);
+
+/* ------------------------------------------------------------------------
+ * json_rows.c: parsing the query API's response
+ * ------------------------------------------------------------------------
+ */
+typedef enum PhxCellKind
+{
+	PHX_CELL_NULL,
+	PHX_CELL_STRING,			/* de-escaped UTF-8, NUL-terminated */
+	PHX_CELL_NUMBER,			/* the number's text as sent */
+	PHX_CELL_BOOL,				/* text "true" or "false" */
+	PHX_CELL_JSON				/* nested array/object, its JSON text */
+} PhxCellKind;
+
+typedef struct PhxCell
+{
+	PhxCellKind kind;
+	int			len;
+	char	   *val;
+} PhxCell;
+
+typedef struct PhxPage
+{
+	int			ncolumns;
+	char	  **columns;		/* names from "columns" */
+	int			nrows;
+	PhxCell    *cells;			/* nrows * ncolumns, row-major */
+	bool		has_more;
+} PhxPage;
+
+#define PHX_CELL(page, row, col) (&(page)->cells[(row) * (page)->ncolumns + (col)])
+
+extern PhxPage *phx_parse_page(char *body, size_t len);
+extern int	phx_clean_json_for_jsonb(char *text, int len);
+extern bool phx_parse_error_body(char *body, size_t len, char **code, char **detail);
+
+/* ------------------------------------------------------------------------
+ * hogql.c: building the HTTP request body
+ * ------------------------------------------------------------------------
+ */
+typedef struct PhxQuery
+{
+	StringInfoData text;		/* HogQL with {placeholders} */
+	StringInfoData values;		/* JSON members of "values", comma separated */
+} PhxQuery;
+
+extern void phx_query_init(PhxQuery *q);
+extern void phx_value_text(PhxQuery *q, const char *name, const char *value);
+extern void phx_value_text_array(PhxQuery *q, const char *name, List *values);
+extern void phx_value_timestamp(PhxQuery *q, const char *name, TimestampTz ts);
+extern char *phx_format_utc(TimestampTz ts);
+extern char *phx_request_body(PhxQuery *q, const char *label);
+
+/* ------------------------------------------------------------------------
+ * http_client.c: one query API call, with timeouts, retries and cancel
+ * ------------------------------------------------------------------------
+ */
+/*
+ * Asked when the server answers 504 or 512 (query too slow or too big): may
+ * shrink the page in the query and return true to retry, or return false.
+ */
+typedef bool (*PhxShrinkCallback) (void *arg);
+
+extern PhxPage *phx_http_query(PhxServerConfig *cfg, PhxQuery *q,
+							   const char *label,
+							   PhxShrinkCallback shrink, void *shrink_arg,
+							   int64 *bytes_out);
+
+/* ------------------------------------------------------------------------
+ * catalog.c: the extension's own tables (exports, runs)
+ * ------------------------------------------------------------------------
+ */
+typedef struct PhxExport
+{
+	int32		export_id;
+	char	   *name;
+	Oid			owner;
+	char	   *server_name;
+	char	   *model;			/* events | persons | sessions */
+	char	   *mode;			/* append | merge */
+	char	   *schema_name;
+	char	   *table_name;
+	Interval	interval;
+	List	   *include_events; /* of char * */
+	List	   *exclude_events; /* of char * */
+	Interval	lookback;
+} PhxExport;
+
+typedef struct PhxRun
+{
+	int64		run_id;
+	char	   *status;
+	int64		rows;
+	int64		bytes;
+	int32		pages;
+	int32		attempts;
+	List	   *cursor;			/* of char *, NIL before the first page */
+} PhxRun;
+
+/* Saved state of a switch to another role for catalog or destination work. */
+typedef struct PhxRoleSwitch
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+} PhxRoleSwitch;
+
+extern void phx_become(Oid role, PhxRoleSwitch *sw);
+extern void phx_restore(PhxRoleSwitch *sw);
+extern Oid	phx_catalog_owner(void);
+extern Datum phx_text_list_to_array(List *list);
+
+extern PhxExport *phx_export_lookup(const char *name, bool missing_ok);
+extern bool phx_export_exists(const char *name);
+extern int32 phx_export_insert(PhxExport *exp, Datum include, bool include_null,
+							   Datum exclude, bool exclude_null);
+extern void phx_export_delete(PhxExport *exp);
+extern PhxRun *phx_run_begin(PhxExport *exp, TimestampTz start, TimestampTz end,
+							 const char *trigger, bool force);
+extern void phx_run_progress(PhxRun *run, int64 rows, int64 bytes,
+							 List *cursor, bool completed);
+extern void phx_run_failed(PhxRun *run, const char *message);
+
+/* ------------------------------------------------------------------------
+ * destination.c: the table rows land in
+ * ------------------------------------------------------------------------
+ */
+typedef struct PhxModelColumn
+{
+	const char *name;
+	Oid			type;			/* type of the datum the model produces */
+	const char *create_type;	/* SQL type used when creating the table */
+} PhxModelColumn;
+
+/* A page fetched from PostHog and turned into datums of a model's columns. */
+typedef struct PhxModelPage
+{
+	int			nrows;
+	Datum	  **values;			/* [row][model column] */
+	bool	  **nulls;
+	int64		bytes;			/* response bytes received for the page */
+	bool		has_more;
+	List	   *cursor;			/* keyset position after this page */
+} PhxModelPage;
+
+typedef struct PhxModel
+{
+	const char *name;
+	const PhxModelColumn *columns;
+	int			ncolumns;
+	const char *const *merge_key;	/* column names, NULL-terminated */
+	const char *merge_condition;	/* ON CONFLICT ... WHERE, NULL: any change */
+
+	/*
+	 * Starts reading [start, end) after "cursor" (NIL: from the beginning);
+	 * next_page() then returns successive pages allocated in the current
+	 * memory context.
+	 */
+	void	   *(*begin) (PhxExport *exp, PhxServerConfig *cfg,
+						  TimestampTz start, TimestampTz end, List *cursor);
+	PhxModelPage *(*next_page) (void *state);
+} PhxModel;
+
+extern const PhxModel *phx_model_by_name(const char *name);
+
+typedef struct PhxDestination
+{
+	const PhxModel *model;
+	Oid			relid;
+	char	   *qualified_name; /* quoted schema.table */
+	int			nused;			/* model columns present in the table */
+	int		   *used;			/* their indexes in model->columns */
+	bool		merge;
+	SPIPlanPtr	insert_plan;
+} PhxDestination;
+
+extern PhxDestination *phx_destination_open(PhxExport *exp, const PhxModel *model);
+extern uint64 phx_destination_insert(PhxDestination *dest, int nrows,
+									 Datum **values, bool **nulls);
+
+/* ------------------------------------------------------------------------
+ * model_events.c
+ * ------------------------------------------------------------------------
+ */
+extern const PhxModel phx_events_model;
+
+/* ------------------------------------------------------------------------
+ * export_run.c / schedule helpers
+ * ------------------------------------------------------------------------
+ */
+extern TimestampTz phx_interval_floor(const Interval *iv, TimestampTz ts);
+extern bool phx_interval_is_supported(const Interval *iv);
+extern int64 phx_interval_usecs(const Interval *iv);
+extern char *phx_ts_str(TimestampTz ts);
+extern void phx_run_range(PhxExport *exp, TimestampTz start, TimestampTz end,
+						  const char *trigger, bool force, bool nonatomic);
+
+#endif							/* POSTHOG_EXPORT_H */
