@@ -3,7 +3,13 @@ CREATE SERVER ph FOREIGN DATA WRAPPER posthog_export
   OPTIONS (url 'http://127.0.0.1:9', project_id '1', allow_http 'true', max_retries '0');
 
 -- no user mapping yet
+CREATE ROLE regress_phx_nomap;
+GRANT USAGE ON FOREIGN SERVER ph TO regress_phx_nomap;
+SET ROLE regress_phx_nomap;
 SELECT posthog_export.create_export(name => 'ev', server => 'ph');
+RESET ROLE;
+REVOKE USAGE ON FOREIGN SERVER ph FROM regress_phx_nomap;
+DROP ROLE regress_phx_nomap;
 CREATE USER MAPPING FOR CURRENT_USER SERVER ph OPTIONS (api_key 'phx_regress_secret');
 
 -- bad arguments
@@ -23,7 +29,7 @@ SELECT posthog_export.create_export(
   schema_name => 'posthog_exports', table_name => 'events',
   "interval" => '1 hour', exclude_events => ARRAY['$feature_flag_called']);
 SELECT posthog_export.create_export(name => 'events', server => 'ph');
-SELECT name, owner, server_name, model, mode, schema_name, table_name, "interval",
+SELECT name, owner = current_user::regrole AS mine, server_name, model, mode, schema_name, table_name, "interval",
        include_events, exclude_events, lookback
   FROM posthog_export.exports;
 -- the table was created with the model's columns, identifiers quoted
