@@ -401,7 +401,7 @@ phx_http_query(PhxServerConfig *cfg, PhxQuery *q, const char *label,
 									code ? ", " : "", code ? code : ""),
 							 detail ? errdetail("%s", detail) : 0));
 			}
-			if (outcome == PHX_SHRINK && shrink && shrink(shrink_arg))
+			if (outcome == PHX_SHRINK && shrink && shrink(shrink_arg, q))
 			{
 				ereport(LOG,
 						(errmsg("posthog_export: %s answered %s; retrying with a smaller page",

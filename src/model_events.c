@@ -150,15 +150,19 @@ build_query(EventsState *st, PhxQuery *q)
 	appendStringInfo(&q->text, " ORDER BY timestamp, uuid LIMIT %d", st->page_size);
 }
 
-/* 504/512: the query was too slow or too big; halve the page and retry. */
+/*
+ * 504/512: the query was too slow or too big for PostHog; halve the page
+ * (it stays smaller for the rest of the interval) and rebuild the query.
+ */
 static bool
-shrink_page(void *arg)
+shrink_page(void *arg, PhxQuery *q)
 {
 	EventsState *st = (EventsState *) arg;
 
-	if (st->page_size <= 100)
+	if (st->page_size <= 10)
 		return false;
-	st->page_size = Max(st->page_size / 2, 100);
+	st->page_size = Max(st->page_size / 2, 10);
+	build_query(st, q);
 	return true;
 }
 

@@ -106,9 +106,10 @@ extern char *phx_request_body(PhxQuery *q, const char *label);
  */
 /*
  * Asked when the server answers 504 or 512 (query too slow or too big): may
- * shrink the page in the query and return true to retry, or return false.
+ * rebuild the query for a smaller page and return true to retry at once, or
+ * return false to treat the answer like any retryable error.
  */
-typedef bool (*PhxShrinkCallback) (void *arg);
+typedef bool (*PhxShrinkCallback) (void *arg, PhxQuery *q);
 
 extern PhxPage *phx_http_query(PhxServerConfig *cfg, PhxQuery *q,
 							   const char *label,

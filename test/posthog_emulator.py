@@ -822,6 +822,19 @@ class Scope:
 AGGREGATES = {"argMax", "max", "min", "count"}
 
 
+class TopPlan:
+    """The top-level SELECT, kept in parts so that it can be run in one or two steps."""
+
+    def __init__(self, cols, from_sql, where_sql, tail, limit, single, table):
+        self.cols = cols
+        self.from_sql = from_sql
+        self.where_sql = where_sql
+        self.tail = tail          # GROUP BY / HAVING / ORDER BY / LIMIT
+        self.limit = limit
+        self.single = single      # the Source when the query reads one table, unaggregated, ordered
+        self.table = table
+
+
 class Translator:
     def __init__(self, schema, values, project_tz, uuid_mode):
         self.schema = schema          # table name -> list of Column (sql = column name)
@@ -931,19 +944,12 @@ class Translator:
             for te, _, _ in orders:
                 self.check_grouped(te, keys)
 
-        sel_parts = []
-        cols = []
-        for i, (name, te) in enumerate(out):
-            sql = te.sql
-            if top and te.t.kind == K_UUID:
-                sql = self.uuid.from_key_sql(sql)
-            sel_parts.append("%s AS c%d" % (sql, i))
-            cols.append((name, "c%d" % i, te))
-        sql = "SELECT " + ", ".join(sel_parts) + from_sql + where_sql
+        cols = [(name, "c%d" % i, te) for i, (name, te) in enumerate(out)]
+        tail = ""
         if group:
-            sql += " GROUP BY " + ", ".join(g.sql for g in group)
+            tail += " GROUP BY " + ", ".join(g.sql for g in group)
         if having is not None:
-            sql += " HAVING " + having.sql
+            tail += " HAVING " + having.sql
         if orders:
             parts = []
             for te, desc, nulls in orders:
@@ -954,7 +960,7 @@ class Translator:
                 if te.maybe_null:
                     p += " NULLS " + want
                 parts.append(p)
-            sql += " ORDER BY " + ", ".join(parts)
+            tail += " ORDER BY " + ", ".join(parts)
 
         limit = None
         if sel["limit"] is not None:
@@ -963,15 +969,44 @@ class Translator:
             if not lt.const or isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise HogQLError("LIMIT must be a non-negative integer constant")
             limit = v
-        effective = None
         if top:
             effective = default_limit if limit is None else limit
             if effective > limit_cap:
                 effective = limit_cap
-            sql += " LIMIT " + self.bind(effective + 1)
-        elif limit is not None:
-            sql += " LIMIT " + self.bind(limit)
-        return sql, cols, effective
+            tail += " LIMIT " + self.bind(effective + 1)
+            single = None
+            if len(scope.order) == 1 and sel["from_"][0] == "table" and not is_agg and orders:
+                single = scope.order[0]
+            return TopPlan(cols, from_sql, where_sql, tail, effective, single, sel["from_"][1])
+        if limit is not None:
+            tail += " LIMIT " + self.bind(limit)
+        sql = "SELECT " + ", ".join("%s AS %s" % (te.sql, c) for _, c, te in cols) + from_sql + where_sql + tail
+        return sql, cols, None
+
+    def json_cell(self, te, bool_as_int):
+        """SQL producing the JSON text of one result cell (the top-level SELECT renders in SQLite)."""
+        x = te.sql
+        k = te.t.kind
+        if k in (K_STRING, K_JSON):
+            return "json_quote(%s)" % x
+        if k == K_UUID:
+            return "json_quote(%s)" % self.uuid.from_key_sql(x)
+        if k in (K_INT, K_UINT8, K_UINT64, K_FLOAT):
+            return "json_quote(%s)" % x
+        if k == K_BOOL:
+            if bool_as_int:
+                return "(CASE WHEN %s IS NULL THEN 'null' WHEN %s THEN '1' ELSE '0' END)" % (x, x)
+            return "(CASE WHEN %s IS NULL THEN 'null' WHEN %s THEN 'true' ELSE 'false' END)" % (x, x)
+        if k == K_DATETIME:
+            if get_tz(te.t.tz) is timezone.utc:
+                return ("(CASE WHEN %s IS NULL THEN 'null' WHEN %s < 0 THEN _dt_json(%s, 'UTC') ELSE "
+                        "'\"' || strftime('%%Y-%%m-%%dT%%H:%%M:%%S', %s / 1000000, 'unixepoch') || "
+                        "(CASE WHEN %s %% 1000000 = 0 THEN '' ELSE printf('.%%06d', %s %% 1000000) END) || "
+                        "'Z\"' END)" % (x, x, x, x, x, x))
+            return "_dt_json(%s, %s)" % (x, self.bind(te.t.tz))
+        if k == K_ARRAY:
+            return "coalesce(%s, 'null')" % x
+        return "'null'"
 
     def check_boolean(self, te, where):
         if te.kind == "tuple":
@@ -1525,6 +1560,12 @@ def _dt_str_udf(us, tz, prec):
     return dt_to_ch_string(us, tz, prec)
 
 
+def _dt_json_udf(us, tz):
+    if us is None:
+        return "null"
+    return '"' + dt_formatter(tz)(us) + '"'
+
+
 def _float_str_udf(x):
     if x is None:
         return None
@@ -1541,6 +1582,7 @@ def register_functions(conn, uuid_mode):
     conn.create_function("_to_uuid", 1, _to_uuid_udf_factory(uuid_mode), deterministic=True)
     conn.create_function("_dt_str", 3, _dt_str_udf, deterministic=True)
     conn.create_function("_float_str", 1, _float_str_udf, deterministic=True)
+    conn.create_function("_dt_json", 2, _dt_json_udf, deterministic=True)
 
 
 # ---------------------------------------------------------------------------
@@ -1885,66 +1927,80 @@ class Store:
 # Query execution and serialization
 
 
-def run_query(cfg, store, hogql, values):
-    parser = Parser(hogql)
-    ast = parser.parse_query()
+def run_query(cfg, store, hogql, values, drop_last_cell=False):
+    """Parse, translate and run a HogQL query.
+
+    Returns dict(texts=[JSON text of each row], columns, types, has_more, limit, sql).  The JSON text
+    of every row is built inside SQLite (json_quote etc.), which is much faster than json.dumps of
+    non-ASCII text in Python."""
+    ast = Parser(hogql).parse_query()
     conn, snap = store.connection()
     tr = Translator(snap.schema, values, cfg.project_tz, store.uuid_mode)
-    sql, cols, limit = tr.translate_select(ast, top=True, limit_cap=cfg.max_limit, default_limit=cfg.default_limit)
+    plan = tr.translate_select(ast, top=True, limit_cap=cfg.max_limit, default_limit=cfg.default_limit)
+    cells = [tr.json_cell(te, cfg.bool_as_int) for _, _, te in plan.cols]
+    if drop_last_cell and cells:
+        cells = cells[:-1]
+    row_sql = ("'[' || " + " || ', ' || ".join(cells) + " || ']'") if cells else "'[]'"
+    limit = plan.limit
+    full_sql = "SELECT " + row_sql + plan.from_sql + plan.where_sql + plan.tail
     try:
-        cur = conn.execute(sql, tr.params)
-        raw = cur.fetchmany(limit + 1)
+        if plan.single is not None:
+            # Two steps: sort only (rowid, sort keys), then fetch the rendered rows by rowid.  SQLite's
+            # sorter would otherwise carry every wide row (properties) through the sort.
+            a = plan.single.sql_alias
+            keys_sql = "SELECT %s.rowid" % a + plan.from_sql + plan.where_sql + plan.tail
+            ids = [r[0] for r in conn.execute(keys_sql, tr.params)]
+            has_more = len(ids) > limit
+            del ids[limit:]
+            if ids:
+                params = dict(tr.params)
+                params["rowids"] = json.dumps(ids)
+                fetch_sql = ('SELECT %s.rowid, %s FROM "%s" AS %s WHERE %s.rowid IN '
+                             '(SELECT value FROM json_each(:rowids))' % (a, row_sql, plan.table, a, a))
+                found = dict(conn.execute(fetch_sql, params).fetchall())
+                texts = [found[i] for i in ids]
+            else:
+                texts = []
+        else:
+            texts = [r[0] for r in conn.execute(full_sql, tr.params).fetchmany(limit + 1)]
+            has_more = len(texts) > limit
+            del texts[limit:]
     except sqlite3.Error as ex:
         raise HogQLError("Query failed in the emulator's SQL engine: %s" % ex)
-    has_more = len(raw) > limit
-    if has_more:
-        del raw[limit:]
-    convs = []
-    for i, (name, csql, te) in enumerate(cols):
-        f = value_converter(te.t, cfg)
-        if f is not None:
-            convs.append((i, f))
-    if convs:
-        rows = []
-        append = rows.append
-        for r in raw:
-            r = list(r)
-            for i, f in convs:
-                v = r[i]
-                if v is not None:
-                    r[i] = f(v)
-            append(r)
-    else:
-        rows = raw
     return dict(
-        rows=rows,
-        columns=[c[0] for c in cols],
-        types=[[c[0], c[2].t.ch()] for c in cols],
+        texts=texts,
+        columns=[c[0] for c in plan.cols],
+        types=[[c[0], c[2].t.ch()] for c in plan.cols],
         has_more=has_more,
         limit=limit,
-        sql=sql,
+        sql=full_sql,
     )
 
 
-def value_converter(t, cfg):
-    k = t.kind
-    if k == K_DATETIME:
-        return dt_formatter(t.tz)
-    if k == K_BOOL:
-        return int if cfg.bool_as_int else bool
-    if k == K_ARRAY:
-        return json.loads
-    if k == K_NOTHING:
-        return lambda v: None
-    return None
+def _dumps(obj):
+    return json.dumps(obj, ensure_ascii=False)
 
 
-def encode_json(obj):
-    text = json.dumps(obj, ensure_ascii=False)
+def response_text(res, hogql, results_override=None):
+    """The 200 body as text, assembled around the pre-rendered row texts."""
+    rows = res["texts"] if results_override is None else results_override
+    return "".join((
+        '{"results": [', ", ".join(rows), '], "columns": ', _dumps(res["columns"]),
+        ', "types": ', _dumps(res["types"]), ', "hasMore": ', "true" if res["has_more"] else "false",
+        ', "limit": ', str(res["limit"]), ', "offset": 0, "hogql": ', _dumps(hogql),
+        ', "clickhouse": ', _dumps(res["sql"]), ', "timings": [], "is_cached": false, "last_refresh": ',
+        _dumps(now_rfc3339()), ', "query_status": null}'))
+
+
+def encode_text(text):
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
         return escape_lone_surrogates(text).encode("utf-8")
+
+
+def encode_json(obj):
+    return encode_text(json.dumps(obj, ensure_ascii=False))
 
 
 def now_rfc3339():
@@ -2336,25 +2392,19 @@ class Handler(BaseHTTPRequestHandler):
                 self.send_bytes(200, bad, truncate=truncate)
                 return
             try:
-                res = self.handle_query(project, auth, raw, body)
+                res = self.handle_query(project, auth, raw, body, "wrong_columns" in flags)
             except ApiError as err:
                 entry["error"] = err.body()
                 mark(err.status)
                 self.send_obj(err.status, err.body(), err.headers, truncate=truncate)
                 return
-            state["rows"] = len(res["rows"])
+            state["rows"] = len(res["texts"])
             entry["rows"] = state["rows"]
             entry["has_more"] = res["has_more"]
-            results = res["rows"]
-            if "wrong_columns" in flags:
-                results = [list(r)[:-1] for r in results]
-                if not results:
-                    results = [[None] * max(len(res["columns"]) - 1, 0)]
-            out = {"results": results, "columns": res["columns"], "types": res["types"],
-                   "hasMore": res["has_more"], "limit": res["limit"], "offset": 0,
-                   "hogql": entry["query"], "clickhouse": res["sql"], "timings": [], "is_cached": False,
-                   "last_refresh": now_rfc3339(), "query_status": None}
-            body_bytes = encode_json(out)
+            override = None
+            if "wrong_columns" in flags and not res["texts"]:
+                override = [json.dumps([None] * max(len(res["columns"]) - 1, 0))]
+            body_bytes = encode_text(response_text(res, entry["query"], override))
             mark(200)
             self.send_bytes(200, body_bytes, truncate=truncate)
         except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
@@ -2375,7 +2425,7 @@ class Handler(BaseHTTPRequestHandler):
             st = state["status"]
             self.log_line(st if st is not None else "dropped", state["rows"], ms, extra)
 
-    def handle_query(self, project, auth, raw, body):
+    def handle_query(self, project, auth, raw, body, drop_last_cell=False):
         cfg = self.server.cfg
         if not auth:
             raise ApiError(401, "authentication_error", "not_authenticated",
@@ -2423,7 +2473,7 @@ class Handler(BaseHTTPRequestHandler):
                                                     "lazy_async", True, False):
             raise ApiError(400, "validation_error", "invalid_input", "Invalid refresh value %r" % (refresh,),
                            "refresh")
-        return run_query(cfg, self.server.store, text, values)
+        return run_query(cfg, self.server.store, text, values, drop_last_cell)
 
 
 class EmulatorServer(ThreadingHTTPServer):
