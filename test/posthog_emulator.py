@@ -778,10 +778,11 @@ def print_expr(e):
 
 class TE:
     """A translated expression."""
-    __slots__ = ("sql", "t", "agg", "const", "value", "kind", "children", "maybe_null", "name")
+    __slots__ = ("sql", "t", "agg", "const", "value", "kind", "children", "maybe_null", "name", "qsql")
 
     def __init__(self, sql, t, kind="op", children=(), agg=False, const=False, value=None, maybe_null=None,
-                 name=None):
+                 name=None, qsql=None):
+        self.qsql = qsql
         self.sql = sql
         self.t = t
         self.kind = kind          # 'field' 'const' 'tuple' 'agg' 'func' 'op'
@@ -796,13 +797,14 @@ class TE:
 
 
 class Column:
-    __slots__ = ("name", "sql", "t", "maybe_null")
+    __slots__ = ("name", "sql", "t", "maybe_null", "qsql")
 
-    def __init__(self, name, sql, t, maybe_null):
+    def __init__(self, name, sql, t, maybe_null, qsql=None):
         self.name = name
         self.sql = sql
         self.t = t
         self.maybe_null = maybe_null
+        self.qsql = qsql  # SQL of the stored JSON-string-literal form (JSON columns of base tables)
 
 
 class Source:
@@ -975,9 +977,11 @@ class Translator:
                 effective = limit_cap
             tail += " LIMIT " + self.bind(effective + 1)
             single = None
-            if len(scope.order) == 1 and sel["from_"][0] == "table" and not is_agg and orders:
+            if len(scope.order) == 1 and sel["from_"] is not None and sel["from_"][0] == "table" \
+                    and not is_agg and orders:
                 single = scope.order[0]
-            return TopPlan(cols, from_sql, where_sql, tail, effective, single, sel["from_"][1])
+            return TopPlan(cols, from_sql, where_sql, tail, effective, single,
+                           sel["from_"][1] if single is not None else None)
         if limit is not None:
             tail += " LIMIT " + self.bind(limit)
         sql = "SELECT " + ", ".join("%s AS %s" % (te.sql, c) for _, c, te in cols) + from_sql + where_sql + tail
@@ -987,6 +991,8 @@ class Translator:
         """SQL producing the JSON text of one result cell (the top-level SELECT renders in SQLite)."""
         x = te.sql
         k = te.t.kind
+        if k == K_JSON and te.qsql is not None:
+            return "coalesce(%s, 'null')" % te.qsql
         if k in (K_STRING, K_JSON):
             return "json_quote(%s)" % x
         if k == K_UUID:
@@ -1034,7 +1040,14 @@ class Translator:
             columns = {}
             for c in cols:
                 t = c.t.with_(nullable=c.t.nullable or nullable)
-                columns[c.name] = Column(c.name, '%s."%s"' % (sql_alias, c.sql), t, c.maybe_null or nullable)
+                ref = '%s."%s"' % (sql_alias, c.sql)
+                if c.t.kind == K_JSON:
+                    # stored as the JSON string literal of the object text (what the response carries);
+                    # json_extract(.., '$') gives the object text back
+                    columns[c.name] = Column(c.name, "json_extract(%s, '$')" % ref, t, c.maybe_null or nullable,
+                                             qsql=ref)
+                else:
+                    columns[c.name] = Column(c.name, ref, t, c.maybe_null or nullable)
             name = alias or what
             sql = '"%s" AS %s' % (what, sql_alias)
         else:
@@ -1097,7 +1110,8 @@ class Translator:
             if col is None:
                 raise HogQLError("Unable to resolve field: %s (table `%s` has no column `%s`)"
                                  % (".".join(chain), name, chain[1]))
-            te = TE(col.sql, col.t, kind="field", maybe_null=col.maybe_null, name=".".join(chain[:2]))
+            te = TE(col.sql, col.t, kind="field", maybe_null=col.maybe_null, name=".".join(chain[:2]),
+                    qsql=col.qsql)
             rest = chain[2:]
         elif clause != "on" and name in scope.aliases:
             te = scope.aliases[name]
@@ -1108,7 +1122,7 @@ class Translator:
             if len(found) > 1:
                 raise HogQLError("Ambiguous query. Found multiple sources for field: %s" % name)
             col = found[0].columns[name]
-            te = TE(col.sql, col.t, kind="field", maybe_null=col.maybe_null, name=name)
+            te = TE(col.sql, col.t, kind="field", maybe_null=col.maybe_null, name=name, qsql=col.qsql)
         if rest:
             if te.t.kind != K_JSON:
                 raise HogQLError("Cannot access property %s of a non-JSON column" % ".".join(chain))
@@ -1597,20 +1611,22 @@ TABLES = {
     "events": {
         "file": "events.ndjson",
         "cols": [
-            _col("uuid", K_UUID), _col("event", K_STRING), _col("properties", K_JSON),
-            _col("timestamp", K_DATETIME), _col("created_at", K_DATETIME), _col("team_id", K_INT),
-            _col("distinct_id", K_STRING), _col("elements_chain", K_STRING),
+            # wide columns last: SQLite must walk past earlier columns (and their overflow pages)
+            # to read a later one
+            _col("uuid", K_UUID), _col("event", K_STRING), _col("timestamp", K_DATETIME),
+            _col("created_at", K_DATETIME), _col("team_id", K_INT), _col("distinct_id", K_STRING),
             _col("person_id", K_UUID, True), _col("$session_id", K_STRING, True),
+            _col("elements_chain", K_STRING), _col("properties", K_JSON),
         ],
         "derived": {"$session_id": ("properties", "$session_id")},
-        "indexes": [("timestamp", "uuid"), ("created_at",), ("uuid",), ("event",)],
+        "indexes": [("timestamp", "uuid"), ("created_at", "timestamp", "uuid"), ("uuid",)],
     },
     "raw_persons": {
         "file": "persons.ndjson",
         "cols": [
-            _col("id", K_UUID), _col("team_id", K_INT), _col("properties", K_JSON),
-            _col("created_at", K_DATETIME, prec=3), _col("is_identified", K_BOOL), _col("is_deleted", K_BOOL),
-            _col("version", K_INT),
+            _col("id", K_UUID), _col("team_id", K_INT), _col("created_at", K_DATETIME, prec=3),
+            _col("is_identified", K_BOOL), _col("is_deleted", K_BOOL), _col("version", K_INT),
+            _col("properties", K_JSON),
         ],
         "indexes": [("id", "version"), ("created_at",)],
     },
@@ -1627,7 +1643,7 @@ TABLES = {
         "cols": [
             _col("session_id", K_STRING), _col("team_id", K_INT), _col("distinct_id", K_STRING),
             _col("$start_timestamp", K_DATETIME), _col("$end_timestamp", K_DATETIME),
-            _col("$urls", K_ARRAY), _col("$num_uniq_urls", K_INT),
+            _col("$num_uniq_urls", K_INT),
             _col("$entry_current_url", K_STRING, True), _col("$entry_pathname", K_STRING, True),
             _col("$entry_hostname", K_STRING, True), _col("$end_current_url", K_STRING, True),
             _col("$end_pathname", K_STRING, True), _col("$end_hostname", K_STRING, True),
@@ -1639,6 +1655,7 @@ TABLES = {
             _col("$autocapture_count", K_INT), _col("$screen_count", K_INT), _col("$channel_type", K_STRING),
             _col("$session_duration", K_INT), _col("$is_bounce", K_BOOL),
             _col("$last_external_click_url", K_STRING, True), _col("$vitals_lcp", K_FLOAT, True),
+            _col("$urls", K_ARRAY),
         ],
         "indexes": [("$end_timestamp", "session_id"), ("session_id",), ("$start_timestamp",)],
     },
@@ -1846,7 +1863,8 @@ class Store:
             path = os.path.join(self.data_dir, spec["file"])
             derived = spec.get("derived", {})
             plan = [(c[0], c[1], derived.get(c[0]), self.uuid_mode) for c in cols]
-            ins = 'INSERT INTO "%s" VALUES (%s)' % (tname, ", ".join("?" * len(cols)))
+            ins = 'INSERT INTO "%s" VALUES (%s)' % (tname, ", ".join(
+                "nullif(json_quote(?), 'null')" if c[1] == K_JSON else "?" for c in cols))
             n = 0
             if os.path.exists(path):
                 n = self._load_file(conn, path, ins, plan)
@@ -1940,7 +1958,12 @@ def run_query(cfg, store, hogql, values, drop_last_cell=False):
     cells = [tr.json_cell(te, cfg.bool_as_int) for _, _, te in plan.cols]
     if drop_last_cell and cells:
         cells = cells[:-1]
-    row_sql = ("'[' || " + " || ', ' || ".join(cells) + " || ']'") if cells else "'[]'"
+    if not cells:
+        row_sql = "CAST('[]' AS BLOB)"
+    elif len(cells) < 100:  # one printf builds the row in one buffer (SQLite allows 100+ arguments)
+        row_sql = "CAST(printf('[%s]', %s) AS BLOB)" % (", ".join(["%s"] * len(cells)), ", ".join(cells))
+    else:
+        row_sql = "CAST('[' || " + " || ', ' || ".join(cells) + " || ']' AS BLOB)"
     limit = plan.limit
     full_sql = "SELECT " + row_sql + plan.from_sql + plan.where_sql + plan.tail
     try:
@@ -1981,15 +2004,16 @@ def _dumps(obj):
     return json.dumps(obj, ensure_ascii=False)
 
 
-def response_text(res, hogql, results_override=None):
-    """The 200 body as text, assembled around the pre-rendered row texts."""
+def response_body(res, hogql, results_override=None):
+    """The 200 body (UTF-8 bytes), assembled around the row texts rendered by SQLite (bytes)."""
     rows = res["texts"] if results_override is None else results_override
-    return "".join((
-        '{"results": [', ", ".join(rows), '], "columns": ', _dumps(res["columns"]),
+    tail = "".join((
+        '], "columns": ', _dumps(res["columns"]),
         ', "types": ', _dumps(res["types"]), ', "hasMore": ', "true" if res["has_more"] else "false",
         ', "limit": ', str(res["limit"]), ', "offset": 0, "hogql": ', _dumps(hogql),
         ', "clickhouse": ', _dumps(res["sql"]), ', "timings": [], "is_cached": false, "last_refresh": ',
         _dumps(now_rfc3339()), ', "query_status": null}'))
+    return b"".join((b'{"results": [', b", ".join(rows), encode_text(tail)))
 
 
 def encode_text(text):
@@ -2403,8 +2427,8 @@ class Handler(BaseHTTPRequestHandler):
             entry["has_more"] = res["has_more"]
             override = None
             if "wrong_columns" in flags and not res["texts"]:
-                override = [json.dumps([None] * max(len(res["columns"]) - 1, 0))]
-            body_bytes = encode_text(response_text(res, entry["query"], override))
+                override = [json.dumps([None] * max(len(res["columns"]) - 1, 0)).encode()]
+            body_bytes = response_body(res, entry["query"], override)
             mark(200)
             self.send_bytes(200, body_bytes, truncate=truncate)
         except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
