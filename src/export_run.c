@@ -106,11 +106,12 @@ unlock_export(RunLock *lock)
 }
 
 /*
- * Exports one interval.  In non-atomic mode every page runs in a
+ * Exports one interval; returns false when it had been exported already.
+ * In non-atomic mode every page runs in a
  * subtransaction: on error the page is rolled back, the failure is
  * recorded and committed, and the error is re-thrown to the caller.
  */
-static void
+static bool
 run_interval(PhxExport *exp, const PhxModel *model, TimestampTz start,
 			 TimestampTz end, const char *trigger, bool force, bool nonatomic,
 			 MemoryContext run_cxt)
@@ -128,12 +129,8 @@ run_interval(PhxExport *exp, const PhxModel *model, TimestampTz start,
 	run = phx_run_begin(exp, start, end, trigger, force);
 	if (strcmp(run->status, "completed") == 0)
 	{
-		ereport(NOTICE,
-				(errmsg("interval [%s, %s) of export \"%s\" was already exported, skipping",
-						phx_ts_str(start), phx_ts_str(end), exp->name),
-				 errhint("Use force => true to export it again (merge mode only).")));
 		MemoryContextSwitchTo(oldcxt);
-		return;
+		return false;
 	}
 	if (nonatomic)
 	{
@@ -233,6 +230,7 @@ run_interval(PhxExport *exp, const PhxModel *model, TimestampTz start,
 					(long long) run->rows, (long long) run->bytes, run->pages,
 					(double) (GetCurrentTimestamp() - t0) / USECS_PER_SEC)));
 	MemoryContextSwitchTo(oldcxt);
+	return true;
 }
 
 /*
@@ -247,6 +245,8 @@ phx_run_range(PhxExport *exp, TimestampTz start, TimestampTz end,
 	int64		len = phx_interval_usecs(&exp->interval);
 	RunLock		lock = {0};
 	MemoryContext run_cxt;
+	int			skipped = 0;
+	TimestampTz first_skipped = 0;
 
 	if (force && strcmp(exp->mode, "append") == 0)
 		ereport(ERROR,
@@ -260,7 +260,11 @@ phx_run_range(PhxExport *exp, TimestampTz start, TimestampTz end,
 	PG_TRY();
 	{
 		for (TimestampTz s = start; s < end; s += len)
-			run_interval(exp, model, s, s + len, trigger, force, nonatomic, run_cxt);
+			if (!run_interval(exp, model, s, s + len, trigger, force, nonatomic, run_cxt))
+			{
+				if (skipped++ == 0)
+					first_skipped = s;
+			}
 	}
 	PG_FINALLY();
 	{
@@ -268,6 +272,14 @@ phx_run_range(PhxExport *exp, TimestampTz start, TimestampTz end,
 		MemoryContextDelete(run_cxt);
 	}
 	PG_END_TRY();
+
+	if (skipped > 0)
+		ereport(NOTICE,
+				(errmsg_plural("%d interval of export \"%s\" was already exported, skipped it",
+							   "%d intervals of export \"%s\" were already exported, skipped them",
+							   skipped, skipped, exp->name),
+				 errdetail("The first skipped interval starts at %s.", phx_ts_str(first_skipped)),
+				 errhint("Use force => true to export them again (merge mode only).")));
 }
 
 static void

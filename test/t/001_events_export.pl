@@ -94,7 +94,7 @@ my $before = $node->safe_psql('postgres', 'SELECT count(*) FROM posthog_exports.
 my ($ret, $out, $err) = $node->psql('postgres',
 	q{CALL posthog_export.run_export('events', '2026-11-20 00:00+00', '2026-11-20 03:00+00')});
 is($ret, 0, 'rerunning completed intervals succeeds');
-like($err, qr/was already exported, skipping/, 'and says it skipped them');
+like($err, qr/3 intervals of export "events" were already exported, skipped them/, 'and says it skipped them');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM posthog_exports.events'), $before, 'rerun wrote nothing');
 like(psql_fails($node, q{CALL posthog_export.run_export('events', '2026-11-20 00:00+00', '2026-11-20 01:00+00', force => true)},
 	'force on an append export is refused'), qr/would duplicate rows/, 'with the reason');

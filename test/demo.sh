@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# make demo: on a fresh Debian machine, installs what is missing, builds and
+# installs the extension, starts a throwaway cluster and the PostHog emulator
+# with generated sample data, creates a server, a user mapping and an export,
+# exports a day of events and prints what landed.  Everything lives in a
+# temporary directory that is removed at the end.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+bash test/install_deps.sh
+
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
+bindir=$($PG_CONFIG --bindir)
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+make -s PG_CONFIG="$PG_CONFIG" >/dev/null
+$SUDO make -s PG_CONFIG="$PG_CONFIG" install >/dev/null
+
+work=$(mktemp -d /tmp/phx-demo.XXXXXX)
+chmod 755 "$work"
+run_as=()
+if [ "$(id -u)" -eq 0 ]; then chown postgres "$work"; run_as=(runuser -u postgres --); fi
+emu_pid=""
+cleanup() {
+  [ -n "$emu_pid" ] && kill "$emu_pid" 2>/dev/null || true
+  "${run_as[@]}" "$bindir/pg_ctl" -D "$work/data" -m fast stop >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+day_end=$(date -u +%Y-%m-%dT00:00:00Z)
+day_start=$(date -u -d "$day_end - 1 day" +%Y-%m-%dT00:00:00Z)
+
+echo "== generating 20,000 sample events for $day_start .. $day_end"
+python3 test/generate_data.py --out "$work/source" --events 20000 --start "$day_start" --end "$day_end" --seed 2026 >/dev/null
+
+echo "== starting the PostHog emulator"
+api_key="phx_demo_$(od -An -tx1 -N8 /dev/urandom | tr -d ' \n')"
+python3 test/posthog_emulator.py --data "$work/source" --port 0 --port-file "$work/emu.port" \
+  --api-key "$api_key" --project-id 12345 --project-timezone America/New_York 2>"$work/emulator.log" &
+emu_pid=$!
+for _ in $(seq 100); do [ -s "$work/emu.port" ] && break; sleep 0.1; done
+emu_port=$(cat "$work/emu.port")
+
+echo "== starting a throwaway PostgreSQL 15 cluster"
+pg_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"${run_as[@]}" "$bindir/initdb" -D "$work/data" -A trust -U postgres >/dev/null
+"${run_as[@]}" "$bindir/pg_ctl" -D "$work/data" -l "$work/postgres.log" -w \
+  -o "-p $pg_port -k $work -c listen_addresses=''" start >/dev/null
+psql=("${run_as[@]}" "$bindir/psql" -X -h "$work" -p "$pg_port" -U postgres -d postgres -v ON_ERROR_STOP=1)
+
+echo "== exporting"
+"${psql[@]}" <<SQL
+\set QUIET on
+CREATE EXTENSION posthog_export;
+CREATE SERVER posthog_us FOREIGN DATA WRAPPER posthog_export
+  OPTIONS (url 'http://127.0.0.1:$emu_port', project_id '12345', allow_http 'true');
+CREATE USER MAPPING FOR CURRENT_USER SERVER posthog_us OPTIONS (api_key '$api_key');
+SELECT posthog_export.create_export(
+  name => 'events', server => 'posthog_us', model => 'events',
+  schema_name => 'posthog_exports', table_name => 'events',
+  "interval" => '1 hour', exclude_events => ARRAY['\$feature_flag_called']) AS export_id;
+\timing on
+CALL posthog_export.run_export('events', '$day_start', '$day_end');
+\timing off
+\set QUIET off
+\echo
+\echo '-- posthog_export.runs: one row per hourly interval'
+SELECT interval_start, interval_end, status, rows, pg_size_pretty(bytes) AS received, pages, attempts,
+       round(extract(epoch FROM finished_at - started_at)::numeric, 3) AS seconds, error
+  FROM posthog_export.runs ORDER BY interval_start;
+\echo '-- what landed'
+SELECT event, count(*) AS events, count(DISTINCT distinct_id) AS users
+  FROM posthog_exports.events GROUP BY event ORDER BY events DESC;
+SELECT uuid, event, distinct_id, ip, timestamp, jsonb_path_query_first(properties, '\$."\$current_url"') AS current_url
+  FROM posthog_exports.events ORDER BY timestamp LIMIT 5;
+\echo '-- running it again exports nothing twice'
+CALL posthog_export.run_export('events', '$day_start', '$day_end');
+SELECT count(*) AS rows_in_table, (SELECT sum(rows) FROM posthog_export.runs) AS rows_exported
+  FROM posthog_exports.events;
+SQL
+echo "== done (the cluster, the emulator and their files are removed now)"
