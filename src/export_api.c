@@ -94,6 +94,7 @@ posthog_export_create_export(PG_FUNCTION_ARGS)
 	include = event_list_arg(fcinfo, 7, "include_events", &include_null);
 	exclude = event_list_arg(fcinfo, 8, "exclude_events", &exclude_null);
 
+	phx_check_database_encoding();
 	if (name[0] == '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

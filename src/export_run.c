@@ -323,6 +323,7 @@ posthog_export_run_export(PG_FUNCTION_ARGS)
 	end = PG_GETARG_TIMESTAMPTZ(2);
 	force = PG_ARGISNULL(3) ? false : PG_GETARG_BOOL(3);
 
+	phx_check_database_encoding();
 	if (TIMESTAMP_NOT_FINITE(start) || TIMESTAMP_NOT_FINITE(end) || start >= end)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

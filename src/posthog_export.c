@@ -9,6 +9,7 @@
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "mb/pg_wchar.h"
 
 #include "posthog_export.h"
 
@@ -34,4 +35,18 @@ phx_model_by_name(const char *name)
 			 errmsg("unknown model \"%s\"", name),
 			 errhint("Valid models are events, persons and sessions.")));
 	return NULL;				/* keep compiler quiet */
+}
+
+/*
+ * Response text is UTF-8 and is written without conversion, so the
+ * database must be UTF8 (as jsonb needs for \uXXXX escapes anyway).
+ */
+void
+phx_check_database_encoding(void)
+{
+	if (GetDatabaseEncoding() != PG_UTF8)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("posthog_export needs a database with UTF8 encoding"),
+				 errdetail("This database uses %s.", GetDatabaseEncodingName())));
 }

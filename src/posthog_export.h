@@ -212,6 +212,7 @@ typedef struct PhxModel
 } PhxModel;
 
 extern const PhxModel *phx_model_by_name(const char *name);
+extern void phx_check_database_encoding(void);
 
 typedef struct PhxDestination
 {

@@ -2622,6 +2622,8 @@ def main(argv=None):
     def stop(signum, frame):
         threading.Thread(target=srv.shutdown, daemon=True).start()
 
+    import faulthandler
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1 <pid>: dump thread stacks
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
