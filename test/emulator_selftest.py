@@ -221,6 +221,8 @@ class Base(unittest.TestCase):
         return body
 
     def err(self, status, hogql, values=None, **kw):
+        if values is None and "{" in hogql:
+            values = {"nested": [["a"]], "t": {"x": 1}}
         st, body, r = self.emu.query(hogql, values, **kw)
         self.assertEqual(st, status, body)
         self.assertEqual(set(body), {"type", "code", "detail", "attr"}, body)
@@ -309,6 +311,9 @@ class TestAuthAndErrors(Base):
             "SELECT uuid FROM events WHERE uuid = 'not-a-uuid'",
             "SELECT toDateTime64('yesterday', 6, 'UTC')",
             "SELECT toTimeZone(timestamp, 'Mars/Olympus') FROM events",
+            "SELECT uuid FROM events ORDER BY 1",
+            "SELECT uuid FROM events WHERE event IN {nested}",
+            "SELECT count() FROM events WHERE team_id = {t}",
         ]
         for q in cases:
             with self.subTest(q=q):
@@ -697,13 +702,16 @@ class TestFaults(Base):
 
     def test_times_every_from(self):
         self.faults({"on_request": 2, "times": 2, "status": 503}, {"from_request": 6, "status": 500, "times": 1},
-                    {"from_request": 8, "status": 504})
+                    {"from_request": 8, "status": 504, "times": 3})
         sts = [self.emu.query(self.Q)[0] for _ in range(10)]
         self.assertEqual(sts, [200, 503, 503, 200, 200, 500, 200, 504, 504, 504])
         self.emu.control("POST", "reset")
         self.faults({"every": True, "status": 429, "times": 2})
         sts = [self.emu.query(self.Q)[0] for _ in range(3)]
         self.assertEqual(sts, [429, 429, 200])
+        self.emu.control("POST", "reset")
+        self.faults({"from_request": 2, "status": 500})  # times defaults to 1 (unlimited only for every)
+        self.assertEqual([self.emu.query(self.Q)[0] for _ in range(3)], [200, 500, 200])
         self.emu.control("POST", "reset")
         self.assertEqual([self.emu.query(self.Q)[0] for _ in range(2)], [200, 200])
         st, body = self.emu.control("POST", "faults", {"faults": [{"on_request": 1}]})

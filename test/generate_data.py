@@ -357,7 +357,6 @@ def main(argv=None):
             host_url = urls[int(r() * n_urls)]
             p = {
                 "$session_id": sid,
-                "$window_id": sid[:-6] + "%06x" % (i & 0xFFFFFF),
                 "$current_url": host_url,
                 "$host": host_url.split("/")[2],
                 "$pathname": "/" + host_url.split("/", 3)[3] if host_url.count("/") >= 3 else "/",
@@ -386,7 +385,8 @@ def main(argv=None):
                 p["$set_once"] = {"$initial_referrer": REFERRERS[int(r() * 7)], "first_seen": fmt_us(ts)}
             if ev == "$web_vitals":
                 p["$web_vitals_LCP_value"] = round(r() * 4000, 2)
-            total = 20 + int(r() * 41)
+            x = r()
+            total = 20 + int(x * x * 41)  # 20..60 properties, most events have fewer than 40
             j = int(r() * n_ex)
             while len(p) < total:
                 key, kind = EXTRAS[j]

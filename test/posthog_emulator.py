@@ -12,6 +12,7 @@ Standard library only (Python 3.11).
 
 import argparse
 import gzip
+import hashlib
 import json
 import os
 import re
@@ -923,6 +924,8 @@ class Translator:
                 raise HogQLError("Aggregate functions are not allowed in GROUP BY")
             if te.kind == "tuple":
                 raise HogQLError("GROUP BY a tuple is not supported by the emulator")
+            if te.const:
+                raise HogQLError("GROUP BY a constant (or a column position) is not supported by the emulator")
             group.append(te)
         having = None
         if sel["having"] is not None:
@@ -933,6 +936,8 @@ class Translator:
             te = self.tr(e, scope, "order")
             if te.kind == "tuple":
                 raise HogQLError("ORDER BY a tuple is not supported by the emulator")
+            if te.const:
+                raise HogQLError("ORDER BY a constant (or a column position) is not supported by the emulator")
             orders.append((te, desc, nulls))
 
         is_agg = bool(group) or any(te.agg for _, te in out) or (having is not None) or \
@@ -1665,6 +1670,9 @@ SQL_TYPES = {K_STRING: "TEXT", K_JSON: "TEXT", K_INT: "INTEGER", K_FLOAT: "REAL"
              K_DATETIME: "INTEGER", K_UUID: "TEXT", K_ARRAY: "TEXT"}
 
 
+CACHE_FORMAT = 1  # bump when the stored layout changes
+
+
 class LoadError(Exception):
     pass
 
@@ -1807,17 +1815,29 @@ def describe_load_error(path, lineno, line, plan, ex):
 
 
 class Snapshot:
-    def __init__(self, gen, uri, keeper, schema, counts, load_ms):
+    """One loaded data set: a single in-memory SQLite connection used under a lock.
+
+    (Several connections to a shared-cache in-memory database deadlock when one of them is closed,
+    or garbage-collected, while another runs a query that calls back into Python.)"""
+
+    def __init__(self, gen, conn, schema, counts, load_ms):
         self.gen = gen
-        self.uri = uri
-        self.keeper = keeper
+        self.conn = conn
+        self.lock = threading.Lock()
         self.schema = schema
         self.counts = counts
         self.load_ms = load_ms
+        self.closed = False
+
+    def close(self):
+        with self.lock:
+            self.closed = True
+            self.conn.close()
 
 
 class Store:
-    def __init__(self, data_dir, project_tz, uuid_mode, log):
+    def __init__(self, data_dir, project_tz, uuid_mode, log, cache_dir=None):
+        self.cache_dir = cache_dir
         self.data_dir = data_dir
         self.project_tz = project_tz
         self.uuid_mode = uuid_mode
@@ -1825,7 +1845,6 @@ class Store:
         self.gen = 0
         self.current = None
         self.lock = threading.Lock()
-        self.tls = threading.local()
 
     def load(self, data_dir=None):
         with self.lock:
@@ -1834,27 +1853,48 @@ class Store:
             self.gen += 1
             gen = self.gen
             t0 = time.monotonic()
-            uri = "file:posthog_emulator_%d_%d?mode=memory&cache=shared" % (os.getpid(), gen)
-            conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            conn = sqlite3.connect(":memory:", check_same_thread=False)
             try:
-                schema, counts = self._fill(conn)
+                cached = self.cache_path()
+                if cached and os.path.exists(cached):
+                    src = sqlite3.connect(cached)
+                    try:
+                        src.backup(conn)
+                    finally:
+                        src.close()
+                    how = "from the cache %s" % cached
+                else:
+                    self._fill(conn)
+                    how = "from %s" % self.data_dir
+                    if cached:
+                        os.makedirs(self.cache_dir, exist_ok=True)
+                        tmp = "%s.%d.tmp" % (cached, os.getpid())
+                        dst = sqlite3.connect(tmp)
+                        try:
+                            conn.backup(dst)
+                        finally:
+                            dst.close()
+                        os.replace(tmp, cached)
+                        how += " (cached in %s)" % cached
+                schema, counts = self._describe(conn)
+                conn.execute("PRAGMA query_only=ON")
+                register_functions(conn, self.uuid_mode)
             except Exception:
                 conn.close()
                 raise
             ms = (time.monotonic() - t0) * 1000
             old = self.current
-            self.current = Snapshot(gen, uri, conn, schema, counts, ms)
+            self.current = Snapshot(gen, conn, schema, counts, ms)
             if old is not None:
-                old.keeper.close()
-            self.log("loaded data from %s in %.0f ms: %s" % (
-                self.data_dir, ms, ", ".join("%s=%d" % kv for kv in counts.items())))
+                old.close()  # waits for a query still running on it
+            self.log("loaded data %s in %.0f ms: %s" % (
+                how, ms, ", ".join("%s=%d" % kv for kv in counts.items())))
             return self.current
 
     def _fill(self, conn):
         conn.execute("PRAGMA journal_mode=OFF")
         conn.execute("PRAGMA synchronous=OFF")
-        schema = {}
-        counts = {}
+        conn.execute('CREATE TABLE "__emulator_meta" (tname TEXT, col TEXT, has_null INTEGER, n INTEGER)')
         for tname, spec in TABLES.items():
             cols = spec["cols"]
             names = [c[0] for c in cols]
@@ -1871,19 +1911,42 @@ class Store:
             for idx in spec.get("indexes", []):
                 conn.execute('CREATE INDEX "%s_%s" ON "%s" (%s)' % (
                     tname, "_".join(x.strip("$") for x in idx), tname, ", ".join('"%s"' % x for x in idx)))
-            has_null = {}
             for name in names:
-                has_null[name] = conn.execute(
-                    'SELECT EXISTS (SELECT 1 FROM "%s" WHERE "%s" IS NULL)' % (tname, name)).fetchone()[0] == 1
-            tz = self.project_tz
-            schema[tname] = [
-                Column(c[0], c[0], T(c[1], tz if c[1] == K_DATETIME else None,
-                                     c[3] if c[1] == K_DATETIME else None, c[2]), has_null[c[0]])
-                for c in cols]
-            counts[tname] = n
+                has_null = conn.execute(
+                    'SELECT EXISTS (SELECT 1 FROM "%s" WHERE "%s" IS NULL)' % (tname, name)).fetchone()[0]
+                conn.execute('INSERT INTO "__emulator_meta" VALUES (?, ?, ?, ?)', (tname, name, has_null, n))
         conn.execute("ANALYZE")
         conn.commit()
+
+    def _describe(self, conn):
+        """Schema (with the per-column 'holds NULLs' flags) and row counts of a loaded database."""
+        meta = {(t, c): (hn, n) for t, c, hn, n in conn.execute('SELECT * FROM "__emulator_meta"')}
+        schema = {}
+        counts = {}
+        tz = self.project_tz
+        for tname, spec in TABLES.items():
+            cols = spec["cols"]
+            schema[tname] = [
+                Column(c[0], c[0], T(c[1], tz if c[1] == K_DATETIME else None,
+                                     c[3] if c[1] == K_DATETIME else None, c[2]), bool(meta[(tname, c[0])][0]))
+                for c in cols]
+            counts[tname] = meta[(tname, cols[0][0])][1]
         return schema, counts
+
+    def cache_path(self):
+        if not self.cache_dir:
+            return None
+        files = []
+        for spec in TABLES.values():
+            path = os.path.join(self.data_dir, spec["file"])
+            try:
+                st = os.stat(path)
+                files.append([os.path.abspath(path), st.st_size, st.st_mtime_ns])
+            except FileNotFoundError:
+                files.append([os.path.abspath(path), None, None])
+        key = json.dumps([CACHE_FORMAT, self.uuid_mode.ch, files])
+        digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:24]
+        return os.path.join(self.cache_dir, "posthog-emulator-%s.sqlite" % digest)
 
     @staticmethod
     def _load_file(conn, path, ins, plan):
@@ -1926,19 +1989,8 @@ class Store:
             n += len(batch)
         return n
 
-    def connection(self):
-        snap = self.current
-        tl = self.tls
-        if getattr(tl, "gen", None) != snap.gen:
-            old = getattr(tl, "conn", None)
-            if old is not None:
-                old.close()
-            conn = sqlite3.connect(snap.uri, uri=True, check_same_thread=False)
-            conn.execute("PRAGMA query_only=ON")
-            register_functions(conn, self.uuid_mode)
-            tl.conn = conn
-            tl.gen = snap.gen
-        return tl.conn, snap
+    def snapshot(self):
+        return self.current
 
 
 # ---------------------------------------------------------------------------
@@ -1952,7 +2004,7 @@ def run_query(cfg, store, hogql, values, drop_last_cell=False):
     of every row is built inside SQLite (json_quote etc.), which is much faster than json.dumps of
     non-ASCII text in Python."""
     ast = Parser(hogql).parse_query()
-    conn, snap = store.connection()
+    snap = store.snapshot()
     tr = Translator(snap.schema, values, cfg.project_tz, store.uuid_mode)
     plan = tr.translate_select(ast, top=True, limit_cap=cfg.max_limit, default_limit=cfg.default_limit)
     cells = [tr.json_cell(te, cfg.bool_as_int) for _, _, te in plan.cols]
@@ -1966,7 +2018,14 @@ def run_query(cfg, store, hogql, values, drop_last_cell=False):
         row_sql = "CAST('[' || " + " || ', ' || ".join(cells) + " || ']' AS BLOB)"
     limit = plan.limit
     full_sql = "SELECT " + row_sql + plan.from_sql + plan.where_sql + plan.tail
+    while True:
+        snap.lock.acquire()
+        if not snap.closed:
+            break
+        snap.lock.release()  # reloaded meanwhile: use the new data
+        snap = store.snapshot()
     try:
+        conn = snap.conn
         if plan.single is not None:
             # Two steps: sort only (rowid, sort keys), then fetch the rendered rows by rowid.  SQLite's
             # sorter would otherwise carry every wide row (properties) through the sort.
@@ -1990,6 +2049,8 @@ def run_query(cfg, store, hogql, values, drop_last_cell=False):
             del texts[limit:]
     except sqlite3.Error as ex:
         raise HogQLError("Query failed in the emulator's SQL engine: %s" % ex)
+    finally:
+        snap.lock.release()
     return dict(
         texts=texts,
         columns=[c[0] for c in plan.cols],
@@ -2084,7 +2145,7 @@ class FaultRule:
             self.start = v
         times = spec.get("times")
         if times is None:
-            times = 1 if self.selector == "on_request" else None
+            times = None if self.selector == "every" else 1
         elif not isinstance(times, int) or isinstance(times, bool) or times < 1:
             raise ValueError("times must be an integer >= 1")
         self.remaining = times
@@ -2176,6 +2237,9 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "posthog-emulator/1.0"
     sys_version = ""
 
+    def version_string(self):
+        return self.server_version
+
     def log_message(self, format, *args):  # silence the default access log (we log our own lines)
         pass
 
@@ -2258,7 +2322,9 @@ class Handler(BaseHTTPRequestHandler):
             pass
 
     def log_line(self, status, rows="-", ms=0.0, extra=""):
-        self.server.log("%s %s %s rows=%s ms=%.1f%s" % (self.command, self.path, status, rows, ms, extra))
+        # the query string is left out: a client could put a key there (PostHog accepts personal_api_key)
+        path = self.path.split("?", 1)[0]
+        self.server.log("%s %s %s rows=%s ms=%.1f%s" % (self.command, path, status, rows, ms, extra))
 
     # -- dispatch
     def do_GET(self):
@@ -2288,7 +2354,7 @@ class Handler(BaseHTTPRequestHandler):
             if m and self.command == "POST":
                 self.query_endpoint(m.group(1), t0)
                 return
-            body = self.read_body()
+            self.read_body()  # keep the connection usable
             if m:
                 err = ApiError(405, "invalid_request", "method_not_allowed",
                                'Method "%s" not allowed.' % self.command)
@@ -2344,7 +2410,7 @@ class Handler(BaseHTTPRequestHandler):
             ddir = data.get("data") if isinstance(data, dict) else None
             try:
                 snap = srv.store.load(ddir)
-            except (LoadError, OSError) as ex:
+            except (LoadError, OSError, sqlite3.Error) as ex:
                 self.send_obj(500, {"ok": False, "error": str(ex)}, compress=False)
                 return 500
             self.send_obj(200, {"ok": True, "tables": snap.counts, "ms": round(snap.load_ms, 1)}, compress=False)
@@ -2355,11 +2421,10 @@ class Handler(BaseHTTPRequestHandler):
     # -- the query endpoint
     def query_endpoint(self, project, t0):
         srv = self.server
-        cfg = srv.cfg
         raw = self.read_body()
         auth = self.headers.get("Authorization")
         scheme = auth.split(None, 1)[0] if auth and auth.split() else None
-        entry = {"n": None, "path": self.path, "status": None, "query": None, "values": None, "refresh": None,
+        entry = {"n": None, "path": self.path.split("?", 1)[0], "status": None, "error": None, "query": None, "values": None, "refresh": None,
                  "name": None, "auth_scheme": scheme, "accept_encoding": self.headers.get("Accept-Encoding"),
                  "force_blocking": False, "kind": None, "rows": None, "has_more": None, "fault": None,
                  "ms": None, "time": now_rfc3339()}
@@ -2569,6 +2634,8 @@ def main(argv=None):
     ap.add_argument("--max-limit", type=int, default=50000)
     ap.add_argument("--default-limit", type=int, default=100)
     ap.add_argument("--gzip-level", type=int, default=1)
+    ap.add_argument("--cache-dir", help="keep a copy of the loaded database here (keyed by the data files' "
+                                        "paths, sizes and mtimes) and start from it next time")
     args = ap.parse_args(argv)
 
     cfg = Config()
@@ -2597,10 +2664,10 @@ def main(argv=None):
     except ValueError as ex:
         ap.error("--fault: %s" % ex)
 
-    store = Store(args.data, cfg.project_tz, UuidMode(args.uuid_order == "clickhouse"), log)
+    store = Store(args.data, cfg.project_tz, UuidMode(args.uuid_order == "clickhouse"), log, args.cache_dir)
     try:
         store.load()
-    except (LoadError, OSError) as ex:
+    except (LoadError, OSError, sqlite3.Error) as ex:
         log("cannot load data: %s" % ex)
         return 2
 
