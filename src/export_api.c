@@ -157,10 +157,14 @@ posthog_export_create_export(PG_FUNCTION_ARGS)
 	exp.interval = *interval;
 	exp.lookback = *lookback;
 
-	/* create (or check) the destination now, with the owner's privileges */
+	/* create (or check) the destination now, as the owner with a pinned search_path */
 	{
-		PhxDestination *dest = phx_destination_open(&exp, m);
+		PhxRoleSwitch sw;
+		PhxDestination *dest;
 
+		phx_become(owner, &sw);
+		dest = phx_destination_open(&exp, m);
+		phx_restore(&sw);
 		SPI_freeplan(dest->insert_plan);
 	}
 

@@ -42,17 +42,17 @@ enum
 };
 
 static const PhxModelColumn events_columns[EV_NCOLUMNS] = {
-	{"uuid", TEXTOID, "VARCHAR(200)"},
-	{"event", TEXTOID, "VARCHAR(200)"},
-	{"properties", JSONBOID, "JSONB"},
-	{"elements", JSONBOID, "JSONB"},
-	{"set", JSONBOID, "JSONB"},
-	{"set_once", JSONBOID, "JSONB"},
-	{"distinct_id", TEXTOID, "VARCHAR(200)"},
-	{"team_id", INT4OID, "INTEGER"},
-	{"ip", TEXTOID, "VARCHAR(200)"},
-	{"site_url", TEXTOID, "VARCHAR(200)"},
-	{"timestamp", TIMESTAMPTZOID, "TIMESTAMP WITH TIME ZONE"},
+	{"uuid", TEXTOID, "pg_catalog.varchar(200)"},
+	{"event", TEXTOID, "pg_catalog.varchar(200)"},
+	{"properties", JSONBOID, "pg_catalog.jsonb"},
+	{"elements", JSONBOID, "pg_catalog.jsonb"},
+	{"set", JSONBOID, "pg_catalog.jsonb"},
+	{"set_once", JSONBOID, "pg_catalog.jsonb"},
+	{"distinct_id", TEXTOID, "pg_catalog.varchar(200)"},
+	{"team_id", INT4OID, "pg_catalog.int4"},
+	{"ip", TEXTOID, "pg_catalog.varchar(200)"},
+	{"site_url", TEXTOID, "pg_catalog.varchar(200)"},
+	{"timestamp", TIMESTAMPTZOID, "pg_catalog.timestamptz"},
 };
 
 static const char *const events_merge_key[] = {"uuid", NULL};
