@@ -14,7 +14,10 @@ OBJS = \
 	src/hogql.o \
 	src/catalog.o \
 	src/destination.o \
+	src/model_common.o \
 	src/model_events.o \
+	src/model_persons.o \
+	src/model_sessions.o \
 	src/export_run.o \
 	src/export_api.o
 
@@ -49,3 +52,6 @@ test:
 
 bench:
 	bash test/bench.sh
+
+# every object depends on the shared header (PGXS tracks no header dependencies)
+$(OBJS): src/posthog_export.h

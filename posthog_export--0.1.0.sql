@@ -45,6 +45,7 @@ CREATE TABLE @extschema@.runs (
     status         text NOT NULL CHECK (status IN ('pending', 'running', 'completed', 'failed')),
     trigger        text NOT NULL,
     rows           bigint NOT NULL DEFAULT 0,
+    rows_written   bigint NOT NULL DEFAULT 0,
     bytes          bigint NOT NULL DEFAULT 0,
     pages          integer NOT NULL DEFAULT 0,
     attempts       integer NOT NULL DEFAULT 0,
@@ -59,6 +60,8 @@ CREATE INDEX ON @extschema@.runs (export_id, interval_end);
 
 COMMENT ON TABLE @extschema@.exports IS 'PostHog exports: what to pull, from which server, into which table';
 COMMENT ON TABLE @extschema@.runs IS 'One row per exported interval: status, rows, bytes, pages, timings, error';
+COMMENT ON COLUMN @extschema@.runs.rows IS 'rows received from PostHog';
+COMMENT ON COLUMN @extschema@.runs.rows_written IS 'rows inserted or updated in the destination (a merge skips unchanged rows)';
 COMMENT ON COLUMN @extschema@.runs.cursor IS 'keyset position after the last committed page';
 
 REVOKE ALL ON @extschema@.exports, @extschema@.runs FROM PUBLIC;
@@ -86,7 +89,7 @@ CREATE FUNCTION @extschema@.create_export(
     mode           text DEFAULT NULL,
     include_events text[] DEFAULT NULL,
     exclude_events text[] DEFAULT NULL,
-    lookback       interval DEFAULT '7 days')
+    lookback       interval DEFAULT NULL)
 RETURNS integer
 AS 'MODULE_PATHNAME', 'posthog_export_create_export'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE;

@@ -210,10 +210,11 @@ run_from_tuple(HeapTuple tup, TupleDesc desc)
 	run->pages = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
 	run->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
 	run->cursor = get_text_array(tup, desc, 7);
+	run->rows_written = DatumGetInt64(SPI_getbinval(tup, desc, 8, &isnull));
 	return run;
 }
 
-#define RUN_COLUMNS "run_id, status, rows, bytes, pages, attempts, cursor"
+#define RUN_COLUMNS "run_id, status, rows, bytes, pages, attempts, cursor, rows_written"
 
 /*
  * Finds or creates the runs row of [start, end) and marks it running.
@@ -263,6 +264,7 @@ phx_run_begin(PhxExport *exp, TimestampTz start, TimestampTz end,
 					 "attempts = attempts OPERATOR(pg_catalog.+) 1, trigger = $3, "
 					 "started_at = pg_catalog.clock_timestamp(), finished_at = NULL, error = NULL, "
 					 "rows = CASE WHEN $2 THEN 0 ELSE rows END, "
+					 "rows_written = CASE WHEN $2 THEN 0 ELSE rows_written END, "
 					 "bytes = CASE WHEN $2 THEN 0 ELSE bytes END, "
 					 "pages = CASE WHEN $2 THEN 0 ELSE pages END, "
 					 "cursor = CASE WHEN $2 THEN NULL ELSE cursor END "
@@ -275,36 +277,40 @@ phx_run_begin(PhxExport *exp, TimestampTz start, TimestampTz end,
 }
 
 /*
- * Records a page: counters and the keyset cursor, committed in the same
- * transaction as the page's rows.  With "completed", the run ends too.
+ * Records progress: counters and the keyset cursor, committed in the same
+ * transaction as the rows they count.  With "completed", the run ends too.
  */
 void
-phx_run_progress(PhxRun *run, int64 rows, int64 bytes, List *cursor, bool completed)
+phx_run_progress(PhxRun *run, PhxRunDelta *delta, List *cursor, bool completed)
 {
-	Oid			argtypes[5] = {INT8OID, INT8OID, INT8OID, TEXTARRAYOID, BOOLOID};
-	Datum		values[5];
-	char		nulls[5] = "     ";
+	Oid			argtypes[7] = {INT8OID, INT8OID, INT8OID, TEXTARRAYOID, BOOLOID, INT4OID, INT8OID};
+	Datum		values[7];
+	char		nulls[7] = "       ";
 
 	values[0] = Int64GetDatum(run->run_id);
-	values[1] = Int64GetDatum(rows);
-	values[2] = Int64GetDatum(bytes);
+	values[1] = Int64GetDatum(delta->rows);
+	values[2] = Int64GetDatum(delta->bytes);
 	if (cursor != NIL)
 		values[3] = phx_text_list_to_array(cursor);
 	else
 		nulls[3] = 'n';
 	values[4] = BoolGetDatum(completed);
+	values[5] = Int32GetDatum(delta->pages);
+	values[6] = Int64GetDatum(delta->rows_written);
 	catalog_exec("UPDATE posthog_export.runs SET "
 				 "rows = rows OPERATOR(pg_catalog.+) $2, "
 				 "bytes = bytes OPERATOR(pg_catalog.+) $3, "
-				 "pages = pages OPERATOR(pg_catalog.+) 1, "
+				 "pages = pages OPERATOR(pg_catalog.+) $6, "
+				 "rows_written = rows_written OPERATOR(pg_catalog.+) $7, "
 				 "cursor = COALESCE($4, cursor), "
 				 "status = CASE WHEN $5 THEN 'completed' ELSE status END, "
 				 "finished_at = CASE WHEN $5 THEN pg_catalog.clock_timestamp() END "
 				 "WHERE run_id OPERATOR(pg_catalog.=) $1",
-				 5, argtypes, values, nulls, false);
-	run->rows += rows;
-	run->bytes += bytes;
-	run->pages++;
+				 7, argtypes, values, nulls, false);
+	run->rows += delta->rows;
+	run->bytes += delta->bytes;
+	run->pages += delta->pages;
+	run->rows_written += delta->rows_written;
 	if (completed)
 		run->status = "completed";
 }

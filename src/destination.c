@@ -26,6 +26,7 @@
 #include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -137,6 +138,17 @@ has_unique_key(Relation rel, const PhxModel *model)
 	return found;
 }
 
+/*
+ * A page travels as one array per column; a column whose values are
+ * arrays themselves (sessions' urls) cannot be nested that way, so it
+ * travels as the text of each array and is cast back in the statement.
+ */
+static Oid
+transport_type(Oid type)
+{
+	return OidIsValid(get_array_type(type)) ? type : TEXTOID;
+}
+
 /* Does the destination column hold the model's datum without a cast? */
 static bool
 same_type_family(Oid model_type, Oid dest_type)
@@ -149,11 +161,77 @@ same_type_family(Oid model_type, Oid dest_type)
 	return false;
 }
 
+static bool
+name_in(const char *name, const char *const *list)
+{
+	for (int i = 0; list && list[i]; i++)
+		if (strcmp(list[i], name) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * The ON CONFLICT clause of a merge: update the non-key columns, but only
+ * when a version column present in the table grows (an older version that
+ * arrives late never overwrites a newer one), or, without version columns,
+ * when something changed, so unchanged rows are never rewritten.
+ */
+static void
+append_on_conflict(StringInfo sql, PhxDestination *dest, const char *keylist)
+{
+	const PhxModel *model = dest->model;
+	StringInfoData set;
+	StringInfoData lhs;
+	StringInfoData rhs;
+	StringInfoData versions;
+
+	initStringInfo(&set);
+	initStringInfo(&lhs);
+	initStringInfo(&rhs);
+	initStringInfo(&versions);
+	for (int n = 0; n < dest->nused; n++)
+	{
+		const char *q = quote_identifier(model->columns[dest->used[n]].name);
+		const char *name = model->columns[dest->used[n]].name;
+
+		if (name_in(name, model->merge_key))
+			continue;
+		appendStringInfo(&set, "%s%s = EXCLUDED.%s", set.len ? ", " : "", q, q);
+		appendStringInfo(&lhs, "%st.%s", lhs.len ? ", " : "", q);
+		appendStringInfo(&rhs, "%sEXCLUDED.%s", rhs.len ? ", " : "", q);
+		if (name_in(name, model->merge_versions))
+			appendStringInfo(&versions, "%sEXCLUDED.%s > t.%s OR (t.%s IS NULL AND EXCLUDED.%s IS NOT NULL)",
+							 versions.len ? " OR " : "", q, q, q, q);
+	}
+	appendStringInfo(sql, " ON CONFLICT (%s) DO ", keylist);
+	if (set.len == 0)
+		appendStringInfoString(sql, "NOTHING");
+	else if (versions.len > 0)
+		appendStringInfo(sql, "UPDATE SET %s WHERE %s", set.data, versions.data);
+	else
+		appendStringInfo(sql, "UPDATE SET %s WHERE ROW(%s) IS DISTINCT FROM ROW(%s)",
+						 set.data, lhs.data, rhs.data);
+}
+
+static void
+prepare_insert(PhxDestination *dest, const char *sql, Oid *argtypes)
+{
+	dest->insert_plan = SPI_prepare(sql, dest->nused, argtypes);
+	if (dest->insert_plan == NULL)
+		elog(ERROR, "could not prepare the insert into %s: %s", dest->qualified_name,
+			 SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(dest->insert_plan) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+}
+
+#define STAGE_TABLE "pg_temp.posthog_export_stage"
+
 /*
  * Opens (creating if needed) the destination of an export and prepares
  * the statement that writes a page: every model column present in the
  * table travels as one array parameter, unnested server-side, so a page of
- * any size is a single statement with a saved plan.
+ * any size is a single statement with a saved plan.  For staged models the
+ * page goes to a temporary table instead, merged by phx_destination_finish().
  */
 PhxDestination *
 phx_destination_open(PhxExport *exp, const PhxModel *model)
@@ -164,10 +242,15 @@ phx_destination_open(PhxExport *exp, const PhxModel *model)
 	Relation	rel;
 	TupleDesc	desc;
 	Oid		   *argtypes;
-	StringInfoData sql;
 	AclMode		needed;
 	AclResult	aclresult;
 	bool		merge = (strcmp(exp->mode, "merge") == 0);
+	StringInfoData cols;		/* destination column names */
+	StringInfoData casts;		/* stage/unnest columns cast to the destination's types */
+	StringInfoData alias;		/* c0, c1, ... */
+	StringInfoData stagedef;	/* c0 type0, ... */
+	StringInfoData unnest;		/* unnest($1), ... */
+	StringInfoData sql;
 
 	dest->model = model;
 	dest->qualified_name = qualified;
@@ -211,159 +294,160 @@ phx_destination_open(PhxExport *exp, const PhxModel *model)
 
 	desc = RelationGetDescr(rel);
 	dest->used = palloc(sizeof(int) * model->ncolumns);
-	dest->nused = 0;
+	dest->transport = palloc(sizeof(Oid) * model->ncolumns);
 	argtypes = palloc(sizeof(Oid) * model->ncolumns);
-	initStringInfo(&sql);
-	appendStringInfo(&sql, "INSERT INTO %s AS t (", qualified);
+	initStringInfo(&cols);
+	initStringInfo(&casts);
+	initStringInfo(&alias);
+	initStringInfo(&stagedef);
+	initStringInfo(&unnest);
+	for (int i = 0; i < model->ncolumns; i++)
 	{
-		StringInfoData select;
-		StringInfoData alias;
+		const PhxModelColumn *col = &model->columns[i];
+		Form_pg_attribute att = NULL;
+		int			n = dest->nused;
+		const char *sep = n ? ", " : "";
 
-		initStringInfo(&select);
-		initStringInfo(&alias);
-		for (int i = 0; i < model->ncolumns; i++)
+		for (int a = 0; a < desc->natts; a++)
 		{
-			const PhxModelColumn *col = &model->columns[i];
-			AttrNumber	attnum = InvalidAttrNumber;
-			Form_pg_attribute att = NULL;
-			const char *qcol = quote_identifier(col->name);
-			int			n = dest->nused;
+			Form_pg_attribute at = TupleDescAttr(desc, a);
 
-			for (int a = 0; a < desc->natts; a++)
+			if (!at->attisdropped && strcmp(NameStr(at->attname), col->name) == 0)
 			{
-				Form_pg_attribute at = TupleDescAttr(desc, a);
-
-				if (!at->attisdropped && strcmp(NameStr(at->attname), col->name) == 0)
-				{
-					att = at;
-					attnum = at->attnum;
-					break;
-				}
+				att = at;
+				break;
 			}
-			if (attnum == InvalidAttrNumber || att->attgenerated)
-				continue;
-
-			dest->used[dest->nused++] = i;
-			argtypes[n] = get_array_type(col->type);
-			appendStringInfo(&sql, "%s%s", n ? ", " : "", qcol);
-			appendStringInfo(&alias, "%sc%d", n ? ", " : "", n);
-			if (same_type_family(col->type, att->atttypid))
-				appendStringInfo(&select, "%su.c%d", n ? ", " : "", n);
-			else
-				appendStringInfo(&select, "%su.c%d::%s", n ? ", " : "", n,
-								 format_type_extended(att->atttypid, att->atttypmod,
-													  FORMAT_TYPE_TYPEMOD_GIVEN |
-													  FORMAT_TYPE_FORCE_QUALIFY));
 		}
-		if (dest->nused == 0)
-		{
-			StringInfoData names;
+		if (att == NULL || att->attgenerated)
+			continue;
 
-			initStringInfo(&names);
-			for (int i = 0; i < model->ncolumns; i++)
-				appendStringInfo(&names, "%s%s", i ? ", " : "", model->columns[i].name);
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
-					 errmsg("table %s has none of the columns of the %s model", qualified, model->name),
-					 errdetail("The %s model writes the columns: %s.", model->name, names.data),
-					 errhint("Use another table name, or add the model columns you want to the table.")));
-		}
-		appendStringInfo(&sql, ") SELECT %s FROM ROWS FROM (", select.data);
-		for (int n = 0; n < dest->nused; n++)
-			appendStringInfo(&sql, "%spg_catalog.unnest($%d)", n ? ", " : "", n + 1);
-		appendStringInfo(&sql, ") AS u(%s)", alias.data);
+		dest->used[dest->nused++] = i;
+		dest->transport[n] = transport_type(col->type);
+		argtypes[n] = get_array_type(dest->transport[n]);
+		appendStringInfo(&cols, "%s%s", sep, quote_identifier(col->name));
+		appendStringInfo(&alias, "%sc%d", sep, n);
+		appendStringInfo(&stagedef, "%sc%d %s", sep, n,
+						 format_type_extended(dest->transport[n], -1, FORMAT_TYPE_FORCE_QUALIFY));
+		appendStringInfo(&unnest, "%spg_catalog.unnest($%d)", sep, n + 1);
+		if (same_type_family(dest->transport[n], att->atttypid))
+			appendStringInfo(&casts, "%su.c%d", sep, n);
+		else
+			appendStringInfo(&casts, "%su.c%d::%s", sep, n,
+							 format_type_extended(att->atttypid, att->atttypmod,
+												  FORMAT_TYPE_TYPEMOD_GIVEN |
+												  FORMAT_TYPE_FORCE_QUALIFY));
+	}
+	if (dest->nused == 0)
+	{
+		StringInfoData names;
+
+		initStringInfo(&names);
+		for (int i = 0; i < model->ncolumns; i++)
+			appendStringInfo(&names, "%s%s", i ? ", " : "", model->columns[i].name);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+				 errmsg("table %s has none of the columns of the %s model", qualified, model->name),
+				 errdetail("The %s model writes the columns: %s.", model->name, names.data),
+				 errhint("Use another table name, or add the model columns you want to the table.")));
 	}
 
+	/* the merge needs a unique key to infer its arbiter, and the key columns */
 	if (merge)
 	{
-		const char *const *key = model->merge_key;
-		char	   *keylist = column_list(model, key);
-		bool		first = true;
-		StringInfoData lhs;
-		StringInfoData rhs;
+		char	   *keylist = column_list(model, model->merge_key);
+		bool		keys_present = true;
 
-		if (!has_unique_key(rel, model))
+		for (int k = 0; model->merge_key[k]; k++)
+		{
+			bool		found = false;
+
+			for (int n = 0; n < dest->nused; n++)
+				if (strcmp(model->columns[dest->used[n]].name, model->merge_key[k]) == 0)
+					found = true;
+			keys_present &= found;
+		}
+		if (!keys_present || !has_unique_key(rel, model))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
 					 errmsg("table %s has no primary key or unique index on (%s), which the merge of export \"%s\" needs",
 							qualified, keylist, exp->name),
 					 errdetail("Merging updates existing rows by that key; without it rows would be duplicated."),
 					 errhint("Add it with: ALTER TABLE %s ADD PRIMARY KEY (%s);", qualified, keylist)));
-
-		appendStringInfo(&sql, " ON CONFLICT (%s) DO UPDATE SET ", keylist);
-		initStringInfo(&lhs);
-		initStringInfo(&rhs);
-		for (int n = 0; n < dest->nused; n++)
-		{
-			const char *name = model->columns[dest->used[n]].name;
-			bool		is_key = false;
-
-			for (int k = 0; key[k]; k++)
-				if (strcmp(key[k], name) == 0)
-					is_key = true;
-			if (is_key)
-				continue;
-			appendStringInfo(&sql, "%s%s = EXCLUDED.%s", first ? "" : ", ",
-							 quote_identifier(name), quote_identifier(name));
-			appendStringInfo(&lhs, "%st.%s", first ? "" : ", ", quote_identifier(name));
-			appendStringInfo(&rhs, "%sEXCLUDED.%s", first ? "" : ", ", quote_identifier(name));
-			first = false;
-		}
-		if (first)
-		{
-			/* only key columns: nothing to update */
-			resetStringInfo(&lhs);
-			sql.len = strstr(sql.data, " DO UPDATE SET ") - sql.data;
-			sql.data[sql.len] = '\0';
-			appendStringInfoString(&sql, " DO NOTHING");
-		}
-		else if (model->merge_condition)
-			appendStringInfo(&sql, " WHERE %s", model->merge_condition);
-		else
-			/* rewrite a row only when something changed */
-			appendStringInfo(&sql, " WHERE ROW(%s) IS DISTINCT FROM ROW(%s)", lhs.data, rhs.data);
 	}
 	table_close(rel, AccessShareLock);
 
-	dest->insert_plan = SPI_prepare(sql.data, dest->nused, argtypes);
-	if (dest->insert_plan == NULL)
-		elog(ERROR, "could not prepare the insert into %s: %s", qualified,
-			 SPI_result_code_string(SPI_result));
-	if (SPI_keepplan(dest->insert_plan) != 0)
-		elog(ERROR, "SPI_keepplan failed");
+	initStringInfo(&sql);
+	if (model->staged)
+	{
+		/* pages go to a temporary table of the model's types ... */
+		if (OidIsValid(RangeVarGetRelid(makeRangeVar("pg_temp", "posthog_export_stage", -1),
+										NoLock, true)))
+			spi_exec_or_error("DROP TABLE " STAGE_TABLE);
+		appendStringInfo(&sql, "CREATE TEMPORARY TABLE posthog_export_stage (%s)", stagedef.data);
+		spi_exec_or_error(sql.data);
+		resetStringInfo(&sql);
+		appendStringInfo(&sql, "INSERT INTO " STAGE_TABLE " SELECT * FROM ROWS FROM (%s)", unnest.data);
+		prepare_insert(dest, sql.data, argtypes);
+
+		/* ... and one statement merges them at the end */
+		resetStringInfo(&sql);
+		appendStringInfo(&sql, "INSERT INTO %s AS t (%s) SELECT %s FROM " STAGE_TABLE " AS u",
+						 qualified, cols.data, casts.data);
+		append_on_conflict(&sql, dest, column_list(model, model->merge_key));
+		dest->merge_sql = sql.data;
+	}
+	else
+	{
+		appendStringInfo(&sql, "INSERT INTO %s AS t (%s) SELECT %s FROM ROWS FROM (%s) AS u(%s)",
+						 qualified, cols.data, casts.data, unnest.data, alias.data);
+		if (merge)
+			append_on_conflict(&sql, dest, column_list(model, model->merge_key));
+		prepare_insert(dest, sql.data, argtypes);
+	}
 	return dest;
 }
 
 /*
  * Writes one page.  values/nulls are indexed [row][model column]; only the
- * columns present in the table are sent.  Returns the rows written (in
- * merge mode, unchanged rows are not written).
+ * columns present in the table are sent.  Returns the rows written to the
+ * table: a merge skips unchanged rows, and a staged page writes none yet.
  */
 uint64
 phx_destination_insert(PhxDestination *dest, int nrows, Datum **values, bool **nulls)
 {
-	Datum	   *params = palloc(sizeof(Datum) * dest->nused);
-	Datum	   *elems = palloc(sizeof(Datum) * Max(nrows, 1));
-	bool	   *elemnulls = palloc(sizeof(bool) * Max(nrows, 1));
+	Datum	   *params;
+	Datum	   *elems;
+	bool	   *elemnulls;
 	int			rc;
 
 	if (nrows == 0)
 		return 0;
 
+	params = palloc(sizeof(Datum) * dest->nused);
+	elems = palloc(sizeof(Datum) * nrows);
+	elemnulls = palloc(sizeof(bool) * nrows);
 	for (int n = 0; n < dest->nused; n++)
 	{
 		int			c = dest->used[n];
-		Oid			type = dest->model->columns[c].type;
+		Oid			type = dest->transport[n];
+		bool		as_text = (type != dest->model->columns[c].type);
+		Oid			outfunc = InvalidOid;
+		bool		isvarlena;
 		int16		typlen;
 		bool		typbyval;
 		char		typalign;
 		int			dims[1] = {nrows};
 		int			lbs[1] = {1};
 
+		if (as_text)
+			getTypeOutputInfo(dest->model->columns[c].type, &outfunc, &isvarlena);
 		for (int r = 0; r < nrows; r++)
 		{
-			elems[r] = values[r][c];
 			elemnulls[r] = nulls[r][c];
+			if (as_text && !elemnulls[r])
+				elems[r] = CStringGetTextDatum(OidOutputFunctionCall(outfunc, values[r][c]));
+			else
+				elems[r] = values[r][c];
 		}
 		get_typlenbyvalalign(type, &typlen, &typbyval, &typalign);
 		params[n] = PointerGetDatum(construct_md_array(elems, elemnulls, 1, dims, lbs,
@@ -378,5 +462,30 @@ phx_destination_insert(PhxDestination *dest, int nrows, Datum **values, bool **n
 	pfree(params);
 	pfree(elems);
 	pfree(elemnulls);
-	return SPI_processed;
+	return dest->model->staged ? 0 : SPI_processed;
+}
+
+/* Merges the staged pages into the table; returns the rows written. */
+uint64
+phx_destination_finish(PhxDestination *dest)
+{
+	int			rc;
+	uint64		written;
+
+	if (dest->merge_sql == NULL)
+		return 0;
+	rc = SPI_execute(dest->merge_sql, false, 0);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "merge into %s failed: %s", dest->qualified_name, SPI_result_code_string(rc));
+	written = SPI_processed;
+	spi_exec_or_error("DROP TABLE " STAGE_TABLE);
+	return written;
+}
+
+void
+phx_destination_close(PhxDestination *dest)
+{
+	if (dest->insert_plan)
+		SPI_freeplan(dest->insert_plan);
+	dest->insert_plan = NULL;
 }

@@ -86,11 +86,7 @@ posthog_export_create_export(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("interval must not be null")));
 	interval = PG_GETARG_INTERVAL_P(5);
-	if (PG_ARGISNULL(9))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("lookback must not be null")));
-	lookback = PG_GETARG_INTERVAL_P(9);
+	lookback = PG_ARGISNULL(9) ? NULL : PG_GETARG_INTERVAL_P(9);
 	include = event_list_arg(fcinfo, 7, "include_events", &include_null);
 	exclude = event_list_arg(fcinfo, 8, "exclude_events", &exclude_null);
 
@@ -106,13 +102,13 @@ posthog_export_create_export(PG_FUNCTION_ARGS)
 
 	m = phx_model_by_name(model);
 	if (mode == NULL)
-		mode = (m->merge_condition != NULL) ? "merge" : "append";
+		mode = m->staged ? "merge" : "append";
 	if (strcmp(mode, "append") != 0 && strcmp(mode, "merge") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid mode \"%s\"", mode),
 				 errhint("Valid modes are append and merge.")));
-	if (strcmp(mode, "append") == 0 && m->merge_condition != NULL)
+	if (strcmp(mode, "append") == 0 && m->staged)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("the %s model can only be exported in merge mode", m->name)));
@@ -127,6 +123,12 @@ posthog_export_create_export(PG_FUNCTION_ARGS)
 				 errmsg("unsupported interval \"%s\"",
 						DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(interval)))),
 				 errhint("Supported intervals are 5 minutes, 15 minutes, 1 hour, 1 day and 1 week.")));
+	if (lookback == NULL)
+	{
+		/* the model's default: 7 days for events, 1 day for sessions */
+		lookback = palloc0(sizeof(Interval));
+		lookback->time = (int64) m->default_lookback_hours * USECS_PER_HOUR;
+	}
 	if (lookback->month < 0 || lookback->day < 0 || lookback->time < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

@@ -107,9 +107,11 @@ unlock_export(RunLock *lock)
 
 /*
  * Exports one interval; returns false when it had been exported already.
- * In non-atomic mode every page runs in a
- * subtransaction: on error the page is rolled back, the failure is
- * recorded and committed, and the error is re-thrown to the caller.
+ *
+ * In non-atomic mode the pages run in a subtransaction that is committed
+ * after every page, or, for staged models, once after the final merge.  On
+ * error the subtransaction is rolled back, the failure is recorded and
+ * committed, and the error is re-thrown to the caller.
  */
 static bool
 run_interval(PhxExport *exp, const PhxModel *model, TimestampTz start,
@@ -123,6 +125,9 @@ run_interval(PhxExport *exp, const PhxModel *model, TimestampTz start,
 	PhxDestination *volatile dest = NULL;
 	PhxRoleSwitch sw;
 	void	   *volatile state = NULL;
+	PhxRunDelta delta = {0};
+	volatile bool in_subxact = false;
+	ResourceOwner oldowner = CurrentResourceOwner;
 	TimestampTz t0 = GetCurrentTimestamp();
 
 	oldcxt = MemoryContextSwitchTo(run_cxt);
@@ -147,14 +152,14 @@ run_interval(PhxExport *exp, const PhxModel *model, TimestampTz start,
 
 	for (;;)
 	{
-		ResourceOwner oldowner = CurrentResourceOwner;
-		PhxModelPage *page = NULL;
+		PhxModelPage *page;
 		bool		last = false;
 
-		if (nonatomic)
+		if (nonatomic && !in_subxact)
 		{
 			BeginInternalSubTransaction(NULL);
 			MemoryContextSwitchTo(run_cxt);
+			in_subxact = true;
 		}
 		PG_TRY();
 		{
@@ -165,26 +170,35 @@ run_interval(PhxExport *exp, const PhxModel *model, TimestampTz start,
 				cfg = phx_get_server_config(exp->server_name, exp->owner);
 				dest = phx_destination_open(exp, model);
 				phx_restore(&sw);
-				state = model->begin(exp, cfg, start, end, run->cursor);
+				state = model->begin(exp, cfg, start, end, model->staged ? NIL : run->cursor);
 			}
 
 			MemoryContextReset(page_cxt);
 			MemoryContextSwitchTo(page_cxt);
 			page = model->next_page(state);
+			last = !page->has_more;
 
 			phx_become(exp->owner, &sw);
-			phx_destination_insert(dest, page->nrows, page->values, page->nulls);
+			delta.rows_written += phx_destination_insert(dest, page->nrows, page->values, page->nulls);
+			if (last)
+				delta.rows_written += phx_destination_finish(dest);
 			phx_restore(&sw);
 
-			last = !page->has_more;
 			MemoryContextSwitchTo(run_cxt);
-			phx_run_progress(run, page->nrows, page->bytes, page->cursor, last);
-
-			if (nonatomic)
+			delta.rows += page->nrows;
+			delta.bytes += page->bytes;
+			delta.pages++;
+			if (!model->staged || last)
 			{
-				ReleaseCurrentSubTransaction();
-				MemoryContextSwitchTo(run_cxt);
-				CurrentResourceOwner = oldowner;
+				phx_run_progress(run, &delta, page->cursor, last);
+				memset(&delta, 0, sizeof(delta));
+				if (nonatomic)
+				{
+					ReleaseCurrentSubTransaction();
+					MemoryContextSwitchTo(run_cxt);
+					CurrentResourceOwner = oldowner;
+					in_subxact = false;
+				}
 			}
 		}
 		PG_CATCH();
@@ -199,8 +213,8 @@ run_interval(PhxExport *exp, const PhxModel *model, TimestampTz start,
 			RollbackAndReleaseCurrentSubTransaction();
 			MemoryContextSwitchTo(run_cxt);
 			CurrentResourceOwner = oldowner;
-			if (dest && dest->insert_plan)
-				SPI_freeplan(dest->insert_plan);
+			if (dest)
+				phx_destination_close(dest);
 
 			phx_run_failed(run, edata->message);
 			SPI_commit();
@@ -213,7 +227,7 @@ run_interval(PhxExport *exp, const PhxModel *model, TimestampTz start,
 		}
 		PG_END_TRY();
 
-		if (nonatomic)
+		if (nonatomic && !in_subxact)
 		{
 			SPI_commit();
 			MemoryContextSwitchTo(run_cxt);
@@ -222,12 +236,13 @@ run_interval(PhxExport *exp, const PhxModel *model, TimestampTz start,
 			break;
 	}
 
-	SPI_freeplan(dest->insert_plan);
+	phx_destination_close(dest);
 	MemoryContextDelete(page_cxt);
 	ereport(LOG,
-			(errmsg("posthog_export: export \"%s\" finished interval [%s, %s): %lld rows, %lld bytes, %d pages in %.3f s",
+			(errmsg("posthog_export: export \"%s\" finished interval [%s, %s): %lld rows received, %lld written, %lld bytes, %d pages in %.3f s",
 					exp->name, phx_ts_str(start), phx_ts_str(end),
-					(long long) run->rows, (long long) run->bytes, run->pages,
+					(long long) run->rows, (long long) run->rows_written,
+					(long long) run->bytes, run->pages,
 					(double) (GetCurrentTimestamp() - t0) / USECS_PER_SEC)));
 	MemoryContextSwitchTo(oldcxt);
 	return true;

@@ -166,26 +166,6 @@ shrink_page(void *arg, PhxQuery *q)
 	return true;
 }
 
-typedef struct RowContext
-{
-	EventsState *st;
-	const char *uuid;
-	int			row;
-} RowContext;
-
-static void
-row_error_callback(void *arg)
-{
-	RowContext *rc = (RowContext *) arg;
-
-	if (rc->uuid)
-		errcontext("event %s (row %d of page %d) of export \"%s\"",
-				   rc->uuid, rc->row + 1, rc->st->page_no, rc->st->exp->name);
-	else
-		errcontext("row %d of page %d of export \"%s\"",
-				   rc->row + 1, rc->st->page_no, rc->st->exp->name);
-}
-
 static const char *
 cell_text(PhxCell *cell, const char *what, bool required)
 {
@@ -248,23 +228,6 @@ jsonb_member_text(Jsonb *jb, const char *key, bool *isnull)
 	}
 }
 
-static Datum
-parse_timestamptz(const char *s)
-{
-	return DirectFunctionCall3(timestamptz_in, CStringGetDatum(s),
-							   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
-}
-
-static Datum
-parse_int4(PhxCell *cell, const char *what)
-{
-	const char *s = cell_text(cell, what, false);
-
-	if (s == NULL)
-		return (Datum) 0;
-	return Int32GetDatum(pg_strtoint32(s));
-}
-
 static void
 convert_row(EventsState *st, PhxPage *page, int r, Datum *values, bool *nulls)
 {
@@ -285,19 +248,7 @@ convert_row(EventsState *st, PhxPage *page, int r, Datum *values, bool *nulls)
 		nulls[EV_EVENT] = false;
 	}
 
-	if (cells[Q_PROPERTIES].kind == PHX_CELL_JSON)
-	{
-		/* an object instead of a JSON string: accept it as is */
-		props = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(cells[Q_PROPERTIES].val)));
-	}
-	else if ((s = cell_text(&cells[Q_PROPERTIES], "properties", false)) != NULL &&
-			 cells[Q_PROPERTIES].len > 0)
-	{
-		PhxCell    *c = &cells[Q_PROPERTIES];
-
-		c->len = phx_clean_json_for_jsonb(c->val, c->len);
-		props = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(c->val)));
-	}
+	props = phx_cell_jsonb(&cells[Q_PROPERTIES], "properties");
 	if (props)
 	{
 		values[EV_PROPERTIES] = JsonbPGetDatum(props);
@@ -324,15 +275,11 @@ convert_row(EventsState *st, PhxPage *page, int r, Datum *values, bool *nulls)
 		nulls[EV_DISTINCT_ID] = false;
 	}
 
-	if (cells[Q_TEAM_ID].kind != PHX_CELL_NULL)
-	{
-		values[EV_TEAM_ID] = parse_int4(&cells[Q_TEAM_ID], "team_id");
-		nulls[EV_TEAM_ID] = false;
-	}
+	values[EV_TEAM_ID] = phx_cell_datum(&cells[Q_TEAM_ID], INT4OID, "team_id", &nulls[EV_TEAM_ID]);
 
-	s = cell_text(&cells[Q_TIMESTAMP], "timestamp", true);
-	values[EV_TIMESTAMP] = parse_timestamptz(s);
-	nulls[EV_TIMESTAMP] = false;
+	(void) cell_text(&cells[Q_TIMESTAMP], "timestamp", true);
+	values[EV_TIMESTAMP] = phx_cell_datum(&cells[Q_TIMESTAMP], TIMESTAMPTZOID, "timestamp",
+										  &nulls[EV_TIMESTAMP]);
 }
 
 /*
@@ -393,8 +340,7 @@ events_next_page(void *state)
 	PhxPage    *page;
 	PhxModelPage *mp = palloc0(sizeof(PhxModelPage));
 	char	   *label;
-	ErrorContextCallback errcb;
-	RowContext	rc;
+	PhxRowContext rc;
 	int			limit;
 
 	st->page_no++;
@@ -404,38 +350,24 @@ events_next_page(void *state)
 	/* the LIMIT may have shrunk during the call */
 	limit = st->page_size;
 
-	if (page->ncolumns != Q_NCOLUMNS)
-		ereport(ERROR,
-				(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
-				 errmsg("PostHog returned %d columns, the events query selects %d",
-						page->ncolumns, Q_NCOLUMNS)));
-	for (int c = 0; c < Q_NCOLUMNS; c++)
-		if (strcmp(page->columns[c], query_columns[c]) != 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
-					 errmsg("PostHog returned column \"%s\" where the events query selects \"%s\"",
-							page->columns[c], query_columns[c])));
+	phx_check_columns(page, query_columns, Q_NCOLUMNS, "events");
 
 	mp->nrows = page->nrows;
 	mp->values = palloc(sizeof(Datum *) * Max(page->nrows, 1));
 	mp->nulls = palloc(sizeof(bool *) * Max(page->nrows, 1));
 
-	rc.st = st;
-	errcb.callback = row_error_callback;
-	errcb.arg = &rc;
-	errcb.previous = error_context_stack;
-	error_context_stack = &errcb;
+	phx_row_context_push(&rc, "event", st->exp->name, st->page_no);
 	for (int r = 0; r < page->nrows; r++)
 	{
 		PhxCell    *uuid = PHX_CELL(page, r, Q_UUID);
 
 		rc.row = r;
-		rc.uuid = (uuid->kind == PHX_CELL_STRING) ? uuid->val : NULL;
+		rc.key = (uuid->kind == PHX_CELL_STRING) ? uuid->val : NULL;
 		mp->values[r] = palloc(sizeof(Datum) * EV_NCOLUMNS);
 		mp->nulls[r] = palloc(sizeof(bool) * EV_NCOLUMNS);
 		convert_row(st, page, r, mp->values[r], mp->nulls[r]);
 	}
-	error_context_stack = errcb.previous;
+	phx_row_context_pop(&rc);
 
 	if (page->nrows > 0)
 	{
@@ -460,7 +392,9 @@ const PhxModel phx_events_model = {
 	.columns = events_columns,
 	.ncolumns = EV_NCOLUMNS,
 	.merge_key = events_merge_key,
-	.merge_condition = NULL,
+	.merge_versions = NULL,
+	.staged = false,
+	.default_lookback_hours = 7 * 24,
 	.begin = events_begin,
 	.next_page = events_next_page,
 };

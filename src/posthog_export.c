@@ -17,6 +17,8 @@ PG_MODULE_MAGIC;
 
 static const PhxModel *const models[] = {
 	&phx_events_model,
+	&phx_persons_model,
+	&phx_sessions_model,
 	NULL
 };
 
@@ -26,10 +28,6 @@ phx_model_by_name(const char *name)
 	for (int i = 0; models[i]; i++)
 		if (strcmp(models[i]->name, name) == 0)
 			return models[i];
-	if (strcmp(name, "persons") == 0 || strcmp(name, "sessions") == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("the %s model is not available in this version", name)));
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("unknown model \"%s\"", name),

@@ -18,6 +18,7 @@
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
+#include "utils/jsonb.h"
 
 #define PHX_EXTENSION_NAME	"posthog_export"
 #define PHX_SCHEMA_NAME		"posthog_export"
@@ -145,7 +146,17 @@ typedef struct PhxRun
 	int32		pages;
 	int32		attempts;
 	List	   *cursor;			/* of char *, NIL before the first page */
+	int64		rows_written;
 } PhxRun;
+
+/* What some pages added to a run, recorded with phx_run_progress(). */
+typedef struct PhxRunDelta
+{
+	int64		rows;
+	int64		bytes;
+	int32		pages;
+	int64		rows_written;
+} PhxRunDelta;
 
 /* Saved state of a switch to another role for catalog or destination work. */
 typedef struct PhxRoleSwitch
@@ -167,8 +178,8 @@ extern int32 phx_export_insert(PhxExport *exp, Datum include, bool include_null,
 extern void phx_export_delete(PhxExport *exp);
 extern PhxRun *phx_run_begin(PhxExport *exp, TimestampTz start, TimestampTz end,
 							 const char *trigger, bool force);
-extern void phx_run_progress(PhxRun *run, int64 rows, int64 bytes,
-							 List *cursor, bool completed);
+extern void phx_run_progress(PhxRun *run, PhxRunDelta *delta, List *cursor,
+							 bool completed);
 extern void phx_run_failed(PhxRun *run, const char *message);
 
 /* ------------------------------------------------------------------------
@@ -199,7 +210,20 @@ typedef struct PhxModel
 	const PhxModelColumn *columns;
 	int			ncolumns;
 	const char *const *merge_key;	/* column names, NULL-terminated */
-	const char *merge_condition;	/* ON CONFLICT ... WHERE, NULL: any change */
+
+	/*
+	 * Version columns (NULL-terminated): a merge updates a row only when one
+	 * of those present grows.  NULL, or none present: when anything changed.
+	 */
+	const char *const *merge_versions;
+
+	/*
+	 * Merge-only models are written atomically per interval: pages go to a
+	 * temporary staging table and one statement merges it at the end, so a
+	 * reader never sees half a merge and a failed run changes nothing.
+	 */
+	bool		staged;
+	int			default_lookback_hours;
 
 	/*
 	 * Starts reading [start, end) after "cursor" (NIL: from the beginning);
@@ -221,19 +245,47 @@ typedef struct PhxDestination
 	char	   *qualified_name; /* quoted schema.table */
 	int			nused;			/* model columns present in the table */
 	int		   *used;			/* their indexes in model->columns */
+	Oid		   *transport;		/* type each used column travels as */
 	bool		merge;
-	SPIPlanPtr	insert_plan;
+	SPIPlanPtr	insert_plan;	/* a page into the table, or into the stage */
+	char	   *merge_sql;		/* staged: the stage into the table */
 } PhxDestination;
 
 extern PhxDestination *phx_destination_open(PhxExport *exp, const PhxModel *model);
 extern uint64 phx_destination_insert(PhxDestination *dest, int nrows,
 									 Datum **values, bool **nulls);
+extern uint64 phx_destination_finish(PhxDestination *dest);
+extern void phx_destination_close(PhxDestination *dest);
+
+/* ------------------------------------------------------------------------
+ * model_common.c: what the models share
+ * ------------------------------------------------------------------------
+ */
+typedef struct PhxRowContext
+{
+	ErrorContextCallback errcb;
+	const char *what;			/* "event", "session" ... */
+	const char *export_name;
+	int			page_no;
+	int			row;			/* current row, 0-based */
+	const char *key;			/* its key (uuid ...), if known */
+} PhxRowContext;
+
+extern Jsonb *phx_cell_jsonb(PhxCell *cell, const char *column);
+extern Datum phx_cell_datum(PhxCell *cell, Oid type, const char *column, bool *isnull);
+extern void phx_check_columns(PhxPage *page, const char *const *expected, int n,
+							  const char *what);
+extern void phx_row_context_push(PhxRowContext *rc, const char *what,
+								 const char *export_name, int page_no);
+extern void phx_row_context_pop(PhxRowContext *rc);
 
 /* ------------------------------------------------------------------------
  * model_events.c
  * ------------------------------------------------------------------------
  */
 extern const PhxModel phx_events_model;
+extern const PhxModel phx_persons_model;
+extern const PhxModel phx_sessions_model;
 
 /* ------------------------------------------------------------------------
  * export_run.c / schedule helpers

@@ -1,0 +1,212 @@
+/*-------------------------------------------------------------------------
+ *
+ * model_common.c
+ *		What the models share: turning response cells into datums of a
+ *		column's type, checking a response's columns, and naming the row
+ *		being converted when something goes wrong.
+ *
+ * PostHog's serialization is loose in places (booleans as 0/1 or
+ * true/false, JSON columns as strings, datetimes with any offset), so each
+ * converter accepts every form the API is known to send and rejects
+ * anything else with an error that names the column.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+#include "posthog_export.h"
+
+pg_attribute_noreturn() static void
+bad_cell(PhxCell *cell, const char *column, const char *expected)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+			 errmsg("PostHog returned %s for column \"%s\", where %s was expected",
+					cell->kind == PHX_CELL_STRING ? "a string" :
+					cell->kind == PHX_CELL_NUMBER ? "a number" :
+					cell->kind == PHX_CELL_BOOL ? "a boolean" : "a JSON value",
+					column, expected)));
+}
+
+/*
+ * A JSON column: PostHog sends its text as a JSON string; an object or
+ * array sent as such is accepted too.  What jsonb cannot hold (\u0000,
+ * lone surrogates) is removed first.
+ */
+Jsonb *
+phx_cell_jsonb(PhxCell *cell, const char *column)
+{
+	if (cell->kind == PHX_CELL_NULL)
+		return NULL;
+	if (cell->kind == PHX_CELL_STRING)
+	{
+		if (cell->len == 0)
+			return NULL;
+		cell->len = phx_clean_json_for_jsonb(cell->val, cell->len);
+	}
+	else if (cell->kind == PHX_CELL_JSON)
+		cell->len = phx_clean_json_for_jsonb(cell->val, cell->len);
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(cell->val)));
+}
+
+/* A JSON array of strings (sessions' $urls) as text[]. */
+static Datum
+cell_text_array(PhxCell *cell, const char *column)
+{
+	Jsonb	   *jb;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	ArrayBuildState *astate = NULL;
+
+	if (cell->kind != PHX_CELL_JSON && cell->kind != PHX_CELL_STRING)
+		bad_cell(cell, column, "an array of strings");
+	jb = phx_cell_jsonb(cell, column);
+	if (jb == NULL || !JB_ROOT_IS_ARRAY(jb) || JB_ROOT_IS_SCALAR(jb))
+		bad_cell(cell, column, "an array of strings");
+	astate = initArrayResult(TEXTOID, CurrentMemoryContext, false);
+	it = JsonbIteratorInit(&jb->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok != WJB_ELEM)
+			continue;
+		if (v.type == jbvNull)
+			accumArrayResult(astate, (Datum) 0, true, TEXTOID, CurrentMemoryContext);
+		else if (v.type == jbvString)
+			accumArrayResult(astate,
+							 PointerGetDatum(cstring_to_text_with_len(v.val.string.val, v.val.string.len)),
+							 false, TEXTOID, CurrentMemoryContext);
+		else
+			bad_cell(cell, column, "an array of strings");
+	}
+	return makeArrayResult(astate, CurrentMemoryContext);
+}
+
+static bool
+cell_bool(PhxCell *cell, const char *column)
+{
+	if (cell->kind == PHX_CELL_BOOL)
+		return cell->val[0] == 't';
+	if (cell->kind == PHX_CELL_NUMBER && cell->len == 1 && (cell->val[0] == '0' || cell->val[0] == '1'))
+		return cell->val[0] == '1';
+	if (cell->kind == PHX_CELL_STRING)
+	{
+		bool		result;
+
+		if (parse_bool(cell->val, &result))
+			return result;
+	}
+	bad_cell(cell, column, "a boolean");
+}
+
+/*
+ * Converts a cell to a datum of "type".  Strings and numbers are accepted
+ * for numbers (ClickHouse's 64-bit integers may come quoted).
+ */
+Datum
+phx_cell_datum(PhxCell *cell, Oid type, const char *column, bool *isnull)
+{
+	*isnull = (cell->kind == PHX_CELL_NULL);
+	if (*isnull)
+		return (Datum) 0;
+
+	switch (type)
+	{
+		case TEXTOID:
+			if (cell->kind == PHX_CELL_STRING || cell->kind == PHX_CELL_NUMBER ||
+				cell->kind == PHX_CELL_BOOL)
+				return PointerGetDatum(cstring_to_text_with_len(cell->val, cell->len));
+			bad_cell(cell, column, "a string");
+		case INT4OID:
+			if (cell->kind == PHX_CELL_NUMBER || cell->kind == PHX_CELL_STRING)
+				return Int32GetDatum(pg_strtoint32(cell->val));
+			bad_cell(cell, column, "an integer");
+		case INT8OID:
+			if (cell->kind == PHX_CELL_NUMBER || cell->kind == PHX_CELL_STRING)
+				return Int64GetDatum(pg_strtoint64(cell->val));
+			bad_cell(cell, column, "an integer");
+		case FLOAT8OID:
+			if (cell->kind == PHX_CELL_NUMBER || cell->kind == PHX_CELL_STRING)
+				return DirectFunctionCall1(float8in, CStringGetDatum(cell->val));
+			bad_cell(cell, column, "a number");
+		case BOOLOID:
+			return BoolGetDatum(cell_bool(cell, column));
+		case TIMESTAMPTZOID:
+			if (cell->kind == PHX_CELL_STRING)
+				return DirectFunctionCall3(timestamptz_in, CStringGetDatum(cell->val),
+										   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+			bad_cell(cell, column, "a datetime");
+		case JSONBOID:
+			{
+				Jsonb	   *jb = phx_cell_jsonb(cell, column);
+
+				*isnull = (jb == NULL);
+				return JsonbPGetDatum(jb);
+			}
+		case TEXTARRAYOID:
+			return cell_text_array(cell, column);
+		default:
+			elog(ERROR, "posthog_export: no conversion to type %u", type);
+	}
+	return (Datum) 0;			/* keep compiler quiet */
+}
+
+/*
+ * The response must have the columns the query selected, in order: a
+ * PostHog that renamed or dropped one would otherwise fill the wrong column.
+ */
+void
+phx_check_columns(PhxPage *page, const char *const *expected, int n, const char *what)
+{
+	if (page->ncolumns != n)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+				 errmsg("PostHog returned %d columns, the %s query selects %d",
+						page->ncolumns, what, n)));
+	for (int c = 0; c < n; c++)
+		if (strcmp(page->columns[c], expected[c]) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+					 errmsg("PostHog returned column \"%s\" where the %s query selects \"%s\"",
+							page->columns[c], what, expected[c])));
+}
+
+static void
+row_error_callback(void *arg)
+{
+	PhxRowContext *rc = (PhxRowContext *) arg;
+
+	if (rc->key)
+		errcontext("%s %s (row %d of page %d) of export \"%s\"",
+				   rc->what, rc->key, rc->row + 1, rc->page_no, rc->export_name);
+	else
+		errcontext("row %d of page %d of export \"%s\"",
+				   rc->row + 1, rc->page_no, rc->export_name);
+}
+
+/* Names the row being converted in any error raised until the pop. */
+void
+phx_row_context_push(PhxRowContext *rc, const char *what, const char *export_name, int page_no)
+{
+	rc->what = what;
+	rc->export_name = export_name;
+	rc->page_no = page_no;
+	rc->row = 0;
+	rc->key = NULL;
+	rc->errcb.callback = row_error_callback;
+	rc->errcb.arg = rc;
+	rc->errcb.previous = error_context_stack;
+	error_context_stack = &rc->errcb;
+}
+
+void
+phx_row_context_pop(PhxRowContext *rc)
+{
+	error_context_stack = rc->errcb.previous;
+}

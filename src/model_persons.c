@@ -1,0 +1,281 @@
+/*-------------------------------------------------------------------------
+ *
+ * model_persons.c
+ *		The persons model: one row per (team_id, distinct_id) with its
+ *		current person and that person's latest properties, merged by
+ *		version as PostHog's own export merges them.
+ *
+ * How a run finds what changed: it does not.  PostHog's HogQL tables
+ * expose no modification time for persons, so every run makes a full
+ * keyset pass over raw_person_distinct_ids (collapsed to the latest version
+ * of each mapping on PostHog's side) and, per page, one query for the
+ * latest version of the persons that page names.  The merge then writes
+ * only rows whose person_version or person_distinct_id_version grew, so the
+ * cost of a run is reading every mapping once, while writes stay
+ * proportional to what changed.  A backfill "from the beginning" is the
+ * same pass.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/timestamp.h"
+
+#include "posthog_export.h"
+
+enum
+{
+	P_TEAM_ID,
+	P_DISTINCT_ID,
+	P_PERSON_ID,
+	P_PROPERTIES,
+	P_PDI_VERSION,
+	P_PERSON_VERSION,
+	P_CREATED_AT,
+	P_IS_DELETED,
+	P_NCOLUMNS
+};
+
+static const PhxModelColumn persons_columns[P_NCOLUMNS] = {
+	{"team_id", INT4OID, "pg_catalog.int4 NOT NULL"},
+	{"distinct_id", TEXTOID, "pg_catalog.text NOT NULL"},
+	{"person_id", TEXTOID, "pg_catalog.text"},
+	{"properties", JSONBOID, "pg_catalog.jsonb"},
+	{"person_distinct_id_version", INT8OID, "pg_catalog.int4"},
+	{"person_version", INT8OID, "pg_catalog.int4"},
+	{"created_at", TIMESTAMPTZOID, "pg_catalog.timestamptz"},
+	{"is_deleted", BOOLOID, "pg_catalog.bool"},
+};
+
+static const char *const persons_key[] = {"team_id", "distinct_id", NULL};
+static const char *const persons_versions[] = {"person_version", "person_distinct_id_version", NULL};
+
+/* the mappings query */
+static const char *const pdi_columns[] = {"team_id", "distinct_id", "person_id", "is_deleted", "version"};
+
+/* the persons query */
+static const char *const person_columns[] = {"id", "properties", "created_at", "is_deleted", "version"};
+
+typedef struct PersonsState
+{
+	PhxExport  *exp;
+	PhxServerConfig *cfg;
+	char	   *cursor_team;
+	char	   *cursor_distinct_id;
+	int			page_size;
+	int			page_no;
+	MemoryContext cxt;
+} PersonsState;
+
+static void *
+persons_begin(PhxExport *exp, PhxServerConfig *cfg, TimestampTz start,
+			  TimestampTz end, List *cursor)
+{
+	PersonsState *st = palloc0(sizeof(PersonsState));
+
+	st->cxt = CurrentMemoryContext;
+	st->exp = exp;
+	st->cfg = cfg;
+	st->page_size = cfg->page_size;
+	if (list_length(cursor) == 2)
+	{
+		st->cursor_team = pstrdup(linitial(cursor));
+		st->cursor_distinct_id = pstrdup(lsecond(cursor));
+	}
+	return st;
+}
+
+static void
+build_mappings_query(PersonsState *st, PhxQuery *q)
+{
+	phx_query_init(q);
+	appendStringInfoString(&q->text,
+						   "SELECT team_id, distinct_id, argMax(person_id, version) AS person_id, "
+						   "argMax(is_deleted, version) AS is_deleted, max(version) AS version "
+						   "FROM raw_person_distinct_ids");
+	if (st->cursor_team)
+	{
+		appendStringInfoString(&q->text,
+							   " WHERE (team_id, distinct_id) > ({cursor_team_id}, {cursor_distinct_id})");
+		phx_value_text(q, "cursor_distinct_id", st->cursor_distinct_id);
+		/* team ids are integers: send the number, not its text */
+		appendStringInfoString(&q->values, ",\"cursor_team_id\":");
+		appendStringInfoString(&q->values, st->cursor_team);
+	}
+	appendStringInfo(&q->text, " GROUP BY team_id, distinct_id ORDER BY team_id, distinct_id LIMIT %d",
+					 st->page_size);
+}
+
+static bool
+shrink_page(void *arg, PhxQuery *q)
+{
+	PersonsState *st = (PersonsState *) arg;
+
+	if (st->page_size <= 10)
+		return false;
+	st->page_size = Max(st->page_size / 2, 10);
+	build_mappings_query(st, q);
+	return true;
+}
+
+typedef struct PersonEntry
+{
+	char		id[64];			/* person uuid, the hash key */
+	int			row;			/* in the persons page */
+} PersonEntry;
+
+/* The latest version of each person a page of mappings points to. */
+static PhxPage *
+fetch_persons(PersonsState *st, List *ids, int64 *bytes)
+{
+	PhxQuery	q;
+	PhxPage    *page;
+
+	phx_query_init(&q);
+	appendStringInfoString(&q.text,
+						   "SELECT id, argMax(properties, version) AS properties, "
+						   "toTimeZone(argMax(created_at, version), 'UTC') AS created_at, "
+						   "argMax(is_deleted, version) AS is_deleted, max(version) AS version "
+						   "FROM raw_persons WHERE id IN {person_ids} GROUP BY id");
+	phx_value_text_array(&q, "person_ids", ids);
+	page = phx_http_query(st->cfg, &q, psprintf("posthog_export %s persons of page %d",
+												st->exp->name, st->page_no),
+						  NULL, NULL, bytes);
+	phx_check_columns(page, person_columns, lengthof(person_columns), "persons");
+	return page;
+}
+
+static PhxModelPage *
+persons_next_page(void *state)
+{
+	PersonsState *st = (PersonsState *) state;
+	PhxQuery	q;
+	PhxPage    *mappings;
+	PhxPage    *persons = NULL;
+	PhxModelPage *mp = palloc0(sizeof(PhxModelPage));
+	PhxRowContext rc;
+	HTAB	   *byid = NULL;
+	List	   *ids = NIL;
+	int			limit;
+
+	st->page_no++;
+	build_mappings_query(st, &q);
+	mappings = phx_http_query(st->cfg, &q, psprintf("posthog_export %s page %d", st->exp->name, st->page_no),
+							  shrink_page, st, &mp->bytes);
+	limit = st->page_size;
+	phx_check_columns(mappings, pdi_columns, lengthof(pdi_columns), "person_distinct_ids");
+
+	/* the distinct persons of the page, fetched in one query */
+	for (int r = 0; r < mappings->nrows; r++)
+	{
+		PhxCell    *pid = PHX_CELL(mappings, r, 2);
+
+		if (pid->kind == PHX_CELL_STRING)
+			ids = lappend(ids, pid->val);
+	}
+	if (ids != NIL)
+	{
+		HASHCTL		ctl;
+
+		persons = fetch_persons(st, list_copy(ids), &mp->bytes);
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(((PersonEntry *) 0)->id);
+		ctl.entrysize = sizeof(PersonEntry);
+		ctl.hcxt = CurrentMemoryContext;
+		byid = hash_create("posthog_export persons", persons->nrows + 1, &ctl,
+						   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+		for (int r = 0; r < persons->nrows; r++)
+		{
+			PhxCell    *id = PHX_CELL(persons, r, 0);
+			PersonEntry *e;
+
+			if (id->kind != PHX_CELL_STRING || id->len >= sizeof(e->id))
+				continue;
+			e = hash_search(byid, id->val, HASH_ENTER, NULL);
+			e->row = r;
+		}
+	}
+
+	mp->nrows = mappings->nrows;
+	mp->values = palloc(sizeof(Datum *) * Max(mappings->nrows, 1));
+	mp->nulls = palloc(sizeof(bool *) * Max(mappings->nrows, 1));
+	phx_row_context_push(&rc, "distinct_id", st->exp->name, st->page_no);
+	for (int r = 0; r < mappings->nrows; r++)
+	{
+		Datum	   *values = palloc(sizeof(Datum) * P_NCOLUMNS);
+		bool	   *nulls = palloc(sizeof(bool) * P_NCOLUMNS);
+		PhxCell    *did = PHX_CELL(mappings, r, 1);
+		PhxCell    *pid = PHX_CELL(mappings, r, 2);
+		PersonEntry *person = NULL;
+		bool		mapping_deleted;
+		bool		isnull;
+
+		rc.row = r;
+		rc.key = (did->kind == PHX_CELL_STRING) ? did->val : NULL;
+		if (did->kind != PHX_CELL_STRING)
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+					 errmsg("PostHog returned a person mapping without distinct_id")));
+
+		values[P_TEAM_ID] = phx_cell_datum(PHX_CELL(mappings, r, 0), INT4OID, "team_id", &nulls[P_TEAM_ID]);
+		values[P_DISTINCT_ID] = phx_cell_datum(did, TEXTOID, "distinct_id", &nulls[P_DISTINCT_ID]);
+		values[P_PERSON_ID] = phx_cell_datum(pid, TEXTOID, "person_id", &nulls[P_PERSON_ID]);
+		values[P_PDI_VERSION] = phx_cell_datum(PHX_CELL(mappings, r, 4), INT8OID, "version", &nulls[P_PDI_VERSION]);
+		mapping_deleted = DatumGetBool(phx_cell_datum(PHX_CELL(mappings, r, 3), BOOLOID, "is_deleted", &isnull));
+		if (isnull)
+			mapping_deleted = false;
+
+		if (byid && pid->kind == PHX_CELL_STRING && pid->len < sizeof(person->id))
+			person = hash_search(byid, pid->val, HASH_FIND, NULL);
+		if (person)
+		{
+			int			pr = person->row;
+			bool		person_deleted;
+
+			values[P_PROPERTIES] = phx_cell_datum(PHX_CELL(persons, pr, 1), JSONBOID, "properties", &nulls[P_PROPERTIES]);
+			values[P_CREATED_AT] = phx_cell_datum(PHX_CELL(persons, pr, 2), TIMESTAMPTZOID, "created_at", &nulls[P_CREATED_AT]);
+			person_deleted = DatumGetBool(phx_cell_datum(PHX_CELL(persons, pr, 3), BOOLOID, "is_deleted", &isnull));
+			if (isnull)
+				person_deleted = false;
+			values[P_PERSON_VERSION] = phx_cell_datum(PHX_CELL(persons, pr, 4), INT8OID, "version", &nulls[P_PERSON_VERSION]);
+			values[P_IS_DELETED] = BoolGetDatum(mapping_deleted || person_deleted);
+		}
+		else
+		{
+			/* a mapping to a person PostHog does not have (any more) */
+			nulls[P_PROPERTIES] = nulls[P_CREATED_AT] = nulls[P_PERSON_VERSION] = true;
+			values[P_PROPERTIES] = values[P_CREATED_AT] = values[P_PERSON_VERSION] = (Datum) 0;
+			values[P_IS_DELETED] = BoolGetDatum(mapping_deleted);
+		}
+		nulls[P_IS_DELETED] = false;
+		mp->values[r] = values;
+		mp->nulls[r] = nulls;
+	}
+	phx_row_context_pop(&rc);
+
+	if (mappings->nrows > 0)
+	{
+		int			last = mappings->nrows - 1;
+
+		st->cursor_team = MemoryContextStrdup(st->cxt, PHX_CELL(mappings, last, 0)->val);
+		st->cursor_distinct_id = MemoryContextStrdup(st->cxt, PHX_CELL(mappings, last, 1)->val);
+		mp->cursor = list_make2(st->cursor_team, st->cursor_distinct_id);
+	}
+	mp->has_more = mappings->nrows > 0 && (mappings->has_more || mappings->nrows >= limit);
+	return mp;
+}
+
+const PhxModel phx_persons_model = {
+	.name = "persons",
+	.columns = persons_columns,
+	.ncolumns = P_NCOLUMNS,
+	.merge_key = persons_key,
+	.merge_versions = persons_versions,
+	.staged = true,
+	.default_lookback_hours = 0,
+	.begin = persons_begin,
+	.next_page = persons_next_page,
+};

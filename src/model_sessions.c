@@ -1,0 +1,209 @@
+/*-------------------------------------------------------------------------
+ *
+ * model_sessions.c
+ *		The sessions model: one row per session, kept up to date while the
+ *		session grows.
+ *
+ * A session changes as long as its events arrive, so every run re-pulls
+ * the sessions whose end_timestamp falls in [start - lookback, end) and
+ * merges them on (team_id, session_id), updating a row only when the
+ * incoming end_timestamp is later.  Pages follow a keyset cursor on
+ * session_id.  The whole interval is staged and merged in one statement
+ * (see destination.c), so readers never see half a merge.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "posthog_export.h"
+
+/* Destination columns, and the HogQL that selects each (same order). */
+static const PhxModelColumn sessions_columns[] = {
+	{"team_id", INT4OID, "pg_catalog.int4 NOT NULL"},
+	{"session_id", TEXTOID, "pg_catalog.text NOT NULL"},
+	{"distinct_id", TEXTOID, "pg_catalog.text"},
+	{"start_timestamp", TIMESTAMPTZOID, "pg_catalog.timestamptz"},
+	{"end_timestamp", TIMESTAMPTZOID, "pg_catalog.timestamptz"},
+	{"urls", TEXTARRAYOID, "pg_catalog.text[]"},
+	{"num_uniq_urls", INT8OID, "pg_catalog.int8"},
+	{"entry_current_url", TEXTOID, "pg_catalog.text"},
+	{"entry_pathname", TEXTOID, "pg_catalog.text"},
+	{"entry_hostname", TEXTOID, "pg_catalog.text"},
+	{"end_current_url", TEXTOID, "pg_catalog.text"},
+	{"end_pathname", TEXTOID, "pg_catalog.text"},
+	{"end_hostname", TEXTOID, "pg_catalog.text"},
+	{"entry_referring_domain", TEXTOID, "pg_catalog.text"},
+	{"entry_utm_source", TEXTOID, "pg_catalog.text"},
+	{"entry_utm_campaign", TEXTOID, "pg_catalog.text"},
+	{"entry_utm_medium", TEXTOID, "pg_catalog.text"},
+	{"entry_utm_term", TEXTOID, "pg_catalog.text"},
+	{"entry_utm_content", TEXTOID, "pg_catalog.text"},
+	{"entry_gclid", TEXTOID, "pg_catalog.text"},
+	{"entry_gad_source", TEXTOID, "pg_catalog.text"},
+	{"entry_fbclid", TEXTOID, "pg_catalog.text"},
+	{"pageview_count", INT8OID, "pg_catalog.int8"},
+	{"autocapture_count", INT8OID, "pg_catalog.int8"},
+	{"screen_count", INT8OID, "pg_catalog.int8"},
+	{"channel_type", TEXTOID, "pg_catalog.text"},
+	{"session_duration", INT8OID, "pg_catalog.int8"},
+	{"is_bounce", BOOLOID, "pg_catalog.bool"},
+	{"last_external_click_url", TEXTOID, "pg_catalog.text"},
+	{"vitals_lcp", FLOAT8OID, "pg_catalog.float8"},
+};
+
+#define S_NCOLUMNS lengthof(sessions_columns)
+#define S_SESSION_ID 1
+
+/*
+ * What the query selects for each column: HogQL's session columns carry a
+ * "$" that the destination drops; datetimes are converted to UTC.
+ */
+static const char *const select_exprs[S_NCOLUMNS] = {
+	"team_id", "session_id", "distinct_id",
+	"toTimeZone($start_timestamp, 'UTC')", "toTimeZone($end_timestamp, 'UTC')",
+	"$urls", "$num_uniq_urls",
+	"$entry_current_url", "$entry_pathname", "$entry_hostname",
+	"$end_current_url", "$end_pathname", "$end_hostname",
+	"$entry_referring_domain",
+	"$entry_utm_source", "$entry_utm_campaign", "$entry_utm_medium", "$entry_utm_term",
+	"$entry_utm_content",
+	"$entry_gclid", "$entry_gad_source", "$entry_fbclid",
+	"$pageview_count", "$autocapture_count", "$screen_count",
+	"$channel_type", "$session_duration", "$is_bounce", "$last_external_click_url",
+	"$vitals_lcp",
+};
+
+static const char *const sessions_key[] = {"team_id", "session_id", NULL};
+static const char *const sessions_versions[] = {"end_timestamp", NULL};
+
+typedef struct SessionsState
+{
+	PhxExport  *exp;
+	PhxServerConfig *cfg;
+	TimestampTz min_end;
+	TimestampTz end;
+	char	   *cursor;			/* last session_id */
+	int			page_size;
+	int			page_no;
+	MemoryContext cxt;
+	const char *columns[S_NCOLUMNS];
+} SessionsState;
+
+static void *
+sessions_begin(PhxExport *exp, PhxServerConfig *cfg, TimestampTz start,
+			   TimestampTz end, List *cursor)
+{
+	SessionsState *st = palloc0(sizeof(SessionsState));
+
+	st->cxt = CurrentMemoryContext;
+	st->exp = exp;
+	st->cfg = cfg;
+	st->end = end;
+	st->min_end = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_mi_interval,
+														  TimestampTzGetDatum(start),
+														  IntervalPGetDatum(&exp->lookback)));
+	st->page_size = cfg->page_size;
+	for (int i = 0; i < S_NCOLUMNS; i++)
+		st->columns[i] = sessions_columns[i].name;
+	if (list_length(cursor) == 1)
+		st->cursor = pstrdup(linitial(cursor));
+	return st;
+}
+
+static void
+build_query(SessionsState *st, PhxQuery *q)
+{
+	phx_query_init(q);
+	appendStringInfoString(&q->text, "SELECT ");
+	for (int i = 0; i < S_NCOLUMNS; i++)
+		appendStringInfo(&q->text, "%s%s AS %s", i ? ", " : "", select_exprs[i],
+						 sessions_columns[i].name);
+	appendStringInfoString(&q->text,
+						   " FROM sessions"
+						   " WHERE $end_timestamp >= toDateTime64({min_end}, 6, 'UTC')"
+						   " AND $end_timestamp < toDateTime64({end}, 6, 'UTC')");
+	phx_value_timestamp(q, "min_end", st->min_end);
+	phx_value_timestamp(q, "end", st->end);
+	if (st->cursor)
+	{
+		appendStringInfoString(&q->text, " AND session_id > {cursor_session_id}");
+		phx_value_text(q, "cursor_session_id", st->cursor);
+	}
+	appendStringInfo(&q->text, " ORDER BY session_id LIMIT %d", st->page_size);
+}
+
+static bool
+shrink_page(void *arg, PhxQuery *q)
+{
+	SessionsState *st = (SessionsState *) arg;
+
+	if (st->page_size <= 10)
+		return false;
+	st->page_size = Max(st->page_size / 2, 10);
+	build_query(st, q);
+	return true;
+}
+
+static PhxModelPage *
+sessions_next_page(void *state)
+{
+	SessionsState *st = (SessionsState *) state;
+	PhxQuery	q;
+	PhxPage    *page;
+	PhxModelPage *mp = palloc0(sizeof(PhxModelPage));
+	PhxRowContext rc;
+	int			limit;
+
+	st->page_no++;
+	build_query(st, &q);
+	page = phx_http_query(st->cfg, &q, psprintf("posthog_export %s page %d", st->exp->name, st->page_no),
+						  shrink_page, st, &mp->bytes);
+	limit = st->page_size;
+	phx_check_columns(page, st->columns, S_NCOLUMNS, "sessions");
+
+	mp->nrows = page->nrows;
+	mp->values = palloc(sizeof(Datum *) * Max(page->nrows, 1));
+	mp->nulls = palloc(sizeof(bool *) * Max(page->nrows, 1));
+	phx_row_context_push(&rc, "session", st->exp->name, st->page_no);
+	for (int r = 0; r < page->nrows; r++)
+	{
+		PhxCell    *sid = PHX_CELL(page, r, S_SESSION_ID);
+
+		rc.row = r;
+		rc.key = (sid->kind == PHX_CELL_STRING) ? sid->val : NULL;
+		if (sid->kind != PHX_CELL_STRING)
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+					 errmsg("PostHog returned a session without session_id")));
+		mp->values[r] = palloc(sizeof(Datum) * S_NCOLUMNS);
+		mp->nulls[r] = palloc(sizeof(bool) * S_NCOLUMNS);
+		for (int c = 0; c < S_NCOLUMNS; c++)
+			mp->values[r][c] = phx_cell_datum(PHX_CELL(page, r, c), sessions_columns[c].type,
+											  sessions_columns[c].name, &mp->nulls[r][c]);
+	}
+	phx_row_context_pop(&rc);
+
+	if (page->nrows > 0)
+	{
+		st->cursor = MemoryContextStrdup(st->cxt, PHX_CELL(page, page->nrows - 1, S_SESSION_ID)->val);
+		mp->cursor = list_make1(st->cursor);
+	}
+	mp->has_more = page->nrows > 0 && (page->has_more || page->nrows >= limit);
+	return mp;
+}
+
+const PhxModel phx_sessions_model = {
+	.name = "sessions",
+	.columns = sessions_columns,
+	.ncolumns = S_NCOLUMNS,
+	.merge_key = sessions_key,
+	.merge_versions = sessions_versions,
+	.staged = true,
+	.default_lookback_hours = 24,
+	.begin = sessions_begin,
+	.next_page = sessions_next_page,
+};
