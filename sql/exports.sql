@@ -48,6 +48,20 @@ SELECT posthog_export.create_export('mine_append', 'ph', table_name => 'mine');
 CREATE TABLE posthog_exports.unrelated (a int, b text);
 SELECT posthog_export.create_export('unrelated', 'ph', table_name => 'unrelated');
 
+-- persons and sessions are merged, never appended; event filters are for events
+SELECT posthog_export.create_export('p_append', 'ph', 'persons', mode => 'append');
+SELECT posthog_export.create_export('p_filter', 'ph', 'persons', include_events => ARRAY['x']);
+SELECT posthog_export.create_export('persons', 'ph', 'persons');
+SELECT posthog_export.create_export('sessions', 'ph', 'sessions', "interval" => '1 day');
+SELECT name, model, mode, table_name, "interval", lookback FROM posthog_export.exports
+ WHERE model <> 'events' ORDER BY name;
+\d posthog_exports.persons
+SELECT count(*) AS session_columns,
+       string_agg(attname, ', ' ORDER BY attnum) FILTER (WHERE attnum <= 6) AS first_columns
+  FROM pg_attribute WHERE attrelid = 'posthog_exports.sessions'::regclass AND attnum > 0;
+SELECT pg_get_constraintdef(oid) FROM pg_constraint
+ WHERE conrelid = 'posthog_exports.sessions'::regclass AND contype = 'p';
+
 -- run_export checks its range before doing anything
 CALL posthog_export.run_export('nope', '2026-11-20 00:00+00', '2026-11-20 01:00+00');
 CALL posthog_export.run_export('events', '2026-11-20 01:00+00', '2026-11-20 00:00+00');

@@ -127,7 +127,8 @@ posthog_export_create_export(PG_FUNCTION_ARGS)
 	{
 		/* the model's default: 7 days for events, 1 day for sessions */
 		lookback = palloc0(sizeof(Interval));
-		lookback->time = (int64) m->default_lookback_hours * USECS_PER_HOUR;
+		lookback->day = m->default_lookback_hours / 24;
+		lookback->time = (int64) (m->default_lookback_hours % 24) * USECS_PER_HOUR;
 	}
 	if (lookback->month < 0 || lookback->day < 0 || lookback->time < 0)
 		ereport(ERROR,

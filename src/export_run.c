@@ -127,7 +127,7 @@ run_interval(PhxExport *exp, const PhxModel *model, TimestampTz start,
 	void	   *volatile state = NULL;
 	PhxRunDelta delta = {0};
 	volatile bool in_subxact = false;
-	ResourceOwner oldowner = CurrentResourceOwner;
+	ResourceOwner volatile oldowner = NULL;	/* of the transaction the subxact is in */
 	TimestampTz t0 = GetCurrentTimestamp();
 
 	oldcxt = MemoryContextSwitchTo(run_cxt);
@@ -157,6 +157,7 @@ run_interval(PhxExport *exp, const PhxModel *model, TimestampTz start,
 
 		if (nonatomic && !in_subxact)
 		{
+			oldowner = CurrentResourceOwner;
 			BeginInternalSubTransaction(NULL);
 			MemoryContextSwitchTo(run_cxt);
 			in_subxact = true;

@@ -82,18 +82,90 @@ def events(a, out):
         w.writerow(["\\N" if v is None else v for v in (rows[r] if a.dedupe else r)])
 
 
+def read_ndjson(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def latest(rows, key):
+    """argMax by version: the row with the highest version of each key."""
+    best = {}
+    for r in rows:
+        k = key(r)
+        if k not in best or r["version"] >= best[k]["version"]:
+            best[k] = r
+    return best
+
+
+def persons(a, out):
+    """One row per (team_id, distinct_id): its latest mapping, joined to the
+    latest version of the person it points to."""
+    w = csv.writer(out)
+    w.writerow(["team_id", "distinct_id", "person_id", "properties", "person_distinct_id_version",
+                "person_version", "created_at", "is_deleted"])
+    people = latest(read_ndjson(f"{a.data}/persons.ndjson"), lambda r: r["id"])
+    maps = latest(read_ndjson(f"{a.data}/person_distinct_ids.ndjson"), lambda r: (r["team_id"], r["distinct_id"]))
+    for (team, did), m in sorted(maps.items()):
+        p = people.get(m["person_id"])
+        row = [team, clean(did), m["person_id"],
+               jtext(clean(p["properties"])) if p else None, m["version"],
+               p["version"] if p else None, ts(p["created_at"]).isoformat() if p else None,
+               "t" if (bool(m.get("is_deleted")) or bool(p and p.get("is_deleted"))) else "f"]
+        w.writerow(["\\N" if v is None else v for v in row])
+
+
+SESSION_COLUMNS = ["team_id", "session_id", "distinct_id", "start_timestamp", "end_timestamp", "urls",
+                   "num_uniq_urls", "entry_current_url", "entry_pathname", "entry_hostname",
+                   "end_current_url", "end_pathname", "end_hostname", "entry_referring_domain",
+                   "entry_utm_source", "entry_utm_campaign", "entry_utm_medium", "entry_utm_term",
+                   "entry_utm_content", "entry_gclid", "entry_gad_source", "entry_fbclid",
+                   "pageview_count", "autocapture_count", "screen_count", "channel_type",
+                   "session_duration", "is_bounce", "last_external_click_url", "vitals_lcp"]
+
+
+def pg_text_array(v):
+    if v is None:
+        return None
+    return "{" + ",".join('"' + x.replace("\\", "\\\\").replace('"', '\\"') + '"' for x in v) + "}"
+
+
+def sessions(a, out):
+    """Every session of the file whose end_timestamp is in [start - lookback, end)."""
+    start, end = ts(a.start), ts(a.end)
+    min_end = start - timedelta(hours=a.lookback_hours)
+    w = csv.writer(out)
+    w.writerow(SESSION_COLUMNS)
+    for s in read_ndjson(f"{a.data}/sessions.ndjson"):
+        if not (min_end <= ts(s["$end_timestamp"]) < end):
+            continue
+        row = []
+        for c in SESSION_COLUMNS:
+            v = s.get(c if c in ("team_id", "session_id", "distinct_id") else "$" + c)
+            if c in ("start_timestamp", "end_timestamp") and v is not None:
+                v = ts(v).isoformat()
+            elif c == "urls":
+                v = pg_text_array(v)
+            elif c == "is_bounce" and v is not None:
+                v = "t" if v else "f"
+            row.append(v)
+        w.writerow(["\\N" if v is None else v for v in row])
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--data", required=True)
-    p.add_argument("--model", default="events", choices=["events"])
-    p.add_argument("--start", required=True)
-    p.add_argument("--end", required=True)
+    p.add_argument("--model", default="events", choices=["events", "persons", "sessions"])
+    p.add_argument("--start", default="1970-01-01T00:00:00Z")
+    p.add_argument("--end", default="2100-01-01T00:00:00Z")
     p.add_argument("--lookback-hours", type=float, default=24 * 7)
     p.add_argument("--include", nargs="*", default=[])
     p.add_argument("--exclude", nargs="*", default=[])
     p.add_argument("--dedupe", action="store_true", help="one row per uuid (merge mode): the last copy")
     a = p.parse_args()
-    events(a, sys.stdout)
+    {"events": events, "persons": persons, "sessions": sessions}[a.model](a, sys.stdout)
 
 
 if __name__ == "__main__":

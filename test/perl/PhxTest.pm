@@ -167,15 +167,34 @@ sub wait_for
 	return 0;
 }
 
+my %model_columns = (
+	events => [qw(uuid:text event:text properties:jsonb elements:jsonb set:jsonb set_once:jsonb
+		distinct_id:text team_id:int ip:text site_url:text timestamp:timestamptz)],
+	persons => [qw(team_id:int distinct_id:text person_id:text properties:jsonb
+		person_distinct_id_version:bigint person_version:bigint created_at:timestamptz is_deleted:bool)],
+	sessions => [qw(team_id:int session_id:text distinct_id:text start_timestamp:timestamptz
+		end_timestamp:timestamptz urls:text[] num_uniq_urls:bigint entry_current_url:text
+		entry_pathname:text entry_hostname:text end_current_url:text end_pathname:text
+		end_hostname:text entry_referring_domain:text entry_utm_source:text entry_utm_campaign:text
+		entry_utm_medium:text entry_utm_term:text entry_utm_content:text entry_gclid:text
+		entry_gad_source:text entry_fbclid:text pageview_count:bigint autocapture_count:bigint
+		screen_count:bigint channel_type:text session_duration:bigint is_bounce:bool
+		last_external_click_url:text vitals_lcp:float8)],
+);
+
 # Compares a destination table with what the source files say it must
-# hold for [start, end): loads the oracle's CSV and diffs every column both
-# ways (EXCEPT ALL, so duplicates count).  Returns (expected, missing, extra).
+# hold: loads the oracle's CSV (test/expected_rows.py) and diffs every
+# column both ways (EXCEPT ALL, so duplicates count).  Options: model,
+# table, start/end (RFC 3339), lookback_hours, include/exclude, dedupe,
+# columns (a subset to compare).  Returns (expected, missing, extra).
 sub compare_with_source
 {
 	my ($node, $emu, %opt) = @_;
-	my $table = $opt{table} // 'posthog_exports.events';
-	my @cmd = ('python3', "$repo/test/expected_rows.py", '--data', $emu->{data},
-		'--start', $opt{start}, '--end', $opt{end});
+	my $model = $opt{model} // 'events';
+	my $table = $opt{table} // "posthog_exports.$model";
+	my @cmd = ('python3', "$repo/test/expected_rows.py", '--data', $emu->{data}, '--model', $model);
+	push @cmd, '--start', $opt{start} if $opt{start};
+	push @cmd, '--end', $opt{end} if $opt{end};
 	push @cmd, '--lookback-hours', $opt{lookback_hours} if defined $opt{lookback_hours};
 	push @cmd, '--include', @{ $opt{include} } if $opt{include};
 	push @cmd, '--exclude', @{ $opt{exclude} } if $opt{exclude};
@@ -183,11 +202,13 @@ sub compare_with_source
 	my $csv = "$PostgreSQL::Test::Utils::tmp_check/expected_$$.csv";
 	my $err;
 	IPC::Run::run(\@cmd, '>', $csv, '2>', \$err) or die "expected_rows failed: $err";
-	my $cols = 'uuid, event, properties, elements, set, set_once, distinct_id, team_id, ip, site_url, "timestamp"';
+	my @defs = map { [ split /:/ ] } @{ $model_columns{$model} };
+	my $coldefs = join ', ', map { "\"$_->[0]\" $_->[1]" } @defs;
+	my @compare = $opt{columns} ? @{ $opt{columns} } : map { $_->[0] } @defs;
+	my $cols = join ', ', map { "\"$_\"" } @compare;
 	my $res = $node->safe_psql('postgres', qq{
 		DROP TABLE IF EXISTS pg_temp.expected;
-		CREATE TEMP TABLE expected (uuid text, event text, properties jsonb, elements jsonb, set jsonb,
-			set_once jsonb, distinct_id text, team_id int, ip text, site_url text, "timestamp" timestamptz);
+		CREATE TEMP TABLE expected ($coldefs);
 		COPY expected FROM '$csv' WITH (FORMAT csv, HEADER true, NULL '\\N');
 		SELECT (SELECT count(*) FROM expected) || ' ' ||
 		       (SELECT count(*) FROM (SELECT $cols FROM expected EXCEPT ALL
