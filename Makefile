@@ -19,7 +19,9 @@ OBJS = \
 	src/model_persons.o \
 	src/model_sessions.o \
 	src/export_run.o \
-	src/export_api.o
+	src/export_api.o \
+	src/schedule.o \
+	src/scheduler.o
 
 EXTENSION = posthog_export
 DATA = posthog_export--0.1.0.sql

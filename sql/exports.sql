@@ -72,6 +72,43 @@ CALL posthog_export.run_export('events', '2026-11-20 00:00+00', '2026-11-20 01:0
 SELECT posthog_export.create_export('weekly', 'ph', table_name => 'events', "interval" => '1 week');
 CALL posthog_export.run_export('weekly', '2026-11-18 00:00+00', '2026-11-25 00:00+00');
 
+-- schedule settings
+SELECT posthog_export.create_export('tz', 'ph', table_name => 'events', "interval" => '1 day', timezone => 'Mars/Olympus');
+SELECT posthog_export.create_export('tz', 'ph', table_name => 'events', "interval" => '1 hour', start_offset => '30 minutes');
+SELECT posthog_export.create_export('tz', 'ph', table_name => 'events', "interval" => '1 day', start_offset => '1 day');
+SELECT posthog_export.create_export('tz', 'ph', table_name => 'events', "interval" => '1 day', delay => '2 days');
+SELECT posthog_export.create_export('tz', 'ph', table_name => 'events', exclude_window_start => '01:00');
+SELECT posthog_export.create_export('daily_paris', 'ph', table_name => 'events', "interval" => '1 day',
+  timezone => 'Europe/Paris', start_offset => '2 hours', delay => '10 minutes',
+  exclude_window_start => '23:00', exclude_window_end => '01:00');
+-- the first scheduled interval is the first full period after creation, at 02:00 Paris time
+SELECT next_interval_start > now() AND next_interval_start <= now() + interval '1 day' AS first_period_ahead,
+       to_char(next_interval_start AT TIME ZONE 'Europe/Paris', 'HH24:MI') AS local_start,
+       timezone, start_offset, delay, exclude_window_start, exclude_window_end
+  FROM posthog_export.exports WHERE name = 'daily_paris';
+-- run_export follows the local grid: UTC midnight is no boundary, 02:00 Paris (01:00 UTC) is
+CALL posthog_export.run_export('daily_paris', '2026-11-20 00:00+00', '2026-11-21 00:00+00');
+SELECT posthog_export.alter_export('daily_paris', "interval" => '1 week', drop_exclude_window => true);
+SELECT "interval", exclude_window_start, to_char(next_interval_start AT TIME ZONE 'Europe/Paris', 'Dy HH24:MI') AS next_local
+  FROM posthog_export.exports WHERE name = 'daily_paris';
+SELECT posthog_export.alter_export('daily_paris', "interval" => '3 days');
+SELECT posthog_export.alter_export('events', include_events => ARRAY['$pageview']);
+SELECT include_events, exclude_events FROM posthog_export.exports WHERE name = 'events';
+SELECT posthog_export.alter_export('events', include_events => '{}', exclude_events => ARRAY['$feature_flag_called']);
+SELECT include_events, exclude_events FROM posthog_export.exports WHERE name = 'events';
+SELECT posthog_export.pause('daily_paris');
+SELECT export_name, paused, paused_reason, next_run IS NULL AS no_next_run, failures_in_a_row, running
+  FROM posthog_export.status WHERE export_name = 'daily_paris';
+SELECT posthog_export.unpause('daily_paris');
+SELECT export_name, paused, next_run IS NOT NULL AS has_next_run FROM posthog_export.status WHERE export_name = 'daily_paris';
+-- backfills end where the schedule begins
+\set VERBOSITY terse
+SELECT posthog_export.backfill('events', now() + interval '1 day', NULL);
+\set VERBOSITY default
+SELECT posthog_export.backfill('events', '2026-11-20 00:30+00', '2026-11-20 02:10+00') > 0 AS queued;
+SELECT start_at, end_at, next_start, status FROM posthog_export.backfills;
+SELECT * FROM posthog_export.progress;
+
 -- other roles neither see nor use someone else's exports
 CREATE ROLE regress_phx_other;
 GRANT USAGE ON SCHEMA posthog_export TO regress_phx_other;

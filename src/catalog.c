@@ -23,8 +23,10 @@
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/date.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
 #include "posthog_export.h"
@@ -75,18 +77,41 @@ phx_catalog_owner(void)
 	return owner;
 }
 
+/*
+ * SPI in a non-atomic context needs an outer snapshot: a CALL has its
+ * portal's, a background worker has none, so one is pushed for the
+ * statement and popped before any commit.
+ */
+bool
+phx_snapshot_ensure(void)
+{
+	if (ActiveSnapshotSet())
+		return false;
+	PushActiveSnapshot(GetTransactionSnapshot());
+	return true;
+}
+
+void
+phx_snapshot_release(bool pushed)
+{
+	if (pushed)
+		PopActiveSnapshot();
+}
+
 /* Executes a catalog statement as the catalog owner. */
 static int
 catalog_exec(const char *sql, int nargs, Oid *argtypes, Datum *values,
-			 const char *nulls, bool read_only)
+			 const char *nulls, bool read_only_unused)
 {
 	PhxRoleSwitch sw;
 	int			rc;
 	MemoryContext oldcxt = CurrentMemoryContext;
+	bool		pushed = phx_snapshot_ensure();
 
 	phx_become(phx_catalog_owner(), &sw);
-	rc = SPI_execute_with_args(sql, nargs, argtypes, values, nulls, read_only, 0);
+	rc = SPI_execute_with_args(sql, nargs, argtypes, values, nulls, false, 0);
 	phx_restore(&sw);
+	phx_snapshot_release(pushed);
 	/* SPI leaves its own procedure context current; the caller's results go elsewhere */
 	MemoryContextSwitchTo(oldcxt);
 	if (rc < 0)
@@ -138,39 +163,19 @@ phx_text_list_to_array(List *list)
 	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
 }
 
-/*
- * Looks an export up by name.  Roles other than the owner (and
- * superusers) get the same error as for a missing export: they may not
- * learn its settings, nor whether it exists.
- */
-PhxExport *
-phx_export_lookup(const char *name, bool missing_ok)
+#define EXPORT_COLUMNS \
+	"export_id, name, owner::oid, server_name, model, mode, schema_name, table_name, " \
+	"\"interval\", include_events, exclude_events, lookback, timezone, start_offset, delay, " \
+	"exclude_window_start, exclude_window_end, next_interval_start, paused, " \
+	"consecutive_failures, retry_at"
+
+static PhxExport *
+export_from_tuple(HeapTuple tup, TupleDesc desc)
 {
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		values[1];
-	PhxExport  *exp;
-	HeapTuple	tup;
-	TupleDesc	desc;
+	PhxExport  *exp = palloc0(sizeof(PhxExport));
 	bool		isnull;
+	Datum		d;
 
-	values[0] = CStringGetTextDatum(name);
-	catalog_exec("SELECT export_id, name, owner::oid, server_name, model, mode, "
-				 "schema_name, table_name, \"interval\", include_events, "
-				 "exclude_events, lookback "
-				 "FROM posthog_export.exports WHERE name OPERATOR(pg_catalog.=) $1",
-				 1, argtypes, values, NULL, true);
-
-	if (SPI_processed == 0)
-	{
-		if (missing_ok)
-			return NULL;
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("export \"%s\" does not exist", name)));
-	}
-	tup = SPI_tuptable->vals[0];
-	desc = SPI_tuptable->tupdesc;
-	exp = palloc0(sizeof(PhxExport));
 	exp->export_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
 	exp->name = get_text(tup, desc, 2);
 	exp->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
@@ -183,6 +188,52 @@ phx_export_lookup(const char *name, bool missing_ok)
 	exp->include_events = get_text_array(tup, desc, 10);
 	exp->exclude_events = get_text_array(tup, desc, 11);
 	exp->lookback = *DatumGetIntervalP(SPI_getbinval(tup, desc, 12, &isnull));
+	exp->timezone = get_text(tup, desc, 13);
+	exp->start_offset = *DatumGetIntervalP(SPI_getbinval(tup, desc, 14, &isnull));
+	exp->delay = *DatumGetIntervalP(SPI_getbinval(tup, desc, 15, &isnull));
+	d = SPI_getbinval(tup, desc, 16, &isnull);
+	exp->has_exclude_window = !isnull;
+	if (!isnull)
+	{
+		exp->exclude_start = DatumGetTimeADT(d);
+		exp->exclude_end = DatumGetTimeADT(SPI_getbinval(tup, desc, 17, &isnull));
+	}
+	exp->next_interval_start = DatumGetTimestampTz(SPI_getbinval(tup, desc, 18, &isnull));
+	exp->paused = DatumGetBool(SPI_getbinval(tup, desc, 19, &isnull));
+	exp->consecutive_failures = DatumGetInt32(SPI_getbinval(tup, desc, 20, &isnull));
+	d = SPI_getbinval(tup, desc, 21, &isnull);
+	exp->has_retry_at = !isnull;
+	if (!isnull)
+		exp->retry_at = DatumGetTimestampTz(d);
+	return exp;
+}
+
+/*
+ * Looks an export up by name.  Roles other than the owner (and
+ * superusers) get the same error as for a missing export: they may not
+ * learn its settings, nor whether it exists.
+ */
+PhxExport *
+phx_export_lookup(const char *name, bool missing_ok)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1];
+	PhxExport  *exp;
+
+	values[0] = CStringGetTextDatum(name);
+	catalog_exec("SELECT " EXPORT_COLUMNS
+				 " FROM posthog_export.exports WHERE name OPERATOR(pg_catalog.=) $1",
+				 1, argtypes, values, NULL, true);
+
+	if (SPI_processed == 0)
+	{
+		if (missing_ok)
+			return NULL;
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("export \"%s\" does not exist", name)));
+	}
+	exp = export_from_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc);
 	SPI_freetuptable(SPI_tuptable);
 
 	if (!superuser() && !has_privs_of_role(GetUserId(), exp->owner))
@@ -195,6 +246,190 @@ phx_export_lookup(const char *name, bool missing_ok)
 				 errhint("Only the owner of an export and superusers can see or use it.")));
 	}
 	return exp;
+}
+
+/* For the scheduler (which runs as a superuser): an export by id, or NULL. */
+PhxExport *
+phx_export_by_id(int32 export_id)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		values[1];
+	PhxExport  *exp = NULL;
+
+	values[0] = Int32GetDatum(export_id);
+	catalog_exec("SELECT " EXPORT_COLUMNS
+				 " FROM posthog_export.exports WHERE export_id OPERATOR(pg_catalog.=) $1",
+				 1, argtypes, values, NULL, true);
+	if (SPI_processed > 0)
+		exp = export_from_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc);
+	SPI_freetuptable(SPI_tuptable);
+	return exp;
+}
+
+/*
+ * Every export the current role may run (all of them for a superuser),
+ * unpaused ones only, in name order.
+ */
+List *
+phx_export_list(void)
+{
+	List	   *result = NIL;
+	bool		super = superuser();
+	Oid			me = GetUserId();
+
+	catalog_exec("SELECT " EXPORT_COLUMNS " FROM posthog_export.exports "
+				 "WHERE NOT paused ORDER BY name", 0, NULL, NULL, NULL, true);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		PhxExport  *exp = export_from_tuple(SPI_tuptable->vals[i], SPI_tuptable->tupdesc);
+
+		if (super || has_privs_of_role(me, exp->owner))
+			result = lappend(result, exp);
+	}
+	SPI_freetuptable(SPI_tuptable);
+	return result;
+}
+
+bool
+phx_export_has_backfill(int32 export_id)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		values[1];
+
+	values[0] = Int32GetDatum(export_id);
+	catalog_exec("SELECT 1 FROM posthog_export.backfills WHERE export_id OPERATOR(pg_catalog.=) $1 "
+				 "AND status IN ('queued', 'running', 'failed') LIMIT 1",
+				 1, argtypes, values, NULL, true);
+	return SPI_processed > 0;
+}
+
+/* The oldest unfinished backfill of the export, or NULL. */
+PhxBackfill *
+phx_backfill_next(PhxExport *exp)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		values[1];
+	PhxBackfill *b = NULL;
+	bool		isnull;
+
+	values[0] = Int32GetDatum(exp->export_id);
+	catalog_exec("SELECT backfill_id, next_start, end_at FROM posthog_export.backfills "
+				 "WHERE export_id OPERATOR(pg_catalog.=) $1 AND status IN ('queued', 'running', 'failed') "
+				 "ORDER BY backfill_id LIMIT 1",
+				 1, argtypes, values, NULL, true);
+	if (SPI_processed > 0)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+
+		b = palloc0(sizeof(PhxBackfill));
+		b->backfill_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		b->next_start = DatumGetTimestampTz(SPI_getbinval(tup, desc, 2, &isnull));
+		b->end_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull));
+	}
+	SPI_freetuptable(SPI_tuptable);
+	return b;
+}
+
+void
+phx_backfill_advance(PhxBackfill *b, TimestampTz next_start)
+{
+	Oid			argtypes[2] = {INT8OID, TIMESTAMPTZOID};
+	Datum		values[2];
+
+	values[0] = Int64GetDatum(b->backfill_id);
+	values[1] = TimestampTzGetDatum(next_start);
+	catalog_exec("UPDATE posthog_export.backfills SET next_start = $2, "
+				 "status = CASE WHEN $2 OPERATOR(pg_catalog.>=) end_at THEN 'completed' ELSE 'running' END, "
+				 "finished_at = CASE WHEN $2 OPERATOR(pg_catalog.>=) end_at THEN pg_catalog.clock_timestamp() END "
+				 "WHERE backfill_id OPERATOR(pg_catalog.=) $1",
+				 2, argtypes, values, NULL, false);
+	b->next_start = next_start;
+}
+
+/* The scheduled interval starting at next_start is the next one to run. */
+void
+phx_export_advance(PhxExport *exp, TimestampTz next_start)
+{
+	Oid			argtypes[2] = {INT4OID, TIMESTAMPTZOID};
+	Datum		values[2];
+
+	values[0] = Int32GetDatum(exp->export_id);
+	values[1] = TimestampTzGetDatum(next_start);
+	catalog_exec("UPDATE posthog_export.exports SET next_interval_start = $2 "
+				 "WHERE export_id OPERATOR(pg_catalog.=) $1",
+				 2, argtypes, values, NULL, false);
+	exp->next_interval_start = next_start;
+}
+
+/*
+ * After a run: success clears the failure count; a failure schedules a
+ * retry with backoff, or pauses the export when the error is not
+ * retryable or it failed max_failures times in a row.
+ */
+void
+phx_export_record_result(PhxExport *exp, ErrorData *edata)
+{
+	Oid			argtypes[5] = {INT4OID, INT4OID, TIMESTAMPTZOID, BOOLOID, TEXTOID};
+	Datum		values[5];
+	char		nulls[5] = "     ";
+	int			failures = edata ? exp->consecutive_failures + 1 : 0;
+	bool		pause = false;
+	char	   *reason = NULL;
+
+	if (edata == NULL && exp->consecutive_failures == 0 && !exp->has_retry_at)
+		return;
+	if (edata && !phx_error_is_retryable(edata->sqlerrcode))
+	{
+		pause = true;
+		reason = psprintf("paused after an error that retrying cannot fix: %s", edata->message);
+	}
+	else if (edata && failures >= phx_max_failures)
+	{
+		pause = true;
+		reason = psprintf("paused after %d failures in a row (posthog_export.max_failures); last error: %s",
+						  failures, edata->message);
+	}
+	values[0] = Int32GetDatum(exp->export_id);
+	values[1] = Int32GetDatum(failures);
+	if (edata && !pause)
+		values[2] = TimestampTzGetDatum(phx_retry_time(GetCurrentTimestamp(), failures));
+	else
+		nulls[2] = 'n';
+	values[3] = BoolGetDatum(pause);
+	if (reason)
+		values[4] = CStringGetTextDatum(reason);
+	else
+		nulls[4] = 'n';
+	catalog_exec("UPDATE posthog_export.exports SET consecutive_failures = $2, retry_at = $3, "
+				 "paused = paused OR $4, paused_reason = CASE WHEN $4 THEN $5 ELSE paused_reason END "
+				 "WHERE export_id OPERATOR(pg_catalog.=) $1",
+				 5, argtypes, values, nulls, false);
+	exp->consecutive_failures = failures;
+	exp->paused |= pause;
+	if (pause)
+		ereport(WARNING,
+				(errmsg("export \"%s\" %s", exp->name, reason),
+				 errhint("Fix the cause, then: SELECT posthog_export.unpause('%s');", exp->name)));
+}
+
+/*
+ * At scheduler start: runs left "running" by a crash or a restart are
+ * marked failed (and resume from their committed cursor when next run).
+ * A run whose export is locked is still alive in some backend and is left
+ * alone.
+ */
+void
+phx_mark_interrupted_runs(void)
+{
+	catalog_exec("UPDATE posthog_export.runs SET status = 'failed', "
+				 "error = 'interrupted: the run ended with its backend (server restart or crash); it resumes from its committed cursor', "
+				 "finished_at = pg_catalog.clock_timestamp() "
+				 "WHERE status = 'running' AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_locks l "
+				 "WHERE l.locktype = 'advisory' AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()) "
+				 "AND l.classid = " CppAsString2(PHX_ADVISORY_LOCK_KEY) " AND l.objid::pg_catalog.int4 OPERATOR(pg_catalog.=) runs.export_id "
+				 "AND l.objsubid = 2)",
+				 0, NULL, NULL, NULL, false);
 }
 
 static PhxRun *
@@ -347,10 +582,11 @@ int32
 phx_export_insert(PhxExport *exp, Datum include, bool include_null,
 				  Datum exclude, bool exclude_null)
 {
-	Oid			argtypes[11] = {TEXTOID, OIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
-	TEXTOID, INTERVALOID, TEXTARRAYOID, TEXTARRAYOID, INTERVALOID};
-	Datum		values[11];
-	char		nulls[11];
+	Oid			argtypes[18] = {TEXTOID, OIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+		TEXTOID, INTERVALOID, TEXTARRAYOID, TEXTARRAYOID, INTERVALOID,
+	TEXTOID, INTERVALOID, INTERVALOID, TIMEOID, TIMEOID, TIMESTAMPTZOID, INT4OID};
+	Datum		values[18];
+	char		nulls[18];
 	bool		isnull;
 
 	memset(nulls, ' ', sizeof(nulls));
@@ -367,11 +603,22 @@ phx_export_insert(PhxExport *exp, Datum include, bool include_null,
 	values[9] = exclude;
 	nulls[9] = exclude_null ? 'n' : ' ';
 	values[10] = IntervalPGetDatum(&exp->lookback);
+	values[11] = CStringGetTextDatum(exp->timezone);
+	values[12] = IntervalPGetDatum(&exp->start_offset);
+	values[13] = IntervalPGetDatum(&exp->delay);
+	values[14] = TimeADTGetDatum(exp->exclude_start);
+	values[15] = TimeADTGetDatum(exp->exclude_end);
+	nulls[14] = nulls[15] = exp->has_exclude_window ? ' ' : 'n';
+	values[16] = TimestampTzGetDatum(exp->next_interval_start);
+	values[17] = Int32GetDatum(0);
 	catalog_exec("INSERT INTO posthog_export.exports (name, owner, server_name, model, mode, "
-				 "schema_name, table_name, \"interval\", include_events, exclude_events, lookback) "
-				 "VALUES ($1, $2::pg_catalog.regrole, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
+				 "schema_name, table_name, \"interval\", include_events, exclude_events, lookback, "
+				 "timezone, start_offset, delay, exclude_window_start, exclude_window_end, "
+				 "next_interval_start, consecutive_failures) "
+				 "VALUES ($1, $2::pg_catalog.regrole, $3, $4, $5, $6, $7, $8, $9, $10, $11, "
+				 "$12, $13, $14, $15, $16, $17, $18) "
 				 "RETURNING export_id",
-				 11, argtypes, values, nulls, false);
+				 18, argtypes, values, nulls, false);
 	return DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
@@ -384,4 +631,77 @@ phx_export_delete(PhxExport *exp)
 	values[0] = Int32GetDatum(exp->export_id);
 	catalog_exec("DELETE FROM posthog_export.exports WHERE export_id OPERATOR(pg_catalog.=) $1",
 				 1, argtypes, values, NULL, false);
+}
+
+/* Writes the schedule settings (and, with set_events, the event filters) of exp. */
+void
+phx_export_update(PhxExport *exp, bool set_events, Datum include, bool include_null,
+				  Datum exclude, bool exclude_null)
+{
+	Oid			argtypes[12] = {INT4OID, INTERVALOID, TEXTOID, INTERVALOID, INTERVALOID,
+		TIMEOID, TIMEOID, TEXTARRAYOID, TEXTARRAYOID, INTERVALOID, TIMESTAMPTZOID, BOOLOID};
+	Datum		values[12];
+	char		nulls[12];
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = Int32GetDatum(exp->export_id);
+	values[1] = IntervalPGetDatum(&exp->interval);
+	values[2] = CStringGetTextDatum(exp->timezone);
+	values[3] = IntervalPGetDatum(&exp->start_offset);
+	values[4] = IntervalPGetDatum(&exp->delay);
+	values[5] = TimeADTGetDatum(exp->exclude_start);
+	values[6] = TimeADTGetDatum(exp->exclude_end);
+	nulls[5] = nulls[6] = exp->has_exclude_window ? ' ' : 'n';
+	values[7] = include;
+	nulls[7] = include_null ? 'n' : ' ';
+	values[8] = exclude;
+	nulls[8] = exclude_null ? 'n' : ' ';
+	values[9] = IntervalPGetDatum(&exp->lookback);
+	values[10] = TimestampTzGetDatum(exp->next_interval_start);
+	values[11] = BoolGetDatum(set_events);
+	catalog_exec("UPDATE posthog_export.exports SET \"interval\" = $2, timezone = $3, "
+				 "start_offset = $4, delay = $5, exclude_window_start = $6, exclude_window_end = $7, "
+				 "include_events = CASE WHEN $12 THEN $8 ELSE include_events END, "
+				 "exclude_events = CASE WHEN $12 THEN $9 ELSE exclude_events END, "
+				 "lookback = $10, next_interval_start = $11 "
+				 "WHERE export_id OPERATOR(pg_catalog.=) $1",
+				 12, argtypes, values, nulls, false);
+}
+
+void
+phx_export_set_paused(PhxExport *exp, bool paused, const char *reason)
+{
+	Oid			argtypes[3] = {INT4OID, BOOLOID, TEXTOID};
+	Datum		values[3];
+	char		nulls[3] = "   ";
+
+	values[0] = Int32GetDatum(exp->export_id);
+	values[1] = BoolGetDatum(paused);
+	if (reason)
+		values[2] = CStringGetTextDatum(reason);
+	else
+		nulls[2] = 'n';
+	/* unpausing also forgets the failures that paused it */
+	catalog_exec("UPDATE posthog_export.exports SET paused = $2, paused_reason = $3, "
+				 "consecutive_failures = CASE WHEN $2 THEN consecutive_failures ELSE 0 END, "
+				 "retry_at = CASE WHEN $2 THEN retry_at END "
+				 "WHERE export_id OPERATOR(pg_catalog.=) $1",
+				 3, argtypes, values, nulls, false);
+	exp->paused = paused;
+}
+
+int64
+phx_backfill_insert(PhxExport *exp, TimestampTz start, TimestampTz end)
+{
+	Oid			argtypes[3] = {INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+	Datum		values[3];
+	bool		isnull;
+
+	values[0] = Int32GetDatum(exp->export_id);
+	values[1] = TimestampTzGetDatum(start);
+	values[2] = TimestampTzGetDatum(end);
+	catalog_exec("INSERT INTO posthog_export.backfills (export_id, start_at, end_at, next_start) "
+				 "VALUES ($1, $2, $3, $2) RETURNING backfill_id",
+				 3, argtypes, values, NULL, false);
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }

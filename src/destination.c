@@ -39,8 +39,10 @@
 static void
 spi_exec_or_error(const char *sql)
 {
+	bool		pushed = phx_snapshot_ensure();
 	int			rc = SPI_execute(sql, false, 0);
 
+	phx_snapshot_release(pushed);
 	if (rc < 0)
 		elog(ERROR, "SPI_execute failed for \"%s\": %s", sql, SPI_result_code_string(rc));
 }
@@ -454,7 +456,12 @@ phx_destination_insert(PhxDestination *dest, int nrows, Datum **values, bool **n
 													   type, typlen, typbyval, typalign));
 	}
 
-	rc = SPI_execute_plan(dest->insert_plan, params, NULL, false, 0);
+	{
+		bool		pushed = phx_snapshot_ensure();
+
+		rc = SPI_execute_plan(dest->insert_plan, params, NULL, false, 0);
+		phx_snapshot_release(pushed);
+	}
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "insert into %s failed: %s", dest->qualified_name, SPI_result_code_string(rc));
 	for (int n = 0; n < dest->nused; n++)
@@ -474,7 +481,12 @@ phx_destination_finish(PhxDestination *dest)
 
 	if (dest->merge_sql == NULL)
 		return 0;
-	rc = SPI_execute(dest->merge_sql, false, 0);
+	{
+		bool		pushed = phx_snapshot_ensure();
+
+		rc = SPI_execute(dest->merge_sql, false, 0);
+		phx_snapshot_release(pushed);
+	}
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "merge into %s failed: %s", dest->qualified_name, SPI_result_code_string(rc));
 	written = SPI_processed;

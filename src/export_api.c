@@ -17,11 +17,18 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
+#include "pgtime.h"
+#include "nodes/parsenodes.h"
 
 #include "posthog_export.h"
 
 PG_FUNCTION_INFO_V1(posthog_export_create_export);
 PG_FUNCTION_INFO_V1(posthog_export_drop_export);
+PG_FUNCTION_INFO_V1(posthog_export_alter_export);
+PG_FUNCTION_INFO_V1(posthog_export_pause);
+PG_FUNCTION_INFO_V1(posthog_export_unpause);
+PG_FUNCTION_INFO_V1(posthog_export_backfill);
+PG_FUNCTION_INFO_V1(posthog_export_run_due);
 
 static char *
 text_arg(FunctionCallInfo fcinfo, int n, const char *argname, bool required)
@@ -59,6 +66,51 @@ event_list_arg(FunctionCallInfo fcinfo, int n, const char *argname, bool *isnull
 		return (Datum) 0;
 	*isnull = false;
 	return PointerGetDatum(arr);
+}
+
+static void
+check_interval(Interval *interval)
+{
+	if (!phx_interval_is_supported(interval))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unsupported interval \"%s\"",
+						DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(interval)))),
+				 errhint("Supported intervals are 5 minutes, 15 minutes, 1 hour, 1 day and 1 week.")));
+}
+
+/* Validates the schedule settings of exp (timezone, offset, delay, window). */
+static void
+check_schedule(PhxExport *exp)
+{
+	int64		len = phx_interval_usecs(&exp->interval);
+	int64		off = phx_interval_usecs(&exp->start_offset);
+
+	if (pg_tzset(exp->timezone) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("time zone \"%s\" not recognized", exp->timezone)));
+	if (exp->start_offset.month != 0 || off < 0 || (off != 0 && off >= len))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("start_offset must be at least zero and shorter than the interval")));
+	if (off != 0 && len < USECS_PER_DAY)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("start_offset applies to daily and weekly intervals only"),
+				 errdetail("Shorter intervals are aligned to the UTC clock.")));
+	if (exp->delay.month != 0 || phx_interval_usecs(&exp->delay) < 0 ||
+		phx_interval_usecs(&exp->delay) > USECS_PER_DAY)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("delay must be between 0 and 1 day")));
+}
+
+/* The first full period after now: where a new schedule starts. */
+static TimestampTz
+first_full_period(PhxExport *exp)
+{
+	return phx_interval_next(exp, phx_interval_floor(exp, GetCurrentTimestamp()));
 }
 
 Datum
@@ -117,12 +169,7 @@ posthog_export_create_export(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("include_events and exclude_events apply to the events model only")));
 
-	if (!phx_interval_is_supported(interval))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("unsupported interval \"%s\"",
-						DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(interval)))),
-				 errhint("Supported intervals are 5 minutes, 15 minutes, 1 hour, 1 day and 1 week.")));
+	check_interval(interval);
 	if (lookback == NULL)
 	{
 		/* the model's default: 7 days for events, 1 day for sessions */
@@ -159,6 +206,25 @@ posthog_export_create_export(PG_FUNCTION_ARGS)
 	exp.table_name = table_name;
 	exp.interval = *interval;
 	exp.lookback = *lookback;
+	exp.timezone = PG_ARGISNULL(10) ? "UTC" : text_to_cstring(PG_GETARG_TEXT_PP(10));
+	if (!PG_ARGISNULL(11))
+		exp.start_offset = *PG_GETARG_INTERVAL_P(11);
+	if (PG_ARGISNULL(12))
+		exp.delay.time = USECS_PER_MINUTE;
+	else
+		exp.delay = *PG_GETARG_INTERVAL_P(12);
+	if (PG_ARGISNULL(13) != PG_ARGISNULL(14))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("exclude_window_start and exclude_window_end go together")));
+	exp.has_exclude_window = !PG_ARGISNULL(13);
+	if (exp.has_exclude_window)
+	{
+		exp.exclude_start = PG_GETARG_TIMEADT(13);
+		exp.exclude_end = PG_GETARG_TIMEADT(14);
+	}
+	check_schedule(&exp);
+	exp.next_interval_start = first_full_period(&exp);
 
 	/* create (or check) the destination now, as the owner with a pinned search_path */
 	{
@@ -173,6 +239,7 @@ posthog_export_create_export(PG_FUNCTION_ARGS)
 
 	export_id = phx_export_insert(&exp, include, include_null, exclude, exclude_null);
 	SPI_finish();
+	phx_wake_scheduler();
 	PG_RETURN_INT32(export_id);
 }
 
@@ -196,4 +263,202 @@ posthog_export_drop_export(PG_FUNCTION_ARGS)
 	phx_export_delete(exp);
 	SPI_finish();
 	PG_RETURN_BOOL(true);
+}
+
+/*
+ * alter_export(name, ...): changes the given settings (NULL: unchanged).
+ * A new interval, timezone or offset moves the schedule to the first
+ * boundary of the new grid at or after the next scheduled interval, so no
+ * interval is run twice and none is skipped.
+ */
+Datum
+posthog_export_alter_export(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_arg(fcinfo, 0, "name", true);
+	PhxExport  *exp;
+	PhxExport	old;
+	TimestampTz next;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	exp = phx_export_lookup(name, false);
+	old = *exp;
+	if (!PG_ARGISNULL(1))
+	{
+		exp->interval = *PG_GETARG_INTERVAL_P(1);
+		check_interval(&exp->interval);
+	}
+	if (!PG_ARGISNULL(2))
+		exp->timezone = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	if (!PG_ARGISNULL(3))
+		exp->start_offset = *PG_GETARG_INTERVAL_P(3);
+	if (!PG_ARGISNULL(4))
+		exp->delay = *PG_GETARG_INTERVAL_P(4);
+	if (!PG_ARGISNULL(5) || !PG_ARGISNULL(6))
+	{
+		if (PG_ARGISNULL(5) || PG_ARGISNULL(6))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("exclude_window_start and exclude_window_end go together")));
+		exp->has_exclude_window = true;
+		exp->exclude_start = PG_GETARG_TIMEADT(5);
+		exp->exclude_end = PG_GETARG_TIMEADT(6);
+	}
+	if (!PG_ARGISNULL(7) && PG_GETARG_BOOL(7))
+		exp->has_exclude_window = false;
+	if (!PG_ARGISNULL(10) && (phx_interval_usecs(PG_GETARG_INTERVAL_P(10)) < 0 ||
+							  PG_GETARG_INTERVAL_P(10)->month < 0))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("lookback must not be negative")));
+	if ((!PG_ARGISNULL(8) || !PG_ARGISNULL(9)) && strcmp(exp->model, "events") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("include_events and exclude_events apply to the events model only")));
+	check_schedule(exp);
+
+	next = exp->next_interval_start;
+	if (!DatumGetBool(DirectFunctionCall2(interval_eq, IntervalPGetDatum(&old.interval),
+										  IntervalPGetDatum(&exp->interval))) ||
+		strcmp(old.timezone, exp->timezone) != 0 ||
+		!DatumGetBool(DirectFunctionCall2(interval_eq, IntervalPGetDatum(&old.start_offset),
+										  IntervalPGetDatum(&exp->start_offset))))
+	{
+		next = phx_interval_floor(exp, exp->next_interval_start);
+		if (next < exp->next_interval_start)
+			next = phx_interval_next(exp, next);
+	}
+
+	{
+		bool		include_null;
+		bool		exclude_null;
+		Datum		include = event_list_arg(fcinfo, 8, "include_events", &include_null);
+		Datum		exclude = event_list_arg(fcinfo, 9, "exclude_events", &exclude_null);
+
+		if (!PG_ARGISNULL(10))
+			exp->lookback = *PG_GETARG_INTERVAL_P(10);
+		exp->next_interval_start = next;
+		/* given lists replace the filters (an empty one clears it); NULL keeps them */
+		phx_export_update(exp, !PG_ARGISNULL(8) || !PG_ARGISNULL(9),
+						  include, include_null, exclude, exclude_null);
+	}
+	SPI_finish();
+	phx_wake_scheduler();
+	PG_RETURN_VOID();
+}
+
+/* pause(name): no scheduled or backfill run starts until unpause(). */
+Datum
+posthog_export_pause(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_arg(fcinfo, 0, "name", true);
+	PhxExport  *exp;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	exp = phx_export_lookup(name, false);
+	phx_export_set_paused(exp, true, "paused by pause()");
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/* unpause(name): resumes the schedule, catching up on what was missed. */
+Datum
+posthog_export_unpause(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_arg(fcinfo, 0, "name", true);
+	PhxExport  *exp;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	exp = phx_export_lookup(name, false);
+	phx_export_set_paused(exp, false, NULL);
+	SPI_finish();
+	phx_wake_scheduler();
+	PG_RETURN_VOID();
+}
+
+/*
+ * backfill(name, start_at, end_at): queues a past range.  A NULL start_at
+ * means from the beginning of the project's data.  The range ends where
+ * the schedule begins, so the two never overlap; an interval already
+ * exported (by the schedule or by hand) is skipped, never duplicated.
+ */
+Datum
+posthog_export_backfill(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_arg(fcinfo, 0, "name", true);
+	PhxExport  *exp;
+	TimestampTz start;
+	TimestampTz end;
+	int64		id;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	exp = phx_export_lookup(name, false);
+	end = PG_ARGISNULL(2) ? exp->next_interval_start : PG_GETARG_TIMESTAMPTZ(2);
+	if (TIMESTAMP_NOT_FINITE(end))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("end_at must be finite")));
+	end = Min(end, exp->next_interval_start);
+	if (phx_interval_floor(exp, end) != end)
+		end = phx_interval_next(exp, phx_interval_floor(exp, end));
+	end = Min(end, exp->next_interval_start);
+	if (PG_ARGISNULL(1))
+	{
+		PhxRoleSwitch sw;
+		PhxServerConfig *cfg;
+
+		phx_become(exp->owner, &sw);
+		cfg = phx_get_server_config(exp->server_name, exp->owner);
+		phx_restore(&sw);
+		start = phx_model_by_name(exp->model)->earliest(exp, cfg, end);
+	}
+	else
+		start = PG_GETARG_TIMESTAMPTZ(1);
+	if (TIMESTAMP_NOT_FINITE(start))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("start_at must be finite")));
+	start = phx_interval_floor(exp, start);
+	if (start >= end)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("nothing to backfill: the range ends before it starts"),
+				 errdetail("Backfills end where the schedule begins (%s).",
+						   phx_ts_str(exp->next_interval_start))));
+	id = phx_backfill_insert(exp, start, end);
+	SPI_finish();
+	phx_wake_scheduler();
+	PG_RETURN_INT64(id);
+}
+
+/*
+ * CALL run_due(): runs, in this session, the due work of every export the
+ * caller may run: what pg_cron calls, or a DBA by hand when the library is
+ * not preloaded.  Each export's failure is recorded and reported as a
+ * WARNING; the others still run.
+ */
+Datum
+posthog_export_run_due(PG_FUNCTION_ARGS)
+{
+	bool		nonatomic = fcinfo->context && IsA(fcinfo->context, CallContext) &&
+		!castNode(CallContext, fcinfo->context)->atomic;
+	List	   *exports;
+	ListCell   *lc;
+
+	phx_check_database_encoding();
+	if (SPI_connect_ext(nonatomic ? SPI_OPT_NONATOMIC : 0) != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	exports = phx_export_list();
+	foreach(lc, exports)
+	{
+		PhxExport  *exp = lfirst(lc);
+
+		CHECK_FOR_INTERRUPTS();
+		phx_run_due_export(exp, nonatomic);
+	}
+	SPI_finish();
+	PG_RETURN_VOID();
 }

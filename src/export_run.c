@@ -32,43 +32,6 @@
 
 PG_FUNCTION_INFO_V1(posthog_export_run_export);
 
-#define USECS_PER_WEEK	(7 * USECS_PER_DAY)
-
-int64
-phx_interval_usecs(const Interval *iv)
-{
-	return iv->time + (int64) iv->day * USECS_PER_DAY;
-}
-
-/* 5 minutes, 15 minutes, an hour, a day or a week: PostHog's intervals. */
-bool
-phx_interval_is_supported(const Interval *iv)
-{
-	int64		us = phx_interval_usecs(iv);
-
-	if (iv->month != 0)
-		return false;
-	return us == 5 * USECS_PER_MINUTE || us == 15 * USECS_PER_MINUTE ||
-		us == USECS_PER_HOUR || us == USECS_PER_DAY || us == USECS_PER_WEEK;
-}
-
-/*
- * Start of the interval containing ts.  Intervals are aligned in UTC;
- * weeks start on Monday (2000-01-03, two days after the Postgres epoch).
- */
-TimestampTz
-phx_interval_floor(const Interval *iv, TimestampTz ts)
-{
-	int64		len = phx_interval_usecs(iv);
-	int64		anchor = (len == USECS_PER_WEEK) ? 2 * USECS_PER_DAY : 0;
-	int64		off = ts - anchor;
-	int64		q = off / len;
-
-	if (off % len < 0)
-		q--;
-	return anchor + q * len;
-}
-
 /* timestamptz_to_str() returns a static buffer; two in one message need copies */
 char *
 phx_ts_str(TimestampTz ts)
@@ -105,18 +68,26 @@ unlock_export(RunLock *lock)
 	lock->held = false;
 }
 
+typedef enum RunResult
+{
+	RUN_DONE,
+	RUN_SKIPPED,				/* exported before */
+	RUN_FAILED					/* recorded; *error says why */
+} RunResult;
+
 /*
- * Exports one interval; returns false when it had been exported already.
+ * Exports one interval.
  *
  * In non-atomic mode the pages run in a subtransaction that is committed
  * after every page, or, for staged models, once after the final merge.  On
- * error the subtransaction is rolled back, the failure is recorded and
- * committed, and the error is re-thrown to the caller.
+ * error the subtransaction is rolled back and the failure is recorded and
+ * committed; then the error is re-thrown, or, when "error" is given,
+ * returned there (the scheduler goes on with other work).
  */
-static bool
+static RunResult
 run_interval(PhxExport *exp, const PhxModel *model, TimestampTz start,
 			 TimestampTz end, const char *trigger, bool force, bool nonatomic,
-			 MemoryContext run_cxt)
+			 MemoryContext run_cxt, ErrorData **error)
 {
 	MemoryContext page_cxt;
 	MemoryContext oldcxt;
@@ -135,7 +106,7 @@ run_interval(PhxExport *exp, const PhxModel *model, TimestampTz start,
 	if (strcmp(run->status, "completed") == 0)
 	{
 		MemoryContextSwitchTo(oldcxt);
-		return false;
+		return RUN_SKIPPED;
 	}
 	if (nonatomic)
 	{
@@ -143,6 +114,7 @@ run_interval(PhxExport *exp, const PhxModel *model, TimestampTz start,
 		MemoryContextSwitchTo(run_cxt);
 	}
 
+	phx_progress_begin(exp, start, end, run);
 	ereport(LOG,
 			(errmsg("posthog_export: export \"%s\" starting interval [%s, %s)%s",
 					exp->name, phx_ts_str(start), phx_ts_str(end),
@@ -186,6 +158,7 @@ run_interval(PhxExport *exp, const PhxModel *model, TimestampTz start,
 			phx_restore(&sw);
 
 			MemoryContextSwitchTo(run_cxt);
+			phx_progress_page(page->nrows, page->bytes);
 			delta.rows += page->nrows;
 			delta.bytes += page->bytes;
 			delta.pages++;
@@ -216,6 +189,7 @@ run_interval(PhxExport *exp, const PhxModel *model, TimestampTz start,
 			CurrentResourceOwner = oldowner;
 			if (dest)
 				phx_destination_close(dest);
+			phx_progress_end();
 
 			phx_run_failed(run, edata->message);
 			SPI_commit();
@@ -224,7 +198,12 @@ run_interval(PhxExport *exp, const PhxModel *model, TimestampTz start,
 					(errmsg("posthog_export: export \"%s\" failed in interval [%s, %s) after %lld rows: %s",
 							exp->name, phx_ts_str(start), phx_ts_str(end),
 							(long long) run->rows, edata->message)));
-			ReThrowError(edata);
+			if (error == NULL)
+				ReThrowError(edata);
+			*error = edata;
+			MemoryContextDelete(page_cxt);
+			MemoryContextSwitchTo(oldcxt);
+			return RUN_FAILED;
 		}
 		PG_END_TRY();
 
@@ -238,6 +217,7 @@ run_interval(PhxExport *exp, const PhxModel *model, TimestampTz start,
 	}
 
 	phx_destination_close(dest);
+	phx_progress_end();
 	MemoryContextDelete(page_cxt);
 	ereport(LOG,
 			(errmsg("posthog_export: export \"%s\" finished interval [%s, %s): %lld rows received, %lld written, %lld bytes, %d pages in %.3f s",
@@ -246,7 +226,7 @@ run_interval(PhxExport *exp, const PhxModel *model, TimestampTz start,
 					(long long) run->bytes, run->pages,
 					(double) (GetCurrentTimestamp() - t0) / USECS_PER_SEC)));
 	MemoryContextSwitchTo(oldcxt);
-	return true;
+	return RUN_DONE;
 }
 
 /*
@@ -258,7 +238,6 @@ phx_run_range(PhxExport *exp, TimestampTz start, TimestampTz end,
 			  const char *trigger, bool force, bool nonatomic)
 {
 	const PhxModel *model = phx_model_by_name(exp->model);
-	int64		len = phx_interval_usecs(&exp->interval);
 	RunLock		lock = {0};
 	MemoryContext run_cxt;
 	int			skipped = 0;
@@ -275,8 +254,9 @@ phx_run_range(PhxExport *exp, TimestampTz start, TimestampTz end,
 	lock_export(exp, &lock);
 	PG_TRY();
 	{
-		for (TimestampTz s = start; s < end; s += len)
-			if (!run_interval(exp, model, s, s + len, trigger, force, nonatomic, run_cxt))
+		for (TimestampTz s = start; s < end; s = phx_interval_next(exp, s))
+			if (run_interval(exp, model, s, phx_interval_next(exp, s), trigger, force,
+							 nonatomic, run_cxt, NULL) == RUN_SKIPPED)
 			{
 				if (skipped++ == 0)
 					first_skipped = s;
@@ -298,20 +278,99 @@ phx_run_range(PhxExport *exp, TimestampTz start, TimestampTz end,
 				 errhint("Use force => true to export them again (merge mode only).")));
 }
 
+/*
+ * Runs the due work of one export, oldest first: the scheduled intervals
+ * that ended at least `delay` ago (catching up after downtime or a pause),
+ * then queued backfill intervals.  A failure is recorded (retry with
+ * backoff, or pause) and ends the export's turn; nothing is re-thrown, so
+ * a caller can go on with other exports.  An export another session is
+ * running is skipped.
+ */
+void
+phx_run_due_export(PhxExport *exp, bool nonatomic)
+{
+	const PhxModel *model = phx_model_by_name(exp->model);
+	RunLock		lock = {0};
+	MemoryContext run_cxt;
+	ErrorData  *error = NULL;
+
+	if (exp->paused || (exp->has_retry_at && exp->retry_at > GetCurrentTimestamp()) ||
+		phx_in_exclude_window(exp, GetCurrentTimestamp()))
+		return;
+	SET_LOCKTAG_ADVISORY(lock.tag, MyDatabaseId, PHX_ADVISORY_LOCK_KEY,
+						 (uint32) exp->export_id, 2);
+	if (LockAcquire(&lock.tag, ExclusiveLock, true, true) == LOCKACQUIRE_NOT_AVAIL)
+		return;
+	lock.held = true;
+	run_cxt = AllocSetContextCreate(TopMemoryContext, "posthog_export run", ALLOCSET_DEFAULT_SIZES);
+	PG_TRY();
+	{
+		bool		failed = false;
+
+		/* scheduled intervals that are over (plus the delay for late ingestion) */
+		for (;;)
+		{
+			TimestampTz s = exp->next_interval_start;
+			TimestampTz e = phx_interval_next(exp, s);
+
+			if (GetCurrentTimestamp() < e + phx_interval_usecs(&exp->delay) ||
+				phx_in_exclude_window(exp, GetCurrentTimestamp()))
+				break;
+			if (run_interval(exp, model, s, e, "schedule", false, nonatomic, run_cxt, &error) == RUN_FAILED)
+			{
+				failed = true;
+				break;
+			}
+			phx_export_advance(exp, e);
+			if (nonatomic)
+				SPI_commit();
+		}
+
+		/* then backfills, one interval at a time */
+		while (!failed && !phx_in_exclude_window(exp, GetCurrentTimestamp()))
+		{
+			PhxBackfill *b = phx_backfill_next(exp);
+			TimestampTz e;
+
+			if (b == NULL)
+				break;
+			e = phx_interval_next(exp, b->next_start);
+			if (b->next_start < b->end_at &&
+				run_interval(exp, model, b->next_start, e, "backfill", false, nonatomic,
+							 run_cxt, &error) == RUN_FAILED)
+			{
+				failed = true;
+				break;
+			}
+			phx_backfill_advance(b, e);
+			if (nonatomic)
+				SPI_commit();
+		}
+		phx_export_record_result(exp, error);
+		if (nonatomic)
+			SPI_commit();
+	}
+	PG_FINALLY();
+	{
+		unlock_export(&lock);
+		MemoryContextDelete(run_cxt);
+	}
+	PG_END_TRY();
+}
+
 static void
 check_boundary(PhxExport *exp, TimestampTz ts, const char *argname)
 {
-	TimestampTz floor = phx_interval_floor(&exp->interval, ts);
+	TimestampTz floor = phx_interval_floor(exp, ts);
 
 	if (floor != ts)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s %s is not on an interval boundary of export \"%s\"",
 						argname, phx_ts_str(ts), exp->name),
-				 errdetail("The export runs in intervals of %s aligned in UTC; the nearest boundaries are %s and %s.",
+				 errdetail("The export runs in intervals of %s; the nearest boundaries are %s and %s.",
 						   DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(&exp->interval))),
-						   phx_ts_str(floor),
-						   phx_ts_str(floor + phx_interval_usecs(&exp->interval)))));
+						   phx_ts_str(floor), phx_ts_str(phx_interval_next(exp, floor)))));
 }
 
 /*

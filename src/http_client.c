@@ -86,6 +86,7 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 	}
 	memcpy(rb->data + rb->len, ptr, n);
 	rb->len += n;
+	phx_progress_bytes((int64) rb->len);
 	return n;
 }
 

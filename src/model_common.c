@@ -210,3 +210,27 @@ phx_row_context_pop(PhxRowContext *rc)
 {
 	error_context_stack = rc->errcb.previous;
 }
+
+/*
+ * Runs a one-value query returning a datetime (the start of the project's
+ * data, for a backfill "from the beginning"); an empty project gives the
+ * interval before "fallback".
+ */
+TimestampTz
+phx_query_earliest(PhxExport *exp, PhxServerConfig *cfg, const char *hogql, TimestampTz fallback)
+{
+	PhxQuery	q;
+	PhxPage    *page;
+	bool		isnull = true;
+	TimestampTz result = 0;
+
+	phx_query_init(&q);
+	appendStringInfoString(&q.text, hogql);
+	page = phx_http_query(cfg, &q, psprintf("posthog_export %s earliest", exp->name), NULL, NULL, NULL);
+	if (page->nrows == 1 && page->ncolumns == 1)
+		result = DatumGetTimestampTz(phx_cell_datum(PHX_CELL(page, 0, 0), TIMESTAMPTZOID, "earliest", &isnull));
+	/* ClickHouse answers the epoch for min() over nothing */
+	if (isnull || result <= 0 - ((TimestampTz) 10957 * USECS_PER_DAY))
+		return phx_interval_floor(exp, fallback - 1);
+	return result;
+}

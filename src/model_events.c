@@ -387,6 +387,12 @@ events_next_page(void *state)
 	return mp;
 }
 
+static TimestampTz
+events_earliest(PhxExport *exp, PhxServerConfig *cfg, TimestampTz end)
+{
+	return phx_query_earliest(exp, cfg, "SELECT toTimeZone(min(created_at), 'UTC') AS earliest FROM events", end);
+}
+
 const PhxModel phx_events_model = {
 	.name = "events",
 	.columns = events_columns,
@@ -397,4 +403,5 @@ const PhxModel phx_events_model = {
 	.default_lookback_hours = 7 * 24,
 	.begin = events_begin,
 	.next_page = events_next_page,
+	.earliest = events_earliest,
 };

@@ -268,6 +268,13 @@ persons_next_page(void *state)
 	return mp;
 }
 
+/* Every run is a full pass: the last interval before end covers everything. */
+static TimestampTz
+persons_earliest(PhxExport *exp, PhxServerConfig *cfg, TimestampTz end)
+{
+	return phx_interval_floor(exp, end - 1);
+}
+
 const PhxModel phx_persons_model = {
 	.name = "persons",
 	.columns = persons_columns,
@@ -278,4 +285,5 @@ const PhxModel phx_persons_model = {
 	.default_lookback_hours = 0,
 	.begin = persons_begin,
 	.next_page = persons_next_page,
+	.earliest = persons_earliest,
 };

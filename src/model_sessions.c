@@ -196,6 +196,12 @@ sessions_next_page(void *state)
 	return mp;
 }
 
+static TimestampTz
+sessions_earliest(PhxExport *exp, PhxServerConfig *cfg, TimestampTz end)
+{
+	return phx_query_earliest(exp, cfg, "SELECT toTimeZone(min($end_timestamp), 'UTC') AS earliest FROM sessions", end);
+}
+
 const PhxModel phx_sessions_model = {
 	.name = "sessions",
 	.columns = sessions_columns,
@@ -206,4 +212,5 @@ const PhxModel phx_sessions_model = {
 	.default_lookback_hours = 24,
 	.begin = sessions_begin,
 	.next_page = sessions_next_page,
+	.earliest = sessions_earliest,
 };

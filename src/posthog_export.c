@@ -15,6 +15,15 @@
 
 PG_MODULE_MAGIC;
 
+void		_PG_init(void);
+
+/* Settings, and (when preloaded) shared memory and the scheduler's launcher. */
+void
+_PG_init(void)
+{
+	phx_scheduler_init();
+}
+
 static const PhxModel *const models[] = {
 	&phx_events_model,
 	&phx_persons_model,

@@ -15,6 +15,7 @@
 #include "postgres.h"
 
 #include "datatype/timestamp.h"
+#include "utils/date.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
@@ -25,7 +26,7 @@
 #define PHX_VERSION			"0.1.0"
 
 /* First key of the advisory locks the extension takes ("phx" in ASCII). */
-#define PHX_ADVISORY_LOCK_KEY	0x706878
+#define PHX_ADVISORY_LOCK_KEY	7366776
 
 /* ------------------------------------------------------------------------
  * option.c: FOREIGN SERVER / USER MAPPING options
@@ -135,7 +136,27 @@ typedef struct PhxExport
 	List	   *include_events; /* of char * */
 	List	   *exclude_events; /* of char * */
 	Interval	lookback;
+	/* the schedule */
+	char	   *timezone;
+	Interval	start_offset;
+	Interval	delay;
+	bool		has_exclude_window;
+	TimeADT		exclude_start;
+	TimeADT		exclude_end;
+	TimestampTz next_interval_start;
+	bool		paused;
+	int32		consecutive_failures;
+	bool		has_retry_at;
+	TimestampTz retry_at;
 } PhxExport;
+
+/* A queued backfill's next interval. */
+typedef struct PhxBackfill
+{
+	int64		backfill_id;
+	TimestampTz next_start;
+	TimestampTz end_at;
+} PhxBackfill;
 
 typedef struct PhxRun
 {
@@ -169,9 +190,23 @@ typedef struct PhxRoleSwitch
 extern void phx_become(Oid role, PhxRoleSwitch *sw);
 extern void phx_restore(PhxRoleSwitch *sw);
 extern Oid	phx_catalog_owner(void);
+extern bool phx_snapshot_ensure(void);
+extern void phx_snapshot_release(bool pushed);
 extern Datum phx_text_list_to_array(List *list);
 
 extern PhxExport *phx_export_lookup(const char *name, bool missing_ok);
+extern PhxExport *phx_export_by_id(int32 export_id);
+extern List *phx_export_list(void);
+extern bool phx_export_has_backfill(int32 export_id);
+extern PhxBackfill *phx_backfill_next(PhxExport *exp);
+extern void phx_backfill_advance(PhxBackfill *b, TimestampTz next_start);
+extern void phx_export_advance(PhxExport *exp, TimestampTz next_start);
+extern void phx_export_record_result(PhxExport *exp, ErrorData *edata);
+extern void phx_mark_interrupted_runs(void);
+extern void phx_export_update(PhxExport *exp, bool set_events, Datum include,
+							  bool include_null, Datum exclude, bool exclude_null);
+extern void phx_export_set_paused(PhxExport *exp, bool paused, const char *reason);
+extern int64 phx_backfill_insert(PhxExport *exp, TimestampTz start, TimestampTz end);
 extern bool phx_export_exists(const char *name);
 extern int32 phx_export_insert(PhxExport *exp, Datum include, bool include_null,
 							   Datum exclude, bool exclude_null);
@@ -233,6 +268,9 @@ typedef struct PhxModel
 	void	   *(*begin) (PhxExport *exp, PhxServerConfig *cfg,
 						  TimestampTz start, TimestampTz end, List *cursor);
 	PhxModelPage *(*next_page) (void *state);
+
+	/* Start of the project's data, for a backfill "from the beginning". */
+	TimestampTz (*earliest) (PhxExport *exp, PhxServerConfig *cfg, TimestampTz end);
 } PhxModel;
 
 extern const PhxModel *phx_model_by_name(const char *name);
@@ -278,6 +316,8 @@ extern void phx_check_columns(PhxPage *page, const char *const *expected, int n,
 extern void phx_row_context_push(PhxRowContext *rc, const char *what,
 								 const char *export_name, int page_no);
 extern void phx_row_context_pop(PhxRowContext *rc);
+extern TimestampTz phx_query_earliest(PhxExport *exp, PhxServerConfig *cfg, const char *hogql,
+									  TimestampTz fallback);
 
 /* ------------------------------------------------------------------------
  * model_events.c
@@ -288,12 +328,37 @@ extern const PhxModel phx_persons_model;
 extern const PhxModel phx_sessions_model;
 
 /* ------------------------------------------------------------------------
- * export_run.c / schedule helpers
+ * schedule.c
  * ------------------------------------------------------------------------
  */
-extern TimestampTz phx_interval_floor(const Interval *iv, TimestampTz ts);
+extern int	phx_max_failures;
+extern int	phx_retry_interval;
+
+extern TimestampTz phx_interval_floor(const PhxExport *exp, TimestampTz ts);
+extern TimestampTz phx_interval_next(const PhxExport *exp, TimestampTz start);
 extern bool phx_interval_is_supported(const Interval *iv);
 extern int64 phx_interval_usecs(const Interval *iv);
+extern bool phx_in_exclude_window(const PhxExport *exp, TimestampTz now);
+extern TimestampTz phx_export_next_due(const PhxExport *exp, TimestampTz now, bool has_backfill);
+extern bool phx_error_is_retryable(int sqlerrcode);
+extern TimestampTz phx_retry_time(TimestampTz now, int failures);
+
+/* ------------------------------------------------------------------------
+ * export_run.c
+ * ------------------------------------------------------------------------
+ */
+extern void phx_run_due_export(PhxExport *exp, bool nonatomic);
+
+/* ------------------------------------------------------------------------
+ * scheduler.c: the background workers, their shared memory, live progress
+ * ------------------------------------------------------------------------
+ */
+extern void phx_scheduler_init(void);
+extern void phx_wake_scheduler(void);
+extern void phx_progress_begin(PhxExport *exp, TimestampTz start, TimestampTz end, PhxRun *run);
+extern void phx_progress_page(int64 rows, int64 bytes);
+extern void phx_progress_bytes(int64 bytes);
+extern void phx_progress_end(void);
 extern char *phx_ts_str(TimestampTz ts);
 extern void phx_run_range(PhxExport *exp, TimestampTz start, TimestampTz end,
 						  const char *trigger, bool force, bool nonatomic);

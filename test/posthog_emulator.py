@@ -779,11 +779,12 @@ def print_expr(e):
 
 class TE:
     """A translated expression."""
-    __slots__ = ("sql", "t", "agg", "const", "value", "kind", "children", "maybe_null", "name", "qsql")
+    __slots__ = ("sql", "t", "agg", "const", "value", "kind", "children", "maybe_null", "name", "qsql", "prio")
 
     def __init__(self, sql, t, kind="op", children=(), agg=False, const=False, value=None, maybe_null=None,
-                 name=None, qsql=None):
+                 name=None, qsql=None, prio=0):
         self.qsql = qsql
+        self.prio = prio  # AND terms with a higher prio are written first (see tr_cmp)
         self.sql = sql
         self.t = t
         self.kind = kind          # 'field' 'const' 'tuple' 'agg' 'func' 'op'
@@ -1159,7 +1160,9 @@ class Translator:
         return TE("(" + (" %s " % op).join(i.sql for i in items) + ")", T(K_UINT8), kind="op", children=items)
 
     def tr_and(self, e, scope, clause):
-        return self.logical([self.tr(x, scope, clause) for x in e[1]], "AND")
+        items = [self.tr(x, scope, clause) for x in e[1]]
+        items.sort(key=lambda te: -te.prio)  # stable; AND is commutative in SQL
+        return self.logical(items, "AND")
 
     def tr_or(self, e, scope, clause):
         return self.logical([self.tr(x, scope, clause) for x in e[1]], "OR")
@@ -1256,7 +1259,14 @@ class Translator:
                 la.append(x2)
                 lb.append(y2)
             sql = "((%s) %s (%s))" % (", ".join(x.sql for x in la), sqlop, ", ".join(y.sql for y in lb))
-            return TE(sql, T(K_UINT8), kind="op", children=la + lb)
+            prio = 0
+            if sqlop in (">", ">=", "<", "<=") and len(la) > 1:
+                # A keyset cursor (a, b) > (x, y): also state a >= x (implied, so the result is the same)
+                # and put it first among the AND terms, so that SQLite starts its index range scan at
+                # the cursor instead of at an earlier, looser bound on the same column.
+                sql = "((%s %s %s) AND %s)" % (la[0].sql, sqlop[0] + "=", lb[0].sql, sql)
+                prio = 1
+            return TE(sql, T(K_UINT8), kind="op", children=la + lb, prio=prio)
         a2 = self.coerce(a, b.t)
         b2 = self.coerce(b, a2.t)
         self.check_comparable(a2, b2, op)
@@ -1624,7 +1634,8 @@ TABLES = {
             _col("elements_chain", K_STRING), _col("properties", K_JSON),
         ],
         "derived": {"$session_id": ("properties", "$session_id")},
-        "indexes": [("timestamp", "uuid"), ("created_at", "timestamp", "uuid"), ("uuid",)],
+        # (timestamp, uuid, created_at) covers the keyset query: read in order, stop after LIMIT rows
+        "indexes": [("timestamp", "uuid", "created_at"), ("uuid",)],
     },
     "raw_persons": {
         "file": "persons.ndjson",
@@ -1670,7 +1681,7 @@ SQL_TYPES = {K_STRING: "TEXT", K_JSON: "TEXT", K_INT: "INTEGER", K_FLOAT: "REAL"
              K_DATETIME: "INTEGER", K_UUID: "TEXT", K_ARRAY: "TEXT"}
 
 
-CACHE_FORMAT = 1  # bump when the stored layout changes
+CACHE_FORMAT = 2  # bump when the stored layout changes
 
 
 class LoadError(Exception):

@@ -1,0 +1,204 @@
+/*-------------------------------------------------------------------------
+ *
+ * schedule.c
+ *		When an export's intervals start and end, which work is due, and
+ *		what a failure does to the schedule.
+ *
+ * Sub-daily intervals (5 minutes, 15 minutes, an hour) sit on a UTC grid.
+ * Daily and weekly intervals start at local midnight (Monday for weeks)
+ * plus the export's start_offset, in the export's timezone, so a daily
+ * export at 02:00 Europe/Paris stays at 02:00 across DST changes (and its
+ * interval is 23 or 25 hours long on those days).
+ *
+ * Due work of an export, oldest first: every scheduled interval that ended
+ * at least `delay` ago (catching up after downtime or a pause, none
+ * skipped), then the queued backfill intervals.  A failure sets a retry
+ * time with exponential backoff and jitter; a non-retryable failure, or
+ * max_failures in a row, pauses the export and says why.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "common/pg_prng.h"
+#include "utils/builtins.h"
+#include "utils/date.h"
+#include "utils/fmgrprotos.h"
+#include "utils/timestamp.h"
+
+#include "posthog_export.h"
+
+#define USECS_PER_WEEK	(7 * USECS_PER_DAY)
+
+int			phx_max_failures = 5;
+int			phx_retry_interval = 60;	/* seconds, the first retry's backoff */
+
+int64
+phx_interval_usecs(const Interval *iv)
+{
+	return iv->time + (int64) iv->day * USECS_PER_DAY;
+}
+
+/* 5 minutes, 15 minutes, an hour, a day or a week: PostHog's intervals. */
+bool
+phx_interval_is_supported(const Interval *iv)
+{
+	int64		us = phx_interval_usecs(iv);
+
+	if (iv->month != 0)
+		return false;
+	return us == 5 * USECS_PER_MINUTE || us == 15 * USECS_PER_MINUTE ||
+		us == USECS_PER_HOUR || us == USECS_PER_DAY || us == USECS_PER_WEEK;
+}
+
+static bool
+is_calendar_interval(const PhxExport *exp)
+{
+	return phx_interval_usecs(&exp->interval) >= USECS_PER_DAY;
+}
+
+/* Start of the interval that contains ts. */
+TimestampTz
+phx_interval_floor(const PhxExport *exp, TimestampTz ts)
+{
+	int64		len = phx_interval_usecs(&exp->interval);
+
+	if (!is_calendar_interval(exp))
+	{
+		int64		q = ts / len;
+
+		if (ts % len < 0)
+			q--;
+		return q * len;
+	}
+	else
+	{
+		Datum		tz = CStringGetTextDatum(exp->timezone);
+		Datum		local;
+
+		local = DirectFunctionCall2(timestamptz_zone, tz, TimestampTzGetDatum(ts));
+		local = DirectFunctionCall2(timestamp_mi_interval, local, IntervalPGetDatum(&exp->start_offset));
+		local = DirectFunctionCall2(timestamp_trunc,
+									CStringGetTextDatum(len == USECS_PER_WEEK ? "week" : "day"), local);
+		local = DirectFunctionCall2(timestamp_pl_interval, local, IntervalPGetDatum(&exp->start_offset));
+		return DatumGetTimestampTz(DirectFunctionCall2(timestamp_zone, tz, local));
+	}
+}
+
+/* Start of the interval after the one that starts at start. */
+TimestampTz
+phx_interval_next(const PhxExport *exp, TimestampTz start)
+{
+	if (!is_calendar_interval(exp))
+		return start + phx_interval_usecs(&exp->interval);
+	else
+	{
+		Datum		tz = CStringGetTextDatum(exp->timezone);
+		Datum		local = DirectFunctionCall2(timestamptz_zone, tz, TimestampTzGetDatum(start));
+
+		/* local calendar arithmetic: a day is a day, whatever DST does */
+		local = DirectFunctionCall2(timestamp_pl_interval, local, IntervalPGetDatum(&exp->interval));
+		return DatumGetTimestampTz(DirectFunctionCall2(timestamp_zone, tz, local));
+	}
+}
+
+/* Whether now falls in the export's exclude window (local time, may wrap midnight). */
+bool
+phx_in_exclude_window(const PhxExport *exp, TimestampTz now)
+{
+	Timestamp	local;
+	TimeADT		t;
+
+	if (!exp->has_exclude_window)
+		return false;
+	local = DatumGetTimestamp(DirectFunctionCall2(timestamptz_zone,
+												  CStringGetTextDatum(exp->timezone),
+												  TimestampTzGetDatum(now)));
+	t = local - (local / USECS_PER_DAY) * USECS_PER_DAY;
+	if (t < 0)
+		t += USECS_PER_DAY;
+	if (exp->exclude_start <= exp->exclude_end)
+		return t >= exp->exclude_start && t < exp->exclude_end;
+	return t >= exp->exclude_start || t < exp->exclude_end;
+}
+
+/* The end of the exclude window that contains now (to sleep until then). */
+static TimestampTz
+exclude_window_end(const PhxExport *exp, TimestampTz now)
+{
+	/* checking minute by minute is simple and at most a day of steps */
+	TimestampTz t = now;
+
+	while (phx_in_exclude_window(exp, t) && t < now + USECS_PER_DAY)
+		t += USECS_PER_MINUTE;
+	return t;
+}
+
+/*
+ * When the export next has work: now (or earlier) if due, else the time
+ * to wake up for it; 0 when it has none to wait for (paused).
+ */
+TimestampTz
+phx_export_next_due(const PhxExport *exp, TimestampTz now, bool has_backfill)
+{
+	TimestampTz due;
+
+	if (exp->paused)
+		return 0;
+	due = phx_interval_next(exp, exp->next_interval_start) +
+		phx_interval_usecs(&exp->delay);
+	if (has_backfill)
+		due = now;
+	if (exp->has_retry_at && exp->retry_at > due)
+		due = exp->retry_at;
+	if (due <= now && phx_in_exclude_window(exp, now))
+		due = exclude_window_end(exp, now);
+	return due;
+}
+
+/*
+ * Errors that will fail the same way on every retry: a bad key, a query
+ * PostHog rejects, missing privileges or objects, a table that cannot take
+ * the rows (PostHog never retries these either).  Everything else (network,
+ * 5xx, timeouts, cancels, serialization failures) is retried.
+ */
+bool
+phx_error_is_retryable(int sqlerrcode)
+{
+	switch (ERRCODE_TO_CATEGORY(sqlerrcode))
+	{
+		case ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION:	/* 28: bad API key */
+		case ERRCODE_SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION: /* 42: privileges, missing objects */
+		case ERRCODE_DATA_EXCEPTION:	/* 22: truncation, bad values */
+		case ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION:	/* 23 */
+		case ERRCODE_FEATURE_NOT_SUPPORTED: /* 0A */
+		case ERRCODE_PROGRAM_LIMIT_EXCEEDED:	/* 54 */
+			return false;
+		default:
+			break;
+	}
+	switch (sqlerrcode)
+	{
+		case ERRCODE_FDW_ERROR: /* HTTP 400: PostHog rejected the query */
+		case ERRCODE_DISK_FULL:
+		case ERRCODE_READ_ONLY_SQL_TRANSACTION:
+		case ERRCODE_UNDEFINED_OBJECT:
+		case ERRCODE_WRONG_OBJECT_TYPE:
+		case ERRCODE_INVALID_TABLE_DEFINITION:
+		case ERRCODE_FDW_OPTION_NAME_NOT_FOUND:
+			return false;
+		default:
+			return true;
+	}
+}
+
+/* Backoff before retry n (1-based): retry_interval * 2^(n-1), capped at 1 hour, with jitter. */
+TimestampTz
+phx_retry_time(TimestampTz now, int failures)
+{
+	double		secs = (double) phx_retry_interval * (double) (1 << Min(Max(failures - 1, 0), 20));
+
+	secs = Min(secs, 3600.0);
+	secs = secs / 2 + pg_prng_double(&pg_global_prng_state) * secs / 2;
+	return now + (int64) (secs * USECS_PER_SEC);
+}
