@@ -91,6 +91,9 @@ COMMENT ON COLUMN @extschema@.runs.rows IS 'rows received from PostHog';
 COMMENT ON COLUMN @extschema@.runs.rows_written IS 'rows inserted or updated in the destination (a merge skips unchanged rows)';
 COMMENT ON COLUMN @extschema@.runs.cursor IS 'keyset position after the last committed page';
 
+-- Any role may create and run exports of its own (given USAGE on a server);
+-- what it sees and does is limited to its own exports.
+GRANT USAGE ON SCHEMA @extschema@ TO PUBLIC;
 REVOKE ALL ON @extschema@.exports, @extschema@.runs, @extschema@.backfills FROM PUBLIC;
 GRANT SELECT ON @extschema@.exports, @extschema@.runs, @extschema@.backfills TO PUBLIC;
 ALTER TABLE @extschema@.exports ENABLE ROW LEVEL SECURITY;

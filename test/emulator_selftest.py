@@ -86,7 +86,8 @@ class Emulator:
                 self.stop()
                 raise RuntimeError("emulator did not start:\n" + self.stderr())
             time.sleep(0.05)
-        self.port = int(open(self.port_file).read())
+        with open(self.port_file) as fh:
+            self.port = int(fh.read())
 
     def stderr(self):
         self.log.flush()
@@ -646,7 +647,8 @@ class TestQueries(Base):
 
     def test_reload(self):
         path = os.path.join(self.data, "sessions.ndjson")
-        saved = open(path, encoding="utf-8").read()
+        with open(path, encoding="utf-8") as fh:
+            saved = fh.read()
         try:
             with open(path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps({"session_id": "reload-test", "team_id": 1, "distinct_id": "x",

@@ -1,13 +1,34 @@
 #!/usr/bin/python3
-"""PostHog HTTP Query API emulator (test tool).
+"""PostHog HTTP Query API emulator (test tool).  Standard library only (Python 3.11).
 
-Serves ``POST /api/projects/{id}/query/`` like PostHog does for personal API
-keys: a subset of HogQL is tokenized, parsed, translated to SQLite SQL (with
-every value bound as a parameter) and executed against an in-memory SQLite
-database loaded from NDJSON files.  See the module ``main()`` for the CLI and
-``Handler`` for the control endpoints under ``/_emulator/``.
+    python3 test/posthog_emulator.py --data DIR --port PORT --api-key KEY [--project-id 1]
+        [--project-timezone UTC] [--host 127.0.0.1] [--port-file F] [--tls-cert F --tls-key F]
+        [--forbidden-key K ...] [--fault JSON ...] [--bool-as-int] [--uuid-order clickhouse|text]
+        [--max-limit 50000] [--default-limit 100] [--gzip-level 1] [--cache-dir DIR]
 
-Standard library only (Python 3.11).
+POST /api/projects/{id}/query/ (trailing slash optional), Authorization: Bearer KEY, body
+{"query": {"kind": "HogQLQuery", "query": "...", "values": {...}}, "refresh": ..., "name": ...}.
+A subset of HogQL is tokenized, parsed, translated to SQLite SQL (every value bound as a parameter)
+and run on an in-memory SQLite database loaded from DIR/events.ndjson, persons.ndjson
+(raw_persons), person_distinct_ids.ndjson (raw_person_distinct_ids) and sessions.ndjson.
+Anything outside the subset is a 400 {"type": "validation_error", "code": "hogql_error", ...}.
+
+Control endpoints (no auth):
+  GET  /_emulator/health    -> {"ok": true, "tables": {name: rows}, "data": DIR}
+  GET  /_emulator/requests  -> [{n, path, status, query, values, refresh, name, auth_scheme,
+                                 accept_encoding, force_blocking, kind, rows, has_more, fault, error,
+                                 ms, time}, ...] since the last reset
+  POST /_emulator/reset     -> clears the request log, the request counter and all faults
+  POST /_emulator/faults    {"faults": [rule, ...]} adds rules;  GET /_emulator/faults lists them
+  POST /_emulator/reload    [{"data": DIR}] re-reads the NDJSON files
+Fault rule: one selector {"on_request": N} | {"from_request": N} | {"every": true}, optional
+"times": K (default 1; unlimited for "every"), and actions: "status": 400|401|403|429|500|503|504|512
+(429: "retry_after": S, "retry_after_header": true adds Retry-After; "type"/"code"/"detail" override
+the body), "delay": seconds, "truncate": true, "drop": true, "malformed": true, "wrong_columns": true.
+
+Internals worth knowing: datetimes are stored as integer microseconds (UTC); UUIDs are stored so that
+SQLite's text order is ClickHouse's UUID order (second half first); JSON columns are stored as the
+JSON string literal of their text, so result rows are rendered to JSON inside SQLite.
 """
 
 import argparse

@@ -112,7 +112,7 @@ sub new_node
 {
 	my ($name, %opt) = @_;
 	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init;
+	$node->init(allows_streaming => $opt{allows_streaming} // 0);
 	$node->append_conf('postgresql.conf', $opt{conf}) if $opt{conf};
 	$node->append_conf('postgresql.conf', "log_min_messages = log\n");
 	$node->start;
