@@ -218,23 +218,36 @@ SELECT p.pid, e.name AS export_name, e.model, p.interval_start, p.interval_end,
   JOIN @extschema@.exports e ON e.export_id = p.export_id;
 
 -- Per export: the last success, how far the exported data lags behind
--- now, when it runs next, and failures in a row.
+-- now, when it runs next (after its retry time and outside its exclude
+-- window), and failures in a row.
 CREATE VIEW @extschema@.status WITH (security_invoker = true) AS
 SELECT e.name AS export_name, e.model, e."interval", e.paused, e.paused_reason,
        (SELECT max(r.finished_at) FROM @extschema@.runs r
          WHERE r.export_id = e.export_id AND r.status = 'completed') AS last_success,
        e.next_interval_start AS exported_until,
        pg_catalog.now() - e.next_interval_start AS lag,
-       CASE WHEN NOT e.paused THEN GREATEST(
-         CASE WHEN e."interval" >= interval '1 day'
-              THEN ((e.next_interval_start AT TIME ZONE e.timezone) + e."interval") AT TIME ZONE e.timezone
-              ELSE e.next_interval_start + e."interval" END + e.delay,
-         e.retry_at) END AS next_run,
+       CASE WHEN e.paused THEN NULL WHEN w.in_window THEN w.window_end ELSE n.due END AS next_run,
        e.consecutive_failures AS failures_in_a_row,
        (SELECT count(*) FROM @extschema@.backfills b
          WHERE b.export_id = e.export_id AND b.status <> 'completed') AS backfills_pending,
        EXISTS (SELECT 1 FROM @extschema@.progress_info() p WHERE p.export_id = e.export_id) AS running
-  FROM @extschema@.exports e;
+  FROM @extschema@.exports e
+  -- when the next scheduled interval is over (plus the delay), or the retry time
+  CROSS JOIN LATERAL (SELECT GREATEST(
+         CASE WHEN e."interval" >= interval '1 day'
+              THEN ((e.next_interval_start AT TIME ZONE e.timezone) + e."interval") AT TIME ZONE e.timezone
+              ELSE e.next_interval_start + e."interval" END + e.delay,
+         e.retry_at) AS due) n
+  -- in local time, from when it could start
+  CROSS JOIN LATERAL (SELECT GREATEST(n.due, pg_catalog.now()) AT TIME ZONE e.timezone AS t) l
+  CROSS JOIN LATERAL (SELECT
+         e.exclude_window_start IS NOT NULL AND CASE
+           WHEN e.exclude_window_start <= e.exclude_window_end
+           THEN l.t::time >= e.exclude_window_start AND l.t::time < e.exclude_window_end
+           ELSE l.t::time >= e.exclude_window_start OR l.t::time < e.exclude_window_end END AS in_window,
+         (l.t::date + e.exclude_window_end
+           + CASE WHEN l.t::time >= e.exclude_window_end THEN interval '1 day' ELSE interval '0' END)
+           AT TIME ZONE e.timezone AS window_end) w;
 
 GRANT SELECT ON @extschema@.progress, @extschema@.status TO PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.progress_info() TO PUBLIC;

@@ -193,6 +193,48 @@ $node->append_conf('postgresql.conf', "posthog_export.scheduler = on\n");
 reload();
 ok(wait_for(sub { next_start($node, 'hup') >= $floor }, 60), 'back on after another SIGHUP, it runs');
 
+# --- an exclude window: no run starts inside it -----------------------------------
+$node->safe_psql('postgres', q{SELECT posthog_export.create_export('window', 'posthog', table_name => 'window', "interval" => '5 minutes', delay => '0',
+	exclude_window_start => (now() AT TIME ZONE 'UTC' - interval '1 hour')::time,
+	exclude_window_end => (now() AT TIME ZONE 'UTC' + interval '1 hour')::time)});
+$node->safe_psql('postgres', "UPDATE posthog_export.exports SET next_interval_start = " . $sql_ts->($floor - 600) . " WHERE name = 'window'");
+reload();
+sleep 3;
+is(count_runs('window'), 0, 'inside its exclude window an export does not start');
+like($node->safe_psql('postgres', q{SELECT next_run > now() + interval '30 minutes' FROM posthog_export.status WHERE export_name = 'window'}),
+	qr/^t$/, 'status shows the next run after the window');
+$node->safe_psql('postgres', q{SELECT posthog_export.alter_export('window', drop_exclude_window => true)});
+ok(wait_for(sub { next_start($node, 'window') >= $floor }, 60), 'without the window it runs at once');
+
+# --- at most max_workers runs at once --------------------------------------------------
+$node->append_conf('postgresql.conf', "posthog_export.max_workers = 1\n");
+reload();
+emu_reset($emu);
+emu_faults($emu, { every => JSON::PP::true, delay => 0.3 });
+$node->safe_psql('postgres', q{
+	SELECT posthog_export.create_export('w1', 'posthog', table_name => 'w1', "interval" => '5 minutes', delay => '0');
+	SELECT posthog_export.create_export('w2', 'posthog', table_name => 'w2', "interval" => '5 minutes', delay => '0');});
+$node->safe_psql('postgres', "UPDATE posthog_export.exports SET next_interval_start = " . $sql_ts->($floor - 1200) . " WHERE name IN ('w1', 'w2')");
+reload();
+my $most = 0;
+wait_for(sub {
+	my $n = $node->safe_psql('postgres', q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'posthog_export run'});
+	$most = $n if $n > $most;
+	return next_start($node, 'w1') >= $floor && next_start($node, 'w2') >= $floor;
+}, 120);
+ok(next_start($node, 'w1') >= $floor && next_start($node, 'w2') >= $floor, 'two exports with work both caught up');
+is($most, 1, 'with max_workers = 1 never more than one run at a time');
+emu_reset($emu);
+
+# --- a backfill from the beginning -------------------------------------------------------
+$node->safe_psql('postgres', q{SELECT posthog_export.create_export('fromstart', 'posthog', table_name => 'fromstart', "interval" => '1 hour', delay => '0');
+	SELECT posthog_export.pause('fromstart');});
+$node->safe_psql('postgres', q{SELECT posthog_export.backfill('fromstart', NULL)});
+# the sample data starts at $floor - 3 hours: the backfill starts at that hour
+is($node->safe_psql('postgres', "SELECT start_at BETWEEN " . $sql_ts->($floor - 4 * 3600) . " AND " . $sql_ts->($floor - 3 * 3600) .
+	" FROM posthog_export.backfills b JOIN posthog_export.exports e USING (export_id) WHERE e.name = 'fromstart'"),
+	't', 'a backfill with start NULL starts at the earliest event PostHog has');
+
 my $log = join '', grep { !/ statement: / } split /^/, slurp_file($node->logfile);
 unlike($log, qr/\Q$PhxTest::API_KEY\E/, 'the API key never reaches the log');
 like($log, qr/export "sched" finished interval/, 'runs are logged with export name and interval');
