@@ -45,6 +45,7 @@ typedef struct ResponseBuffer
 	bool		too_large;
 	bool		oom;
 	MemoryContext cxt;
+	CURL	   *curl;
 } ResponseBuffer;
 
 /*
@@ -67,7 +68,13 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 	{
 		size_t		newcap = Max(rb->cap * 2, rb->len + n + 1);
 		char	   *newdata;
+		curl_off_t	expected = -1;
 
+		/* an uncompressed body announces its size: allocate it once */
+		if (rb->len == 0 && rb->curl &&
+			curl_easy_getinfo(rb->curl, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &expected) == CURLE_OK &&
+			expected > 0 && (size_t) expected < rb->limit)
+			newcap = Max(newcap, (size_t) expected + 1);
 		newcap = Max(newcap, 64 * 1024);
 		newdata = MemoryContextAllocExtended(rb->cxt, newcap,
 											 MCXT_ALLOC_HUGE | MCXT_ALLOC_NO_OOM);
@@ -276,6 +283,7 @@ phx_http_query(PhxServerConfig *cfg, PhxQuery *q, const char *label,
 			CHECK_FOR_INTERRUPTS();
 
 			rb.cxt = CurrentMemoryContext;
+			rb.curl = curl;
 			rb.limit = (size_t) cfg->max_response_size;
 
 			curl_easy_reset(curl);
@@ -291,7 +299,8 @@ phx_http_query(PhxServerConfig *cfg, PhxQuery *q, const char *label,
 			curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
 			curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
 			curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) strlen(body));
-			curl_easy_setopt(curl, CURLOPT_ACCEPT_ENCODING, "");
+			if (cfg->compression)
+				curl_easy_setopt(curl, CURLOPT_ACCEPT_ENCODING, "");
 			curl_easy_setopt(curl, CURLOPT_USERAGENT, "posthog_export/" PHX_VERSION);
 			curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, (long) cfg->connect_timeout_ms);
 			curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long) cfg->timeout_ms);

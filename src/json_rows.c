@@ -192,7 +192,9 @@ parse_string(JsonCursor *c, int *len_out)
 		StringInfoData buf;
 		char	   *s = start;
 
+		/* the result is never longer than the input, but for U+FFFD */
 		initStringInfo(&buf);
+		enlargeStringInfo(&buf, (q - start) + 1);
 		while (s < q)
 		{
 			char	   *run = s;
@@ -200,7 +202,13 @@ parse_string(JsonCursor *c, int *len_out)
 			while (s < q && *s != '\\')
 				s++;
 			if (s > run)
-				append_utf8_checked(&buf, run, s - run);
+			{
+				/* runs between escapes are copied whole when they are valid UTF-8 */
+				if (utf8_valid(run, s - run))
+					appendBinaryStringInfo(&buf, run, s - run);
+				else
+					append_utf8_checked(&buf, run, s - run);
+			}
 			if (s >= q)
 				break;
 			/* escape */

@@ -54,6 +54,7 @@ static const PhxOption phx_options[] = {
 	{"project_id", ForeignServerRelationId, PHX_OPT_INT, 1, PG_INT64_MAX},
 	{"ca_file", ForeignServerRelationId, PHX_OPT_PATH, 0, 0},
 	{"allow_http", ForeignServerRelationId, PHX_OPT_BOOL, 0, 0},
+	{"compression", ForeignServerRelationId, PHX_OPT_BOOL, 0, 0},
 	{"page_size", ForeignServerRelationId, PHX_OPT_INT, 1, 50000},
 	{"connect_timeout", ForeignServerRelationId, PHX_OPT_INT, 1, 3600},
 	{"timeout", ForeignServerRelationId, PHX_OPT_INT, 1, 86400},
@@ -288,6 +289,7 @@ phx_get_server_config(const char *server_name, Oid userid)
 						   GetUserNameFromId(userid, false))));
 
 	cfg->server_name = pstrdup(server_name);
+	cfg->compression = true;
 	cfg->page_size = 10000;
 	cfg->connect_timeout_ms = 10 * 1000;
 	cfg->timeout_ms = 300 * 1000;
@@ -314,6 +316,8 @@ phx_get_server_config(const char *server_name, Oid userid)
 			cfg->ca_file = pstrdup(val);
 		else if (strcmp(def->defname, "allow_http") == 0)
 			cfg->allow_http = parse_bool_option(def->defname, val);
+		else if (strcmp(def->defname, "compression") == 0)
+			cfg->compression = parse_bool_option(def->defname, val);
 		else if (strcmp(def->defname, "page_size") == 0)
 			cfg->page_size = (int) parse_int_option(def->defname, val, 1, 50000);
 		else if (strcmp(def->defname, "connect_timeout") == 0)

@@ -39,6 +39,7 @@ typedef struct PhxServerConfig
 	int64		project_id;
 	char	   *ca_file;		/* NULL: the system's trust store */
 	bool		allow_http;
+	bool		compression;	/* ask for gzip/deflate responses */
 	int			page_size;		/* rows per page requested */
 	int			connect_timeout_ms;
 	int			timeout_ms;		/* total time of one HTTP request */
