@@ -241,21 +241,142 @@ typedef enum
 	PHX_FATAL					/* fail now */
 } PhxOutcome;
 
-/*
- * Performs one query: POSTs the request, retries per the policy above,
- * and returns the parsed page of a 200 response.
- */
-PhxPage *
-phx_http_query(PhxServerConfig *cfg, PhxQuery *q, const char *label,
-			   PhxShrinkCallback shrink, void *shrink_arg, int64 *bytes_out)
+/* Sets every option of one request on an easy handle. */
+static void
+setup_handle(CURL *curl, PhxServerConfig *cfg, const char *url, struct curl_slist *headers,
+			 const char *body, ResponseBuffer *rb, char *errbuf)
 {
-	CURL	   *curl = get_curl();
-	char	   *url = psprintf("%s/api/projects/" INT64_FORMAT "/query/", cfg->url, cfg->project_id);
-	char	   *auth = psprintf("Authorization: Bearer %s", cfg->api_key);
+	rb->curl = curl;
+	curl_easy_reset(curl);
+	curl_easy_setopt(curl, CURLOPT_URL, url);
+	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+#if LIBCURL_VERSION_NUM >= 0x075500
+	curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, cfg->allow_http ? "http,https" : "https");
+#else
+	curl_easy_setopt(curl, CURLOPT_PROTOCOLS,
+					 cfg->allow_http ? (CURLPROTO_HTTP | CURLPROTO_HTTPS) : CURLPROTO_HTTPS);
+#endif
+	curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+	curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
+	curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) strlen(body));
+	if (cfg->compression)
+		curl_easy_setopt(curl, CURLOPT_ACCEPT_ENCODING, "");
+	curl_easy_setopt(curl, CURLOPT_USERAGENT, "posthog_export/" PHX_VERSION);
+	curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, (long) cfg->connect_timeout_ms);
+	curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long) cfg->timeout_ms);
+	curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (cfg->ca_file)
+		curl_easy_setopt(curl, CURLOPT_CAINFO, cfg->ca_file);
+	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, write_cb);
+	curl_easy_setopt(curl, CURLOPT_WRITEDATA, rb);
+	curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, xferinfo_cb);
+	curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
+}
+
+/*
+ * Prefetch: the request for the next page is sent (through a multi
+ * handle, without waiting) as soon as the current page is parsed, so
+ * PostHog works on it while this backend writes the current page.  The
+ * next phx_http_query() with the same body takes the response over;
+ * anything else discards it.  Only one is ever in flight.
+ */
+static struct
+{
+	CURLM	   *multi;
+	CURL	   *easy;
+	bool		active;
+	MemoryContext cxt;
+	char	   *body;
+	struct curl_slist *headers;
+	ResponseBuffer rb;
+	char		errbuf[CURL_ERROR_SIZE];
+} pf;
+
+static void
+prefetch_discard(void)
+{
+	if (!pf.active)
+		return;
+	curl_multi_remove_handle(pf.multi, pf.easy);
+	curl_easy_setopt(pf.easy, CURLOPT_HTTPHEADER, NULL);
+	curl_easy_setopt(pf.easy, CURLOPT_POSTFIELDS, NULL);
+	curl_slist_free_all(pf.headers);
+	pf.headers = NULL;
+	MemoryContextDelete(pf.cxt);
+	pf.cxt = NULL;
+	pf.active = false;
+}
+
+static bool
+prefetch_matches(const char *body)
+{
+	if (!pf.active)
+		return false;
+	if (strcmp(pf.body, body) == 0)
+		return true;
+	prefetch_discard();
+	return false;
+}
+
+/* Drives the prefetched transfer to its end; hands the body over in rb. */
+static CURLcode
+prefetch_finish(ResponseBuffer *rb, char *errbuf)
+{
+	CURLcode	rc = CURLE_OK;
+	int			running = 1;
+	CURLMsg    *msg;
+	int			left;
+
+	pgstat_report_wait_start(PG_WAIT_EXTENSION);
+	while (running)
+	{
+		if (curl_multi_perform(pf.multi, &running) != CURLM_OK)
+			break;
+		if (running)
+			(void) curl_multi_poll(pf.multi, NULL, 0, 1000, NULL);
+		/* a cancel aborts the transfer through xferinfo_cb; service it here */
+		if (QueryCancelPending || ProcDiePending)
+		{
+			pgstat_report_wait_end();
+			prefetch_discard();
+			CHECK_FOR_INTERRUPTS();
+			pgstat_report_wait_start(PG_WAIT_EXTENSION);
+		}
+	}
+	pgstat_report_wait_end();
+	while ((msg = curl_multi_info_read(pf.multi, &left)) != NULL)
+		if (msg->msg == CURLMSG_DONE)
+			rc = msg->data.result;
+	strlcpy(errbuf, pf.errbuf, CURL_ERROR_SIZE);
+	rb->too_large = pf.rb.too_large;
+	rb->oom = pf.rb.oom;
+	rb->len = pf.rb.len;
+	if (pf.rb.data)
+	{
+		rb->data = MemoryContextAllocExtended(rb->cxt, pf.rb.len + 1, MCXT_ALLOC_HUGE);
+		memcpy(rb->data, pf.rb.data, pf.rb.len);
+		rb->cap = pf.rb.len + 1;
+	}
+	/* the status is read from pf.easy by the caller before the next prefetch */
+	curl_multi_remove_handle(pf.multi, pf.easy);
+	curl_easy_setopt(pf.easy, CURLOPT_HTTPHEADER, NULL);
+	curl_easy_setopt(pf.easy, CURLOPT_POSTFIELDS, NULL);
+	curl_slist_free_all(pf.headers);
+	pf.headers = NULL;
+	MemoryContextDelete(pf.cxt);
+	pf.cxt = NULL;
+	pf.active = false;
+	return rc;
+}
+
+static struct curl_slist *
+request_headers(PhxServerConfig *cfg)
+{
 	struct curl_slist *headers = NULL;
-	int			retries = 0;
-	char	   *last_problem = NULL;
-	PhxPage    *result = NULL;
+	char	   *auth = psprintf("Authorization: Bearer %s", cfg->api_key);
 
 	headers = curl_slist_append(headers, "Content-Type: application/json");
 	headers = curl_slist_append(headers, "Accept: application/json");
@@ -265,6 +386,79 @@ phx_http_query(PhxServerConfig *cfg, PhxQuery *q, const char *label,
 	pfree(auth);
 	if (headers == NULL)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
+	return headers;
+}
+
+static char *
+query_url(PhxServerConfig *cfg)
+{
+	return psprintf("%s/api/projects/" INT64_FORMAT "/query/", cfg->url, cfg->project_id);
+}
+
+/*
+ * Sends the query now and returns at once (after at most a short wait for
+ * the request to leave); phx_http_query() with the same query collects the
+ * answer, with the usual retries if it is not a good one.
+ */
+void
+phx_http_prefetch(PhxServerConfig *cfg, PhxQuery *q, const char *label)
+{
+	MemoryContext oldcxt;
+	int			running;
+	TimestampTz until = GetCurrentTimestamp() + 200 * 1000;
+
+	(void) get_curl();
+	prefetch_discard();
+	if (pf.multi == NULL && (pf.multi = curl_multi_init()) == NULL)
+		return;
+	if (pf.easy == NULL && (pf.easy = curl_easy_init()) == NULL)
+		return;
+	pf.cxt = AllocSetContextCreate(TopMemoryContext, "posthog_export prefetch", ALLOCSET_DEFAULT_SIZES);
+	oldcxt = MemoryContextSwitchTo(pf.cxt);
+	pf.body = phx_request_body(q, label);
+	pf.headers = request_headers(cfg);
+	memset(&pf.rb, 0, sizeof(pf.rb));
+	pf.rb.cxt = pf.cxt;
+	pf.rb.limit = (size_t) cfg->max_response_size;
+	pf.errbuf[0] = '\0';
+	setup_handle(pf.easy, cfg, query_url(cfg), pf.headers, pf.body, &pf.rb, pf.errbuf);
+	MemoryContextSwitchTo(oldcxt);
+	if (curl_multi_add_handle(pf.multi, pf.easy) != CURLM_OK)
+	{
+		curl_slist_free_all(pf.headers);
+		MemoryContextDelete(pf.cxt);
+		return;
+	}
+	pf.active = true;
+	/* push the request out (connect, TLS, send), then leave it to PostHog */
+	for (;;)
+	{
+		curl_off_t	sent = 0;
+
+		if (curl_multi_perform(pf.multi, &running) != CURLM_OK || !running)
+			break;
+		curl_easy_getinfo(pf.easy, CURLINFO_SIZE_UPLOAD_T, &sent);
+		if (sent >= (curl_off_t) strlen(pf.body) || GetCurrentTimestamp() > until)
+			break;
+		(void) curl_multi_poll(pf.multi, NULL, 0, 10, NULL);
+	}
+}
+
+/*
+ * Performs one query: POSTs the request, retries per the policy above,
+ * and returns the parsed page of a 200 response.
+ */
+PhxPage *
+phx_http_query(PhxServerConfig *cfg, PhxQuery *q, const char *label,
+			   PhxShrinkCallback shrink, void *shrink_arg, int64 *bytes_out)
+{
+	CURL	   *curl = get_curl();
+	char	   *url = query_url(cfg);
+	struct curl_slist *headers = request_headers(cfg);
+	int			retries = 0;
+	int			attempt = 0;
+	char	   *last_problem = NULL;
+	PhxPage    *result = NULL;
 
 	PG_TRY();
 	{
@@ -279,44 +473,27 @@ phx_http_query(PhxServerConfig *cfg, PhxQuery *q, const char *label,
 			char	   *code = NULL;
 			char	   *detail = NULL;
 			long		wait_ms = -1;
+			CURL	   *used;
 
 			CHECK_FOR_INTERRUPTS();
 
 			rb.cxt = CurrentMemoryContext;
-			rb.curl = curl;
 			rb.limit = (size_t) cfg->max_response_size;
 
-			curl_easy_reset(curl);
-			curl_easy_setopt(curl, CURLOPT_URL, url);
-			curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-#if LIBCURL_VERSION_NUM >= 0x075500
-			curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, cfg->allow_http ? "http,https" : "https");
-#else
-			curl_easy_setopt(curl, CURLOPT_PROTOCOLS,
-							 cfg->allow_http ? (CURLPROTO_HTTP | CURLPROTO_HTTPS) : CURLPROTO_HTTPS);
-#endif
-			curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
-			curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
-			curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
-			curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) strlen(body));
-			if (cfg->compression)
-				curl_easy_setopt(curl, CURLOPT_ACCEPT_ENCODING, "");
-			curl_easy_setopt(curl, CURLOPT_USERAGENT, "posthog_export/" PHX_VERSION);
-			curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, (long) cfg->connect_timeout_ms);
-			curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long) cfg->timeout_ms);
-			curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 1L);
-			curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 2L);
-			if (cfg->ca_file)
-				curl_easy_setopt(curl, CURLOPT_CAINFO, cfg->ca_file);
-			curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, write_cb);
-			curl_easy_setopt(curl, CURLOPT_WRITEDATA, &rb);
-			curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
-			curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, xferinfo_cb);
-			curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
-
-			pgstat_report_wait_start(PG_WAIT_EXTENSION);
-			rc = curl_easy_perform(curl);
-			pgstat_report_wait_end();
+			if (attempt == 0 && prefetch_matches(body))
+			{
+				/* the request went out while the previous page was written */
+				used = pf.easy;
+				rc = prefetch_finish(&rb, errbuf);
+			}
+			else
+			{
+				used = curl;
+				setup_handle(curl, cfg, url, headers, body, &rb, errbuf);
+				pgstat_report_wait_start(PG_WAIT_EXTENSION);
+				rc = curl_easy_perform(curl);
+				pgstat_report_wait_end();
+			}
 
 			if (rc == CURLE_ABORTED_BY_CALLBACK)
 			{
@@ -350,7 +527,7 @@ phx_http_query(PhxServerConfig *cfg, PhxQuery *q, const char *label,
 			}
 			else
 			{
-				curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+				curl_easy_getinfo(used, CURLINFO_RESPONSE_CODE, &status);
 				if (status == 200)
 				{
 					if (rb.data == NULL)
@@ -383,6 +560,7 @@ phx_http_query(PhxServerConfig *cfg, PhxQuery *q, const char *label,
 			if (rb.data && outcome != PHX_OK)
 				pfree(rb.data);
 			pfree(body);
+			attempt++;
 
 			if (outcome == PHX_OK)
 				break;

@@ -356,6 +356,38 @@ events_next_page(void *state)
 
 	phx_check_columns(page, query_columns, Q_NCOLUMNS, "events");
 
+	/*
+	 * The keyset position after this page comes from its last row, so the
+	 * next page can be requested before this one is converted and written:
+	 * PostHog works on it meanwhile.
+	 */
+	if (page->nrows > 0)
+	{
+		PhxCell    *ts = PHX_CELL(page, page->nrows - 1, Q_TIMESTAMP);
+		PhxCell    *uuid = PHX_CELL(page, page->nrows - 1, Q_UUID);
+		bool		isnull;
+		TimestampTz last_ts;
+
+		if (uuid->kind != PHX_CELL_STRING || ts->kind != PHX_CELL_STRING)
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+					 errmsg("PostHog returned an event without uuid or timestamp")));
+		last_ts = DatumGetTimestampTz(phx_cell_datum(ts, TIMESTAMPTZOID, "timestamp", &isnull));
+		st->cursor_ts = MemoryContextStrdup(st->cxt, phx_format_utc(last_ts));
+		st->cursor_uuid = MemoryContextStrdup(st->cxt, uuid->val);
+		mp->cursor = list_make2(st->cursor_ts, st->cursor_uuid);
+	}
+	/* hasMore, or a full page: ask again (an empty last page costs one call) */
+	mp->has_more = page->nrows > 0 && (page->has_more || page->nrows >= limit);
+	if (mp->has_more)
+	{
+		PhxQuery	next;
+
+		build_query(st, &next);
+		phx_http_prefetch(st->cfg, &next, psprintf("posthog_export %s page %d",
+												   st->exp->name, st->page_no + 1));
+	}
+
 	mp->nrows = page->nrows;
 	mp->values = palloc(sizeof(Datum *) * Max(page->nrows, 1));
 	mp->nulls = palloc(sizeof(bool *) * Max(page->nrows, 1));
@@ -387,19 +419,6 @@ events_next_page(void *state)
 	}
 	phx_row_context_pop(&rc);
 	MemoryContextDelete(row_cxt);
-
-	if (page->nrows > 0)
-	{
-		int			last = page->nrows - 1;
-
-		st->cursor_ts = MemoryContextStrdup(st->cxt,
-											phx_format_utc(DatumGetTimestampTz(mp->values[last][EV_TIMESTAMP])));
-		st->cursor_uuid = MemoryContextStrdup(st->cxt,
-											  TextDatumGetCString(mp->values[last][EV_UUID]));
-		mp->cursor = list_make2(st->cursor_ts, st->cursor_uuid);
-	}
-	/* hasMore, or a full page: ask again (an empty last page costs one call) */
-	mp->has_more = page->nrows > 0 && (page->has_more || page->nrows >= limit);
 
 	if (st->merge)
 		mp->nrows = dedupe_by_uuid(mp);

@@ -114,6 +114,7 @@ extern char *phx_request_body(PhxQuery *q, const char *label);
  */
 typedef bool (*PhxShrinkCallback) (void *arg, PhxQuery *q);
 
+extern void phx_http_prefetch(PhxServerConfig *cfg, PhxQuery *q, const char *label);
 extern PhxPage *phx_http_query(PhxServerConfig *cfg, PhxQuery *q,
 							   const char *label,
 							   PhxShrinkCallback shrink, void *shrink_arg,
