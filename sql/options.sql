@@ -26,6 +26,11 @@ CREATE SERVER s_bad FOREIGN DATA WRAPPER posthog_export OPTIONS (url 'https://us
 CREATE SERVER s_bad FOREIGN DATA WRAPPER posthog_export OPTIONS (url 'https://us.posthog.com', project_id '1', ca_file 'relative/ca.pem');
 CREATE SERVER s_bad FOREIGN DATA WRAPPER posthog_export OPTIONS (url 'https://us.posthog.com', project_id '1', timeout '-1');
 
+CREATE SERVER s_bad FOREIGN DATA WRAPPER posthog_export OPTIONS (url 'https://us.posthog.com', project_id '1', verify 'partly');
+CREATE SERVER s_bad FOREIGN DATA WRAPPER posthog_export OPTIONS (url 'https://us.posthog.com', project_id '1', proxy 'socks5://p:1080');
+CREATE SERVER s_bad FOREIGN DATA WRAPPER posthog_export OPTIONS (url 'https://us.posthog.com', project_id '1', client_key 'key.pem');
+CREATE SERVER s_bad FOREIGN DATA WRAPPER posthog_export OPTIONS (url 'https://us.posthog.com', project_id '1', allow_loopback 'yes please');
+
 -- plain http only with allow_http
 CREATE SERVER s_http FOREIGN DATA WRAPPER posthog_export OPTIONS (url 'http://127.0.0.1:8000', project_id '1');
 CREATE SERVER s_http FOREIGN DATA WRAPPER posthog_export OPTIONS (url 'http://127.0.0.1:8000', project_id '1', allow_http 'true');
@@ -36,7 +41,9 @@ ALTER SERVER s_http OPTIONS (DROP allow_http);
 CREATE SERVER posthog_us FOREIGN DATA WRAPPER posthog_export
   OPTIONS (url 'https://us.posthog.com/', project_id '12345', ca_file '/etc/ssl/certs/ca-certificates.crt',
            page_size '50000', connect_timeout '5', timeout '120', max_retries '3',
-           retry_base_delay '500', max_response_size '104857600');
+           retry_base_delay '500', max_response_size '104857600', compression 'false',
+           verify 'ca', client_cert '/etc/posthog/client.pem', client_key '/etc/posthog/client.key',
+           proxy 'http://proxy.internal:3128', allow_loopback 'false');
 ALTER SERVER posthog_us OPTIONS (SET page_size '1000');
 ALTER SERVER posthog_us OPTIONS (ADD nonsense 'x');
 ALTER SERVER posthog_us OPTIONS (DROP url);

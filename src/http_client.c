@@ -23,6 +23,10 @@
  */
 #include "postgres.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <curl/curl.h>
 
 #include "common/pg_prng.h"
@@ -46,6 +50,8 @@ typedef struct ResponseBuffer
 	bool		oom;
 	MemoryContext cxt;
 	CURL	   *curl;
+	bool		allow_loopback;
+	char		refused_address[64];	/* set when the SSRF policy refused one */
 } ResponseBuffer;
 
 /*
@@ -95,6 +101,44 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 	rb->len += n;
 	phx_progress_bytes((int64) rb->len);
 	return n;
+}
+
+/*
+ * The SSRF policy: unless the server allows it, never connect to this
+ * machine's loopback, to an unspecified address, or to link-local ones (a
+ * cloud's metadata service lives there).  Checked on the address actually
+ * connected to, so a host name resolving there is caught as well.
+ */
+static curl_socket_t
+opensocket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *address)
+{
+	ResponseBuffer *rb = (ResponseBuffer *) clientp;
+	bool		local = false;
+
+	if (address->family == AF_INET)
+	{
+		uint32		a = ntohl(((struct sockaddr_in *) &address->addr)->sin_addr.s_addr);
+
+		local = (a >> 24) == 127 || a == 0 || (a >> 16) == 0xA9FE;
+		if (local)
+			inet_ntop(AF_INET, &((struct sockaddr_in *) &address->addr)->sin_addr,
+					  rb->refused_address, sizeof(rb->refused_address));
+	}
+	else if (address->family == AF_INET6)
+	{
+		struct in6_addr *a6 = &((struct sockaddr_in6 *) &address->addr)->sin6_addr;
+
+		local = IN6_IS_ADDR_LOOPBACK(a6) || IN6_IS_ADDR_UNSPECIFIED(a6) ||
+			IN6_IS_ADDR_LINKLOCAL(a6) ||
+			(IN6_IS_ADDR_V4MAPPED(a6) && (a6->s6_addr[12] == 127 ||
+										  (a6->s6_addr[12] == 169 && a6->s6_addr[13] == 254)));
+		if (local)
+			inet_ntop(AF_INET6, a6, rb->refused_address, sizeof(rb->refused_address));
+	}
+	if (local && !rb->allow_loopback)
+		return CURL_SOCKET_BAD;
+	rb->refused_address[0] = '\0';
+	return socket(address->family, address->socktype, address->protocol);
 }
 
 /* Aborts the transfer when the backend has a cancel or termination pending. */
@@ -265,10 +309,27 @@ setup_handle(CURL *curl, PhxServerConfig *cfg, const char *url, struct curl_slis
 	curl_easy_setopt(curl, CURLOPT_USERAGENT, "posthog_export/" PHX_VERSION);
 	curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, (long) cfg->connect_timeout_ms);
 	curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long) cfg->timeout_ms);
-	curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 1L);
-	curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 2L);
+	curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, cfg->verify == PHX_VERIFY_NONE ? 0L : 1L);
+	curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, cfg->verify == PHX_VERIFY_FULL ? 2L : 0L);
 	if (cfg->ca_file)
 		curl_easy_setopt(curl, CURLOPT_CAINFO, cfg->ca_file);
+	if (cfg->client_cert)
+		curl_easy_setopt(curl, CURLOPT_SSLCERT, cfg->client_cert);
+	if (cfg->client_key)
+		curl_easy_setopt(curl, CURLOPT_SSLKEY, cfg->client_key);
+	/* only the configured proxy, never one from the server's environment */
+	curl_easy_setopt(curl, CURLOPT_PROXY, cfg->proxy ? cfg->proxy : "");
+	if (cfg->proxy && cfg->verify != PHX_VERIFY_FULL)
+	{
+		curl_easy_setopt(curl, CURLOPT_PROXY_SSL_VERIFYPEER, cfg->verify == PHX_VERIFY_NONE ? 0L : 1L);
+		curl_easy_setopt(curl, CURLOPT_PROXY_SSL_VERIFYHOST, 0L);
+	}
+	if (cfg->proxy && cfg->ca_file)
+		curl_easy_setopt(curl, CURLOPT_PROXY_CAINFO, cfg->ca_file);
+	rb->refused_address[0] = '\0';
+	rb->allow_loopback = cfg->allow_loopback;
+	curl_easy_setopt(curl, CURLOPT_OPENSOCKETFUNCTION, opensocket_cb);
+	curl_easy_setopt(curl, CURLOPT_OPENSOCKETDATA, rb);
 	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, write_cb);
 	curl_easy_setopt(curl, CURLOPT_WRITEDATA, rb);
 	curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
@@ -351,6 +412,7 @@ prefetch_finish(ResponseBuffer *rb, char *errbuf)
 		if (msg->msg == CURLMSG_DONE)
 			rc = msg->data.result;
 	strlcpy(errbuf, pf.errbuf, CURL_ERROR_SIZE);
+	memcpy(rb->refused_address, pf.rb.refused_address, sizeof(rb->refused_address));
 	rb->too_large = pf.rb.too_large;
 	rb->oom = pf.rb.oom;
 	rb->len = pf.rb.len;
@@ -512,16 +574,24 @@ phx_http_query(PhxServerConfig *cfg, PhxQuery *q, const char *label,
 				ereport(ERROR,
 						(errcode(ERRCODE_OUT_OF_MEMORY),
 						 errmsg("out of memory while receiving a PostHog response")));
+			else if (rc != CURLE_OK && rb.refused_address[0] != '\0')
+				ereport(ERROR,
+						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+						 errmsg("refusing to connect PostHog server \"%s\" to local address %s",
+								cfg->server_name, rb.refused_address),
+						 errdetail("Loopback, unspecified and link-local addresses are refused, so an export cannot be pointed at services of the database host."),
+						 errhint("Set the server option allow_loopback 'true' for a PostHog (or proxy) running on this host.")));
 			else if (rc != CURLE_OK)
 			{
 				/* no ereport from here: the network problem is retried */
 				outcome = PHX_RETRY;
 				last_problem = psprintf("%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
+				/* a certificate or setup problem fails the same way every time */
 				if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE ||
 					rc == CURLE_SSL_CERTPROBLEM || rc == CURLE_UNSUPPORTED_PROTOCOL ||
-					rc == CURLE_URL_MALFORMAT)
+					rc == CURLE_URL_MALFORMAT || rc == CURLE_SSL_CRL_BADFILE)
 					ereport(ERROR,
-							(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
+							(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
 							 errmsg("could not connect to PostHog server \"%s\": %s",
 									cfg->server_name, last_problem)));
 			}

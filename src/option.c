@@ -33,6 +33,7 @@ PG_FUNCTION_INFO_V1(posthog_export_fdw_validator);
 
 typedef enum PhxOptionKind
 {
+	PHX_OPT_VERIFY,
 	PHX_OPT_STRING,
 	PHX_OPT_URL,
 	PHX_OPT_BOOL,
@@ -55,6 +56,11 @@ static const PhxOption phx_options[] = {
 	{"ca_file", ForeignServerRelationId, PHX_OPT_PATH, 0, 0},
 	{"allow_http", ForeignServerRelationId, PHX_OPT_BOOL, 0, 0},
 	{"compression", ForeignServerRelationId, PHX_OPT_BOOL, 0, 0},
+	{"allow_loopback", ForeignServerRelationId, PHX_OPT_BOOL, 0, 0},
+	{"verify", ForeignServerRelationId, PHX_OPT_VERIFY, 0, 0},
+	{"client_cert", ForeignServerRelationId, PHX_OPT_PATH, 0, 0},
+	{"client_key", ForeignServerRelationId, PHX_OPT_PATH, 0, 0},
+	{"proxy", ForeignServerRelationId, PHX_OPT_URL, 0, 0},
 	{"page_size", ForeignServerRelationId, PHX_OPT_INT, 1, 50000},
 	{"connect_timeout", ForeignServerRelationId, PHX_OPT_INT, 1, 3600},
 	{"timeout", ForeignServerRelationId, PHX_OPT_INT, 1, 86400},
@@ -147,6 +153,40 @@ check_url(const char *value, bool allow_http)
 				 errhint("Use an https:// URL, or set the server option allow_http 'true' for a local emulator or test server.")));
 }
 
+/* verify: full (CA and host name, the default) | ca (CA only) | none */
+static PhxVerify
+parse_verify(const char *value)
+{
+	if (strcmp(value, "full") == 0)
+		return PHX_VERIFY_FULL;
+	if (strcmp(value, "ca") == 0)
+		return PHX_VERIFY_CA;
+	if (strcmp(value, "none") == 0)
+		return PHX_VERIFY_NONE;
+	ereport(ERROR,
+			(errcode(ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE),
+			 errmsg("invalid value for option \"verify\": \"%s\"", value),
+			 errhint("Valid values are full (certificate authority and host name), ca (certificate authority only) and none (encrypt without verifying).")));
+	return PHX_VERIFY_FULL;		/* keep compiler quiet */
+}
+
+/* An HTTP(S) proxy: http://host:port or https://host:port, no credentials in the text. */
+static void
+check_proxy(const char *value)
+{
+	const char *rest = NULL;
+
+	if (strncmp(value, "http://", 7) == 0)
+		rest = value + 7;
+	else if (strncmp(value, "https://", 8) == 0)
+		rest = value + 8;
+	if (rest == NULL || *rest == '\0' || *rest == '/' || strpbrk(rest, "@?# \t\r\n") != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE),
+				 errmsg("invalid value for option \"proxy\""),
+				 errdetail("A proxy is given as http://host:port or https://host:port, without user information.")));
+}
+
 static void
 check_option_value(const PhxOption *opt, const char *value, bool allow_http)
 {
@@ -159,7 +199,13 @@ check_option_value(const PhxOption *opt, const char *value, bool allow_http)
 						 errmsg("option \"%s\" must not be empty", opt->name)));
 			break;
 		case PHX_OPT_URL:
-			check_url(value, allow_http);
+			if (strcmp(opt->name, "proxy") == 0)
+				check_proxy(value);
+			else
+				check_url(value, allow_http);
+			break;
+		case PHX_OPT_VERIFY:
+			(void) parse_verify(value);
 			break;
 		case PHX_OPT_BOOL:
 			(void) parse_bool_option(opt->name, value);
@@ -290,6 +336,7 @@ phx_get_server_config(const char *server_name, Oid userid)
 
 	cfg->server_name = pstrdup(server_name);
 	cfg->compression = true;
+	cfg->verify = PHX_VERIFY_FULL;
 	cfg->page_size = 10000;
 	cfg->connect_timeout_ms = 10 * 1000;
 	cfg->timeout_ms = 300 * 1000;
@@ -318,6 +365,16 @@ phx_get_server_config(const char *server_name, Oid userid)
 			cfg->allow_http = parse_bool_option(def->defname, val);
 		else if (strcmp(def->defname, "compression") == 0)
 			cfg->compression = parse_bool_option(def->defname, val);
+		else if (strcmp(def->defname, "allow_loopback") == 0)
+			cfg->allow_loopback = parse_bool_option(def->defname, val);
+		else if (strcmp(def->defname, "verify") == 0)
+			cfg->verify = parse_verify(val);
+		else if (strcmp(def->defname, "client_cert") == 0)
+			cfg->client_cert = pstrdup(val);
+		else if (strcmp(def->defname, "client_key") == 0)
+			cfg->client_key = pstrdup(val);
+		else if (strcmp(def->defname, "proxy") == 0)
+			cfg->proxy = pstrdup(val);
 		else if (strcmp(def->defname, "page_size") == 0)
 			cfg->page_size = (int) parse_int_option(def->defname, val, 1, 50000);
 		else if (strcmp(def->defname, "connect_timeout") == 0)

@@ -32,6 +32,13 @@
  * option.c: FOREIGN SERVER / USER MAPPING options
  * ------------------------------------------------------------------------
  */
+typedef enum PhxVerify
+{
+	PHX_VERIFY_FULL,			/* certificate authority and host name */
+	PHX_VERIFY_CA,				/* certificate authority only */
+	PHX_VERIFY_NONE				/* encrypt, do not verify */
+} PhxVerify;
+
 typedef struct PhxServerConfig
 {
 	char	   *server_name;
@@ -40,6 +47,11 @@ typedef struct PhxServerConfig
 	char	   *ca_file;		/* NULL: the system's trust store */
 	bool		allow_http;
 	bool		compression;	/* ask for gzip/deflate responses */
+	bool		allow_loopback; /* may connect to loopback/link-local addresses */
+	PhxVerify	verify;
+	char	   *client_cert;	/* mutual TLS */
+	char	   *client_key;
+	char	   *proxy;			/* http(s)://host:port */
 	int			page_size;		/* rows per page requested */
 	int			connect_timeout_ms;
 	int			timeout_ms;		/* total time of one HTTP request */

@@ -189,7 +189,7 @@ def main():
                 pg.sql(f"DROP SCHEMA IF EXISTS b CASCADE; CREATE SCHEMA b; "
                        f"DROP SERVER IF EXISTS s CASCADE; "
                        f"CREATE SERVER s FOREIGN DATA WRAPPER posthog_export OPTIONS "
-                       f"(url 'http://127.0.0.1:{port}', project_id '1', allow_http 'true', "
+                       f"(url 'http://127.0.0.1:{port}', project_id '1', allow_http 'true', allow_loopback 'true', "
                        f"page_size '50000', compression 'false', timeout '3600'); "
                        f"CREATE USER MAPPING FOR CURRENT_USER SERVER s OPTIONS (api_key '{KEY}'); "
                        f"SELECT posthog_export.drop_export('e', true); "
@@ -228,7 +228,7 @@ def main():
             try:
                 pg.sql(f"DROP SERVER IF EXISTS s CASCADE; "
                        f"CREATE SERVER s FOREIGN DATA WRAPPER posthog_export OPTIONS "
-                       f"(url 'http://127.0.0.1:{port}', project_id '1', allow_http 'true', "
+                       f"(url 'http://127.0.0.1:{port}', project_id '1', allow_http 'true', allow_loopback 'true', "
                        f"page_size '20000', compression 'false', timeout '3600'); "
                        f"CREATE USER MAPPING FOR CURRENT_USER SERVER s OPTIONS (api_key '{KEY}'); "
                        f"SELECT posthog_export.drop_export('p', true); "

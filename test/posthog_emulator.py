@@ -2658,6 +2658,7 @@ def main(argv=None):
     ap.add_argument("--project-timezone", default="UTC")
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
+    ap.add_argument("--tls-client-ca", help="require a client certificate signed by this CA (mutual TLS)")
     ap.add_argument("--port-file", help="write the bound port here once listening")
     ap.add_argument("--bool-as-int", action="store_true", help="render booleans as 1/0 instead of true/false")
     ap.add_argument("--uuid-order", choices=("clickhouse", "text"), default="clickhouse",
@@ -2707,6 +2708,9 @@ def main(argv=None):
     if args.tls_cert:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        if args.tls_client_ca:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(args.tls_client_ca)
 
     srv = EmulatorServer((args.host, args.port), cfg, store, faults, ctx)
     port = srv.server_address[1]

@@ -46,6 +46,7 @@ sub start_emulator
 		'--project-timezone' => $opt{timezone} // 'UTC');
 	push @cmd, '--forbidden-key', $opt{forbidden_key} if $opt{forbidden_key};
 	push @cmd, '--tls-cert', $opt{tls_cert}, '--tls-key', $opt{tls_key} if $opt{tls_cert};
+	push @cmd, '--tls-client-ca', $opt{tls_client_ca} if $opt{tls_client_ca};
 	push @cmd, @{ $opt{extra} } if $opt{extra};
 	my $log = "$PostgreSQL::Test::Utils::tmp_check/emulator_" . ($opt{name} // 'main') . ".log";
 	my $h = IPC::Run::start(\@cmd, '<', \undef, '>>', $log, '2>>', $log);
@@ -129,6 +130,7 @@ sub setup_server
 		url => $emu->{url},
 		project_id => 1,
 		allow_http => 'true',
+		allow_loopback => 'true',
 		retry_base_delay => 50,
 		%{ $opt{options} // {} });
 	my $opts = join ', ', map { "$_ '$options{$_}'" } sort keys %options;
