@@ -24,7 +24,8 @@ Control endpoints (no auth):
 Fault rule: one selector {"on_request": N} | {"from_request": N} | {"every": true}, optional
 "times": K (default 1; unlimited for "every"), and actions: "status": 400|401|403|429|500|503|504|512
 (429: "retry_after": S, "retry_after_header": true adds Retry-After; "type"/"code"/"detail" override
-the body), "delay": seconds, "truncate": true, "drop": true, "malformed": true, "wrong_columns": true.
+the body), "delay": seconds, "truncate": true, "drop": true, "malformed": true, "wrong_columns": true,
+"body_b64": "<base64>" (a canned 200 body, byte for byte).
 
 Internals worth knowing: datetimes are stored as integer microseconds (UTC); UUIDs are stored so that
 SQLite's text order is ClickHouse's UUID order (second half first); JSON columns are stored as the
@@ -32,6 +33,7 @@ JSON string literal of their text, so result rows are rendered to JSON inside SQ
 """
 
 import argparse
+import base64
 import gzip
 import hashlib
 import json
@@ -2128,7 +2130,7 @@ def now_rfc3339():
 # Faults
 
 FAULT_SELECTORS = ("on_request", "every", "from_request")
-FAULT_ACTIONS = ("status", "delay", "truncate", "drop", "malformed", "wrong_columns")
+FAULT_ACTIONS = ("status", "delay", "truncate", "drop", "malformed", "wrong_columns", "body_b64")
 FAULT_KEYS = set(FAULT_SELECTORS) | set(FAULT_ACTIONS) | {"times", "retry_after", "detail", "code", "type",
                                                            "retry_after_header"}
 
@@ -2228,6 +2230,8 @@ class Faults:
                     act["delay"] += float(s.get("delay", 0) or 0)
                     if s.get("status") is not None and act["status"] is None:
                         act["status"] = s
+                    if s.get("body_b64") is not None and act.get("body") is None:
+                        act["body"] = base64.b64decode(s["body_b64"])
                     for f in ("truncate", "drop", "malformed", "wrong_columns"):
                         if s.get(f):
                             act["flags"].add(f)
@@ -2505,6 +2509,11 @@ class Handler(BaseHTTPRequestHandler):
                 entry["error"] = err.body()
                 mark(err.status)
                 self.send_obj(err.status, err.body(), err.headers, truncate=truncate)
+                return
+            if act and act.get("body") is not None:
+                # a canned 200 body, byte for byte (invalid UTF-8 and the like)
+                mark(200)
+                self.send_bytes(200, act["body"], truncate=truncate)
                 return
             if "malformed" in flags:
                 mark(200)
