@@ -57,3 +57,10 @@ bench:
 
 # every object depends on the shared header (PGXS tracks no header dependencies)
 $(OBJS): src/posthog_export.h
+
+# the response-parser fuzzer (libFuzzer, ASan, UBSan): make fuzz [FUZZ_SECONDS=600]
+fuzz:
+	bash test/install_deps.sh
+	$(MAKE) -C test/fuzz run
+
+.PHONY: fuzz

@@ -278,6 +278,15 @@ phx_run_range(PhxExport *exp, TimestampTz start, TimestampTz end,
 				 errhint("Use force => true to export them again (merge mode only).")));
 }
 
+/* pause() (or drop_export()) takes effect between intervals of a catch-up. */
+static bool
+export_paused(PhxExport *exp)
+{
+	PhxExport  *now = phx_export_by_id(exp->export_id);
+
+	return now == NULL || now->paused;
+}
+
 /*
  * Runs the due work of one export, oldest first: the scheduled intervals
  * that ended at least `delay` ago (catching up after downtime or a pause),
@@ -324,6 +333,8 @@ phx_run_due_export(PhxExport *exp, bool nonatomic)
 			phx_export_advance(exp, e);
 			if (nonatomic)
 				SPI_commit();
+			if (export_paused(exp))
+				break;
 		}
 
 		/* then backfills, one interval at a time */
@@ -345,6 +356,8 @@ phx_run_due_export(PhxExport *exp, bool nonatomic)
 			phx_backfill_advance(b, e);
 			if (nonatomic)
 				SPI_commit();
+			if (export_paused(exp))
+				break;
 		}
 		phx_export_record_result(exp, error);
 		if (nonatomic)

@@ -356,11 +356,10 @@ static struct
 	char		errbuf[CURL_ERROR_SIZE];
 } pf;
 
+/* Ends the prefetched transfer (finished or not) and frees what it holds. */
 static void
-prefetch_discard(void)
+prefetch_release(void)
 {
-	if (!pf.active)
-		return;
 	curl_multi_remove_handle(pf.multi, pf.easy);
 	curl_easy_setopt(pf.easy, CURLOPT_HTTPHEADER, NULL);
 	curl_easy_setopt(pf.easy, CURLOPT_POSTFIELDS, NULL);
@@ -369,6 +368,13 @@ prefetch_discard(void)
 	MemoryContextDelete(pf.cxt);
 	pf.cxt = NULL;
 	pf.active = false;
+}
+
+static void
+prefetch_discard(void)
+{
+	if (pf.active)
+		prefetch_release();
 }
 
 static bool
@@ -423,14 +429,7 @@ prefetch_finish(ResponseBuffer *rb, char *errbuf)
 		rb->cap = pf.rb.len + 1;
 	}
 	/* the status is read from pf.easy by the caller before the next prefetch */
-	curl_multi_remove_handle(pf.multi, pf.easy);
-	curl_easy_setopt(pf.easy, CURLOPT_HTTPHEADER, NULL);
-	curl_easy_setopt(pf.easy, CURLOPT_POSTFIELDS, NULL);
-	curl_slist_free_all(pf.headers);
-	pf.headers = NULL;
-	MemoryContextDelete(pf.cxt);
-	pf.cxt = NULL;
-	pf.active = false;
+	prefetch_release();
 	return rc;
 }
 

@@ -234,3 +234,16 @@ phx_query_earliest(PhxExport *exp, PhxServerConfig *cfg, const char *hogql, Time
 		return phx_interval_floor(exp, fallback - 1);
 	return result;
 }
+
+/*
+ * PostHog answered 504 or 512 (too slow or too big): halve the page, down
+ * to 10 rows; false once it cannot shrink any more.
+ */
+bool
+phx_halve_page(int *page_size)
+{
+	if (*page_size <= 10)
+		return false;
+	*page_size = Max(*page_size / 2, 10);
+	return true;
+}

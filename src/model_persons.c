@@ -114,9 +114,8 @@ shrink_page(void *arg, PhxQuery *q)
 {
 	PersonsState *st = (PersonsState *) arg;
 
-	if (st->page_size <= 10)
+	if (!phx_halve_page(&st->page_size))
 		return false;
-	st->page_size = Max(st->page_size / 2, 10);
 	build_mappings_query(st, q);
 	return true;
 }

@@ -141,9 +141,8 @@ shrink_page(void *arg, PhxQuery *q)
 {
 	SessionsState *st = (SessionsState *) arg;
 
-	if (st->page_size <= 10)
+	if (!phx_halve_page(&st->page_size))
 		return false;
-	st->page_size = Max(st->page_size / 2, 10);
 	build_query(st, q);
 	return true;
 }

@@ -330,6 +330,7 @@ extern void phx_check_columns(PhxPage *page, const char *const *expected, int n,
 extern void phx_row_context_push(PhxRowContext *rc, const char *what,
 								 const char *export_name, int page_no);
 extern void phx_row_context_pop(PhxRowContext *rc);
+extern bool phx_halve_page(int *page_size);
 extern TimestampTz phx_query_earliest(PhxExport *exp, PhxServerConfig *cfg, const char *hogql,
 									  TimestampTz fallback);
 

@@ -204,6 +204,24 @@ phx_wake_scheduler(void)
 	wake_at_commit = true;
 }
 
+/*
+ * A worker of this library, connected to a database, started once
+ * recovery is over; "function" is its entry point.  The launcher is the
+ * only one restarted by the postmaster: it starts the others again.
+ */
+static void
+init_worker(BackgroundWorker *worker, const char *function, const char *type, int restart)
+{
+	memset(worker, 0, sizeof(*worker));
+	worker->bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker->bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker->bgw_restart_time = restart;
+	snprintf(worker->bgw_library_name, BGW_MAXLEN, "posthog_export");
+	snprintf(worker->bgw_function_name, BGW_MAXLEN, "%s", function);
+	snprintf(worker->bgw_name, BGW_MAXLEN, "%s", type);
+	snprintf(worker->bgw_type, BGW_MAXLEN, "%s", type);
+}
+
 void
 phx_scheduler_init(void)
 {
@@ -241,14 +259,7 @@ phx_scheduler_init(void)
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = phx_shmem_startup;
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 10;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "posthog_export");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "phx_launcher_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "posthog_export launcher");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "posthog_export launcher");
+	init_worker(&worker, "phx_launcher_main", "posthog_export launcher", 10);
 	RegisterBackgroundWorker(&worker);
 }
 
@@ -373,14 +384,8 @@ start_schedulers(LauncherDb *known, int *nknown)
 		{
 			BackgroundWorker worker;
 
-			memset(&worker, 0, sizeof(worker));
-			worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-			worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-			worker.bgw_restart_time = BGW_NEVER_RESTART;
-			snprintf(worker.bgw_library_name, BGW_MAXLEN, "posthog_export");
-			snprintf(worker.bgw_function_name, BGW_MAXLEN, "phx_scheduler_main");
+			init_worker(&worker, "phx_scheduler_main", "posthog_export scheduler", BGW_NEVER_RESTART);
 			snprintf(worker.bgw_name, BGW_MAXLEN, "posthog_export scheduler %u", dboid);
-			snprintf(worker.bgw_type, BGW_MAXLEN, "posthog_export scheduler");
 			worker.bgw_main_arg = ObjectIdGetDatum(dboid);
 			worker.bgw_notify_pid = MyProcPid;
 			if (!RegisterDynamicBackgroundWorker(&worker, &entry->handle))
@@ -520,14 +525,8 @@ start_run_worker(int32 export_id, BackgroundWorkerHandle **handle)
 	if (!ok)
 		return false;
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "posthog_export");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "phx_run_worker_main");
+	init_worker(&worker, "phx_run_worker_main", "posthog_export run", BGW_NEVER_RESTART);
 	snprintf(worker.bgw_name, BGW_MAXLEN, "posthog_export run of export %d", export_id);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "posthog_export run");
 	worker.bgw_main_arg = Int32GetDatum(export_id);
 	memcpy(worker.bgw_extra, &MyDatabaseId, sizeof(Oid));
 	worker.bgw_notify_pid = MyProcPid;

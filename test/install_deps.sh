@@ -16,6 +16,7 @@ packages=(
   openssl                    # test certificates
   curl jq                    # the hand-written pipeline of the benchmark
   procps                     # ps/pkill used by the tests
+  clang libclang-rt-14-dev   # libFuzzer + ASan/UBSan for the parser fuzzer
 )
 
 missing=()

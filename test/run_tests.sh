@@ -51,6 +51,20 @@ bad=${bad:-0}
 if [ "$rc" -ne 0 ] && [ "$bad" -eq 0 ]; then bad=1; fi
 passed=$((passed + ran - bad)); failed=$((failed + bad))
 
+echo "=== fuzz smoke (the response parser under libFuzzer, ASan and UBSan)"
+fuzz_secs=${PHX_FUZZ_SECONDS:-20}
+out=$(make -s -C test/fuzz run FUZZ_SECONDS="$fuzz_secs" WORK="$work/fuzz" 2>&1)
+rc=$?
+runs=$(echo "$out" | sed -n 's/^stat::number_of_executed_units: *//p')
+if [ "$rc" -eq 0 ] && [ -n "$runs" ]; then
+  echo "ok - fuzz smoke: $runs inputs in ${fuzz_secs}s, no crash"
+  passed=$((passed + 1))
+else
+  echo "$out" | tail -n 40
+  echo "not ok - fuzz smoke"
+  failed=$((failed + 1))
+fi
+
 echo "=== pg_regress"
 out=$(cd "$work" && "${run_as[@]}" "$pgxs_dir/../test/regress/pg_regress" \
         --temp-instance="$work/regress-instance" --bindir="$bindir" \

@@ -42,6 +42,10 @@ sub reload { $node->safe_psql('postgres', 'SELECT pg_reload_conf()'); }
 # next_interval_start of an export, as epoch seconds
 sub next_start { my ($n, $name) = @_;
 	return $n->safe_psql('postgres', "SELECT extract(epoch FROM next_interval_start)::bigint FROM posthog_export.exports WHERE name = '$name'"); }
+# pauses an export and waits until no run of it is in flight, so its state holds still
+sub pause_settled { my ($name) = @_;
+	$node->safe_psql('postgres', "SELECT posthog_export.pause('$name')");
+	wait_for(sub { $node->safe_psql('postgres', "SELECT count(*) FROM posthog_export.progress WHERE export_name = '$name'") == 0 }, 60); }
 # the clock keeps moving while the test runs: intervals are counted up to where the export got
 sub intervals_between { my ($a, $b) = @_; return ($b - $a) / 300; }
 
@@ -56,7 +60,7 @@ $node->safe_psql('postgres', "UPDATE posthog_export.exports SET next_interval_st
 reload();
 ok(wait_for(sub { next_start($node, 'sched') >= $floor }, 60), 'the missed intervals ran without any call');
 # pause while checking, so the clock cannot add an interval in between
-$node->safe_psql('postgres', q{SELECT posthog_export.pause('sched')});
+pause_settled('sched');
 my $sched_end = next_start($node, 'sched');
 is(count_runs('sched'), intervals_between($floor - 1800, $sched_end), 'each of them once (' . count_runs('sched') . ' intervals)');
 is($node->safe_psql('postgres', q{SELECT string_agg(DISTINCT trigger, ',') FROM posthog_export.runs WHERE export_name = 'sched'}),
@@ -77,7 +81,7 @@ my $runs_before = count_runs('sched');
 $node->safe_psql('postgres', "UPDATE posthog_export.exports SET next_interval_start = next_interval_start - interval '10 minutes' WHERE name = 'sched'");
 reload();
 ok(wait_for(sub { next_start($node, 'sched') >= $sched_end }, 60), 'after a restart the schedule catches up again');
-$node->safe_psql('postgres', q{SELECT posthog_export.pause('sched')});
+pause_settled('sched');
 $sched_end = next_start($node, 'sched');
 is(count_runs('sched'), intervals_between($floor - 1800, $sched_end), 'intervals exported before are not run twice');
 
@@ -86,7 +90,7 @@ $node->safe_psql('postgres', "SELECT posthog_export.unpause('sched'); SELECT pos
 ok(wait_for(sub { $node->safe_psql('postgres', q{SELECT count(*) FROM posthog_export.backfills WHERE status = 'completed'}) == 1 }, 90),
 	'the backfill completed by itself');
 is(count_runs('sched', "AND trigger = 'backfill'"), 30, 'it exported the 30 intervals before the schedule\'s');
-$node->safe_psql('postgres', q{SELECT posthog_export.pause('sched')});
+pause_settled('sched');
 $sched_end = next_start($node, 'sched');
 ($expected, $missing, $extra) = compare_with_source($node, $emu, table => 'posthog_exports.sched',
 	start => $iso->($floor - 3 * 3600), end => $iso->($sched_end));
@@ -101,6 +105,7 @@ sleep 3;
 is(count_runs('paused'), 0, 'a paused export does not run');
 $node->safe_psql('postgres', q{SELECT posthog_export.unpause('paused')});
 ok(wait_for(sub { next_start($node, 'paused') >= $floor }, 60), 'unpaused, it runs the intervals it missed');
+pause_settled('paused');
 is(count_runs('paused'), intervals_between($floor - 900, next_start($node, 'paused')), 'each once');
 
 # --- progress, collisions, kill -9 of the run worker ----------------------------------------
@@ -129,7 +134,7 @@ ok(wait_for(sub { slurp_file($node->logfile) =~ /all server processes terminated
 ok(wait_for(sub { $node->psql('postgres', 'SELECT 1') == 0 }, 120), 'the server is back after the worker was killed');
 emu_reset($emu);
 ok(wait_for(sub { count_runs('crash') >= 1 }, 90), 'after the crash the run resumed by itself and completed');
-$node->safe_psql('postgres', q{SELECT posthog_export.pause('crash')});
+pause_settled('crash');
 is($node->safe_psql('postgres', q{SELECT attempts >= 2 FROM posthog_export.runs WHERE export_name = 'crash' ORDER BY interval_start LIMIT 1}), 't', 'as a further attempt');
 ($expected, $missing, $extra) = compare_with_source($node, $emu, table => 'posthog_exports.crash',
 	start => $iso->(floor($now / 3600) * 3600 - 3600), end => $iso->(next_start($node, 'crash')));

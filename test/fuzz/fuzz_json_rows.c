@@ -1,0 +1,63 @@
+/*-------------------------------------------------------------------------
+ *
+ * fuzz_json_rows.c
+ *		libFuzzer harness for the query API response parser (json_rows.c):
+ *		phx_parse_page(), phx_parse_error_body() and the jsonb cleaning of
+ *		property text.  Any input must either parse or raise an ERROR
+ *		(caught here); a crash, a sanitizer report or an uncaught error
+ *		is a bug.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "posthog_export.h"
+
+extern void fuzz_free_all(void);
+
+int			LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	sigjmp_buf	jb;
+	char	   *buf;
+
+	/* the parser works in place on a NUL-terminated buffer, as in the server */
+	buf = palloc(size + 1);
+	memcpy(buf, data, size);
+	buf[size] = '\0';
+	PG_exception_stack = &jb;
+	if (sigsetjmp(jb, 0) == 0)
+	{
+		PhxPage    *page = phx_parse_page(buf, size);
+
+		/* walk every cell as a model would, and clean JSON-ish strings */
+		for (int r = 0; r < page->nrows; r++)
+			for (int c = 0; c < page->ncolumns; c++)
+			{
+				PhxCell    *cell = PHX_CELL(page, r, c);
+
+				if (cell->kind == PHX_CELL_STRING || cell->kind == PHX_CELL_JSON)
+				{
+					int			n = phx_clean_json_for_jsonb(cell->val, cell->len);
+
+					if (n > cell->len || cell->val[n] != '\0')
+						abort();
+				}
+			}
+	}
+	PG_exception_stack = &jb;
+	if (sigsetjmp(jb, 0) == 0)
+	{
+		char	   *code = NULL;
+		char	   *detail = NULL;
+
+		memcpy(buf, data, size);
+		buf[size] = '\0';
+		(void) phx_parse_error_body(buf, size, &code, &detail);
+	}
+	PG_exception_stack = NULL;
+	fuzz_free_all();
+	return 0;
+}
