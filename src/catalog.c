@@ -101,7 +101,7 @@ phx_snapshot_release(bool pushed)
 /* Executes a catalog statement as the catalog owner. */
 static int
 catalog_exec(const char *sql, int nargs, Oid *argtypes, Datum *values,
-			 const char *nulls, bool read_only_unused)
+			 const char *nulls)
 {
 	PhxRoleSwitch sw;
 	int			rc;
@@ -223,7 +223,7 @@ phx_export_lookup(const char *name, bool missing_ok)
 	values[0] = CStringGetTextDatum(name);
 	catalog_exec("SELECT " EXPORT_COLUMNS
 				 " FROM posthog_export.exports WHERE name OPERATOR(pg_catalog.=) $1",
-				 1, argtypes, values, NULL, true);
+				 1, argtypes, values, NULL);
 
 	if (SPI_processed == 0)
 	{
@@ -259,7 +259,7 @@ phx_export_by_id(int32 export_id)
 	values[0] = Int32GetDatum(export_id);
 	catalog_exec("SELECT " EXPORT_COLUMNS
 				 " FROM posthog_export.exports WHERE export_id OPERATOR(pg_catalog.=) $1",
-				 1, argtypes, values, NULL, true);
+				 1, argtypes, values, NULL);
 	if (SPI_processed > 0)
 		exp = export_from_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc);
 	SPI_freetuptable(SPI_tuptable);
@@ -278,7 +278,7 @@ phx_export_list(void)
 	Oid			me = GetUserId();
 
 	catalog_exec("SELECT " EXPORT_COLUMNS " FROM posthog_export.exports "
-				 "WHERE NOT paused ORDER BY name", 0, NULL, NULL, NULL, true);
+				 "WHERE NOT paused ORDER BY name", 0, NULL, NULL, NULL);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		PhxExport  *exp = export_from_tuple(SPI_tuptable->vals[i], SPI_tuptable->tupdesc);
@@ -299,7 +299,7 @@ phx_export_has_backfill(int32 export_id)
 	values[0] = Int32GetDatum(export_id);
 	catalog_exec("SELECT 1 FROM posthog_export.backfills WHERE export_id OPERATOR(pg_catalog.=) $1 "
 				 "AND status IN ('queued', 'running', 'failed') LIMIT 1",
-				 1, argtypes, values, NULL, true);
+				 1, argtypes, values, NULL);
 	return SPI_processed > 0;
 }
 
@@ -316,7 +316,7 @@ phx_backfill_next(PhxExport *exp)
 	catalog_exec("SELECT backfill_id, next_start, end_at FROM posthog_export.backfills "
 				 "WHERE export_id OPERATOR(pg_catalog.=) $1 AND status IN ('queued', 'running', 'failed') "
 				 "ORDER BY backfill_id LIMIT 1",
-				 1, argtypes, values, NULL, true);
+				 1, argtypes, values, NULL);
 	if (SPI_processed > 0)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[0];
@@ -343,7 +343,7 @@ phx_backfill_advance(PhxBackfill *b, TimestampTz next_start)
 				 "status = CASE WHEN $2 OPERATOR(pg_catalog.>=) end_at THEN 'completed' ELSE 'running' END, "
 				 "finished_at = CASE WHEN $2 OPERATOR(pg_catalog.>=) end_at THEN pg_catalog.clock_timestamp() END "
 				 "WHERE backfill_id OPERATOR(pg_catalog.=) $1",
-				 2, argtypes, values, NULL, false);
+				 2, argtypes, values, NULL);
 	b->next_start = next_start;
 }
 
@@ -358,7 +358,7 @@ phx_export_advance(PhxExport *exp, TimestampTz next_start)
 	values[1] = TimestampTzGetDatum(next_start);
 	catalog_exec("UPDATE posthog_export.exports SET next_interval_start = $2 "
 				 "WHERE export_id OPERATOR(pg_catalog.=) $1",
-				 2, argtypes, values, NULL, false);
+				 2, argtypes, values, NULL);
 	exp->next_interval_start = next_start;
 }
 
@@ -404,7 +404,7 @@ phx_export_record_result(PhxExport *exp, ErrorData *edata)
 	catalog_exec("UPDATE posthog_export.exports SET consecutive_failures = $2, retry_at = $3, "
 				 "paused = paused OR $4, paused_reason = CASE WHEN $4 THEN $5 ELSE paused_reason END "
 				 "WHERE export_id OPERATOR(pg_catalog.=) $1",
-				 5, argtypes, values, nulls, false);
+				 5, argtypes, values, nulls);
 	exp->consecutive_failures = failures;
 	exp->paused |= pause;
 	if (pause)
@@ -429,7 +429,7 @@ phx_mark_interrupted_runs(void)
 				 "WHERE l.locktype = 'advisory' AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()) "
 				 "AND l.classid = " CppAsString2(PHX_ADVISORY_LOCK_KEY) " AND l.objid::pg_catalog.int4 OPERATOR(pg_catalog.=) runs.export_id "
 				 "AND l.objsubid = 2)",
-				 0, NULL, NULL, NULL, false);
+				 0, NULL, NULL, NULL);
 }
 
 static PhxRun *
@@ -474,12 +474,12 @@ phx_run_begin(PhxExport *exp, TimestampTz start, TimestampTz end,
 				 "(export_id, export_name, interval_start, interval_end, status, trigger) "
 				 "VALUES ($1, $2, $3, $4, 'pending', $5) "
 				 "ON CONFLICT (export_id, interval_start, interval_end) DO NOTHING",
-				 5, argtypes, values, NULL, false);
+				 5, argtypes, values, NULL);
 	catalog_exec("SELECT " RUN_COLUMNS " FROM posthog_export.runs "
 				 "WHERE export_id OPERATOR(pg_catalog.=) $1 "
 				 "AND interval_start OPERATOR(pg_catalog.=) $3 "
 				 "AND interval_end OPERATOR(pg_catalog.=) $4 FOR UPDATE",
-				 5, argtypes, values, NULL, false);
+				 5, argtypes, values, NULL);
 	if (SPI_processed != 1)
 		elog(ERROR, "runs row of export \"%s\" vanished", exp->name);
 	run = run_from_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc);
@@ -504,7 +504,7 @@ phx_run_begin(PhxExport *exp, TimestampTz start, TimestampTz end,
 					 "pages = CASE WHEN $2 THEN 0 ELSE pages END, "
 					 "cursor = CASE WHEN $2 THEN NULL ELSE cursor END "
 					 "WHERE run_id OPERATOR(pg_catalog.=) $1 RETURNING " RUN_COLUMNS,
-					 3, uargtypes, uvalues, NULL, false);
+					 3, uargtypes, uvalues, NULL);
 		run = run_from_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc);
 		SPI_freetuptable(SPI_tuptable);
 	}
@@ -541,7 +541,7 @@ phx_run_progress(PhxRun *run, PhxRunDelta *delta, List *cursor, bool completed)
 				 "status = CASE WHEN $5 THEN 'completed' ELSE status END, "
 				 "finished_at = CASE WHEN $5 THEN pg_catalog.clock_timestamp() END "
 				 "WHERE run_id OPERATOR(pg_catalog.=) $1",
-				 7, argtypes, values, nulls, false);
+				 7, argtypes, values, nulls);
 	run->rows += delta->rows;
 	run->bytes += delta->bytes;
 	run->pages += delta->pages;
@@ -561,7 +561,7 @@ phx_run_failed(PhxRun *run, const char *message)
 	catalog_exec("UPDATE posthog_export.runs SET status = 'failed', error = $2, "
 				 "finished_at = pg_catalog.clock_timestamp() "
 				 "WHERE run_id OPERATOR(pg_catalog.=) $1",
-				 2, argtypes, values, NULL, false);
+				 2, argtypes, values, NULL);
 	run->status = "failed";
 }
 
@@ -574,7 +574,7 @@ phx_export_exists(const char *name)
 
 	values[0] = CStringGetTextDatum(name);
 	catalog_exec("SELECT 1 FROM posthog_export.exports WHERE name OPERATOR(pg_catalog.=) $1",
-				 1, argtypes, values, NULL, true);
+				 1, argtypes, values, NULL);
 	return SPI_processed > 0;
 }
 
@@ -618,7 +618,7 @@ phx_export_insert(PhxExport *exp, Datum include, bool include_null,
 				 "VALUES ($1, $2::pg_catalog.regrole, $3, $4, $5, $6, $7, $8, $9, $10, $11, "
 				 "$12, $13, $14, $15, $16, $17, $18) "
 				 "RETURNING export_id",
-				 18, argtypes, values, nulls, false);
+				 18, argtypes, values, nulls);
 	return DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
@@ -630,7 +630,7 @@ phx_export_delete(PhxExport *exp)
 
 	values[0] = Int32GetDatum(exp->export_id);
 	catalog_exec("DELETE FROM posthog_export.exports WHERE export_id OPERATOR(pg_catalog.=) $1",
-				 1, argtypes, values, NULL, false);
+				 1, argtypes, values, NULL);
 }
 
 /* Writes the schedule settings (and, with set_events, the event filters) of exp. */
@@ -665,7 +665,7 @@ phx_export_update(PhxExport *exp, bool set_events, Datum include, bool include_n
 				 "exclude_events = CASE WHEN $12 THEN $9 ELSE exclude_events END, "
 				 "lookback = $10, next_interval_start = $11 "
 				 "WHERE export_id OPERATOR(pg_catalog.=) $1",
-				 12, argtypes, values, nulls, false);
+				 12, argtypes, values, nulls);
 }
 
 void
@@ -686,7 +686,7 @@ phx_export_set_paused(PhxExport *exp, bool paused, const char *reason)
 				 "consecutive_failures = CASE WHEN $2 THEN consecutive_failures ELSE 0 END, "
 				 "retry_at = CASE WHEN $2 THEN retry_at END "
 				 "WHERE export_id OPERATOR(pg_catalog.=) $1",
-				 3, argtypes, values, nulls, false);
+				 3, argtypes, values, nulls);
 	exp->paused = paused;
 }
 
@@ -702,6 +702,6 @@ phx_backfill_insert(PhxExport *exp, TimestampTz start, TimestampTz end)
 	values[2] = TimestampTzGetDatum(end);
 	catalog_exec("INSERT INTO posthog_export.backfills (export_id, start_at, end_at, next_start) "
 				 "VALUES ($1, $2, $3, $2) RETURNING backfill_id",
-				 3, argtypes, values, NULL, false);
+				 3, argtypes, values, NULL);
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }

@@ -139,6 +139,8 @@ fetch_persons(PersonsState *st, List *ids, int64 *bytes)
 						   "toTimeZone(argMax(created_at, version), 'UTC') AS created_at, "
 						   "argMax(is_deleted, version) AS is_deleted, max(version) AS version "
 						   "FROM raw_persons WHERE id IN {person_ids} GROUP BY id");
+	/* without a LIMIT PostHog returns 100 rows; a page names at most page_size persons */
+	appendStringInfo(&q.text, " LIMIT %d", Max(list_length(ids), 1));
 	phx_value_text_array(&q, "person_ids", ids);
 	page = phx_http_query(st->cfg, &q, psprintf("posthog_export %s persons of page %d",
 												st->exp->name, st->page_no),

@@ -56,16 +56,20 @@ my $baseline = scalar @$clean;
 cmp_ok($baseline, '>=', 5, "a clean run pages through the interval ($baseline requests)");
 check_equal('clean run');
 
-# --- retried faults ------------------------------------------------------------
+# --- retried faults, each on a random page -------------------------------------------
+my $seed = $ENV{PHX_FAULT_SEED} // time;
+srand($seed);
+diag("fault pages drawn with PHX_FAULT_SEED=$seed");
+my $page = sub { 1 + int(rand($baseline)) };
 for my $case (
-	[ '429 throttled', { on_request => 2, status => 429, retry_after => 1 } ],
-	[ '500', { on_request => 3, status => 500 } ],
-	[ '503', { on_request => 2, status => 503, times => 2 } ],
-	[ 'truncated body', { on_request => 2, truncate => JSON::PP::true } ],
-	[ 'dropped connection', { on_request => 3, drop => JSON::PP::true } ],
-	[ 'malformed JSON', { on_request => 2, malformed => JSON::PP::true } ],
-	[ 'row/column mismatch', { on_request => 2, wrong_columns => JSON::PP::true } ],
-	[ 'slow response beyond the timeout', { on_request => 2, delay => 4 } ])
+	[ '429 throttled', { on_request => $page->(), status => 429, retry_after => 1 } ],
+	[ '500', { on_request => $page->(), status => 500 } ],
+	[ '503', { on_request => $page->(), status => 503, times => 2 } ],
+	[ 'truncated body', { on_request => $page->(), truncate => JSON::PP::true } ],
+	[ 'dropped connection', { on_request => $page->(), drop => JSON::PP::true } ],
+	[ 'malformed JSON', { on_request => $page->(), malformed => JSON::PP::true } ],
+	[ 'row/column mismatch', { on_request => $page->(), wrong_columns => JSON::PP::true } ],
+	[ 'slow response beyond the timeout', { on_request => $page->(), delay => 4 } ])
 {
 	my ($name, $fault) = @$case;
 	my ($ret, $err, $reqs, $secs) = run_with_faults($fault);
@@ -83,7 +87,7 @@ for my $case (
 # --- 504 and 512: the page shrinks ------------------------------------------
 for my $code (504, 512)
 {
-	my ($ret, $err, $reqs) = run_with_faults({ on_request => 2, status => $code });
+	my ($ret, $err, $reqs) = run_with_faults({ on_request => 1 + int(rand($baseline - 1)), status => $code });
 	$faults++;
 	is($ret, 0, "$code: the run succeeds") or diag $err;
 	$recovered++ if $ret == 0;
