@@ -181,8 +181,15 @@ run_interval(PhxExport *exp, const PhxModel *model, TimestampTz start,
 
 			if (!nonatomic)
 				PG_RE_THROW();
-			MemoryContextSwitchTo(run_cxt);
+
+			/*
+			 * The copy must outlive run_cxt, which the caller deletes before
+			 * the re-thrown error is reported (its file and function names
+			 * are copies too, in recent minor releases).
+			 */
+			MemoryContextSwitchTo(oldcxt);
 			edata = CopyErrorData();
+			MemoryContextSwitchTo(run_cxt);
 			FlushErrorState();
 			RollbackAndReleaseCurrentSubTransaction();
 			MemoryContextSwitchTo(run_cxt);
