@@ -64,3 +64,9 @@ fuzz:
 	$(MAKE) -C test/fuzz run
 
 .PHONY: fuzz
+
+# the TAP suites with the server under valgrind (slow; not part of make test)
+valgrind:
+	bash test/valgrind.sh
+
+.PHONY: valgrind
