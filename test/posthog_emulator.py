@@ -2132,7 +2132,7 @@ def now_rfc3339():
 FAULT_SELECTORS = ("on_request", "every", "from_request")
 FAULT_ACTIONS = ("status", "delay", "truncate", "drop", "malformed", "wrong_columns", "body_b64")
 FAULT_KEYS = set(FAULT_SELECTORS) | set(FAULT_ACTIONS) | {"times", "retry_after", "detail", "code", "type",
-                                                           "retry_after_header"}
+                                                           "retry_after_header", "location"}
 
 STATUS_BODIES = {
     400: ("validation_error", "hogql_error", "Emulated fault: the query could not be run."),
@@ -2184,8 +2184,8 @@ class FaultRule:
             raise ValueError("times must be an integer >= 1")
         self.remaining = times
         st = spec.get("status")
-        if st is not None and (not isinstance(st, int) or not 400 <= st <= 599):
-            raise ValueError("status must be an HTTP error status 400..599")
+        if st is not None and (not isinstance(st, int) or not (400 <= st <= 599 or 301 <= st <= 308)):
+            raise ValueError("status must be a redirect 301..308 or an HTTP error status 400..599")
         d = spec.get("delay")
         if d is not None and (not isinstance(d, (int, float)) or d < 0):
             raise ValueError("delay must be a non-negative number of seconds")
@@ -2252,6 +2252,9 @@ def fault_error(spec):
         detail = "Request was throttled. Expected available in %s seconds." % ra
         if spec.get("retry_after_header"):
             headers["Retry-After"] = str(ra)
+    if 300 <= st < 400:
+        # a redirect elsewhere: a client must not follow it with the key
+        headers["Location"] = spec.get("location", "https://elsewhere.invalid/api/projects/1/query/")
     type_ = spec.get("type", type_)
     code = spec.get("code", code)
     detail = spec.get("detail", detail)

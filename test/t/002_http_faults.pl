@@ -123,6 +123,15 @@ for my $case ([ 400, qr/rejected the query \(HTTP 400/ ], [ 401, qr/rejected the
 	check_equal("$code rerun");
 }
 
+# --- a redirect is never followed (the key would go to another host) ----------
+{
+	my ($ret, $err, $reqs) = run_with_faults({ on_request => 1, status => 302 });
+	$faults++;
+	like($err, qr/answered with a redirect \(HTTP 302\).*\n.*Redirects are not followed, so the API key never reaches another host/,
+		'a redirect fails at once, without following it');
+	is(scalar(@$reqs), 1, 'one request, to the configured host only');
+}
+
 # --- retries run out ---------------------------------------------------------
 {
 	my ($ret, $err, $reqs) = run_with_faults({ every => JSON::PP::true, status => 503 });
