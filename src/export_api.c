@@ -347,9 +347,9 @@ posthog_export_alter_export(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* pause(name): no scheduled or backfill run starts until unpause(). */
-Datum
-posthog_export_pause(PG_FUNCTION_ARGS)
+/* pause() and unpause() of the export named by the first argument. */
+static void
+set_paused(FunctionCallInfo fcinfo, bool paused)
 {
 	char	   *name = text_arg(fcinfo, 0, "name", true);
 	PhxExport  *exp;
@@ -357,8 +357,17 @@ posthog_export_pause(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	exp = phx_export_lookup(name, false);
-	phx_export_set_paused(exp, true, "paused by pause()");
+	phx_export_set_paused(exp, paused, paused ? "paused by pause()" : NULL);
 	SPI_finish();
+	if (!paused)
+		phx_wake_scheduler();
+}
+
+/* pause(name): no scheduled or backfill run starts until unpause(). */
+Datum
+posthog_export_pause(PG_FUNCTION_ARGS)
+{
+	set_paused(fcinfo, true);
 	PG_RETURN_VOID();
 }
 
@@ -366,15 +375,7 @@ posthog_export_pause(PG_FUNCTION_ARGS)
 Datum
 posthog_export_unpause(PG_FUNCTION_ARGS)
 {
-	char	   *name = text_arg(fcinfo, 0, "name", true);
-	PhxExport  *exp;
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	exp = phx_export_lookup(name, false);
-	phx_export_set_paused(exp, false, NULL);
-	SPI_finish();
-	phx_wake_scheduler();
+	set_paused(fcinfo, false);
 	PG_RETURN_VOID();
 }
 
