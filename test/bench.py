@@ -144,6 +144,15 @@ QUERY = ("SELECT uuid, event, properties, elements_chain, distinct_id, team_id, 
          "AND timestamp >= toDateTime64({min_timestamp}, 6, 'UTC')")
 
 
+def server_sql(port, page_size):
+    """(Re)creates server s and its user mapping for the emulator on port."""
+    return (f"DROP SERVER IF EXISTS s CASCADE; "
+            f"CREATE SERVER s FOREIGN DATA WRAPPER posthog_export OPTIONS "
+            f"(url 'http://127.0.0.1:{port}', project_id '1', allow_http 'true', allow_loopback 'true', "
+            f"page_size '{page_size}', compression 'false', timeout '3600'); "
+            f"CREATE USER MAPPING FOR CURRENT_USER SERVER s OPTIONS (api_key '{KEY}'); ")
+
+
 def emulator_alone(port):
     """Pages through the source like the export does; returns (seconds, rows).
     Only the time to receive each page counts, not this script's JSON parsing."""
@@ -189,12 +198,7 @@ def main():
             data = ensure_data(n)
             emu, port = start_emulator(data, root)
             try:
-                pg.sql(f"DROP SCHEMA IF EXISTS b CASCADE; CREATE SCHEMA b; "
-                       f"DROP SERVER IF EXISTS s CASCADE; "
-                       f"CREATE SERVER s FOREIGN DATA WRAPPER posthog_export OPTIONS "
-                       f"(url 'http://127.0.0.1:{port}', project_id '1', allow_http 'true', allow_loopback 'true', "
-                       f"page_size '50000', compression 'false', timeout '3600'); "
-                       f"CREATE USER MAPPING FOR CURRENT_USER SERVER s OPTIONS (api_key '{KEY}'); "
+                pg.sql("DROP SCHEMA IF EXISTS b CASCADE; CREATE SCHEMA b; " + server_sql(port, 50000) +
                        f"SELECT posthog_export.drop_export('e', true); "
                        f"SELECT posthog_export.create_export('e', 's', schema_name => 'b', table_name => 'events', "
                        f"\"interval\" => '1 day'); SELECT posthog_export.pause('e');")
@@ -229,11 +233,7 @@ def main():
             data = ensure_data(1000, PERSONS)
             emu, port = start_emulator(data, root)
             try:
-                pg.sql(f"DROP SERVER IF EXISTS s CASCADE; "
-                       f"CREATE SERVER s FOREIGN DATA WRAPPER posthog_export OPTIONS "
-                       f"(url 'http://127.0.0.1:{port}', project_id '1', allow_http 'true', allow_loopback 'true', "
-                       f"page_size '20000', compression 'false', timeout '3600'); "
-                       f"CREATE USER MAPPING FOR CURRENT_USER SERVER s OPTIONS (api_key '{KEY}'); "
+                pg.sql(server_sql(port, 20000) +
                        f"SELECT posthog_export.drop_export('p', true); "
                        f"SELECT posthog_export.create_export('p', 's', 'persons', schema_name => 'b', "
                        f"table_name => 'persons', \"interval\" => '1 day'); SELECT posthog_export.pause('p');")
