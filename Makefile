@@ -14,6 +14,7 @@ OBJS = \
 	src/hogql.o \
 	src/catalog.o \
 	src/destination.o \
+	src/bulk_insert.o \
 	src/model_common.o \
 	src/model_events.o \
 	src/model_persons.o \

@@ -2,7 +2,8 @@
  *
  * destination.c
  *		The table exported rows land in: created when missing, inspected
- *		when present, written with one saved statement per page.
+ *		when present, written through the bulk writer, directly or by way
+ *		of a staging table.
  *
  * The rules are the ones PostHog's own Postgres export follows, so users
  * who know it are not surprised: a missing table is created with the
@@ -27,10 +28,11 @@
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
+#include "parser/parse_coerce.h"
 #include "utils/acl.h"
-#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
 
@@ -141,26 +143,15 @@ has_unique_key(Relation rel, const PhxModel *model)
 }
 
 /*
- * A page travels as one array per column; a column whose values are
- * arrays themselves (sessions' urls) cannot be nested that way, so it
- * travels as the text of each array and is cast back in the statement.
+ * How a value of the model's type is written into a column of dest_type:
+ * as is where the assignment an INSERT makes converts it (text into
+ * varchar(n) keeps its length check), else through an explicit cast (text
+ * into jsonb, say).  The bulk writer follows the same rule.
  */
-static Oid
-transport_type(Oid type)
-{
-	return OidIsValid(get_array_type(type)) ? type : TEXTOID;
-}
-
-/* Does the destination column hold the model's datum without a cast? */
 static bool
-same_type_family(Oid model_type, Oid dest_type)
+needs_explicit_cast(Oid model_type, Oid dest_type)
 {
-	if (model_type == dest_type)
-		return true;
-	/* text into varchar(n)/char(n): assignment keeps the length check */
-	if (model_type == TEXTOID && (dest_type == VARCHAROID || dest_type == BPCHAROID))
-		return true;
-	return false;
+	return !can_coerce_type(1, &model_type, &dest_type, COERCION_ASSIGNMENT);
 }
 
 static bool
@@ -215,25 +206,14 @@ append_on_conflict(StringInfo sql, PhxDestination *dest, const char *keylist)
 						 set.data, lhs.data, rhs.data);
 }
 
-static void
-prepare_insert(PhxDestination *dest, const char *sql, Oid *argtypes)
-{
-	dest->insert_plan = SPI_prepare(sql, dest->nused, argtypes);
-	if (dest->insert_plan == NULL)
-		elog(ERROR, "could not prepare the insert into %s: %s", dest->qualified_name,
-			 SPI_result_code_string(SPI_result));
-	if (SPI_keepplan(dest->insert_plan) != 0)
-		elog(ERROR, "SPI_keepplan failed");
-}
-
-#define STAGE_TABLE "pg_temp.posthog_export_stage"
+#define STAGE_NAME "posthog_export_stage"
+#define STAGE_TABLE "pg_temp." STAGE_NAME
 
 /*
- * Opens (creating if needed) the destination of an export and prepares
- * the statement that writes a page: every model column present in the
- * table travels as one array parameter, unnested server-side, so a page of
- * any size is a single statement with a saved plan.  For staged models the
- * page goes to a temporary table instead, merged by phx_destination_finish().
+ * Opens (creating if needed) the destination of an export and checks it:
+ * privileges, the model columns it has, and for a merge the unique key.
+ * It also prepares the statement that writes staged rows into the table;
+ * see phx_destination_insert() for when rows are staged.
  */
 PhxDestination *
 phx_destination_open(PhxExport *exp, const PhxModel *model)
@@ -243,19 +223,17 @@ phx_destination_open(PhxExport *exp, const PhxModel *model)
 	Oid			nsp;
 	Relation	rel;
 	TupleDesc	desc;
-	Oid		   *argtypes;
 	AclMode		needed;
 	AclResult	aclresult;
 	bool		merge = (strcmp(exp->mode, "merge") == 0);
+	int			nused = 0;
 	StringInfoData cols;		/* destination column names */
-	StringInfoData casts;		/* stage/unnest columns cast to the destination's types */
-	StringInfoData alias;		/* c0, c1, ... */
-	StringInfoData stagedef;	/* c0 type0, ... */
-	StringInfoData unnest;		/* unnest($1), ... */
+	StringInfoData casts;		/* stage columns cast to the destination's types */
 	StringInfoData sql;
 
 	dest->model = model;
 	dest->qualified_name = qualified;
+	dest->export_name = exp->name;
 	dest->merge = merge;
 
 	nsp = get_namespace_oid(exp->schema_name, true);
@@ -296,19 +274,14 @@ phx_destination_open(PhxExport *exp, const PhxModel *model)
 
 	desc = RelationGetDescr(rel);
 	dest->used = palloc(sizeof(int) * model->ncolumns);
-	dest->transport = palloc(sizeof(Oid) * model->ncolumns);
-	argtypes = palloc(sizeof(Oid) * model->ncolumns);
 	initStringInfo(&cols);
 	initStringInfo(&casts);
-	initStringInfo(&alias);
-	initStringInfo(&stagedef);
-	initStringInfo(&unnest);
 	for (int i = 0; i < model->ncolumns; i++)
 	{
 		const PhxModelColumn *col = &model->columns[i];
+		const char *q = quote_identifier(col->name);
 		Form_pg_attribute att = NULL;
-		int			n = dest->nused;
-		const char *sep = n ? ", " : "";
+		const char *sep = nused ? ", " : "";
 
 		for (int a = 0; a < desc->natts; a++)
 		{
@@ -323,23 +296,18 @@ phx_destination_open(PhxExport *exp, const PhxModel *model)
 		if (att == NULL || att->attgenerated)
 			continue;
 
-		dest->used[dest->nused++] = i;
-		dest->transport[n] = transport_type(col->type);
-		argtypes[n] = get_array_type(dest->transport[n]);
-		appendStringInfo(&cols, "%s%s", sep, quote_identifier(col->name));
-		appendStringInfo(&alias, "%sc%d", sep, n);
-		appendStringInfo(&stagedef, "%sc%d %s", sep, n,
-						 format_type_extended(dest->transport[n], -1, FORMAT_TYPE_FORCE_QUALIFY));
-		appendStringInfo(&unnest, "%spg_catalog.unnest($%d)", sep, n + 1);
-		if (same_type_family(dest->transport[n], att->atttypid))
-			appendStringInfo(&casts, "%su.c%d", sep, n);
-		else
-			appendStringInfo(&casts, "%su.c%d::%s", sep, n,
+		dest->used[nused++] = i;
+		appendStringInfo(&cols, "%s%s", sep, q);
+		if (needs_explicit_cast(col->type, att->atttypid))
+			appendStringInfo(&casts, "%su.%s::%s", sep, q,
 							 format_type_extended(att->atttypid, att->atttypmod,
 												  FORMAT_TYPE_TYPEMOD_GIVEN |
 												  FORMAT_TYPE_FORCE_QUALIFY));
+		else
+			appendStringInfo(&casts, "%su.%s", sep, q);
 	}
-	if (dest->nused == 0)
+	dest->nused = nused;
+	if (nused == 0)
 	{
 		StringInfoData names;
 
@@ -379,117 +347,160 @@ phx_destination_open(PhxExport *exp, const PhxModel *model)
 	table_close(rel, AccessShareLock);
 
 	initStringInfo(&sql);
-	if (model->staged)
-	{
-		/* pages go to a temporary table of the model's types ... */
-		if (OidIsValid(RangeVarGetRelid(makeRangeVar("pg_temp", "posthog_export_stage", -1),
-										NoLock, true)))
-			spi_exec_or_error("DROP TABLE " STAGE_TABLE);
-		appendStringInfo(&sql, "CREATE TEMPORARY TABLE posthog_export_stage (%s)", stagedef.data);
-		spi_exec_or_error(sql.data);
-		resetStringInfo(&sql);
-		appendStringInfo(&sql, "INSERT INTO " STAGE_TABLE " SELECT * FROM ROWS FROM (%s)", unnest.data);
-		prepare_insert(dest, sql.data, argtypes);
-
-		/* ... and one statement merges them at the end */
-		resetStringInfo(&sql);
-		appendStringInfo(&sql, "INSERT INTO %s AS t (%s) SELECT %s FROM " STAGE_TABLE " AS u",
-						 qualified, cols.data, casts.data);
+	appendStringInfo(&sql, "INSERT INTO %s AS t (%s) SELECT %s FROM " STAGE_TABLE " AS u",
+					 qualified, cols.data, casts.data);
+	if (merge)
 		append_on_conflict(&sql, dest, column_list(model, model->merge_key));
-		dest->merge_sql = sql.data;
-	}
-	else
-	{
-		appendStringInfo(&sql, "INSERT INTO %s AS t (%s) SELECT %s FROM ROWS FROM (%s) AS u(%s)",
-						 qualified, cols.data, casts.data, unnest.data, alias.data);
-		if (merge)
-			append_on_conflict(&sql, dest, column_list(model, model->merge_key));
-		prepare_insert(dest, sql.data, argtypes);
-	}
+	dest->stage_sql = sql.data;
 	return dest;
 }
 
 /*
- * Writes one page.  values/nulls are indexed [row][model column]; only the
- * columns present in the table are sent.  Returns the rows written to the
- * table: a merge skips unchanged rows, and a staged page writes none yet.
+ * The temporary table rows are staged in, created on first use: one
+ * column per model column, of the model's type, so rows are written into
+ * it exactly as they would be into the table.  It lives in this session's
+ * temporary schema, so concurrent runs never meet in it.
  */
-uint64
-phx_destination_insert(PhxDestination *dest, int nrows, Datum **values, bool **nulls)
+static Oid
+stage_relid(PhxDestination *dest)
 {
-	Datum	   *params;
-	Datum	   *elems;
-	bool	   *elemnulls;
-	int			rc;
+	StringInfoData sql;
+	RangeVar   *rv = makeRangeVar("pg_temp", STAGE_NAME, -1);
 
-	if (nrows == 0)
-		return 0;
+	if (dest->stage_plan != NULL)
+		return RangeVarGetRelid(rv, NoLock, false);
 
-	params = palloc(sizeof(Datum) * dest->nused);
-	elems = palloc(sizeof(Datum) * nrows);
-	elemnulls = palloc(sizeof(bool) * nrows);
-	for (int n = 0; n < dest->nused; n++)
-	{
-		int			c = dest->used[n];
-		Oid			type = dest->transport[n];
-		bool		as_text = (type != dest->model->columns[c].type);
-		Oid			outfunc = InvalidOid;
-		bool		isvarlena;
-		int16		typlen;
-		bool		typbyval;
-		char		typalign;
-		int			dims[1] = {nrows};
-		int			lbs[1] = {1};
+	if (OidIsValid(RangeVarGetRelid(rv, NoLock, true)))
+		spi_exec_or_error("DROP TABLE " STAGE_TABLE);
+	initStringInfo(&sql);
+	appendStringInfoString(&sql, "CREATE TEMPORARY TABLE " STAGE_NAME " (");
+	for (int i = 0; i < dest->model->ncolumns; i++)
+		appendStringInfo(&sql, "%s%s %s", i ? ", " : "",
+						 quote_identifier(dest->model->columns[i].name),
+						 format_type_extended(dest->model->columns[i].type, -1,
+											  FORMAT_TYPE_FORCE_QUALIFY));
+	appendStringInfoChar(&sql, ')');
+	spi_exec_or_error(sql.data);
 
-		if (as_text)
-			getTypeOutputInfo(dest->model->columns[c].type, &outfunc, &isvarlena);
-		for (int r = 0; r < nrows; r++)
-		{
-			elemnulls[r] = nulls[r][c];
-			if (as_text && !elemnulls[r])
-				elems[r] = CStringGetTextDatum(OidOutputFunctionCall(outfunc, values[r][c]));
-			else
-				elems[r] = values[r][c];
-		}
-		get_typlenbyvalalign(type, &typlen, &typbyval, &typalign);
-		params[n] = PointerGetDatum(construct_md_array(elems, elemnulls, 1, dims, lbs,
-													   type, typlen, typbyval, typalign));
-	}
-
-	{
-		bool		pushed = phx_snapshot_ensure();
-
-		rc = SPI_execute_plan(dest->insert_plan, params, NULL, false, 0);
-		phx_snapshot_release(pushed);
-	}
-	if (rc != SPI_OK_INSERT)
-		elog(ERROR, "insert into %s failed: %s", dest->qualified_name, SPI_result_code_string(rc));
-	for (int n = 0; n < dest->nused; n++)
-		pfree(DatumGetPointer(params[n]));
-	pfree(params);
-	pfree(elems);
-	pfree(elemnulls);
-	return dest->model->staged ? 0 : SPI_processed;
+	dest->stage_plan = SPI_prepare(dest->stage_sql, 0, NULL);
+	if (dest->stage_plan == NULL)
+		elog(ERROR, "could not prepare the insert into %s: %s", dest->qualified_name,
+			 SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(dest->stage_plan) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	return RangeVarGetRelid(rv, NoLock, false);
 }
 
-/* Merges the staged pages into the table; returns the rows written. */
+/* Writes the staged rows into the table; returns the rows it wrote. */
+static uint64
+write_stage(PhxDestination *dest)
+{
+	bool		pushed = phx_snapshot_ensure();
+	int			rc = SPI_execute_plan(dest->stage_plan, NULL, NULL, false, 0);
+
+	phx_snapshot_release(pushed);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "insert into %s failed: %s", dest->qualified_name, SPI_result_code_string(rc));
+	return SPI_processed;
+}
+
+/*
+ * Can this page's rows go straight into the table?  Asked per page, as
+ * the table may change between pages (a trigger added, say).
+ */
+static bool
+direct_write(PhxDestination *dest)
+{
+	Relation	rel;
+	bool		direct;
+
+	if (dest->model->staged || dest->merge)
+		return false;
+	rel = try_table_open(dest->relid, RowExclusiveLock);
+	if (rel == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("table %s was dropped during export \"%s\"",
+						dest->qualified_name, dest->export_name)));
+	direct = phx_bulk_insert_supported(rel);
+	table_close(rel, NoLock);
+	return direct;
+}
+
+/*
+ * Writes one page and returns the rows written to the table.
+ *
+ * Rows are converted one at a time, in a context reset after each, and go
+ * through the bulk writer: straight into the table when an append into a
+ * table the bulk writer can honour (the fast path, as COPY FROM), else
+ * into the stage.  A staged model's stage is merged by
+ * phx_destination_finish() after the last page, so it writes nothing yet;
+ * any other page is written from the stage at once by one INSERT, with the
+ * merge's ON CONFLICT, the table's triggers and its policies.
+ */
+uint64
+phx_destination_insert(PhxDestination *dest, PhxModelPage *page)
+{
+	PhxRowContext rc;
+	PhxBulkInsert *bi;
+	MemoryContext row_cxt;
+	MemoryContext oldcxt;
+	Datum	   *values;
+	bool	   *nulls;
+	bool		direct;
+	bool		pushed;
+	uint64		written;
+
+	if (page->nrows == 0)
+		return 0;
+
+	direct = direct_write(dest);
+	pushed = phx_snapshot_ensure();
+	phx_row_context_push(&rc, page->what, dest->export_name, page->page_no);
+	bi = phx_bulk_insert_begin(direct ? dest->relid : stage_relid(dest), dest->model, &rc);
+	values = palloc(sizeof(Datum) * dest->model->ncolumns);
+	nulls = palloc(sizeof(bool) * dest->model->ncolumns);
+
+	/*
+	 * jsonb input leaves a parse tree several times the size of its text:
+	 * only what the bulk writer copies outlives the row.
+	 */
+	row_cxt = AllocSetContextCreate(CurrentMemoryContext, "posthog_export row",
+									ALLOCSET_DEFAULT_SIZES);
+	for (int r = 0; r < page->nrows; r++)
+	{
+		rc.row = r;
+		rc.key = page->row_key ? page->row_key(page->arg, r) : NULL;
+		oldcxt = MemoryContextSwitchTo(row_cxt);
+		page->get_row(page->arg, r, values, nulls);
+		MemoryContextSwitchTo(oldcxt);
+		phx_bulk_insert_row(bi, values, nulls, r, rc.key);
+		MemoryContextReset(row_cxt);
+	}
+	written = phx_bulk_insert_end(bi);
+	phx_row_context_pop(&rc);
+	MemoryContextDelete(row_cxt);
+	phx_snapshot_release(pushed);
+
+	if (direct)
+		return written;
+	if (dest->model->staged)
+		return 0;
+	written = write_stage(dest);
+	spi_exec_or_error("TRUNCATE " STAGE_TABLE);
+	return written;
+}
+
+/* After the last page: merges a staged model's stage into the table; returns the rows written. */
 uint64
 phx_destination_finish(PhxDestination *dest)
 {
-	int			rc;
-	uint64		written;
+	uint64		written = 0;
 
-	if (dest->merge_sql == NULL)
+	if (dest->stage_plan == NULL)
 		return 0;
-	{
-		bool		pushed = phx_snapshot_ensure();
-
-		rc = SPI_execute(dest->merge_sql, false, 0);
-		phx_snapshot_release(pushed);
-	}
-	if (rc != SPI_OK_INSERT)
-		elog(ERROR, "merge into %s failed: %s", dest->qualified_name, SPI_result_code_string(rc));
-	written = SPI_processed;
+	if (dest->model->staged)
+		written = write_stage(dest);
 	spi_exec_or_error("DROP TABLE " STAGE_TABLE);
 	return written;
 }
@@ -497,7 +508,7 @@ phx_destination_finish(PhxDestination *dest)
 void
 phx_destination_close(PhxDestination *dest)
 {
-	if (dest->insert_plan)
-		SPI_freeplan(dest->insert_plan);
-	dest->insert_plan = NULL;
+	if (dest->stage_plan)
+		SPI_freeplan(dest->stage_plan);
+	dest->stage_plan = NULL;
 }

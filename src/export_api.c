@@ -234,7 +234,7 @@ posthog_export_create_export(PG_FUNCTION_ARGS)
 		phx_become(owner, &sw);
 		dest = phx_destination_open(&exp, m);
 		phx_restore(&sw);
-		SPI_freeplan(dest->insert_plan);
+		phx_destination_close(dest);
 	}
 
 	export_id = phx_export_insert(&exp, include, include_null, exclude, exclude_null);

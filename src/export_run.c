@@ -152,7 +152,7 @@ run_interval(PhxExport *exp, const PhxModel *model, TimestampTz start,
 			last = !page->has_more;
 
 			phx_become(exp->owner, &sw);
-			delta.rows_written += phx_destination_insert(dest, page->nrows, page->values, page->nulls);
+			delta.rows_written += phx_destination_insert(dest, page);
 			if (last)
 				delta.rows_written += phx_destination_finish(dest);
 			phx_restore(&sw);

@@ -424,9 +424,10 @@ prefetch_finish(ResponseBuffer *rb, char *errbuf)
 	rb->len = pf.rb.len;
 	if (pf.rb.data)
 	{
-		rb->data = MemoryContextAllocExtended(rb->cxt, pf.rb.len + 1, MCXT_ALLOC_HUGE);
-		memcpy(rb->data, pf.rb.data, pf.rb.len);
-		rb->cap = pf.rb.len + 1;
+		/* the body's own context moves to the caller: no copy */
+		MemoryContextSetParent(pf.rb.cxt, rb->cxt);
+		rb->data = pf.rb.data;
+		rb->cap = pf.rb.cap;
 	}
 	/* the status is read from pf.easy by the caller before the next prefetch */
 	prefetch_release();
@@ -479,7 +480,8 @@ phx_http_prefetch(PhxServerConfig *cfg, PhxQuery *q, const char *label)
 	pf.body = phx_request_body(q, label);
 	pf.headers = request_headers(cfg);
 	memset(&pf.rb, 0, sizeof(pf.rb));
-	pf.rb.cxt = pf.cxt;
+	pf.rb.cxt = AllocSetContextCreate(pf.cxt, "posthog_export prefetch response",
+									  ALLOCSET_DEFAULT_SIZES);
 	pf.rb.limit = (size_t) cfg->max_response_size;
 	pf.errbuf[0] = '\0';
 	setup_handle(pf.easy, cfg, query_url(cfg), pf.headers, pf.body, &pf.rb, pf.errbuf);

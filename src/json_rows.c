@@ -76,11 +76,11 @@ read_hex4(const char *s)
 }
 
 /*
- * Appends raw (unescaped) bytes of a string, replacing each byte that does
- * not start a valid UTF-8 sequence by U+FFFD.
+ * Copies raw (unescaped) bytes of a string to w, replacing each byte that
+ * does not start a valid UTF-8 sequence by U+FFFD; returns the new end.
  */
-static void
-append_utf8_checked(StringInfo buf, const char *src, int n)
+static char *
+copy_utf8_checked(char *w, const char *src, int n)
 {
 	int			i = 0;
 
@@ -91,22 +91,25 @@ append_utf8_checked(StringInfo buf, const char *src, int n)
 
 		if (ch < 0x80)
 		{
-			appendStringInfoChar(buf, (char) ch);
+			*w++ = (char) ch;
 			i++;
 			continue;
 		}
 		l = pg_utf_mblen((const unsigned char *) &src[i]);
 		if (i + l <= n && pg_utf8_islegal((const unsigned char *) &src[i], l))
 		{
-			appendBinaryStringInfo(buf, &src[i], l);
+			memcpy(w, &src[i], l);
+			w += l;
 			i += l;
 		}
 		else
 		{
-			appendBinaryStringInfo(buf, "\xEF\xBF\xBD", 3);
+			memcpy(w, "\xEF\xBF\xBD", 3);
+			w += 3;
 			i++;
 		}
 	}
+	return w;
 }
 
 static bool
@@ -132,36 +135,146 @@ utf8_valid(const char *s, int n)
 	return true;
 }
 
-static void
-append_utf8(StringInfo buf, pg_wchar cp)
+/* Bytes the scan for a string's end must look at: '"', '\\', controls, non-ASCII. */
+static inline bool
+string_special(unsigned char ch)
 {
-	unsigned char tmp[8];
+	return ch < 0x20 || ch >= 0x80 || ch == '"' || ch == '\\';
+}
 
-	unicode_to_utf8(cp, tmp);
-	appendBinaryStringInfo(buf, (char *) tmp, pg_utf_mblen(tmp));
+/*
+ * De-escapes the string between start and q.  Valid UTF-8 is de-escaped
+ * in place (the result is never longer: an escape is longer than what it
+ * stands for); otherwise ("checked") into a new buffer, as U+FFFD, three
+ * bytes, may replace a single invalid byte.
+ */
+static char *
+unescape_string(JsonCursor *c, char *start, char *q, bool checked, int *len_out)
+{
+	char	   *out = checked ? palloc((q - start) * 3 + 1) : start;
+	char	   *w = out;
+	char	   *s = start;
+
+	while (s < q)
+	{
+		char	   *run = s;
+
+		while (s < q && *s != '\\')
+			s++;
+		if (s > run)
+		{
+			if (checked)
+				w = copy_utf8_checked(w, run, s - run);
+			else
+			{
+				memmove(w, run, s - run);
+				w += s - run;
+			}
+		}
+		if (s >= q)
+			break;
+		/* escape */
+		s++;
+		switch (*s++)
+		{
+			case '"':
+				*w++ = '"';
+				break;
+			case '\\':
+				*w++ = '\\';
+				break;
+			case '/':
+				*w++ = '/';
+				break;
+			case 'b':
+				*w++ = '\b';
+				break;
+			case 'f':
+				*w++ = '\f';
+				break;
+			case 'n':
+				*w++ = '\n';
+				break;
+			case 'r':
+				*w++ = '\r';
+				break;
+			case 't':
+				*w++ = '\t';
+				break;
+			case 'u':
+				{
+					int			cp;
+					pg_wchar	ch = 0;
+
+					if (q - s < 4 || (cp = read_hex4(s)) < 0)
+					{
+						c->p = s - 1;
+						json_fail(c, "invalid \\u escape");
+					}
+					s += 4;
+					if (cp >= 0xD800 && cp <= 0xDBFF)
+					{
+						int			lo = -1;
+
+						if (q - s >= 6 && s[0] == '\\' && s[1] == 'u')
+							lo = read_hex4(s + 2);
+						if (lo >= 0xDC00 && lo <= 0xDFFF)
+						{
+							ch = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+							s += 6;
+						}
+						/* else: lone high surrogate, dropped */
+					}
+					else if (cp < 0xDC00 || cp > 0xDFFF)
+						ch = cp;
+					/* lone low surrogates and U+0000 are dropped */
+					if (ch != 0)
+					{
+						unicode_to_utf8(ch, (unsigned char *) w);
+						w += pg_utf_mblen((unsigned char *) w);
+					}
+					break;
+				}
+			default:
+				c->p = s - 1;
+				json_fail(c, "invalid escape in string");
+		}
+	}
+	*w = '\0';
+	*len_out = w - out;
+	return out;
 }
 
 /*
  * Parses a JSON string at c->p (which points at the opening quote) and
  * returns it de-escaped and NUL-terminated.  \u0000 and lone surrogates,
  * which no Postgres text can hold, are dropped as PostHog's own exporter
- * drops them; invalid UTF-8 becomes U+FFFD.  The common case (no escapes,
- * valid UTF-8) is de-escaped in place without copying.
+ * drops them; invalid UTF-8 becomes U+FFFD.  The common case (valid UTF-8)
+ * is de-escaped in place, and without escapes not even copied.
  */
 static char *
 parse_string(JsonCursor *c, int *len_out)
 {
 	char	   *start = ++c->p;
 	char	   *q = start;
-	bool		simple = true;
+	bool		escaped = false;
 	bool		ascii = true;
 
 	/* fast scan for the closing quote */
-	while (q < c->end && *q != '"')
+	for (;;)
 	{
+		while (q < c->end && !string_special((unsigned char) *q))
+			q++;
+		if (q >= c->end)
+		{
+			c->p = c->end;
+			json_fail(c, "unterminated string");
+		}
+		if (*q == '"')
+			break;
 		if (*q == '\\')
 		{
-			simple = false;
+			escaped = true;
 			q += 2;
 			continue;
 		}
@@ -170,125 +283,18 @@ parse_string(JsonCursor *c, int *len_out)
 			c->p = q;
 			json_fail(c, "control character in string");
 		}
-		if ((unsigned char) *q >= 0x80)
-			ascii = false;
+		ascii = false;
 		q++;
 	}
-	if (q >= c->end)
-	{
-		c->p = c->end;
-		json_fail(c, "unterminated string");
-	}
+	c->p = q + 1;
 
-	if (simple && (ascii || utf8_valid(start, q - start)))
-	{
-		*q = '\0';
-		*len_out = q - start;
-		c->p = q + 1;
-		return start;
-	}
-	else
-	{
-		StringInfoData buf;
-		char	   *s = start;
-
-		/* the result is never longer than the input, but for U+FFFD */
-		initStringInfo(&buf);
-		enlargeStringInfo(&buf, (q - start) + 1);
-		while (s < q)
-		{
-			char	   *run = s;
-
-			while (s < q && *s != '\\')
-				s++;
-			if (s > run)
-			{
-				/* runs between escapes are copied whole when they are valid UTF-8 */
-				if (utf8_valid(run, s - run))
-					appendBinaryStringInfo(&buf, run, s - run);
-				else
-					append_utf8_checked(&buf, run, s - run);
-			}
-			if (s >= q)
-				break;
-			/* escape */
-			s++;
-			switch (*s)
-			{
-				case '"':
-				case '\\':
-				case '/':
-					appendStringInfoChar(&buf, *s);
-					s++;
-					break;
-				case 'b':
-					appendStringInfoChar(&buf, '\b');
-					s++;
-					break;
-				case 'f':
-					appendStringInfoChar(&buf, '\f');
-					s++;
-					break;
-				case 'n':
-					appendStringInfoChar(&buf, '\n');
-					s++;
-					break;
-				case 'r':
-					appendStringInfoChar(&buf, '\r');
-					s++;
-					break;
-				case 't':
-					appendStringInfoChar(&buf, '\t');
-					s++;
-					break;
-				case 'u':
-					{
-						int			cp;
-
-						if (q - s < 5 || (cp = read_hex4(s + 1)) < 0)
-						{
-							c->p = s;
-							json_fail(c, "invalid \\u escape");
-						}
-						s += 5;
-						if (cp >= 0xD800 && cp <= 0xDBFF)
-						{
-							int			lo = -1;
-
-							if (q - s >= 6 && s[0] == '\\' && s[1] == 'u')
-								lo = read_hex4(s + 2);
-							if (lo >= 0xDC00 && lo <= 0xDFFF)
-							{
-								append_utf8(&buf, 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00));
-								s += 6;
-							}
-							/* else: lone high surrogate, dropped */
-						}
-						else if (cp >= 0xDC00 && cp <= 0xDFFF)
-						{
-							/* lone low surrogate, dropped */
-						}
-						else if (cp != 0)
-							append_utf8(&buf, cp);
-						break;
-					}
-				default:
-					c->p = s;
-					json_fail(c, "invalid escape in string");
-			}
-		}
-		c->p = q + 1;
-		*len_out = buf.len;
-		/* reuse the body when the result fits (it does unless U+FFFD grew it) */
-		if (buf.len <= q - start)
-		{
-			memcpy(start, buf.data, buf.len);
-			start[buf.len] = '\0';
-			pfree(buf.data);
-			return start;
-		}
-		return buf.data;
-	}
+	if (!ascii && !utf8_valid(start, q - start))
+		return unescape_string(c, start, q, true, len_out);
+	if (escaped)
+		return unescape_string(c, start, q, false, len_out);
+	*q = '\0';
+	*len_out = q - start;
+	return start;
 }
 
 /* Skips any JSON value, returning its start; used for nested cells and ignored members. */

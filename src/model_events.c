@@ -18,8 +18,6 @@
 
 #include "catalog/pg_type.h"
 #include "utils/builtins.h"
-#include "utils/datum.h"
-#include "utils/memutils.h"
 #include "utils/hsearch.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
@@ -283,13 +281,39 @@ convert_row(EventsState *st, PhxPage *page, int r, Datum *values, bool *nulls)
 										  &nulls[EV_TIMESTAMP]);
 }
 
+/* A fetched page, and which of its rows are written. */
+typedef struct EventsPage
+{
+	EventsState *st;
+	PhxPage    *page;
+	int		   *rows;			/* page row of each row written */
+} EventsPage;
+
+static void
+events_get_row(void *arg, int r, Datum *values, bool *nulls)
+{
+	EventsPage *ep = (EventsPage *) arg;
+
+	convert_row(ep->st, ep->page, ep->rows[r], values, nulls);
+}
+
+static const char *
+events_row_key(void *arg, int r)
+{
+	EventsPage *ep = (EventsPage *) arg;
+	PhxCell    *uuid = PHX_CELL(ep->page, ep->rows[r], Q_UUID);
+
+	return (uuid->kind == PHX_CELL_STRING) ? uuid->val : NULL;
+}
+
 /*
- * In merge mode a page must not hold one uuid twice (ClickHouse may return
- * an event twice until its merges catch up, and ON CONFLICT DO UPDATE
- * refuses to touch a row twice): the last copy wins.
+ * The rows written, in page order.  In merge mode a page must not hold one
+ * uuid twice (ClickHouse may return an event twice until its merges catch
+ * up, and ON CONFLICT DO UPDATE refuses to touch a row twice): the last
+ * copy wins, in the place of the first.
  */
 static int
-dedupe_by_uuid(PhxModelPage *mp)
+rows_to_write(PhxPage *page, bool merge, int *rows)
 {
 	HASHCTL		ctl;
 	HTAB	   *seen;
@@ -300,33 +324,40 @@ dedupe_by_uuid(PhxModelPage *mp)
 		int			index;
 	} Entry;
 
+	if (!merge)
+	{
+		for (int r = 0; r < page->nrows; r++)
+			rows[r] = r;
+		return page->nrows;
+	}
+
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = NAMEDATALEN * 4;
 	ctl.entrysize = sizeof(Entry);
 	ctl.hcxt = CurrentMemoryContext;
-	seen = hash_create("posthog_export uuids", mp->nrows, &ctl,
+	seen = hash_create("posthog_export uuids", page->nrows, &ctl,
 					   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-	for (int r = 0; r < mp->nrows; r++)
+	for (int r = 0; r < page->nrows; r++)
 	{
-		char	   *uuid = TextDatumGetCString(mp->values[r][EV_UUID]);
+		PhxCell    *cell = PHX_CELL(page, r, Q_UUID);
+		char		key[NAMEDATALEN * 4];
 		bool		found;
 		Entry	   *e;
 
-		if (strlen(uuid) >= NAMEDATALEN * 4)
-			uuid[NAMEDATALEN * 4 - 1] = '\0';
-		e = hash_search(seen, uuid, HASH_ENTER, &found);
-		if (found)
+		/* a row without uuid fails when converted */
+		if (cell->kind != PHX_CELL_STRING)
 		{
-			/* overwrite the earlier copy in place */
-			mp->values[e->index] = mp->values[r];
-			mp->nulls[e->index] = mp->nulls[r];
+			rows[out++] = r;
+			continue;
 		}
+		strlcpy(key, cell->val, sizeof(key));
+		e = hash_search(seen, key, HASH_ENTER, &found);
+		if (found)
+			rows[e->index] = r;
 		else
 		{
 			e->index = out;
-			mp->values[out] = mp->values[r];
-			mp->nulls[out] = mp->nulls[r];
-			out++;
+			rows[out++] = r;
 		}
 	}
 	hash_destroy(seen);
@@ -340,16 +371,13 @@ events_next_page(void *state)
 	PhxQuery	q;
 	PhxPage    *page;
 	PhxModelPage *mp = palloc0(sizeof(PhxModelPage));
-	char	   *label;
-	PhxRowContext rc;
+	EventsPage *ep = palloc(sizeof(EventsPage));
 	int			limit;
-	MemoryContext row_cxt;
-	MemoryContext oldcxt;
 
 	st->page_no++;
 	build_query(st, &q);
-	label = psprintf("posthog_export %s page %d", st->exp->name, st->page_no);
-	page = phx_http_query(st->cfg, &q, label, shrink_page, st, &mp->bytes);
+	page = phx_http_query(st->cfg, &q, psprintf("posthog_export %s page %d", st->exp->name, st->page_no),
+						  shrink_page, st, &mp->bytes);
 	/* the LIMIT may have shrunk during the call */
 	limit = st->page_size;
 
@@ -387,40 +415,15 @@ events_next_page(void *state)
 												   st->exp->name, st->page_no + 1));
 	}
 
-	mp->nrows = page->nrows;
-	mp->values = palloc(sizeof(Datum *) * Max(page->nrows, 1));
-	mp->nulls = palloc(sizeof(bool *) * Max(page->nrows, 1));
-
-	row_cxt = AllocSetContextCreate(CurrentMemoryContext, "posthog_export row", ALLOCSET_DEFAULT_SIZES);
-	phx_row_context_push(&rc, "event", st->exp->name, st->page_no);
-	for (int r = 0; r < page->nrows; r++)
-	{
-		PhxCell    *uuid = PHX_CELL(page, r, Q_UUID);
-
-		rc.row = r;
-		rc.key = (uuid->kind == PHX_CELL_STRING) ? uuid->val : NULL;
-		mp->values[r] = palloc(sizeof(Datum) * EV_NCOLUMNS);
-		mp->nulls[r] = palloc(sizeof(bool) * EV_NCOLUMNS);
-
-		/*
-		 * jsonb_in leaves a parse tree several times the size of its input;
-		 * convert in a per-row context and keep only the datums, so a page
-		 * costs about twice its JSON, not ten times.
-		 */
-		oldcxt = MemoryContextSwitchTo(row_cxt);
-		convert_row(st, page, r, mp->values[r], mp->nulls[r]);
-		MemoryContextSwitchTo(oldcxt);
-		for (int c = 0; c < EV_NCOLUMNS; c++)
-			if (!mp->nulls[r][c] && events_columns[c].type != INT4OID &&
-				events_columns[c].type != TIMESTAMPTZOID)
-				mp->values[r][c] = datumCopy(mp->values[r][c], false, -1);
-		MemoryContextReset(row_cxt);
-	}
-	phx_row_context_pop(&rc);
-	MemoryContextDelete(row_cxt);
-
-	if (st->merge)
-		mp->nrows = dedupe_by_uuid(mp);
+	ep->st = st;
+	ep->page = page;
+	ep->rows = palloc(sizeof(int) * Max(page->nrows, 1));
+	mp->nrows = rows_to_write(page, st->merge, ep->rows);
+	mp->get_row = events_get_row;
+	mp->row_key = events_row_key;
+	mp->arg = ep;
+	mp->what = "event";
+	mp->page_no = st->page_no;
 	return mp;
 }
 

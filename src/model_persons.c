@@ -149,16 +149,82 @@ fetch_persons(PersonsState *st, List *ids, int64 *bytes)
 	return page;
 }
 
+/* A fetched page of mappings and the persons they point to. */
+typedef struct PersonsPage
+{
+	PhxPage    *mappings;
+	PhxPage    *persons;		/* NULL when no mapping names a person */
+	HTAB	   *byid;			/* person id -> row of persons */
+} PersonsPage;
+
+static const char *
+persons_row_key(void *arg, int r)
+{
+	PersonsPage *pp = (PersonsPage *) arg;
+	PhxCell    *did = PHX_CELL(pp->mappings, r, 1);
+
+	return (did->kind == PHX_CELL_STRING) ? did->val : NULL;
+}
+
+/* One row per mapping, with the person it points to. */
+static void
+persons_get_row(void *arg, int r, Datum *values, bool *nulls)
+{
+	PersonsPage *pp = (PersonsPage *) arg;
+	PhxPage    *mappings = pp->mappings;
+	PhxPage    *persons = pp->persons;
+	PhxCell    *did = PHX_CELL(mappings, r, 1);
+	PhxCell    *pid = PHX_CELL(mappings, r, 2);
+	PersonEntry *person = NULL;
+	bool		mapping_deleted;
+	bool		isnull;
+
+	if (did->kind != PHX_CELL_STRING)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+				 errmsg("PostHog returned a person mapping without distinct_id")));
+
+	values[P_TEAM_ID] = phx_cell_datum(PHX_CELL(mappings, r, 0), INT4OID, "team_id", &nulls[P_TEAM_ID]);
+	values[P_DISTINCT_ID] = phx_cell_datum(did, TEXTOID, "distinct_id", &nulls[P_DISTINCT_ID]);
+	values[P_PERSON_ID] = phx_cell_datum(pid, TEXTOID, "person_id", &nulls[P_PERSON_ID]);
+	values[P_PDI_VERSION] = phx_cell_datum(PHX_CELL(mappings, r, 4), INT8OID, "version", &nulls[P_PDI_VERSION]);
+	mapping_deleted = DatumGetBool(phx_cell_datum(PHX_CELL(mappings, r, 3), BOOLOID, "is_deleted", &isnull));
+	if (isnull)
+		mapping_deleted = false;
+
+	if (pp->byid && pid->kind == PHX_CELL_STRING && pid->len < sizeof(person->id))
+		person = hash_search(pp->byid, pid->val, HASH_FIND, NULL);
+	if (person)
+	{
+		int			pr = person->row;
+		bool		person_deleted;
+
+		values[P_PROPERTIES] = phx_cell_datum(PHX_CELL(persons, pr, 1), JSONBOID, "properties", &nulls[P_PROPERTIES]);
+		values[P_CREATED_AT] = phx_cell_datum(PHX_CELL(persons, pr, 2), TIMESTAMPTZOID, "created_at", &nulls[P_CREATED_AT]);
+		person_deleted = DatumGetBool(phx_cell_datum(PHX_CELL(persons, pr, 3), BOOLOID, "is_deleted", &isnull));
+		if (isnull)
+			person_deleted = false;
+		values[P_PERSON_VERSION] = phx_cell_datum(PHX_CELL(persons, pr, 4), INT8OID, "version", &nulls[P_PERSON_VERSION]);
+		values[P_IS_DELETED] = BoolGetDatum(mapping_deleted || person_deleted);
+	}
+	else
+	{
+		/* a mapping to a person PostHog does not have (any more) */
+		nulls[P_PROPERTIES] = nulls[P_CREATED_AT] = nulls[P_PERSON_VERSION] = true;
+		values[P_PROPERTIES] = values[P_CREATED_AT] = values[P_PERSON_VERSION] = (Datum) 0;
+		values[P_IS_DELETED] = BoolGetDatum(mapping_deleted);
+	}
+	nulls[P_IS_DELETED] = false;
+}
+
 static PhxModelPage *
 persons_next_page(void *state)
 {
 	PersonsState *st = (PersonsState *) state;
 	PhxQuery	q;
 	PhxPage    *mappings;
-	PhxPage    *persons = NULL;
 	PhxModelPage *mp = palloc0(sizeof(PhxModelPage));
-	PhxRowContext rc;
-	HTAB	   *byid = NULL;
+	PersonsPage *pp = palloc0(sizeof(PersonsPage));
 	List	   *ids = NIL;
 	int			limit;
 
@@ -168,6 +234,7 @@ persons_next_page(void *state)
 							  shrink_page, st, &mp->bytes);
 	limit = st->page_size;
 	phx_check_columns(mappings, pdi_columns, lengthof(pdi_columns), "person_distinct_ids");
+	pp->mappings = mappings;
 
 	/* the distinct persons of the page, fetched in one query */
 	for (int r = 0; r < mappings->nrows; r++)
@@ -181,81 +248,31 @@ persons_next_page(void *state)
 	{
 		HASHCTL		ctl;
 
-		persons = fetch_persons(st, list_copy(ids), &mp->bytes);
+		pp->persons = fetch_persons(st, list_copy(ids), &mp->bytes);
 		memset(&ctl, 0, sizeof(ctl));
 		ctl.keysize = sizeof(((PersonEntry *) 0)->id);
 		ctl.entrysize = sizeof(PersonEntry);
 		ctl.hcxt = CurrentMemoryContext;
-		byid = hash_create("posthog_export persons", persons->nrows + 1, &ctl,
-						   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-		for (int r = 0; r < persons->nrows; r++)
+		pp->byid = hash_create("posthog_export persons", pp->persons->nrows + 1, &ctl,
+							   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+		for (int r = 0; r < pp->persons->nrows; r++)
 		{
-			PhxCell    *id = PHX_CELL(persons, r, 0);
+			PhxCell    *id = PHX_CELL(pp->persons, r, 0);
 			PersonEntry *e;
 
 			if (id->kind != PHX_CELL_STRING || id->len >= sizeof(e->id))
 				continue;
-			e = hash_search(byid, id->val, HASH_ENTER, NULL);
+			e = hash_search(pp->byid, id->val, HASH_ENTER, NULL);
 			e->row = r;
 		}
 	}
 
 	mp->nrows = mappings->nrows;
-	mp->values = palloc(sizeof(Datum *) * Max(mappings->nrows, 1));
-	mp->nulls = palloc(sizeof(bool *) * Max(mappings->nrows, 1));
-	phx_row_context_push(&rc, "distinct_id", st->exp->name, st->page_no);
-	for (int r = 0; r < mappings->nrows; r++)
-	{
-		Datum	   *values = palloc(sizeof(Datum) * P_NCOLUMNS);
-		bool	   *nulls = palloc(sizeof(bool) * P_NCOLUMNS);
-		PhxCell    *did = PHX_CELL(mappings, r, 1);
-		PhxCell    *pid = PHX_CELL(mappings, r, 2);
-		PersonEntry *person = NULL;
-		bool		mapping_deleted;
-		bool		isnull;
-
-		rc.row = r;
-		rc.key = (did->kind == PHX_CELL_STRING) ? did->val : NULL;
-		if (did->kind != PHX_CELL_STRING)
-			ereport(ERROR,
-					(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
-					 errmsg("PostHog returned a person mapping without distinct_id")));
-
-		values[P_TEAM_ID] = phx_cell_datum(PHX_CELL(mappings, r, 0), INT4OID, "team_id", &nulls[P_TEAM_ID]);
-		values[P_DISTINCT_ID] = phx_cell_datum(did, TEXTOID, "distinct_id", &nulls[P_DISTINCT_ID]);
-		values[P_PERSON_ID] = phx_cell_datum(pid, TEXTOID, "person_id", &nulls[P_PERSON_ID]);
-		values[P_PDI_VERSION] = phx_cell_datum(PHX_CELL(mappings, r, 4), INT8OID, "version", &nulls[P_PDI_VERSION]);
-		mapping_deleted = DatumGetBool(phx_cell_datum(PHX_CELL(mappings, r, 3), BOOLOID, "is_deleted", &isnull));
-		if (isnull)
-			mapping_deleted = false;
-
-		if (byid && pid->kind == PHX_CELL_STRING && pid->len < sizeof(person->id))
-			person = hash_search(byid, pid->val, HASH_FIND, NULL);
-		if (person)
-		{
-			int			pr = person->row;
-			bool		person_deleted;
-
-			values[P_PROPERTIES] = phx_cell_datum(PHX_CELL(persons, pr, 1), JSONBOID, "properties", &nulls[P_PROPERTIES]);
-			values[P_CREATED_AT] = phx_cell_datum(PHX_CELL(persons, pr, 2), TIMESTAMPTZOID, "created_at", &nulls[P_CREATED_AT]);
-			person_deleted = DatumGetBool(phx_cell_datum(PHX_CELL(persons, pr, 3), BOOLOID, "is_deleted", &isnull));
-			if (isnull)
-				person_deleted = false;
-			values[P_PERSON_VERSION] = phx_cell_datum(PHX_CELL(persons, pr, 4), INT8OID, "version", &nulls[P_PERSON_VERSION]);
-			values[P_IS_DELETED] = BoolGetDatum(mapping_deleted || person_deleted);
-		}
-		else
-		{
-			/* a mapping to a person PostHog does not have (any more) */
-			nulls[P_PROPERTIES] = nulls[P_CREATED_AT] = nulls[P_PERSON_VERSION] = true;
-			values[P_PROPERTIES] = values[P_CREATED_AT] = values[P_PERSON_VERSION] = (Datum) 0;
-			values[P_IS_DELETED] = BoolGetDatum(mapping_deleted);
-		}
-		nulls[P_IS_DELETED] = false;
-		mp->values[r] = values;
-		mp->nulls[r] = nulls;
-	}
-	phx_row_context_pop(&rc);
+	mp->get_row = persons_get_row;
+	mp->row_key = persons_row_key;
+	mp->arg = pp;
+	mp->what = "distinct_id";
+	mp->page_no = st->page_no;
 
 	if (mappings->nrows > 0)
 	{

@@ -147,6 +147,28 @@ shrink_page(void *arg, PhxQuery *q)
 	return true;
 }
 
+static const char *
+sessions_row_key(void *arg, int r)
+{
+	PhxCell    *sid = PHX_CELL((PhxPage *) arg, r, S_SESSION_ID);
+
+	return (sid->kind == PHX_CELL_STRING) ? sid->val : NULL;
+}
+
+static void
+sessions_get_row(void *arg, int r, Datum *values, bool *nulls)
+{
+	PhxPage    *page = (PhxPage *) arg;
+
+	if (PHX_CELL(page, r, S_SESSION_ID)->kind != PHX_CELL_STRING)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+				 errmsg("PostHog returned a session without session_id")));
+	for (int c = 0; c < S_NCOLUMNS; c++)
+		values[c] = phx_cell_datum(PHX_CELL(page, r, c), sessions_columns[c].type,
+								   sessions_columns[c].name, &nulls[c]);
+}
+
 static PhxModelPage *
 sessions_next_page(void *state)
 {
@@ -154,7 +176,6 @@ sessions_next_page(void *state)
 	PhxQuery	q;
 	PhxPage    *page;
 	PhxModelPage *mp = palloc0(sizeof(PhxModelPage));
-	PhxRowContext rc;
 	int			limit;
 
 	st->page_no++;
@@ -165,26 +186,11 @@ sessions_next_page(void *state)
 	phx_check_columns(page, st->columns, S_NCOLUMNS, "sessions");
 
 	mp->nrows = page->nrows;
-	mp->values = palloc(sizeof(Datum *) * Max(page->nrows, 1));
-	mp->nulls = palloc(sizeof(bool *) * Max(page->nrows, 1));
-	phx_row_context_push(&rc, "session", st->exp->name, st->page_no);
-	for (int r = 0; r < page->nrows; r++)
-	{
-		PhxCell    *sid = PHX_CELL(page, r, S_SESSION_ID);
-
-		rc.row = r;
-		rc.key = (sid->kind == PHX_CELL_STRING) ? sid->val : NULL;
-		if (sid->kind != PHX_CELL_STRING)
-			ereport(ERROR,
-					(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
-					 errmsg("PostHog returned a session without session_id")));
-		mp->values[r] = palloc(sizeof(Datum) * S_NCOLUMNS);
-		mp->nulls[r] = palloc(sizeof(bool) * S_NCOLUMNS);
-		for (int c = 0; c < S_NCOLUMNS; c++)
-			mp->values[r][c] = phx_cell_datum(PHX_CELL(page, r, c), sessions_columns[c].type,
-											  sessions_columns[c].name, &mp->nulls[r][c]);
-	}
-	phx_row_context_pop(&rc);
+	mp->get_row = sessions_get_row;
+	mp->row_key = sessions_row_key;
+	mp->arg = page;
+	mp->what = "session";
+	mp->page_no = st->page_no;
 
 	if (page->nrows > 0)
 	{

@@ -20,6 +20,7 @@
 #include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
 #include "utils/jsonb.h"
+#include "utils/relcache.h"
 
 #define PHX_EXTENSION_NAME	"posthog_export"
 #define PHX_SCHEMA_NAME		"posthog_export"
@@ -242,12 +243,25 @@ typedef struct PhxModelColumn
 	const char *create_type;	/* SQL type used when creating the table */
 } PhxModelColumn;
 
-/* A page fetched from PostHog and turned into datums of a model's columns. */
+/*
+ * A page fetched from PostHog.  Its rows are converted on demand, one at a
+ * time, so a page never exists as datums all at once.
+ */
 typedef struct PhxModelPage
 {
-	int			nrows;
-	Datum	  **values;			/* [row][model column] */
-	bool	  **nulls;
+	int			nrows;			/* rows to write */
+
+	/*
+	 * Converts row r (0 <= r < nrows) into values/nulls indexed by model
+	 * column, allocated in the current memory context.
+	 */
+	void		(*get_row) (void *arg, int r, Datum *values, bool *nulls);
+	/* The row's key (uuid, distinct_id ...) for error messages, or NULL. */
+	const char *(*row_key) (void *arg, int r);
+	void	   *arg;
+	const char *what;			/* "event", "session" ... in error messages */
+	int			page_no;		/* 1-based, within the run */
+
 	int64		bytes;			/* response bytes received for the page */
 	bool		has_more;
 	List	   *cursor;			/* keyset position after this page */
@@ -295,25 +309,38 @@ typedef struct PhxDestination
 	const PhxModel *model;
 	Oid			relid;
 	char	   *qualified_name; /* quoted schema.table */
+	const char *export_name;
 	int			nused;			/* model columns present in the table */
 	int		   *used;			/* their indexes in model->columns */
-	Oid		   *transport;		/* type each used column travels as */
 	bool		merge;
-	SPIPlanPtr	insert_plan;	/* a page into the table, or into the stage */
-	char	   *merge_sql;		/* staged: the stage into the table */
+	char	   *stage_sql;		/* INSERT from the stage into the table */
+	SPIPlanPtr	stage_plan;		/* its plan, once the stage exists */
 } PhxDestination;
 
 extern PhxDestination *phx_destination_open(PhxExport *exp, const PhxModel *model);
-extern uint64 phx_destination_insert(PhxDestination *dest, int nrows,
-									 Datum **values, bool **nulls);
+extern uint64 phx_destination_insert(PhxDestination *dest, PhxModelPage *page);
 extern uint64 phx_destination_finish(PhxDestination *dest);
 extern void phx_destination_close(PhxDestination *dest);
+
+/* ------------------------------------------------------------------------
+ * bulk_insert.c: rows into a table through the multi-insert path
+ * ------------------------------------------------------------------------
+ */
+typedef struct PhxRowContext PhxRowContext;
+typedef struct PhxBulkInsert PhxBulkInsert;
+
+extern bool phx_bulk_insert_supported(Relation rel);
+extern PhxBulkInsert *phx_bulk_insert_begin(Oid relid, const PhxModel *model,
+											PhxRowContext *rc);
+extern void phx_bulk_insert_row(PhxBulkInsert *bi, Datum *values, bool *nulls,
+								int row, const char *key);
+extern uint64 phx_bulk_insert_end(PhxBulkInsert *bi);
 
 /* ------------------------------------------------------------------------
  * model_common.c: what the models share
  * ------------------------------------------------------------------------
  */
-typedef struct PhxRowContext
+struct PhxRowContext
 {
 	ErrorContextCallback errcb;
 	const char *what;			/* "event", "session" ... */
@@ -321,7 +348,7 @@ typedef struct PhxRowContext
 	int			page_no;
 	int			row;			/* current row, 0-based */
 	const char *key;			/* its key (uuid ...), if known */
-} PhxRowContext;
+};
 
 extern Jsonb *phx_cell_jsonb(PhxCell *cell, const char *column);
 extern Datum phx_cell_datum(PhxCell *cell, Oid type, const char *column, bool *isnull);

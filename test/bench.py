@@ -55,9 +55,12 @@ class Cluster:
         self.port = free_port()
         subprocess.run(AS_PG + [f"{BIN}/initdb", "-D", self.dir, "-A", "trust", "-U", "postgres"],
                        check=True, stdout=subprocess.DEVNULL)
+        # wal_init_zero = off: whichever load runs first would otherwise pay for
+        # zero-filling the new cluster's WAL segments and the next reuse them
+        # (a long-running server recycles its segments; only a new one fills them)
         with open(os.path.join(self.dir, "postgresql.conf"), "a") as f:
             f.write(f"port = {self.port}\nunix_socket_directories = '{root}'\nlisten_addresses = ''\n"
-                    "shared_buffers = '1GB'\nmax_wal_size = '16GB'\ncheckpoint_timeout = '30min'\n"
+                    "shared_buffers = '1GB'\nmax_wal_size = '16GB'\ncheckpoint_timeout = '30min'\nwal_init_zero = off\n"
                     "shared_preload_libraries = 'posthog_export'\nposthog_export.scheduler = off\n")
         self.root = root
         subprocess.run(AS_PG + [f"{BIN}/pg_ctl", "-D", self.dir, "-l", os.path.join(root, "pg.log"),

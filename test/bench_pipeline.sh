@@ -27,7 +27,9 @@ while :; do
       # jq refuses lone UTF-16 surrogates: cut their escapes out first
       def unsurrogate: gsub("(?<!\\\\)\\\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\\\u[dD][c-fC-F])"; "")
                      | gsub("(?<!\\\\)(?<![0-9a-fA-F]{2})\\\\u[dD][c-fC-F][0-9a-fA-F]{2}"; "");
-      .results[] | (.[2] | unsurrogate | fromjson | clean) as $p |
+      # only text holding a \u escape can hold a NUL or a surrogate
+      def props: if test("\\\\u") then unsurrogate | fromjson | clean else fromjson end;
+      .results[] | (.[2] | props) as $p |
       [.[0], .[1], ($p | tojson), (.[3] | tojson), ($p["$set"] | if . == null then null else tojson end),
        ($p["$set_once"] | if . == null then null else tojson end), .[4], .[5], $p["$ip"], null, .[6]] | @csv' \
      "$work/page.json" | $psql -c "\\copy $table (uuid, event, properties, elements, set, set_once, distinct_id, team_id, ip, site_url, timestamp) FROM STDIN WITH (FORMAT csv)"
