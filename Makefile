@@ -11,6 +11,7 @@ OBJS = \
 	src/option.o \
 	src/http_client.o \
 	src/json_rows.o \
+	src/jsonb_build.o \
 	src/hogql.o \
 	src/catalog.o \
 	src/destination.o \

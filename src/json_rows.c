@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * json_rows.c
- *		Parsing of the query API's JSON response into rows of cells, and the
- *		cleaning of property JSON that jsonb would reject.
+ *		Parsing of the query API's JSON response into rows of cells, and of
+ *		its error bodies.
  *
  * The response is parsed in place: strings are de-escaped into the body
  * buffer itself (an unescaped string is never longer than its escaped
@@ -146,10 +146,12 @@ string_special(unsigned char ch)
  * De-escapes the string between start and q.  Valid UTF-8 is de-escaped
  * in place (the result is never longer: an escape is longer than what it
  * stands for); otherwise ("checked") into a new buffer, as U+FFFD, three
- * bytes, may replace a single invalid byte.
+ * bytes, may replace a single invalid byte.  On a bad escape, returns NULL
+ * with *problem set and *at pointing at it.
  */
 static char *
-unescape_string(JsonCursor *c, char *start, char *q, bool checked, int *len_out)
+unescape_string(char *start, char *q, bool checked, int *len_out,
+				const char **problem, char **at)
 {
 	char	   *out = checked ? palloc((q - start) * 3 + 1) : start;
 	char	   *w = out;
@@ -208,8 +210,9 @@ unescape_string(JsonCursor *c, char *start, char *q, bool checked, int *len_out)
 
 					if (q - s < 4 || (cp = read_hex4(s)) < 0)
 					{
-						c->p = s - 1;
-						json_fail(c, "invalid \\u escape");
+						*problem = "invalid \\u escape";
+						*at = s - 1;
+						return NULL;
 					}
 					s += 4;
 					if (cp >= 0xD800 && cp <= 0xDBFF)
@@ -236,8 +239,9 @@ unescape_string(JsonCursor *c, char *start, char *q, bool checked, int *len_out)
 					break;
 				}
 			default:
-				c->p = s - 1;
-				json_fail(c, "invalid escape in string");
+				*problem = "invalid escape in string";
+				*at = s - 1;
+				return NULL;
 		}
 	}
 	*w = '\0';
@@ -246,16 +250,18 @@ unescape_string(JsonCursor *c, char *start, char *q, bool checked, int *len_out)
 }
 
 /*
- * Parses a JSON string at c->p (which points at the opening quote) and
- * returns it de-escaped and NUL-terminated.  \u0000 and lone surrogates,
- * which no Postgres text can hold, are dropped as PostHog's own exporter
- * drops them; invalid UTF-8 becomes U+FFFD.  The common case (valid UTF-8)
- * is de-escaped in place, and without escapes not even copied.
+ * Parses the JSON string at p (which points at its opening quote, before
+ * end) and returns it de-escaped and NUL-terminated, setting *after to
+ * the byte after its closing quote.  \u0000 and lone surrogates, which no
+ * Postgres text can hold, are dropped as PostHog's own exporter drops
+ * them; invalid UTF-8 becomes U+FFFD.  The common case (valid UTF-8) is
+ * de-escaped in place, and without escapes not even copied.  A malformed
+ * string returns NULL, with *problem set and *after pointing at the fault.
  */
-static char *
-parse_string(JsonCursor *c, int *len_out)
+char *
+phx_json_string(char *p, char *end, char **after, int *len_out, const char **problem)
 {
-	char	   *start = ++c->p;
+	char	   *start = p + 1;
 	char	   *q = start;
 	bool		escaped = false;
 	bool		ascii = true;
@@ -263,12 +269,13 @@ parse_string(JsonCursor *c, int *len_out)
 	/* fast scan for the closing quote */
 	for (;;)
 	{
-		while (q < c->end && !string_special((unsigned char) *q))
+		while (q < end && !string_special((unsigned char) *q))
 			q++;
-		if (q >= c->end)
+		if (q >= end)
 		{
-			c->p = c->end;
-			json_fail(c, "unterminated string");
+			*problem = "unterminated string";
+			*after = end;
+			return NULL;
 		}
 		if (*q == '"')
 			break;
@@ -280,21 +287,35 @@ parse_string(JsonCursor *c, int *len_out)
 		}
 		if ((unsigned char) *q < 0x20)
 		{
-			c->p = q;
-			json_fail(c, "control character in string");
+			*problem = "control character in string";
+			*after = q;
+			return NULL;
 		}
 		ascii = false;
 		q++;
 	}
-	c->p = q + 1;
+	*after = q + 1;
 
 	if (!ascii && !utf8_valid(start, q - start))
-		return unescape_string(c, start, q, true, len_out);
+		return unescape_string(start, q, true, len_out, problem, after);
 	if (escaped)
-		return unescape_string(c, start, q, false, len_out);
+		return unescape_string(start, q, false, len_out, problem, after);
 	*q = '\0';
 	*len_out = q - start;
 	return start;
+}
+
+static char *
+parse_string(JsonCursor *c, int *len_out)
+{
+	const char *problem;
+	char	   *after;
+	char	   *s = phx_json_string(c->p, c->end, &after, len_out, &problem);
+
+	c->p = after;
+	if (s == NULL)
+		json_fail(c, problem);
+	return s;
 }
 
 /* Skips any JSON value, returning its start; used for nested cells and ignored members. */
@@ -600,93 +621,6 @@ phx_parse_page(char *body, size_t len)
 				 errmsg("invalid response from PostHog: rows have %d values but there are %d columns",
 						width, page->ncolumns)));
 	return page;
-}
-
-/*
- * Removes from JSON text what jsonb cannot store, the way PostHog's own
- * exporter does: the escape \u0000 and escapes of lone UTF-16 surrogates.
- * Escaped backslashes are honoured, so the text \\u0000 (a literal
- * backslash followed by u0000) is kept, and so are valid surrogate pairs.
- * Works in place and returns the new length.
- */
-int
-phx_clean_json_for_jsonb(char *text, int len)
-{
-	char	   *src = text;
-	char	   *end = text + len;
-	char	   *dst;
-	bool		in_string = false;
-
-	/* nothing to do unless there is a \u escape at all */
-	if (memchr(text, '\\', len) == NULL)
-		return len;
-
-	dst = text;
-	while (src < end)
-	{
-		char		ch = *src;
-
-		if (!in_string)
-		{
-			if (ch == '"')
-				in_string = true;
-			*dst++ = *src++;
-			continue;
-		}
-		if (ch == '"')
-		{
-			in_string = false;
-			*dst++ = *src++;
-			continue;
-		}
-		if (ch != '\\' || src + 1 >= end)
-		{
-			*dst++ = *src++;
-			continue;
-		}
-		if (src[1] != 'u' || end - src < 6)
-		{
-			/* two-character escape, \\ included: copy both */
-			*dst++ = *src++;
-			*dst++ = *src++;
-			continue;
-		}
-		{
-			int			cp = read_hex4(src + 2);
-
-			if (cp == 0)
-			{
-				src += 6;		/* drop \u0000 */
-				continue;
-			}
-			if (cp >= 0xD800 && cp <= 0xDBFF)
-			{
-				int			lo = -1;
-
-				if (end - src >= 12 && src[6] == '\\' && src[7] == 'u')
-					lo = read_hex4(src + 8);
-				if (lo >= 0xDC00 && lo <= 0xDFFF)
-				{
-					memmove(dst, src, 12);
-					dst += 12;
-					src += 12;
-				}
-				else
-					src += 6;	/* lone high surrogate */
-				continue;
-			}
-			if (cp >= 0xDC00 && cp <= 0xDFFF)
-			{
-				src += 6;		/* lone low surrogate */
-				continue;
-			}
-			memmove(dst, src, 6);
-			dst += 6;
-			src += 6;
-		}
-	}
-	*dst = '\0';
-	return dst - text;
 }
 
 /*

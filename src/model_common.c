@@ -37,22 +37,21 @@ bad_cell(PhxCell *cell, const char *column, const char *expected)
 /*
  * A JSON column: PostHog sends its text as a JSON string; an object or
  * array sent as such is accepted too.  What jsonb cannot hold (\u0000,
- * lone surrogates) is removed first.
+ * lone surrogates) is dropped.  The cell is left as it was: a person's
+ * cells are read once for each of its distinct ids.
  */
 Jsonb *
 phx_cell_jsonb(PhxCell *cell, const char *column)
 {
+	char	   *text;
+
 	if (cell->kind == PHX_CELL_NULL)
 		return NULL;
-	if (cell->kind == PHX_CELL_STRING)
-	{
-		if (cell->len == 0)
-			return NULL;
-		cell->len = phx_clean_json_for_jsonb(cell->val, cell->len);
-	}
-	else if (cell->kind == PHX_CELL_JSON)
-		cell->len = phx_clean_json_for_jsonb(cell->val, cell->len);
-	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(cell->val)));
+	if (cell->kind == PHX_CELL_STRING && cell->len == 0)
+		return NULL;
+	text = palloc(cell->len + 1);
+	memcpy(text, cell->val, cell->len + 1);
+	return phx_jsonb_from_text(text, cell->len);
 }
 
 /* A JSON array of strings (sessions' $urls) as text[]. */

@@ -96,8 +96,12 @@ typedef struct PhxPage
 #define PHX_CELL(page, row, col) (&(page)->cells[(row) * (page)->ncolumns + (col)])
 
 extern PhxPage *phx_parse_page(char *body, size_t len);
-extern int	phx_clean_json_for_jsonb(char *text, int len);
+extern char *phx_json_string(char *p, char *end, char **after, int *len_out,
+							 const char **problem);
 extern bool phx_parse_error_body(char *body, size_t len, char **code, char **detail);
+
+/* jsonb_build.c */
+extern Jsonb *phx_jsonb_from_text(char *text, int len);
 
 /* ------------------------------------------------------------------------
  * hogql.c: building the HTTP request body

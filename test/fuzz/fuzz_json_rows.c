@@ -2,10 +2,10 @@
  *
  * fuzz_json_rows.c
  *		libFuzzer harness for the query API response parser (json_rows.c):
- *		phx_parse_page(), phx_parse_error_body() and the jsonb cleaning of
- *		property text.  Any input must either parse or raise an ERROR
- *		(caught here); a crash, a sanitizer report or an uncaught error
- *		is a bug.
+ *		phx_parse_page(), phx_parse_error_body() and the JSON string parser
+ *		that property text goes through.  Any input must either parse or
+ *		raise an ERROR (caught here); a crash, a sanitizer report or an
+ *		uncaught error is a bug.
  *
  *-------------------------------------------------------------------------
  */
@@ -32,18 +32,35 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	{
 		PhxPage    *page = phx_parse_page(buf, size);
 
-		/* walk every cell as a model would, and clean JSON-ish strings */
+		/*
+		 * walk every cell as a model would: property text is JSON, whose
+		 * strings go through the same string parser
+		 */
 		for (int r = 0; r < page->nrows; r++)
 			for (int c = 0; c < page->ncolumns; c++)
 			{
 				PhxCell    *cell = PHX_CELL(page, r, c);
+				char	   *p;
+				char	   *end;
 
-				if (cell->kind == PHX_CELL_STRING || cell->kind == PHX_CELL_JSON)
+				if (cell->kind != PHX_CELL_STRING && cell->kind != PHX_CELL_JSON)
+					continue;
+				p = cell->val;
+				end = cell->val + cell->len;
+				while ((p = memchr(p, '"', end - p)) != NULL)
 				{
-					int			n = phx_clean_json_for_jsonb(cell->val, cell->len);
+					const char *problem;
+					char	   *after;
+					int			n;
+					char	   *s = phx_json_string(p, end, &after, &n, &problem);
 
-					if (n > cell->len || cell->val[n] != '\0')
+					if (after < p || after > end)
 						abort();
+					if (s != NULL && (n < 0 || s[n] != '\0'))
+						abort();
+					if (s == NULL)
+						break;
+					p = after;
 				}
 			}
 	}

@@ -78,6 +78,26 @@ is("$ret $rows", '0 1', 'numbers beyond double precision land');
 is($node->safe_psql('postgres', "SELECT properties->'huge' = '1e400'::jsonb AND properties->'tiny' = '1e-400'::jsonb AND properties->>'precise' = '0.12345678901234567890123456789' FROM posthog_exports.c$n"),
 	't', '... with every digit (jsonb numeric)');
 
+# jsonb built from the text must be the value jsonb_in makes of it, byte for byte
+my @json_texts = (
+	q{{"b": 1, "a": 2, "aa": 3, "a": 4, "ab": {"y": 1, "x": 2, "y": 3}}},
+	q{{"k": [1, 1.0, -0, 0.5e1, 1E+2, -1.25e-3, 123456789012345678, 1234567890123456789, -9223372036854775808, 9223372036854775807, 1e400]}},
+	q{{"s": "q\"uote\\\\ back\/slash \b\f\n\r\t \u00e9\u4e2d\ud83d\ude00 end", "\u00e9": 1, "e": 2, "": 3}},
+	q{[]}, q{{}}, q{[[], {}, [{}], [[[]]]]},
+	q{"just a string"}, q{42}, q{-0.5}, q{true}, q{false}, q{null},
+	qq{ \t\n{ "x" : [ true , false , null ] , "y":{} } \n},
+	q{{"zz": {"b": {"d": 1, "c": 2}, "a": []}, "z": [{"b": 1, "a": 2}, {"a": 3}]}},
+	'{"n": ' . ('[' x 60) . '1' . (']' x 60) . '}',
+	'{' . join(', ', map { "\"k$_\": $_" } reverse 1 .. 100) . '}',
+);
+($ret, $err, $rows) = canned(join ', ', map { $row->($u->(100 + $_), '"json"', encode_json($json_texts[$_])) } 0 .. $#json_texts);
+is("$ret $rows", '0 ' . scalar(@json_texts), 'properties of every JSON shape land') or diag $err;
+is($node->safe_psql('postgres', "SELECT count(*) || ':' || coalesce(string_agg(v.i::text, ',')
+	FILTER (WHERE t.properties::text IS DISTINCT FROM v.text::jsonb::text), '') FROM (VALUES "
+	. join(', ', map { "('@{[$u->(100 + $_)]}', $_, \$json\$$json_texts[$_]\$json\$)" } 0 .. $#json_texts)
+	. ") v(uuid, i, text) JOIN posthog_exports.c$n t USING (uuid)"),
+	scalar(@json_texts) . ':', '... each equal, byte for byte, to what jsonb_in makes of its text');
+
 ($ret, $err, $rows) = canned($row->($u->(12), '"deep"', '"' . ('[' x 100000) . (']' x 100000) . '"'));
 isnt($ret, 0, 'properties nested 100,000 deep fail the run');
 like($err, qr/stack depth limit exceeded|too deeply nested|nesting/i, '... with a clear error, and the server is fine');
