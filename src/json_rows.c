@@ -112,34 +112,33 @@ copy_utf8_checked(char *w, const char *src, int n)
 	return w;
 }
 
-static bool
-utf8_valid(const char *s, int n)
+/*
+ * The bytes the scan for a string's end stops at: '"', '\\', control
+ * characters, and, until one has been seen, non-ASCII bytes.  Eight bytes
+ * are tested at once (the usual "has a zero byte" arithmetic), as most
+ * runs between them are long.
+ */
+static inline bool
+byte_is_special(unsigned char ch, bool ascii)
 {
-	int			i = 0;
-
-	while (i < n)
-	{
-		unsigned char ch = (unsigned char) s[i];
-		int			l;
-
-		if (ch < 0x80)
-		{
-			i++;
-			continue;
-		}
-		l = pg_utf_mblen((const unsigned char *) &s[i]);
-		if (i + l > n || !pg_utf8_islegal((const unsigned char *) &s[i], l))
-			return false;
-		i += l;
-	}
-	return true;
+	return ch < 0x20 || ch == '"' || ch == '\\' || (ascii && ch >= 0x80);
 }
 
-/* Bytes the scan for a string's end must look at: '"', '\\', controls, non-ASCII. */
 static inline bool
-string_special(unsigned char ch)
+word_has_special(uint64 v, bool ascii)
 {
-	return ch < 0x20 || ch >= 0x80 || ch == '"' || ch == '\\';
+	const uint64 ones = UINT64CONST(0x0101010101010101);
+	const uint64 highs = UINT64CONST(0x8080808080808080);
+	uint64		quote = v ^ (ones * '"');
+	uint64		bslash = v ^ (ones * '\\');
+	uint64		found;
+
+	found = ((v - ones * 0x20) & ~v) |
+		((quote - ones) & ~quote) |
+		((bslash - ones) & ~bslash);
+	if (ascii)
+		found |= v;
+	return (found & highs) != 0;
 }
 
 /*
@@ -269,7 +268,16 @@ phx_json_string(char *p, char *end, char **after, int *len_out, const char **pro
 	/* fast scan for the closing quote */
 	for (;;)
 	{
-		while (q < end && !string_special((unsigned char) *q))
+		while (end - q >= 8)
+		{
+			uint64		v;
+
+			memcpy(&v, q, sizeof(v));
+			if (word_has_special(v, ascii))
+				break;
+			q += 8;
+		}
+		while (q < end && !byte_is_special((unsigned char) *q, ascii))
 			q++;
 		if (q >= end)
 		{
@@ -296,7 +304,7 @@ phx_json_string(char *p, char *end, char **after, int *len_out, const char **pro
 	}
 	*after = q + 1;
 
-	if (!ascii && !utf8_valid(start, q - start))
+	if (!ascii && pg_encoding_verifymbstr(PG_UTF8, start, q - start) != q - start)
 		return unescape_string(start, q, true, len_out, problem, after);
 	if (escaped)
 		return unescape_string(start, q, false, len_out, problem, after);
