@@ -158,19 +158,32 @@ unescape_string(char *start, char *q, bool checked, int *len_out,
 
 	while (s < q)
 	{
-		char	   *run = s;
-
-		while (s < q && *s != '\\')
-			s++;
-		if (s > run)
+		if (checked)
 		{
-			if (checked)
-				w = copy_utf8_checked(w, run, s - run);
-			else
+			char	   *run = s;
+
+			while (s < q && *s != '\\')
+				s++;
+			w = copy_utf8_checked(w, run, s - run);
+		}
+		else
+		{
+			/* runs between escapes are short: copy as the scan goes */
+			while (q - s >= 8)
 			{
-				memmove(w, run, s - run);
-				w += s - run;
+				uint64		v;
+				uint64		x;
+
+				memcpy(&v, s, sizeof(v));
+				x = v ^ (UINT64CONST(0x0101010101010101) * '\\');
+				if (((x - UINT64CONST(0x0101010101010101)) & ~x & UINT64CONST(0x8080808080808080)) != 0)
+					break;
+				memcpy(w, &v, sizeof(v));
+				w += 8;
+				s += 8;
 			}
+			while (s < q && *s != '\\')
+				*w++ = *s++;
 		}
 		if (s >= q)
 			break;

@@ -218,8 +218,13 @@ pair_qsort_cmp(const void *a, const void *b)
 
 /*
  * Sorts the pairs into jsonb's order and keeps one per key (the last one
- * given), as jsonb_in does.  Objects are small: insertion sort beats qsort.
+ * given), as jsonb_in does.  Keys are ordered by length first, so short
+ * keys are first distributed by length (a counting sort, which keeps the
+ * given order) and only keys of one length are compared; long keys fall
+ * back to a general sort.
  */
+#define SHORT_KEY 64
+
 static void
 sort_pairs(JsonbValue *obj)
 {
@@ -229,24 +234,52 @@ sort_pairs(JsonbValue *obj)
 
 	if (n < 2)
 		return;
-	if (n > 64)
-		qsort(pairs, n, sizeof(JsonbPair), pair_qsort_cmp);
-	else
-		for (int i = 1; i < n; i++)
-		{
-			JsonbPair	tmp;
-			int			j = i;
+	{
+		int			count[SHORT_KEY + 1] = {0};
+		bool		short_keys = true;
+		JsonbPair  *sorted;
 
-			if (pair_cmp(&pairs[i - 1], &pairs[i]) < 0)
-				continue;
-			tmp = pairs[i];
-			while (j > 0 && pair_cmp(&pairs[j - 1], &tmp) > 0)
-			{
-				pairs[j] = pairs[j - 1];
-				j--;
-			}
-			pairs[j] = tmp;
+		for (int i = 0; i < n && short_keys; i++)
+		{
+			if (pairs[i].key.val.string.len < SHORT_KEY)
+				count[pairs[i].key.val.string.len + 1]++;
+			else
+				short_keys = false;
 		}
+		if (short_keys)
+		{
+			for (int l = 1; l <= SHORT_KEY; l++)
+				count[l] += count[l - 1];
+			sorted = palloc(sizeof(JsonbPair) * n);
+			for (int i = 0; i < n; i++)
+				sorted[count[pairs[i].key.val.string.len]++] = pairs[i];
+			/* now each length's keys are together, in the given order */
+			for (int start = 0; start < n;)
+			{
+				int			len = sorted[start].key.val.string.len;
+				int			end = start + 1;
+
+				while (end < n && sorted[end].key.val.string.len == len)
+					end++;
+				for (int i = start + 1; i < end; i++)
+				{
+					JsonbPair	tmp = sorted[i];
+					int			j = i;
+
+					while (j > start && pair_cmp(&sorted[j - 1], &tmp) > 0)
+					{
+						sorted[j] = sorted[j - 1];
+						j--;
+					}
+					sorted[j] = tmp;
+				}
+				start = end;
+			}
+			pairs = obj->val.object.pairs = sorted;
+		}
+		else
+			qsort(pairs, n, sizeof(JsonbPair), pair_qsort_cmp);
+	}
 
 	out = 1;
 	for (int i = 1; i < n; i++)
