@@ -4,8 +4,11 @@
 For each size (BENCH_SIZES, default "100000 1000000 3000000" events of about
 1.3 KB), on one machine and the same generated data:
 
-  emulator   the PostHog emulator alone, paged with a keyset cursor
-             (the source must be at least 3x faster than the export)
+  emulator   the PostHog emulator alone, paged with a keyset cursor, twice:
+             the first pass renders each row's JSON, which the emulator keeps
+             (--render-cache), so the second pass -- and the export -- are
+             served at the rate of its keyset scan; the source must be at
+             least 3x faster than the export
   export     CALL posthog_export.run_export(...) pulling the rows
   copy       COPY events FROM a file holding exactly the rows the export
              wrote, into a table of the same definition and indexes
@@ -131,7 +134,7 @@ def start_emulator(data, root):
     if os.path.exists(portfile):
         os.unlink(portfile)
     p = subprocess.Popen([sys.executable, f"{REPO}/test/posthog_emulator.py", "--data", data, "--port", "0",
-                          "--port-file", portfile, "--api-key", KEY,
+                          "--port-file", portfile, "--api-key", KEY, "--render-cache",
                           "--cache-dir", os.path.join(BENCH_DIR, "cache")],
                          stderr=open(os.path.join(root, "emulator.log"), "a"))
     while not (os.path.exists(portfile) and open(portfile).read().strip()):
@@ -205,7 +208,11 @@ def main():
                        f"SELECT posthog_export.drop_export('e', true); "
                        f"SELECT posthog_export.create_export('e', 's', schema_name => 'b', table_name => 'events', "
                        f"\"interval\" => '1 day'); SELECT posthog_export.pause('e');")
+                # the first pass renders every row's JSON (the emulator keeps it); the second,
+                # what the export is served, is the source's rate that must be 3x the export's
+                cold_secs, _ = emulator_alone(port)
                 src_secs, src_rows = emulator_alone(port)
+                pg.sql("CHECKPOINT")
                 secs, rss = pg.timed("CALL posthog_export.run_export('e', '2026-11-01 00:00+00', '2026-11-02 00:00+00')")
                 rows = int(pg.sql("SELECT count(*) FROM b.events"))
                 copyfile = os.path.join(root, "events.copy")
@@ -222,7 +229,8 @@ def main():
                     psecs = time.time() - t0
                     prows = int(pg.sql("SELECT count(*) FROM b.piped"))
                     assert prows == rows, f"pipeline wrote {prows} rows, export {rows}"
-                results.append(dict(n=n, rows=rows, src=src_rows / src_secs, export=rows / secs, export_rss=rss,
+                results.append(dict(n=n, rows=rows, src=src_rows / src_secs, src_cold=src_rows / cold_secs,
+                                    export=rows / secs, export_rss=rss,
                                     copy=rows / csecs, copy_rss=crss,
                                     pipeline=(rows / psecs) if psecs else None, export_secs=secs))
                 print(json.dumps(results[-1]), flush=True)
@@ -289,20 +297,22 @@ def main():
 
 
 def report(results, persons):
-    lines = ["| events | source rows/s | export rows/s | COPY rows/s | pipeline rows/s | export/COPY | export/pipeline | source/export | export peak private MB | COPY peak private MB |",
+    lines = ["| events | source rows/s (first pass) | export rows/s | COPY rows/s | pipeline rows/s | export/COPY | export/pipeline | source/export | export peak private MB | COPY peak private MB |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         pipe = f"{r['pipeline']:.0f}" if r["pipeline"] else "-"
         ratio_pipe = f"{r['export'] / r['pipeline']:.2f}x" if r["pipeline"] else "-"
-        lines.append(f"| {r['rows']} | {r['src']:.0f} | {r['export']:.0f} | {r['copy']:.0f} | {pipe} | "
+        lines.append(f"| {r['rows']} | {r['src']:.0f} ({r['src_cold']:.0f}) | {r['export']:.0f} | {r['copy']:.0f} | {pipe} | "
                      f"{r['export'] / r['copy']:.2f}x | {ratio_pipe} | {r['src'] / r['export']:.1f}x | "
                      f"{r['export_rss']:.0f} | {r['copy_rss']:.0f} |")
     if len(results) > 1:
-        a, b = results[0], results[-1]
         lines.append("")
-        lines.append(f"Scaling: {b['rows']} rows took {b['export_secs'] / a['export_secs']:.2f}x the time of "
-                     f"{a['rows']} rows ({b['rows'] / a['rows']:.1f}x the rows); peak private memory grew by "
-                     f"{b['export_rss'] - a['export_rss']:.0f} MB.")
+        for a, b in zip(results, results[1:]):
+            lines.append(f"Scaling: {b['rows']} rows took {b['export_secs'] / a['export_secs']:.2f}x the time of "
+                         f"{a['rows']} rows ({b['rows'] / a['rows']:.1f}x the rows).")
+        a, b = results[0], results[-1]
+        lines.append(f"Peak private memory of the export grew by {b['export_rss'] - a['export_rss']:.0f} MB "
+                     f"from {a['rows']} to {b['rows']} rows.")
     if persons:
         lines.append("")
         lines.append(f"Persons ({persons['mappings']} distinct ids): first load {persons['first_secs']:.1f} s, "
