@@ -168,7 +168,7 @@ phx_bulk_insert_begin(Oid relid, const PhxModel *model, PhxRowContext *rc)
 			 RelationGetRelationName(bi->rel));
 	desc = RelationGetDescr(bi->rel);
 
-	/* an executor state with the table as its only result relation */
+	/* a row's model values, which the casts read */
 	bi->params = makeParamList(model->ncolumns);
 	bi->params->numParams = model->ncolumns;
 	for (int c = 0; c < model->ncolumns; c++)

@@ -36,7 +36,7 @@ cp -r test "$work/"
 run_as=()
 if [ "$(id -u)" -eq 0 ]; then chown -R postgres "$work"; run_as=(runuser -u postgres --); fi
 
-tests=${PHX_VALGRIND_TESTS:-"test/t/001_events_export.pl test/t/003_resume_and_privileges.pl test/t/004_tls.pl test/t/005_persons_sessions.pl test/t/007_bad_input.pl test/t/008_faults_security.pl"}
+tests=${PHX_VALGRIND_TESTS:-"test/t/001_events_export.pl test/t/003_resume_and_privileges.pl test/t/004_tls.pl test/t/005_persons_sessions.pl test/t/007_bad_input.pl test/t/008_faults_security.pl test/t/009_table_shapes.pl"}
 (cd "$work" && "${run_as[@]}" env PATH="$work/bin:$PATH" PERL5LIB="$pgxs_dir/../test/perl:$work/test/perl" \
    TESTDIR="$work" PG_REGRESS="$pgxs_dir/../test/regress/pg_regress" PG_TEST_TIMEOUT_DEFAULT=900 \
    prove $tests)
