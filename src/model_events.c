@@ -74,6 +74,9 @@ static const char *const query_columns[Q_NCOLUMNS] = {
 	"uuid", "event", "properties", "elements_chain", "distinct_id", "team_id", "timestamp_utc"
 };
 
+/* See events_begin(). */
+#define FIRST_PAGE_ROWS 5000
+
 typedef struct EventsState
 {
 	PhxExport  *exp;
@@ -82,7 +85,8 @@ typedef struct EventsState
 	TimestampTz end;
 	char	   *cursor_ts;		/* UTC text of the last row's timestamp */
 	char	   *cursor_uuid;
-	int			page_size;
+	int			page_size;		/* of the next request */
+	int			max_page_size;	/* what it grows to */
 	int			page_no;
 	bool		merge;
 	MemoryContext cxt;			/* where the state (and its cursor) lives */
@@ -99,7 +103,15 @@ events_begin(PhxExport *exp, PhxServerConfig *cfg, TimestampTz start,
 	st->cfg = cfg;
 	st->start = start;
 	st->end = end;
-	st->page_size = cfg->page_size;
+	/*
+	 * The first page is small, so rows start flowing before PostHog has
+	 * produced a full page; each next page doubles, up to page_size, and
+	 * is requested while the previous one is written.  Pages of up to
+	 * FIRST_PAGE_ROWS start at full size: ramping them would only add
+	 * requests.
+	 */
+	st->max_page_size = cfg->page_size;
+	st->page_size = Max(Min(cfg->page_size, FIRST_PAGE_ROWS), cfg->page_size / 8);
 	st->merge = (strcmp(exp->mode, "merge") == 0);
 	if (list_length(cursor) == 2)
 	{
@@ -161,6 +173,7 @@ shrink_page(void *arg, PhxQuery *q)
 
 	if (!phx_halve_page(&st->page_size))
 		return false;
+	st->max_page_size = st->page_size;
 	build_query(st, q);
 	return true;
 }
@@ -410,6 +423,7 @@ events_next_page(void *state)
 	{
 		PhxQuery	next;
 
+		st->page_size = Min(st->page_size * 2, st->max_page_size);
 		build_query(st, &next);
 		phx_http_prefetch(st->cfg, &next, psprintf("posthog_export %s page %d",
 												   st->exp->name, st->page_no + 1));
