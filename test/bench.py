@@ -311,7 +311,7 @@ def report(results, persons):
             lines.append(f"Scaling: {b['rows']} rows took {b['export_secs'] / a['export_secs']:.2f}x the time of "
                          f"{a['rows']} rows ({b['rows'] / a['rows']:.1f}x the rows).")
         a, b = results[0], results[-1]
-        lines.append(f"Peak private memory of the export grew by {b['export_rss'] - a['export_rss']:.0f} MB "
+        lines.append(f"Peak private memory of the export grew by {round(b['export_rss'] - a['export_rss']) + 0} MB "
                      f"from {a['rows']} to {b['rows']} rows.")
     if persons:
         lines.append("")
