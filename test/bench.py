@@ -213,11 +213,13 @@ def main():
                 cold_secs, _ = emulator_alone(port)
                 src_secs, src_rows = emulator_alone(port)
                 pg.sql("CHECKPOINT")
+                os.sync()  # nor the writeback of what came before (the emulator's cache file, say)
                 secs, rss = pg.timed("CALL posthog_export.run_export('e', '2026-11-01 00:00+00', '2026-11-02 00:00+00')")
                 rows = int(pg.sql("SELECT count(*) FROM b.events"))
                 copyfile = os.path.join(root, "events.copy")
                 pg.sql(f"COPY b.events TO '{copyfile}'; CREATE TABLE b.copy_target (LIKE b.events INCLUDING ALL)")
                 pg.sql("CHECKPOINT")
+                os.sync()
                 csecs, crss = pg.timed(f"COPY b.copy_target FROM '{copyfile}'")
                 os.unlink(copyfile)
                 psecs = None
