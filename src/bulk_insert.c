@@ -182,20 +182,16 @@ phx_bulk_insert_begin(Oid relid, const PhxModel *model, PhxRowContext *rc)
 	bi->attnum = palloc0(sizeof(AttrNumber) * model->ncolumns);
 	bi->cast = palloc0(sizeof(ExprState *) * model->ncolumns);
 	for (int c = 0; c < model->ncolumns; c++)
-		for (int a = 0; a < desc->natts; a++)
-		{
-			Form_pg_attribute att = TupleDescAttr(desc, a);
+	{
+		Form_pg_attribute att = phx_written_column(desc, model->columns[c].name);
 
-			if (!att->attisdropped && !att->attgenerated &&
-				strcmp(NameStr(att->attname), model->columns[c].name) == 0)
-			{
-				bi->attnum[c] = att->attnum;
-				bi->cast[c] = column_cast(bi, c, att);
-				inserted_cols = bms_add_member(inserted_cols,
-											   att->attnum - FirstLowInvalidHeapAttributeNumber);
-				break;
-			}
-		}
+		if (att == NULL)
+			continue;
+		bi->attnum[c] = att->attnum;
+		bi->cast[c] = column_cast(bi, c, att);
+		inserted_cols = bms_add_member(inserted_cols,
+									   att->attnum - FirstLowInvalidHeapAttributeNumber);
+	}
 
 	/* an executor state with the table as its only result relation */
 	rte = makeNode(RangeTblEntry);

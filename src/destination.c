@@ -206,6 +206,23 @@ append_on_conflict(StringInfo sql, PhxDestination *dest, const char *keylist)
 						 set.data, lhs.data, rhs.data);
 }
 
+/*
+ * The table column a model column of that name fills: a generated column
+ * of the name is computed, not written, so it counts as absent.
+ */
+Form_pg_attribute
+phx_written_column(TupleDesc desc, const char *name)
+{
+	for (int a = 0; a < desc->natts; a++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, a);
+
+		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
+			return att->attgenerated ? NULL : att;
+	}
+	return NULL;
+}
+
 #define STAGE_NAME "posthog_export_stage"
 #define STAGE_TABLE "pg_temp." STAGE_NAME
 
@@ -280,20 +297,10 @@ phx_destination_open(PhxExport *exp, const PhxModel *model)
 	{
 		const PhxModelColumn *col = &model->columns[i];
 		const char *q = quote_identifier(col->name);
-		Form_pg_attribute att = NULL;
+		Form_pg_attribute att = phx_written_column(desc, col->name);
 		const char *sep = nused ? ", " : "";
 
-		for (int a = 0; a < desc->natts; a++)
-		{
-			Form_pg_attribute at = TupleDescAttr(desc, a);
-
-			if (!at->attisdropped && strcmp(NameStr(at->attname), col->name) == 0)
-			{
-				att = at;
-				break;
-			}
-		}
-		if (att == NULL || att->attgenerated)
+		if (att == NULL)
 			continue;
 
 		dest->used[nused++] = i;

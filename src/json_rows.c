@@ -124,21 +124,27 @@ byte_is_special(unsigned char ch, bool ascii)
 	return ch < 0x20 || ch == '"' || ch == '\\' || (ascii && ch >= 0x80);
 }
 
+#define BYTES_OF(ch)	(UINT64CONST(0x0101010101010101) * (ch))
+#define HIGH_BITS		BYTES_OF(0x80)
+
+/* Flags (high bit) the bytes of v below n; exact as to whether any is, for n <= 0x80. */
+static inline uint64
+bytes_below(uint64 v, int n)
+{
+	return (v - BYTES_OF(n)) & ~v & HIGH_BITS;
+}
+
+static inline bool
+word_has_byte(uint64 v, char ch)
+{
+	return bytes_below(v ^ BYTES_OF((unsigned char) ch), 1) != 0;
+}
+
 static inline bool
 word_has_special(uint64 v, bool ascii)
 {
-	const uint64 ones = UINT64CONST(0x0101010101010101);
-	const uint64 highs = UINT64CONST(0x8080808080808080);
-	uint64		quote = v ^ (ones * '"');
-	uint64		bslash = v ^ (ones * '\\');
-	uint64		found;
-
-	found = ((v - ones * 0x20) & ~v) |
-		((quote - ones) & ~quote) |
-		((bslash - ones) & ~bslash);
-	if (ascii)
-		found |= v;
-	return (found & highs) != 0;
+	return bytes_below(v, 0x20) != 0 || word_has_byte(v, '"') || word_has_byte(v, '\\') ||
+		(ascii && (v & HIGH_BITS) != 0);
 }
 
 /*
@@ -172,11 +178,9 @@ unescape_string(char *start, char *q, bool checked, int *len_out,
 			while (q - s >= 8)
 			{
 				uint64		v;
-				uint64		x;
 
 				memcpy(&v, s, sizeof(v));
-				x = v ^ (UINT64CONST(0x0101010101010101) * '\\');
-				if (((x - UINT64CONST(0x0101010101010101)) & ~x & UINT64CONST(0x8080808080808080)) != 0)
+				if (word_has_byte(v, '\\'))
 					break;
 				memcpy(w, &v, sizeof(v));
 				w += 8;

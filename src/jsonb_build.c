@@ -290,6 +290,27 @@ sort_pairs(JsonbValue *obj)
 	obj->val.object.nPairs = out;
 }
 
+/*
+ * After a member of an object or array: true at a comma (another follows),
+ * false at the closing bracket; both are consumed.
+ */
+static bool
+another_member(JsonbBuilder *b, char close)
+{
+	skip_ws(b);
+	if (b->p < b->end && *b->p == ',')
+	{
+		b->p++;
+		return true;
+	}
+	if (b->p < b->end && *b->p == close)
+	{
+		b->p++;
+		return false;
+	}
+	build_fail(b, close == '}' ? "expected \",\" or \"}\"" : "expected \",\" or \"]\"");
+}
+
 static void
 parse_object(JsonbBuilder *b, JsonbValue *v)
 {
@@ -320,18 +341,8 @@ parse_object(JsonbBuilder *b, JsonbValue *v)
 			parse_value(b, &pairs[n].value);
 			pairs[n].order = n;
 			n++;
-			skip_ws(b);
-			if (b->p < b->end && *b->p == ',')
-			{
-				b->p++;
-				continue;
-			}
-			if (b->p < b->end && *b->p == '}')
-			{
-				b->p++;
+			if (!another_member(b, '}'))
 				break;
-			}
-			build_fail(b, "expected \",\" or \"}\"");
 		}
 	v->type = jbvObject;
 	v->val.object.pairs = pairs;
@@ -359,18 +370,8 @@ parse_array(JsonbBuilder *b, JsonbValue *v)
 				elems = repalloc(elems, sizeof(JsonbValue) * cap);
 			}
 			parse_value(b, &elems[n++]);
-			skip_ws(b);
-			if (b->p < b->end && *b->p == ',')
-			{
-				b->p++;
-				continue;
-			}
-			if (b->p < b->end && *b->p == ']')
-			{
-				b->p++;
+			if (!another_member(b, ']'))
 				break;
-			}
-			build_fail(b, "expected \",\" or \"]\"");
 		}
 	v->type = jbvArray;
 	v->val.array.elems = elems;

@@ -14,6 +14,7 @@
 
 #include "postgres.h"
 
+#include "access/tupdesc.h"
 #include "datatype/timestamp.h"
 #include "utils/date.h"
 #include "executor/spi.h"
@@ -321,6 +322,7 @@ typedef struct PhxDestination
 	SPIPlanPtr	stage_plan;		/* its plan, once the stage exists */
 } PhxDestination;
 
+extern Form_pg_attribute phx_written_column(TupleDesc desc, const char *name);
 extern PhxDestination *phx_destination_open(PhxExport *exp, const PhxModel *model);
 extern uint64 phx_destination_insert(PhxDestination *dest, PhxModelPage *page);
 extern uint64 phx_destination_finish(PhxDestination *dest);
