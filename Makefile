@@ -23,10 +23,11 @@ OBJS = \
 	src/export_run.o \
 	src/export_api.o \
 	src/schedule.o \
+	src/owner_session.o \
 	src/scheduler.o
 
 EXTENSION = posthog_export
-DATA = posthog_export--0.1.0.sql
+DATA = posthog_export--0.1.0.sql posthog_export--0.1.0--0.2.0.sql posthog_export--0.2.0.sql
 PGFILEDESC = "posthog_export - pull PostHog data into PostgreSQL"
 
 REGRESS = options exports

@@ -31,6 +31,11 @@
 
 #include "posthog_export.h"
 
+/* 1 when a run left "running" was started under the current postmaster */
+#define RUN_DIED_UNDER_THIS_POSTMASTER \
+	"(CASE WHEN status = 'running' AND started_at OPERATOR(pg_catalog.>=) " \
+	"pg_catalog.pg_postmaster_start_time() THEN 1 ELSE 0 END)"
+
 /*
  * Runs what follows as "role", with search_path = pg_catalog, pg_temp,
  * the way a SECURITY DEFINER function with a pinned search_path would.
@@ -98,6 +103,33 @@ phx_snapshot_release(bool pushed)
 		PopActiveSnapshot();
 }
 
+/*
+ * The library reads and writes the catalog of its own version: after the
+ * new library is installed, the tables of an older version stay as they
+ * were until ALTER EXTENSION ... UPDATE, and every use says so.
+ */
+static void
+check_catalog_version(void)
+{
+	static bool checked = false;
+	char	   *version;
+
+	if (checked)
+		return;
+	if (SPI_execute("SELECT extversion FROM pg_catalog.pg_extension "
+					"WHERE extname OPERATOR(pg_catalog.=) '" PHX_EXTENSION_NAME "'",
+					true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read the version of extension \"%s\"", PHX_EXTENSION_NAME);
+	version = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	if (strcmp(version, PHX_VERSION) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"%s\" is at version %s, but its library is version %s",
+						PHX_EXTENSION_NAME, version, PHX_VERSION),
+				 errhint("Update it: ALTER EXTENSION %s UPDATE;", PHX_EXTENSION_NAME)));
+	checked = true;
+}
+
 /* Executes a catalog statement as the catalog owner. */
 static int
 catalog_exec(const char *sql, int nargs, Oid *argtypes, Datum *values,
@@ -109,6 +141,7 @@ catalog_exec(const char *sql, int nargs, Oid *argtypes, Datum *values,
 	bool		pushed = phx_snapshot_ensure();
 
 	phx_become(phx_catalog_owner(), &sw);
+	check_catalog_version();
 	rc = SPI_execute_with_args(sql, nargs, argtypes, values, nulls, false, 0);
 	phx_restore(&sw);
 	phx_snapshot_release(pushed);
@@ -410,7 +443,8 @@ phx_export_record_result(PhxExport *exp, ErrorData *edata)
 	if (pause)
 		ereport(WARNING,
 				(errmsg("export \"%s\" %s", exp->name, reason),
-				 errhint("Fix the cause, then: SELECT posthog_export.unpause('%s');", exp->name)));
+				 errhint("Fix the cause, then: SELECT posthog_export.unpause(%s);",
+						 quote_literal_cstr(exp->name))));
 }
 
 /*
@@ -423,6 +457,7 @@ void
 phx_mark_interrupted_runs(void)
 {
 	catalog_exec("UPDATE posthog_export.runs SET status = 'failed', "
+				 "crashes = crashes OPERATOR(pg_catalog.+) " RUN_DIED_UNDER_THIS_POSTMASTER ", "
 				 "error = 'interrupted: the run ended with its backend (server restart or crash); it resumes from its committed cursor', "
 				 "finished_at = pg_catalog.clock_timestamp() "
 				 "WHERE status = 'running' AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_locks l "
@@ -446,10 +481,11 @@ run_from_tuple(HeapTuple tup, TupleDesc desc)
 	run->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
 	run->cursor = get_text_array(tup, desc, 7);
 	run->rows_written = DatumGetInt64(SPI_getbinval(tup, desc, 8, &isnull));
+	run->crashes = DatumGetInt32(SPI_getbinval(tup, desc, 9, &isnull));
 	return run;
 }
 
-#define RUN_COLUMNS "run_id, status, rows, bytes, pages, attempts, cursor, rows_written"
+#define RUN_COLUMNS "run_id, status, rows, bytes, pages, attempts, cursor, rows_written, crashes"
 
 /*
  * Finds or creates the runs row of [start, end) and marks it running.
@@ -495,7 +531,13 @@ phx_run_begin(PhxExport *exp, TimestampTz start, TimestampTz end,
 		uvalues[0] = Int64GetDatum(run->run_id);
 		uvalues[1] = BoolGetDatum(force && strcmp(run->status, "completed") == 0);
 		uvalues[2] = CStringGetTextDatum(trigger);
+		/*
+		 * A row still "running" while we hold the export's lock was left by
+		 * a backend that died without recording the end of the run; under
+		 * this same postmaster that was a crash or a kill, not a restart.
+		 */
 		catalog_exec("UPDATE posthog_export.runs SET status = 'running', "
+					 "crashes = crashes OPERATOR(pg_catalog.+) " RUN_DIED_UNDER_THIS_POSTMASTER ", "
 					 "attempts = attempts OPERATOR(pg_catalog.+) 1, trigger = $3, "
 					 "started_at = pg_catalog.clock_timestamp(), finished_at = NULL, error = NULL, "
 					 "rows = CASE WHEN $2 THEN 0 ELSE rows END, "
@@ -539,6 +581,7 @@ phx_run_progress(PhxRun *run, PhxRunDelta *delta, List *cursor, bool completed)
 				 "rows_written = rows_written OPERATOR(pg_catalog.+) $7, "
 				 "cursor = COALESCE($4, cursor), "
 				 "status = CASE WHEN $5 THEN 'completed' ELSE status END, "
+				 "crashes = CASE WHEN $5 THEN 0 ELSE crashes END, "
 				 "finished_at = CASE WHEN $5 THEN pg_catalog.clock_timestamp() END "
 				 "WHERE run_id OPERATOR(pg_catalog.=) $1",
 				 7, argtypes, values, nulls);
@@ -558,7 +601,7 @@ phx_run_failed(PhxRun *run, const char *message)
 
 	values[0] = Int64GetDatum(run->run_id);
 	values[1] = CStringGetTextDatum(message);
-	catalog_exec("UPDATE posthog_export.runs SET status = 'failed', error = $2, "
+	catalog_exec("UPDATE posthog_export.runs SET status = 'failed', error = $2, crashes = 0, "
 				 "finished_at = pg_catalog.clock_timestamp() "
 				 "WHERE run_id OPERATOR(pg_catalog.=) $1",
 				 2, argtypes, values, NULL);

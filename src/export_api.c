@@ -436,10 +436,13 @@ posthog_export_backfill(PG_FUNCTION_ARGS)
 }
 
 /*
- * CALL run_due(): runs, in this session, the due work of every export the
- * caller may run: what pg_cron calls, or a DBA by hand when the library is
- * not preloaded.  Each export's failure is recorded and reported as a
- * WARNING; the others still run.
+ * CALL run_due(): runs the due work of every export the caller may run:
+ * what pg_cron calls, or a DBA by hand when the library is not preloaded.
+ * Each export runs, one after the other, in a background worker connected
+ * as its owner, so no export's code can reach the caller's session or
+ * privileges, nor stop the others.  Each export's failure is recorded and
+ * reported as a WARNING; the others still run.  Inside a transaction block
+ * (no commits possible) only the caller's own exports run, in this session.
  */
 Datum
 posthog_export_run_due(PG_FUNCTION_ARGS)
@@ -458,7 +461,20 @@ posthog_export_run_due(PG_FUNCTION_ARGS)
 		PhxExport  *exp = lfirst(lc);
 
 		CHECK_FOR_INTERRUPTS();
-		phx_run_due_export(exp, nonatomic);
+		if (nonatomic)
+		{
+			/* each in a session of its owner: isolated from us and each other */
+			if (phx_export_is_due(exp))
+				phx_run_in_worker(exp, PHX_RUN_DUE, 0, 0, false, true);
+		}
+		else if (phx_session_is_owner(exp->owner))
+			phx_run_due_export(exp, false);
+		else
+			ereport(WARNING,
+					(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+					 errmsg("skipped export \"%s\" of role \"%s\": inside a transaction block, run_due runs only the caller's own exports",
+							exp->name, phx_role_name(exp->owner)),
+					 errhint("Call run_due outside a transaction block.")));
 	}
 	SPI_finish();
 	PG_RETURN_VOID();

@@ -68,6 +68,27 @@ unlock_export(RunLock *lock)
 	lock->held = false;
 }
 
+/* Backends that may die running one interval before its export pauses. */
+#define PHX_MAX_CRASHES		2
+
+/*
+ * A run whose backend keeps dying (a crash takes the whole cluster with
+ * it) must not be started again and again: the export pauses, in the same
+ * transaction that begins the run, and the run then fails with the reason.
+ */
+static void
+pause_crashing_export(PhxExport *exp, PhxRun *run, TimestampTz start, TimestampTz end)
+{
+	phx_export_set_paused(exp, true,
+						  psprintf("paused: the backend running interval [%s, %s) died %d times in a row (see the server log for \"terminated by signal\")",
+								   phx_ts_str(start), phx_ts_str(end), run->crashes));
+	ereport(WARNING,
+			(errmsg("export \"%s\" paused: the backend running interval [%s, %s) died %d times in a row",
+					exp->name, phx_ts_str(start), phx_ts_str(end), run->crashes),
+			 errhint("Find the cause in the server log, then: SELECT posthog_export.unpause(%s);",
+					 quote_literal_cstr(exp->name))));
+}
+
 typedef enum RunResult
 {
 	RUN_DONE,
@@ -108,6 +129,8 @@ run_interval(PhxExport *exp, const PhxModel *model, TimestampTz start,
 		MemoryContextSwitchTo(oldcxt);
 		return RUN_SKIPPED;
 	}
+	if (run->crashes >= PHX_MAX_CRASHES)
+		pause_crashing_export(exp, run, start, end);
 	if (nonatomic)
 	{
 		SPI_commit();
@@ -138,6 +161,14 @@ run_interval(PhxExport *exp, const PhxModel *model, TimestampTz start,
 		{
 			if (state == NULL)
 			{
+				if (run->crashes >= PHX_MAX_CRASHES)
+					ereport(ERROR,
+							(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+							 errmsg("the backend running export \"%s\" died %d times in a row in interval [%s, %s)",
+									exp->name, run->crashes, phx_ts_str(start), phx_ts_str(end)),
+							 errdetail("It ended without recording the end of the run: a crash, a kill, or pg_terminate_backend()."),
+							 errhint("The export is paused; find the cause in the server log (\"terminated by signal\"), then unpause it.")));
+
 				/* set-up errors (no privilege, no key ...) are recorded like page errors */
 				phx_become(exp->owner, &sw);
 				cfg = phx_get_server_config(exp->server_name, exp->owner);
@@ -430,7 +461,13 @@ posthog_export_run_export(PG_FUNCTION_ARGS)
 	exp = phx_export_lookup(name, false);
 	check_boundary(exp, start, "start_at");
 	check_boundary(exp, end, "end_at");
-	phx_run_range(exp, start, end, "manual", force, nonatomic);
+	if (phx_session_is_owner(exp->owner))
+		phx_run_range(exp, start, end, "manual", force, nonatomic);
+	else
+	{
+		phx_require_nonatomic(exp, nonatomic, "run_export");
+		phx_run_in_worker(exp, PHX_RUN_RANGE, start, end, force, false);
+	}
 
 	SPI_finish();
 	PG_RETURN_VOID();

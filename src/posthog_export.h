@@ -20,12 +20,14 @@
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
+#include "postmaster/bgworker.h"
+#include "storage/dsm.h"
 #include "utils/jsonb.h"
 #include "utils/relcache.h"
 
 #define PHX_EXTENSION_NAME	"posthog_export"
 #define PHX_SCHEMA_NAME		"posthog_export"
-#define PHX_VERSION			"0.1.0"
+#define PHX_VERSION			"0.2.0"
 
 /* First key of the advisory locks the extension takes ("phx" in ASCII). */
 #define PHX_ADVISORY_LOCK_KEY	7366776
@@ -188,6 +190,7 @@ typedef struct PhxRun
 	int32		attempts;
 	List	   *cursor;			/* of char *, NIL before the first page */
 	int64		rows_written;
+	int32		crashes;		/* backends that died running it, in a row */
 } PhxRun;
 
 /* What some pages added to a run, recorded with phx_run_progress(). */
@@ -396,6 +399,27 @@ extern TimestampTz phx_retry_time(TimestampTz now, int failures);
  * ------------------------------------------------------------------------
  */
 extern void phx_run_due_export(PhxExport *exp, bool nonatomic);
+
+/* ------------------------------------------------------------------------
+ * owner_session.c: runs in a background worker connected as the owner
+ * ------------------------------------------------------------------------
+ */
+typedef enum PhxRunKind
+{
+	PHX_RUN_DUE,				/* the export's due intervals and backfills */
+	PHX_RUN_RANGE				/* the intervals of [start, end), run_export */
+} PhxRunKind;
+
+extern bool phx_session_is_owner(Oid owner);
+extern char *phx_role_name(Oid role);
+extern void phx_require_nonatomic(PhxExport *exp, bool nonatomic, const char *what);
+extern bool phx_export_is_due(PhxExport *exp);
+extern char *phx_owner_session_problem(Oid owner);
+extern void phx_run_worker_init(BackgroundWorker *worker, PhxExport *exp, PhxRunKind kind,
+								TimestampTz start, TimestampTz end, bool force,
+								dsm_handle seg);
+extern void phx_run_in_worker(PhxExport *exp, PhxRunKind kind, TimestampTz start,
+							  TimestampTz end, bool force, bool errors_as_warnings);
 
 /* ------------------------------------------------------------------------
  * scheduler.c: the background workers, their shared memory, live progress

@@ -18,10 +18,11 @@
  *              alter_export(), unpause(), backfill(), a SIGHUP or a finished
  *              run), and starts a run worker per due export, at most
  *              posthog_export.max_workers at once in the whole cluster.
- *   run        one per due export: runs its due intervals and backfills
- *              (phx_run_due_export), then exits.  Data is written as the
- *              export's owner; the export's advisory lock makes a collision
- *              with a manual CALL or pg_cron impossible.
+ *   run        one per due export, connected as the export's owner
+ *              (owner_session.c): runs its due intervals and backfills
+ *              (phx_run_due_export), then exits.  The export's advisory
+ *              lock makes a collision with a manual CALL or pg_cron
+ *              impossible.
  *
  * Shared memory holds no pointers: database slots (oid, scheduler pid,
  * recheck time, running count) and one progress slot per backend, read by
@@ -37,6 +38,7 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "catalog/pg_authid.h"
 #include "catalog/pg_database.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
@@ -53,6 +55,7 @@
 #include "storage/shmem.h"
 #include "storage/spin.h"
 #include "tcop/tcopprot.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -64,7 +67,6 @@
 
 PGDLLEXPORT void phx_launcher_main(Datum main_arg);
 PGDLLEXPORT void phx_scheduler_main(Datum main_arg);
-PGDLLEXPORT void phx_run_worker_main(Datum main_arg);
 
 PG_FUNCTION_INFO_V1(posthog_export_progress_info);
 
@@ -92,6 +94,7 @@ typedef struct PhxProgressSlot
 	pid_t		pid;			/* 0: free */
 	Oid			dboid;
 	int32		export_id;
+	Oid			owner;			/* who may see the slot */
 	TimestampTz interval_start;
 	TimestampTz interval_end;
 	TimestampTz started_at;
@@ -451,8 +454,29 @@ typedef struct RunningExport
 typedef struct DueExport
 {
 	int32		export_id;
+	Oid			owner;			/* the run worker connects as this role */
 	TimestampTz due;
 } DueExport;
+
+/*
+ * A run worker connects as the export's owner; where it could not (a role
+ * without LOGIN before PostgreSQL 17, a dropped role), starting one would
+ * fail again and again, so the export pauses and says why.  False then.
+ */
+static bool
+pause_if_owner_cannot_run(PhxExport *exp)
+{
+	char	   *problem = phx_owner_session_problem(exp->owner);
+
+	if (problem == NULL)
+		return true;
+	phx_export_set_paused(exp, true, psprintf("paused: %s", problem));
+	ereport(WARNING,
+			(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+			 errmsg("export \"%s\" paused: %s", exp->name, problem),
+			 errhint("Give the owner LOGIN (ALTER ROLE ... LOGIN), then unpause the export.")));
+	return false;
+}
 
 /*
  * Reads every unpaused export and when it is next due, into "cxt" (the
@@ -485,11 +509,14 @@ load_due(List **due_out, MemoryContext cxt)
 
 			if (when == 0)
 				continue;
+			if (when <= now && !pause_if_owner_cannot_run(exp))
+				continue;
 			{
 				MemoryContext old = MemoryContextSwitchTo(cxt);
 
 				d = palloc(sizeof(DueExport));
 				d->export_id = exp->export_id;
+				d->owner = exp->owner;
 				d->due = when;
 				due = lappend(due, d);
 				MemoryContextSwitchTo(old);
@@ -504,10 +531,11 @@ load_due(List **due_out, MemoryContext cxt)
 }
 
 static bool
-start_run_worker(int32 export_id, BackgroundWorkerHandle **handle)
+start_run_worker(DueExport *d, BackgroundWorkerHandle **handle)
 {
 	BackgroundWorker worker;
 	PhxDatabaseSlot *slot;
+	PhxExport	exp = {0};
 	int			total = 0;
 	bool		ok = false;
 
@@ -525,11 +553,9 @@ start_run_worker(int32 export_id, BackgroundWorkerHandle **handle)
 	if (!ok)
 		return false;
 
-	init_worker(&worker, "phx_run_worker_main", "posthog_export run", BGW_NEVER_RESTART);
-	snprintf(worker.bgw_name, BGW_MAXLEN, "posthog_export run of export %d", export_id);
-	worker.bgw_main_arg = Int32GetDatum(export_id);
-	memcpy(worker.bgw_extra, &MyDatabaseId, sizeof(Oid));
-	worker.bgw_notify_pid = MyProcPid;
+	exp.export_id = d->export_id;
+	exp.owner = d->owner;
+	phx_run_worker_init(&worker, &exp, PHX_RUN_DUE, 0, 0, false, DSM_HANDLE_INVALID);
 	if (!RegisterDynamicBackgroundWorker(&worker, handle))
 	{
 		SpinLockAcquire(&phx_shared->mutex);
@@ -630,7 +656,7 @@ phx_scheduler_main(Datum main_arg)
 					continue;	/* its run worker wakes us when done */
 				if (d->due <= now)
 				{
-					if (nrunning < 64 && start_run_worker(d->export_id, &running[nrunning].handle))
+					if (nrunning < 64 && start_run_worker(d, &running[nrunning].handle))
 						running[nrunning++].export_id = d->export_id;
 					else
 						sleep_ms = Min(sleep_ms, 1000);	/* no place yet */
@@ -644,37 +670,6 @@ phx_scheduler_main(Datum main_arg)
 						 Max(sleep_ms, 10), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
-}
-
-void
-phx_run_worker_main(Datum main_arg)
-{
-	int32		export_id = DatumGetInt32(main_arg);
-	Oid			dboid;
-	PhxExport  *exp;
-
-	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
-	pgstat_report_appname("posthog_export run");
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	if (SPI_connect_ext(SPI_OPT_NONATOMIC) != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	exp = phx_export_by_id(export_id);
-	if (exp)
-	{
-		char	   *activity = psprintf("posthog_export: export \"%s\"", exp->name);
-
-		pgstat_report_activity(STATE_RUNNING, activity);
-		phx_run_due_export(exp, true);
-	}
-	SPI_finish();
-	CommitTransactionCommand();
-	pgstat_report_activity(STATE_IDLE, NULL);
-	proc_exit(0);
 }
 
 /* ------------------------------------------------------------------------
@@ -693,6 +688,7 @@ phx_progress_begin(PhxExport *exp, TimestampTz start, TimestampTz end, PhxRun *r
 	s->pid = MyProcPid;
 	s->dboid = MyDatabaseId;
 	s->export_id = exp->export_id;
+	s->owner = exp->owner;
 	s->interval_start = start;
 	s->interval_end = end;
 	s->started_at = s->updated_at = GetCurrentTimestamp();
@@ -742,8 +738,10 @@ phx_progress_end(void)
 }
 
 /*
- * progress_info(): one row per run in flight in this database.  The view
- * posthog_export.progress joins it to the exports the caller may see.
+ * progress_info(): one row per run in flight in this database that the
+ * caller may see (runs of exports whose owner it has the privileges of, or
+ * all of them for pg_read_all_stats).  The view posthog_export.progress
+ * joins it to the exports.
  */
 Datum
 posthog_export_progress_info(PG_FUNCTION_ARGS)
@@ -764,6 +762,10 @@ posthog_export_progress_info(PG_FUNCTION_ARGS)
 		copy = *s;
 		SpinLockRelease(&s->mutex);
 		if (copy.pid == 0 || copy.dboid != MyDatabaseId)
+			continue;
+		/* as pg_stat_activity: the owner's members and pg_read_all_stats */
+		if (!has_privs_of_role(GetUserId(), copy.owner) &&
+			!has_privs_of_role(GetUserId(), ROLE_PG_READ_ALL_STATS))
 			continue;
 		values[0] = Int32GetDatum(copy.pid);
 		values[1] = Int32GetDatum(copy.export_id);

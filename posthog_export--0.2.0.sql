@@ -1,0 +1,255 @@
+/* posthog_export--0.2.0.sql: a fresh install of version 0.2.0 */
+
+-- complain if script is sourced in psql, rather than via CREATE EXTENSION
+\echo Use "CREATE EXTENSION posthog_export" to load this file. \quit
+
+-- The foreign data wrapper only carries connection options: a SERVER holds
+-- the PostHog URL and project, a USER MAPPING holds the API key (readable,
+-- like any user mapping's options, only by its user and superusers).
+CREATE FUNCTION @extschema@.fdw_validator(text[], oid)
+RETURNS void
+AS 'MODULE_PATHNAME', 'posthog_export_fdw_validator'
+LANGUAGE C STRICT;
+
+CREATE FOREIGN DATA WRAPPER posthog_export
+  VALIDATOR @extschema@.fdw_validator;
+
+-- One row per export.  Written only by the functions below (they run their
+-- catalog statements as the extension's owner); read through row-level
+-- security that shows each role its own exports.
+CREATE TABLE @extschema@.exports (
+    export_id      serial PRIMARY KEY,
+    name           text NOT NULL UNIQUE CHECK (name <> ''),
+    owner          regrole NOT NULL,
+    server_name    text NOT NULL,
+    model          text NOT NULL CHECK (model IN ('events', 'persons', 'sessions')),
+    mode           text NOT NULL CHECK (mode IN ('append', 'merge')),
+    schema_name    text NOT NULL,
+    table_name     text NOT NULL,
+    "interval"     interval NOT NULL,
+    include_events text[],
+    exclude_events text[],
+    lookback       interval NOT NULL,
+    created_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- the schedule
+    timezone       text NOT NULL DEFAULT 'UTC',     -- daily and weekly intervals start in this zone
+    start_offset   interval NOT NULL DEFAULT '0',   -- ... at this time of day (or of the week)
+    delay          interval NOT NULL DEFAULT '1 minute', -- how long after an interval ends it runs
+    exclude_window_start time,                      -- no run starts in [start, end) local time
+    exclude_window_end   time,
+    next_interval_start  timestamptz NOT NULL,      -- the next scheduled interval
+    paused         boolean NOT NULL DEFAULT false,
+    paused_reason  text,
+    consecutive_failures integer NOT NULL DEFAULT 0,
+    retry_at       timestamptz,                     -- backoff after a failure
+    CHECK ((exclude_window_start IS NULL) = (exclude_window_end IS NULL))
+);
+
+-- Past ranges queued by backfill(); they run alongside the schedule, one
+-- interval at a time, oldest first.  An interval the schedule (or a manual
+-- run) already completed is never exported twice.
+CREATE TABLE @extschema@.backfills (
+    backfill_id    bigserial PRIMARY KEY,
+    export_id      integer NOT NULL REFERENCES @extschema@.exports ON DELETE CASCADE,
+    start_at       timestamptz NOT NULL,
+    end_at         timestamptz NOT NULL,
+    next_start     timestamptz NOT NULL,            -- the next interval of the range to run
+    status         text NOT NULL DEFAULT 'queued' CHECK (status IN ('queued', 'running', 'completed', 'failed')),
+    created_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    finished_at    timestamptz,
+    CHECK (start_at < end_at)
+);
+
+-- One row per exported interval [interval_start, interval_end).  Its
+-- counters and cursor commit in the same transaction as the rows they
+-- describe, so a run that dies resumes exactly where it stopped.
+CREATE TABLE @extschema@.runs (
+    run_id         bigserial PRIMARY KEY,
+    export_id      integer NOT NULL REFERENCES @extschema@.exports ON DELETE CASCADE,
+    export_name    text NOT NULL,
+    interval_start timestamptz NOT NULL,
+    interval_end   timestamptz NOT NULL,
+    status         text NOT NULL CHECK (status IN ('pending', 'running', 'completed', 'failed')),
+    trigger        text NOT NULL,
+    rows           bigint NOT NULL DEFAULT 0,
+    rows_written   bigint NOT NULL DEFAULT 0,
+    bytes          bigint NOT NULL DEFAULT 0,
+    pages          integer NOT NULL DEFAULT 0,
+    attempts       integer NOT NULL DEFAULT 0,
+    started_at     timestamptz,
+    finished_at    timestamptz,
+    cursor         text[],
+    error          text,
+    crashes        integer NOT NULL DEFAULT 0,
+    UNIQUE (export_id, interval_start, interval_end),
+    CHECK (interval_start < interval_end)
+);
+CREATE INDEX ON @extschema@.runs (export_id, interval_end);
+
+COMMENT ON TABLE @extschema@.exports IS 'PostHog exports: what to pull, from which server, into which table';
+COMMENT ON TABLE @extschema@.runs IS 'One row per exported interval: status, rows, bytes, pages, timings, error';
+COMMENT ON COLUMN @extschema@.runs.rows IS 'rows received from PostHog';
+COMMENT ON COLUMN @extschema@.runs.rows_written IS 'rows inserted or updated in the destination (a merge skips unchanged rows)';
+COMMENT ON COLUMN @extschema@.runs.cursor IS 'keyset position after the last committed page';
+COMMENT ON COLUMN @extschema@.runs.crashes IS 'backends that died running this interval in a row (crash or kill); at 2 the export pauses';
+
+-- Any role may create and run exports of its own (given USAGE on a server);
+-- what it sees and does is limited to its own exports.
+GRANT USAGE ON SCHEMA @extschema@ TO PUBLIC;
+REVOKE ALL ON @extschema@.exports, @extschema@.runs, @extschema@.backfills FROM PUBLIC;
+GRANT SELECT ON @extschema@.exports, @extschema@.runs, @extschema@.backfills TO PUBLIC;
+ALTER TABLE @extschema@.exports ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.runs ENABLE ROW LEVEL SECURITY;
+ALTER TABLE @extschema@.backfills ENABLE ROW LEVEL SECURITY;
+CREATE POLICY backfills_owner ON @extschema@.backfills FOR SELECT
+    USING (EXISTS (SELECT 1 FROM @extschema@.exports e
+                   WHERE e.export_id OPERATOR(pg_catalog.=) backfills.export_id));
+CREATE POLICY exports_owner ON @extschema@.exports FOR SELECT
+    USING (pg_catalog.pg_has_role(owner, 'USAGE'));
+CREATE POLICY runs_owner ON @extschema@.runs FOR SELECT
+    USING (EXISTS (SELECT 1 FROM @extschema@.exports e
+                   WHERE e.export_id OPERATOR(pg_catalog.=) runs.export_id));
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.exports', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.exports_export_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.runs', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.runs_run_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.backfills', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.backfills_backfill_id_seq', '');
+
+CREATE FUNCTION @extschema@.create_export(
+    name           text,
+    server         text,
+    model          text DEFAULT 'events',
+    schema_name    text DEFAULT 'posthog_exports',
+    table_name     text DEFAULT NULL,
+    "interval"     interval DEFAULT '1 hour',
+    mode           text DEFAULT NULL,
+    include_events text[] DEFAULT NULL,
+    exclude_events text[] DEFAULT NULL,
+    lookback       interval DEFAULT NULL,
+    timezone       text DEFAULT 'UTC',
+    start_offset   interval DEFAULT '0',
+    delay          interval DEFAULT '1 minute',
+    exclude_window_start time DEFAULT NULL,
+    exclude_window_end   time DEFAULT NULL)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'posthog_export_create_export'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+COMMENT ON FUNCTION @extschema@.create_export IS 'create an export owned by the current role';
+
+CREATE FUNCTION @extschema@.drop_export(name text, if_exists boolean DEFAULT false)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'posthog_export_drop_export'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+COMMENT ON FUNCTION @extschema@.drop_export IS 'drop an export and its run history (the destination table is kept)';
+
+CREATE PROCEDURE @extschema@.run_export(
+    name     text,
+    start_at timestamptz,
+    end_at   timestamptz,
+    force    boolean DEFAULT false)
+AS 'MODULE_PATHNAME', 'posthog_export_run_export'
+LANGUAGE C;
+
+COMMENT ON PROCEDURE @extschema@.run_export IS 'export every interval of [start_at, end_at), committing page by page';
+
+CREATE FUNCTION @extschema@.alter_export(
+    name           text,
+    "interval"     interval DEFAULT NULL,
+    timezone       text DEFAULT NULL,
+    start_offset   interval DEFAULT NULL,
+    delay          interval DEFAULT NULL,
+    exclude_window_start time DEFAULT NULL,
+    exclude_window_end   time DEFAULT NULL,
+    drop_exclude_window  boolean DEFAULT false,
+    include_events text[] DEFAULT NULL,
+    exclude_events text[] DEFAULT NULL,
+    lookback       interval DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'posthog_export_alter_export'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+COMMENT ON FUNCTION @extschema@.alter_export IS 'change settings of an export (NULL arguments keep theirs)';
+
+CREATE FUNCTION @extschema@.pause(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'posthog_export_pause'
+LANGUAGE C STRICT VOLATILE;
+
+CREATE FUNCTION @extschema@.unpause(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'posthog_export_unpause'
+LANGUAGE C STRICT VOLATILE;
+
+COMMENT ON FUNCTION @extschema@.pause IS 'stop starting runs of an export until unpause()';
+COMMENT ON FUNCTION @extschema@.unpause IS 'resume an export; missed intervals run in order';
+
+CREATE FUNCTION @extschema@.backfill(name text, start_at timestamptz, end_at timestamptz DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'posthog_export_backfill'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+COMMENT ON FUNCTION @extschema@.backfill IS 'queue a past range (NULL start_at: from the beginning); returns the backfill_id';
+
+CREATE PROCEDURE @extschema@.run_due()
+AS 'MODULE_PATHNAME', 'posthog_export_run_due'
+LANGUAGE C;
+
+COMMENT ON PROCEDURE @extschema@.run_due IS 'run the due work of every export the caller may run (for pg_cron, or without the background worker)';
+
+CREATE FUNCTION @extschema@.progress_info(
+    OUT pid integer, OUT export_id integer, OUT interval_start timestamptz,
+    OUT interval_end timestamptz, OUT started_at timestamptz, OUT updated_at timestamptz,
+    OUT rows bigint, OUT bytes bigint, OUT pages integer, OUT current_page_bytes bigint)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'posthog_export_progress_info'
+LANGUAGE C STRICT VOLATILE;
+
+
+-- Runs in flight, live, like pg_stat_progress_copy: rows and bytes so far
+-- (committed or not), pages, the page being received, and the rate.
+CREATE VIEW @extschema@.progress WITH (security_invoker = true) AS
+SELECT p.pid, e.name AS export_name, e.model, p.interval_start, p.interval_end,
+       p.started_at, p.updated_at, p.rows, p.bytes, p.pages, p.current_page_bytes,
+       round(p.rows / GREATEST(extract(epoch FROM pg_catalog.clock_timestamp() - p.started_at), 0.001))::bigint
+         AS rows_per_second
+  FROM @extschema@.progress_info() p
+  JOIN @extschema@.exports e ON e.export_id = p.export_id;
+
+-- Per export: the last success, how far the exported data lags behind
+-- now, when it runs next (after its retry time and outside its exclude
+-- window), and failures in a row.
+CREATE VIEW @extschema@.status WITH (security_invoker = true) AS
+SELECT e.name AS export_name, e.model, e."interval", e.paused, e.paused_reason,
+       (SELECT max(r.finished_at) FROM @extschema@.runs r
+         WHERE r.export_id = e.export_id AND r.status = 'completed') AS last_success,
+       e.next_interval_start AS exported_until,
+       pg_catalog.now() - e.next_interval_start AS lag,
+       CASE WHEN e.paused THEN NULL WHEN w.in_window THEN w.window_end ELSE n.due END AS next_run,
+       e.consecutive_failures AS failures_in_a_row,
+       (SELECT count(*) FROM @extschema@.backfills b
+         WHERE b.export_id = e.export_id AND b.status <> 'completed') AS backfills_pending,
+       EXISTS (SELECT 1 FROM @extschema@.progress_info() p WHERE p.export_id = e.export_id) AS running
+  FROM @extschema@.exports e
+  -- when the next scheduled interval is over (plus the delay), or the retry time
+  CROSS JOIN LATERAL (SELECT GREATEST(
+         CASE WHEN e."interval" >= interval '1 day'
+              THEN ((e.next_interval_start AT TIME ZONE e.timezone) + e."interval") AT TIME ZONE e.timezone
+              ELSE e.next_interval_start + e."interval" END + e.delay,
+         e.retry_at) AS due) n
+  -- in local time, from when it could start
+  CROSS JOIN LATERAL (SELECT GREATEST(n.due, pg_catalog.now()) AT TIME ZONE e.timezone AS t) l
+  CROSS JOIN LATERAL (SELECT
+         e.exclude_window_start IS NOT NULL AND CASE
+           WHEN e.exclude_window_start <= e.exclude_window_end
+           THEN l.t::time >= e.exclude_window_start AND l.t::time < e.exclude_window_end
+           ELSE l.t::time >= e.exclude_window_start OR l.t::time < e.exclude_window_end END AS in_window,
+         (l.t::date + e.exclude_window_end
+           + CASE WHEN l.t::time >= e.exclude_window_end THEN interval '1 day' ELSE interval '0' END)
+           AT TIME ZONE e.timezone AS window_end) w;
+
+GRANT SELECT ON @extschema@.progress, @extschema@.status TO PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.progress_info() TO PUBLIC;
