@@ -287,9 +287,9 @@ phx_run_range(PhxExport *exp, TimestampTz start, TimestampTz end,
 				 errmsg("export \"%s\" appends, so force would duplicate rows", exp->name),
 				 errhint("Only exports in merge mode can export an interval again.")));
 
+	lock_export(exp, &lock);
 	/* lives across the commits of a non-atomic call */
 	run_cxt = AllocSetContextCreate(TopMemoryContext, "posthog_export run", ALLOCSET_DEFAULT_SIZES);
-	lock_export(exp, &lock);
 	PG_TRY();
 	{
 		for (TimestampTz s = start; s < end; s = phx_interval_next(exp, s))

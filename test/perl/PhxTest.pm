@@ -29,6 +29,10 @@ our $API_KEY = 'phx_tap_secret_key_0123456789';
 my $repo = $ENV{TESTDIR} // '.';
 my $json = JSON::PP->new->utf8->canonical;
 
+# Every emulator a test starts is stopped when the test ends, however it ends.
+my @emulators;
+END { for my $h (@emulators) { eval { $h->kill_kill if $h->pumpable; 1 }; } }
+
 # Starts the emulator; returns a hash with port, url, data dir and handle.
 sub start_emulator
 {
@@ -50,6 +54,7 @@ sub start_emulator
 	push @cmd, @{ $opt{extra} } if $opt{extra};
 	my $log = "$PostgreSQL::Test::Utils::tmp_check/emulator_" . ($opt{name} // 'main') . ".log";
 	my $h = IPC::Run::start(\@cmd, '<', \undef, '>>', $log, '2>>', $log);
+	push @emulators, $h;
 	my $deadline = time + 60;
 	until (-s $portfile)
 	{

@@ -1,0 +1,111 @@
+# ALTER EXTENSION posthog_export UPDATE from the released 0.1.0 keeps every
+# export, run, backfill and exported row, ends with the same catalog as a
+# fresh install, and the exports go on from where 0.1.0 left them.  Before
+# the update the new library refuses to work on the old catalog and says
+# what to do.
+use strict;
+use warnings;
+
+use File::Temp qw(tempdir);
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use PhxTest;
+
+my $data = tempdir(CLEANUP => 1);
+generate_data($data, events => 800, seed => 13, start => '2026-11-20T00:00:00Z', end => '2026-11-20T03:00:00Z');
+my $emu = start_emulator(data => $data);
+
+my $node = PostgreSQL::Test::Cluster->new('upgrade');
+$node->init;
+$node->start;
+$node->safe_psql('postgres', q{CREATE EXTENSION posthog_export VERSION '0.1.0'});
+setup_server($node, $emu, options => { page_size => 100 });
+$node->safe_psql('postgres', q{CREATE ROLE alice LOGIN; GRANT USAGE ON FOREIGN SERVER posthog TO alice;});
+
+# What 0.1.0 left behind: an export that exported its first hour (rows and
+# a completed run), a run that failed half-way with a cursor, a queued
+# backfill, and a paused export owned by another role.
+$node->safe_psql('postgres', q{
+	CREATE SCHEMA posthog_exports;
+	CREATE TABLE posthog_exports.ev (uuid text PRIMARY KEY, event text, properties jsonb,
+	  elements jsonb, "set" jsonb, set_once jsonb, distinct_id text, team_id integer,
+	  ip text, site_url text, "timestamp" timestamptz);
+	INSERT INTO posthog_exports.ev (uuid, event, "timestamp")
+	  SELECT gen_random_uuid()::text, 'old', '2026-11-20 00:30+00' FROM generate_series(1, 25);
+	INSERT INTO posthog_export.exports (name, owner, server_name, model, mode, schema_name,
+	  table_name, "interval", lookback, delay, next_interval_start)
+	VALUES ('ev', current_user::regrole, 'posthog', 'events', 'append', 'posthog_exports', 'ev',
+	        '1 hour', '0', '0', date_trunc('hour', now()) + interval '1 hour'),
+	       ('alices', 'alice', 'posthog', 'events', 'append', 'posthog_exports', 'alices',
+	        '1 day', '0', '1 minute', '2026-11-21 00:00+00');
+	UPDATE posthog_export.exports SET paused = true, paused_reason = 'paused by hand' WHERE name = 'alices';
+	INSERT INTO posthog_export.runs (export_id, export_name, interval_start, interval_end, status,
+	  trigger, rows, rows_written, bytes, pages, attempts, started_at, finished_at, cursor, error)
+	SELECT export_id, 'ev', '2026-11-20 00:00+00', '2026-11-20 01:00+00', 'completed', 'schedule',
+	       25, 25, 9000, 1, 1, '2026-11-20 01:01+00', '2026-11-20 01:01:05+00', '{a,b}', NULL
+	  FROM posthog_export.exports WHERE name = 'ev'
+	UNION ALL
+	SELECT export_id, 'alices', '2026-11-19 00:00+00', '2026-11-20 00:00+00', 'failed', 'manual',
+	       7, 7, 100, 1, 3, '2026-11-20 00:01+00', '2026-11-20 00:02+00', '{x,y}', 'boom'
+	  FROM posthog_export.exports WHERE name = 'alices';
+	INSERT INTO posthog_export.backfills (export_id, start_at, end_at, next_start)
+	SELECT export_id, '2026-11-20 01:00+00', '2026-11-20 03:00+00', '2026-11-20 01:00+00'
+	  FROM posthog_export.exports WHERE name = 'ev';});
+
+my $snapshot = sub {
+	$node->safe_psql('postgres', q{
+		SELECT (SELECT string_agg(format('%s %s %s %s %s %s %s', export_id, name, owner, model, next_interval_start, paused, paused_reason), ';' ORDER BY export_id) FROM posthog_export.exports)
+		 || '#' || (SELECT string_agg(format('%s %s %s %s %s %s %s %s', run_id, export_name, interval_start, status, rows, attempts, cursor, error), ';' ORDER BY run_id) FROM posthog_export.runs)
+		 || '#' || (SELECT string_agg(format('%s %s %s %s', backfill_id, next_start, end_at, status), ';' ORDER BY backfill_id) FROM posthog_export.backfills)
+		 || '#' || (SELECT count(*) FROM posthog_exports.ev)});
+};
+my $before = $snapshot->();
+
+my $err = psql_fails($node, q{SELECT posthog_export.pause('ev')}, 'the new library on the 0.1.0 catalog');
+like($err, qr/extension "posthog_export" is at version 0.1.0, but its library is version 0.2.0.*\n.*HINT:  Update it: ALTER EXTENSION posthog_export UPDATE;/,
+	'refuses with a hint to update');
+
+psql_ok($node, 'ALTER EXTENSION posthog_export UPDATE', 'ALTER EXTENSION posthog_export UPDATE');
+is($node->safe_psql('postgres', q{SELECT extversion FROM pg_extension WHERE extname = 'posthog_export'}), '0.2.0', 'the catalog is at 0.2.0');
+is($snapshot->(), $before, 'every export, run, backfill and exported row is kept');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM posthog_export.runs WHERE crashes <> 0}), '0', 'the new column starts at 0');
+
+# the same catalog as a fresh install
+my $fresh = PostgreSQL::Test::Cluster->new('fresh');
+$fresh->init;
+$fresh->start;
+$fresh->safe_psql('postgres', 'CREATE EXTENSION posthog_export');
+my $catalog_sql = q{
+	SELECT string_agg(x, E'\n' ORDER BY x) FROM (
+	  SELECT format('column %s.%s %s %s %s', table_name, column_name, data_type, is_nullable, column_default) AS x
+	    FROM information_schema.columns WHERE table_schema = 'posthog_export'
+	  UNION ALL SELECT format('function %s(%s) %s', p.proname, pg_get_function_identity_arguments(p.oid), pg_get_function_result(p.oid))
+	    FROM pg_proc p WHERE p.pronamespace = 'posthog_export'::regnamespace
+	  UNION ALL SELECT format('view %s %s', c.relname, pg_get_viewdef(c.oid))
+	    FROM pg_class c WHERE c.relnamespace = 'posthog_export'::regnamespace AND c.relkind = 'v'
+	  UNION ALL SELECT format('constraint %s %s', conrelid::regclass, pg_get_constraintdef(oid))
+	    FROM pg_constraint WHERE connamespace = 'posthog_export'::regnamespace
+	  UNION ALL SELECT format('policy %s %s %s', tablename, policyname, qual) FROM pg_policies WHERE schemaname = 'posthog_export'
+	  UNION ALL SELECT format('index %s', pg_get_indexdef(indexrelid)) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
+	    WHERE c.relnamespace = 'posthog_export'::regnamespace
+	  UNION ALL SELECT format('grant %s %s', c.relname, c.relacl) FROM pg_class c WHERE c.relnamespace = 'posthog_export'::regnamespace
+	  UNION ALL SELECT format('comment %s', d.description) FROM pg_description d JOIN pg_class c ON c.oid = d.objoid
+	    WHERE c.relnamespace = 'posthog_export'::regnamespace
+	) s};
+is($node->safe_psql('postgres', $catalog_sql), $fresh->safe_psql('postgres', $catalog_sql),
+	'the updated catalog equals a fresh install of 0.2.0 (columns, functions, views, constraints, policies, indexes, grants, comments)');
+$fresh->stop;
+
+# the exports go on: the queued backfill runs, the completed hour is not exported again
+psql_ok($node, q{CALL posthog_export.run_due()}, 'run_due after the update');
+is($node->safe_psql('postgres', q{SELECT string_agg(status, ',' ORDER BY interval_start) FROM posthog_export.runs WHERE export_name = 'ev'}),
+	'completed,completed,completed', 'the backfilled hours completed after the one 0.1.0 exported');
+my ($e, $m, $x) = compare_with_source($node, $emu, table => 'posthog_exports.ev', start => '2026-11-20T01:00:00Z', end => '2026-11-20T03:00:00Z',
+	columns => [qw(uuid event distinct_id timestamp)]);
+is($m, 0, "the backfilled hours were exported in full ($e rows)");
+is($node->safe_psql('postgres', q{SELECT count(*) FROM posthog_exports.ev WHERE event = 'old'}), '25', 'the rows 0.1.0 wrote are untouched');
+
+$node->stop;
+$emu->{handle}->kill_kill;
+done_testing();
