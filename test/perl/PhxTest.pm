@@ -29,6 +29,16 @@ our $API_KEY = 'phx_tap_secret_key_0123456789';
 my $repo = $ENV{TESTDIR} // '.';
 my $json = JSON::PP->new->utf8->canonical;
 
+# Every emulator a test starts is stopped when the test script ends, even
+# when it dies: a leftover emulator keeps its port, its memory and any file
+# descriptor it inherited (such as that of an flock held around the run).
+my @emulators;
+END
+{
+	local $?;
+	eval { $_->kill_kill } for @emulators;
+}
+
 # Starts the emulator; returns a hash with port, url, data dir and handle.
 sub start_emulator
 {
@@ -50,6 +60,7 @@ sub start_emulator
 	push @cmd, @{ $opt{extra} } if $opt{extra};
 	my $log = "$PostgreSQL::Test::Utils::tmp_check/emulator_" . ($opt{name} // 'main') . ".log";
 	my $h = IPC::Run::start(\@cmd, '<', \undef, '>>', $log, '2>>', $log);
+	push @emulators, $h;
 	my $deadline = time + 60;
 	until (-s $portfile)
 	{
