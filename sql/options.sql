@@ -52,6 +52,14 @@ ALTER SERVER posthog_us OPTIONS (DROP url);
 CREATE USER MAPPING FOR CURRENT_USER SERVER posthog_us;
 CREATE USER MAPPING FOR CURRENT_USER SERVER posthog_us OPTIONS (api_key '');
 CREATE USER MAPPING FOR CURRENT_USER SERVER posthog_us OPTIONS (api_key 'phx_x', url 'https://eu.posthog.com');
+-- control characters in any value are refused, and a key is never printed
+CREATE USER MAPPING FOR CURRENT_USER SERVER posthog_us OPTIONS (api_key E'phx_regress_secret\r\nX-Injected: 1');
+CREATE USER MAPPING FOR CURRENT_USER SERVER posthog_us OPTIONS (api_key E'phx_regress_secret\n');
+CREATE USER MAPPING FOR CURRENT_USER SERVER posthog_us OPTIONS (api_key E'phx_regress\tsecret');
+CREATE USER MAPPING FOR CURRENT_USER SERVER posthog_us OPTIONS (api_key E'phx_regress_secret\x7f');
+ALTER SERVER posthog_us OPTIONS (SET client_cert E'/etc/posthog/client.pem\nx');
+ALTER SERVER posthog_us OPTIONS (SET page_size E'100\r');
+ALTER SERVER posthog_us OPTIONS (SET proxy E'http://proxy.internal:3128\u0001');
 CREATE USER MAPPING FOR CURRENT_USER SERVER posthog_us OPTIONS (api_key 'phx_regress_secret');
 
 -- no options on the wrapper itself

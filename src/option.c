@@ -111,6 +111,20 @@ parse_bool_option(const char *name, const char *value)
 }
 
 /*
+ * Whether a value holds a control character (a byte below 0x20, or 0x7f).
+ * None belongs in any option, and in the ones that end up in the request
+ * (api_key in its header line) a CR/LF would start lines of its own.
+ */
+bool
+phx_has_control_char(const char *value)
+{
+	for (const unsigned char *p = (const unsigned char *) value; *p; p++)
+		if (*p < 0x20 || *p == 0x7f)
+			return true;
+	return false;
+}
+
+/*
  * A URL is checked for its scheme and host only: the query path is built
  * from project_id, so a path, query string or user-info part in the base URL
  * is almost certainly a mistake (or a credential pasted where it must not be).
@@ -247,11 +261,22 @@ posthog_export_fdw_validator(PG_FUNCTION_ARGS)
 		PG_RETURN_VOID();
 	}
 
-	/* allow_http decides whether an http:// url is valid, so read it first */
+	/*
+	 * Control characters first, before any message could print the value;
+	 * no value is printed here, as it may be the API key.  Then allow_http,
+	 * which decides whether an http:// url is valid.
+	 */
 	foreach(lc, options)
 	{
 		DefElem    *def = lfirst_node(DefElem, lc);
 
+		if (phx_has_control_char(defGetString(def)))
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE),
+					 errmsg("invalid value for option \"%s\"", def->defname),
+					 errdetail("Option values must not contain control characters (bytes below 0x20, and 0x7f), such as a line feed, a carriage return or a tab."),
+					 strcmp(def->defname, "api_key") == 0 ?
+					 errhint("Copy the key again, without a line break or any other invisible character.") : 0));
 		if (strcmp(def->defname, "allow_http") == 0)
 			allow_http = parse_bool_option(def->defname, defGetString(def));
 	}

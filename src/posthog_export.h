@@ -66,6 +66,7 @@ typedef struct PhxServerConfig
 } PhxServerConfig;
 
 extern PhxServerConfig *phx_get_server_config(const char *server_name, Oid userid);
+extern bool phx_has_control_char(const char *value);
 
 /* ------------------------------------------------------------------------
  * json_rows.c: parsing the query API's response

@@ -780,6 +780,32 @@ class TestFaults(Base):
         st, b, _ = self.emu.query("SELECT uuid, event FROM events WHERE event = 'nothing'")
         self.assertTrue(b["results"] and all(len(r) == 1 for r in b["results"]))
 
+    def test_gzip_bomb(self):
+        self.faults({"on_request": 1, "gzip_bomb": 8})
+        c = self.raw_exchange()
+        r = c.getresponse()
+        raw = r.read()
+        c.close()
+        self.assertEqual((r.status, r.getheader("Content-Encoding")), (200, "gzip"))
+        self.assertIsNone(r.getheader("Content-Length"))
+        self.assertLess(len(raw), 64 * 1024)
+        body = gzip.decompress(raw)
+        self.assertGreater(len(body), 8 << 20)
+        self.assertEqual(json.loads(body), {"results": [], "columns": []})
+
+    def test_content_length_lie(self):
+        self.faults({"on_request": 1, "content_length": 500 << 20, "hold": 0.3})
+        c = self.raw_exchange()
+        t = time.monotonic()
+        r = c.getresponse()
+        self.assertEqual((r.status, int(r.getheader("Content-Length"))), (200, 500 << 20))
+        with self.assertRaises(http.client.IncompleteRead) as cm:
+            r.read()
+        self.assertEqual(cm.exception.partial, b'{"results": [')
+        self.assertGreaterEqual(time.monotonic() - t, 0.3)
+        c.close()
+        self.assertEqual(self.emu.query(self.Q)[0], 200)
+
     def test_fault_with_gzip(self):
         self.faults({"on_request": 1, "status": 429})
         st, b, r = self.emu.query(self.Q, headers={"Accept-Encoding": "gzip"})

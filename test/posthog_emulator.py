@@ -25,7 +25,11 @@ Fault rule: one selector {"on_request": N} | {"from_request": N} | {"every": tru
 "times": K (default 1; unlimited for "every"), and actions: "status": 400|401|403|429|500|503|504|512
 (429: "retry_after": S, "retry_after_header": true adds Retry-After; "type"/"code"/"detail" override
 the body), "delay": seconds, "truncate": true, "drop": true, "malformed": true, "wrong_columns": true,
-"body_b64": "<base64>" (a canned 200 body, byte for byte).
+"body_b64": "<base64>" (a canned 200 body, byte for byte), "gzip_bomb": MiB (a 200 whose body is that
+many MiB of JSON white space, sent gzip-compressed with Content-Encoding: gzip whatever the client asked
+for, chunked, without Content-Length: a decompression bomb of about 1/1000 of its size), "content_length": N (a 200 that announces
+Content-Length N but sends only its first bytes, then holds the connection for "hold" seconds, default
+0, and closes it).
 
 Internals worth knowing: datetimes are stored as integer microseconds (UTC); UUIDs are stored so that
 SQLite's text order is ClickHouse's UUID order (second half first); JSON columns are stored as the
@@ -48,6 +52,7 @@ import threading
 import time
 import traceback
 import uuid as uuidlib
+import zlib
 import zoneinfo
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -2137,9 +2142,10 @@ def now_rfc3339():
 # Faults
 
 FAULT_SELECTORS = ("on_request", "every", "from_request")
-FAULT_ACTIONS = ("status", "delay", "truncate", "drop", "malformed", "wrong_columns", "body_b64")
+FAULT_ACTIONS = ("status", "delay", "truncate", "drop", "malformed", "wrong_columns", "body_b64", "gzip_bomb",
+                 "content_length")
 FAULT_KEYS = set(FAULT_SELECTORS) | set(FAULT_ACTIONS) | {"times", "retry_after", "detail", "code", "type",
-                                                           "retry_after_header", "location"}
+                                                           "retry_after_header", "location", "hold"}
 
 STATUS_BODIES = {
     400: ("validation_error", "hogql_error", "Emulated fault: the query could not be run."),
@@ -2193,9 +2199,16 @@ class FaultRule:
         st = spec.get("status")
         if st is not None and (not isinstance(st, int) or not (400 <= st <= 599 or 301 <= st <= 308)):
             raise ValueError("status must be a redirect 301..308 or an HTTP error status 400..599")
-        d = spec.get("delay")
-        if d is not None and (not isinstance(d, (int, float)) or d < 0):
-            raise ValueError("delay must be a non-negative number of seconds")
+        for k in ("delay", "hold"):
+            d = spec.get(k)
+            if d is not None and (not isinstance(d, (int, float)) or isinstance(d, bool) or d < 0):
+                raise ValueError("%s must be a non-negative number of seconds" % k)
+        for k, hi in (("gzip_bomb", 4096), ("content_length", 1 << 50)):
+            v = spec.get(k)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= hi):
+                raise ValueError("%s must be an integer from 1 to %d" % (k, hi))
+        if spec.get("gzip_bomb") is not None:
+            gzip_bomb(spec["gzip_bomb"])  # compress it now, not while a client waits
 
     def take(self, n):
         if n < self.start or self.remaining == 0:
@@ -2239,6 +2252,11 @@ class Faults:
                         act["status"] = s
                     if s.get("body_b64") is not None and act.get("body") is None:
                         act["body"] = base64.b64decode(s["body_b64"])
+                    if s.get("gzip_bomb") is not None and act.get("bomb") is None:
+                        act["bomb"] = s["gzip_bomb"]
+                    if s.get("content_length") is not None and act.get("content_length") is None:
+                        act["content_length"] = s["content_length"]
+                        act["hold"] = float(s.get("hold", 0) or 0)
                     for f in ("truncate", "drop", "malformed", "wrong_columns"):
                         if s.get(f):
                             act["flags"].add(f)
@@ -2248,6 +2266,24 @@ class Faults:
     def describe(self):
         with self.lock:
             return [r.describe() for r in self.rules]
+
+
+_BOMBS = {}
+_BOMBS_LOCK = threading.Lock()
+
+
+def gzip_bomb(mib):
+    """A gzip stream of a JSON body padded with `mib` MiB of spaces (about 1 KiB per MiB), cached."""
+    with _BOMBS_LOCK:
+        if mib not in _BOMBS:
+            c = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+            chunk = b" " * (1 << 20)
+            parts = [c.compress(b'{"results": [')]
+            parts.extend(c.compress(chunk) for _ in range(mib))
+            parts.append(c.compress(b'], "columns": []}'))
+            parts.append(c.flush())
+            _BOMBS[mib] = b"".join(parts)
+        return _BOMBS[mib]
 
 
 def fault_error(spec):
@@ -2519,6 +2555,33 @@ class Handler(BaseHTTPRequestHandler):
                 entry["error"] = err.body()
                 mark(err.status)
                 self.send_obj(err.status, err.body(), err.headers, truncate=truncate)
+                return
+            if act and act.get("bomb") is not None:
+                # a decompression bomb: gzip whatever the client asked for
+                mark(200)
+                bomb = gzip_bomb(act["bomb"])
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Encoding", "gzip")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for i in range(0, len(bomb), 65536):
+                    part = bomb[i:i + 65536]
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                self.wfile.write(b"0\r\n\r\n")
+                return
+            if act and act.get("content_length") is not None:
+                # a body announced far larger than what is sent
+                mark(200)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(act["content_length"]))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(b'{"results": [')
+                self.wfile.flush()
+                time.sleep(act["hold"])
+                self.abort_connection()
                 return
             if act and act.get("body") is not None:
                 # a canned 200 body, byte for byte (invalid UTF-8 and the like)

@@ -29,9 +29,15 @@ our $API_KEY = 'phx_tap_secret_key_0123456789';
 my $repo = $ENV{TESTDIR} // '.';
 my $json = JSON::PP->new->utf8->canonical;
 
-# Every emulator a test starts is stopped when the test ends, however it ends.
+# Every emulator a test starts is stopped when the test script ends, even
+# when it dies: a leftover emulator keeps its port, its memory and any file
+# descriptor it inherited (such as that of an flock held around the run).
 my @emulators;
-END { for my $h (@emulators) { eval { $h->kill_kill if $h->pumpable; 1 }; } }
+END
+{
+	local $?;
+	eval { $_->kill_kill } for @emulators;
+}
 
 # Starts the emulator; returns a hash with port, url, data dir and handle.
 sub start_emulator

@@ -44,8 +44,9 @@ $node->safe_psql('postgres', q{
 	  trigger, rows, rows_written, bytes, pages, attempts, started_at, finished_at, cursor, error)
 	SELECT export_id, 'ev', '2026-11-20 00:00+00', '2026-11-20 01:00+00', 'completed', 'schedule',
 	       25, 25, 9000, 1, 1, '2026-11-20 01:01+00', '2026-11-20 01:01:05+00', '{a,b}', NULL
-	  FROM posthog_export.exports WHERE name = 'ev'
-	UNION ALL
+	  FROM posthog_export.exports WHERE name = 'ev';
+	INSERT INTO posthog_export.runs (export_id, export_name, interval_start, interval_end, status,
+	  trigger, rows, rows_written, bytes, pages, attempts, started_at, finished_at, cursor, error)
 	SELECT export_id, 'alices', '2026-11-19 00:00+00', '2026-11-20 00:00+00', 'failed', 'manual',
 	       7, 7, 100, 1, 3, '2026-11-20 00:01+00', '2026-11-20 00:02+00', '{x,y}', 'boom'
 	  FROM posthog_export.exports WHERE name = 'alices';
