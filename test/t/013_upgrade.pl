@@ -36,7 +36,7 @@ $node->safe_psql('postgres', q{
 	INSERT INTO posthog_export.exports (name, owner, server_name, model, mode, schema_name,
 	  table_name, "interval", lookback, delay, next_interval_start)
 	VALUES ('ev', current_user::regrole, 'posthog', 'events', 'append', 'posthog_exports', 'ev',
-	        '1 hour', '0', '0', date_trunc('hour', now()) + interval '1 hour'),
+	        '1 hour', '7 days', '0', date_trunc('hour', now()) + interval '1 hour'),
 	       ('alices', 'alice', 'posthog', 'events', 'append', 'posthog_exports', 'alices',
 	        '1 day', '0', '1 minute', '2026-11-21 00:00+00');
 	UPDATE posthog_export.exports SET paused = true, paused_reason = 'paused by hand' WHERE name = 'alices';
@@ -102,9 +102,9 @@ $fresh->stop;
 psql_ok($node, q{CALL posthog_export.run_due()}, 'run_due after the update');
 is($node->safe_psql('postgres', q{SELECT string_agg(status, ',' ORDER BY interval_start) FROM posthog_export.runs WHERE export_name = 'ev'}),
 	'completed,completed,completed', 'the backfilled hours completed after the one 0.1.0 exported');
-my ($e, $m, $x) = compare_with_source($node, $emu, table => 'posthog_exports.ev', start => '2026-11-20T01:00:00Z', end => '2026-11-20T03:00:00Z',
+my ($e, $m, $x) = compare_with_source($node, $emu, table => q{(SELECT * FROM posthog_exports.ev WHERE event <> 'old') t}, start => '2026-11-20T01:00:00Z', end => '2026-11-20T03:00:00Z',
 	columns => [qw(uuid event distinct_id timestamp)]);
-is($m, 0, "the backfilled hours were exported in full ($e rows)");
+is("$m/$x", "0/0", "the backfilled hours were exported in full ($e rows)");
 is($node->safe_psql('postgres', q{SELECT count(*) FROM posthog_exports.ev WHERE event = 'old'}), '25', 'the rows 0.1.0 wrote are untouched');
 
 $node->stop;
