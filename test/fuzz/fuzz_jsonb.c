@@ -33,6 +33,7 @@
 #include "postgres.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "catalog/pg_type.h"
 #include "utils/jsonb.h"
@@ -461,6 +462,21 @@ try_direct(const uint8_t *data, size_t size)
 	cleaned = clean_json(data, size, &clen);
 	run_ref(cleaned, clen, &ref);
 	compare("direct", data, size, cleaned, clen, &ours, &ref);
+
+	/*
+	 * PHX_FUZZ_JSONB_DUMP=1 ./fuzz_jsonb FILES: for each, a line with the
+	 * text given to jsonb_in (hex) and what it built (jsonb_out's text) or
+	 * the SQLSTATE, to compare with a real server's jsonb_in.
+	 */
+	if (getenv("PHX_FUZZ_JSONB_DUMP") != NULL)
+	{
+		for (int i = 0; i < clen; i++)
+			printf("%02x", (unsigned char) cleaned[i]);
+		if (ref.jb != NULL)
+			printf("\t%s\n", fuzz_jsonb_to_text(ref.jb));
+		else
+			printf("\tERROR %s\n", unpack_sql_state(ref.sqlerrcode));
+	}
 }
 
 static void
