@@ -61,7 +61,8 @@ bench:
 # every object depends on the shared header (PGXS tracks no header dependencies)
 $(OBJS): src/posthog_export.h
 
-# the response-parser fuzzer (libFuzzer, ASan, UBSan): make fuzz [FUZZ_SECONDS=600]
+# both fuzzers (libFuzzer, ASan, UBSan), each for FUZZ_SECONDS: the response
+# parser, and the jsonb builder against jsonb_in: make fuzz [FUZZ_SECONDS=600]
 fuzz:
 	bash test/install_deps.sh
 	$(MAKE) -C test/fuzz run

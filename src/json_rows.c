@@ -475,8 +475,15 @@ parse_cell(JsonCursor *c, PhxCell *cell)
 			cell->kind = PHX_CELL_NUMBER;
 			break;
 	}
+	/*
+	 * All cell->len bytes, not pnstrdup(), which stops at a NUL: skip_value()
+	 * lets a raw NUL through inside a nested string, and the models read
+	 * cell->len bytes (phx_cell_jsonb, which then refuses the NUL).
+	 */
 	cell->len = c->p - start;
-	cell->val = pnstrdup(start, cell->len);
+	cell->val = palloc(cell->len + 1);
+	memcpy(cell->val, start, cell->len);
+	cell->val[cell->len] = '\0';
 }
 
 static void

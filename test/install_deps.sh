@@ -16,7 +16,8 @@ packages=(
   openssl                    # test certificates
   curl jq                    # the hand-written pipeline of the benchmark
   procps                     # ps/pkill used by the tests
-  clang libclang-rt-14-dev   # libFuzzer + ASan/UBSan for the parser fuzzer
+  clang libclang-rt-14-dev   # libFuzzer + ASan/UBSan for the fuzzers
+  bzip2 debian-archive-keyring  # the jsonb fuzzer unpacks postgresql-15's source package
 )
 
 missing=()

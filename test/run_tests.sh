@@ -51,19 +51,31 @@ bad=${bad:-0}
 if [ "$rc" -ne 0 ] && [ "$bad" -eq 0 ]; then bad=1; fi
 passed=$((passed + ran - bad)); failed=$((failed + bad))
 
-echo "=== fuzz smoke (the response parser under libFuzzer, ASan and UBSan)"
+# each fuzzer for PHX_FUZZ_SECONDS (20 s by default), one test line each:
+#   json_rows  the response parser
+#   jsonb      the jsonb builder, differentially against PostgreSQL's jsonb_in
+#              (its first build fetches the server sources from Debian)
 fuzz_secs=${PHX_FUZZ_SECONDS:-20}
-out=$(make -s -C test/fuzz run FUZZ_SECONDS="$fuzz_secs" WORK="$work/fuzz" 2>&1)
-rc=$?
-runs=$(echo "$out" | sed -n 's/^stat::number_of_executed_units: *//p')
-if [ "$rc" -eq 0 ] && [ -n "$runs" ]; then
-  echo "ok - fuzz smoke: $runs inputs in ${fuzz_secs}s, no crash"
-  passed=$((passed + 1))
-else
-  echo "$out" | tail -n 40
-  echo "not ok - fuzz smoke"
-  failed=$((failed + 1))
-fi
+for target in json-rows jsonb; do
+  name=${target/-/_}
+  echo "=== fuzz smoke $name (libFuzzer, ASan and UBSan)"
+  out=$(make -s -C test/fuzz "run-$target" FUZZ_SECONDS="$fuzz_secs" WORK="$work/fuzz-$name" 2>&1)
+  rc=$?
+  runs=$(echo "$out" | sed -n 's/^stat::number_of_executed_units: *//p')
+  if [ "$rc" -eq 0 ] && [ -n "$runs" ]; then
+    if [ "$name" = jsonb ]; then
+      echo "ok - fuzz smoke $name: $runs inputs in ${fuzz_secs}s, no crash, no difference from jsonb_in"
+    else
+      echo "ok - fuzz smoke $name: $runs inputs in ${fuzz_secs}s, no crash"
+    fi
+    passed=$((passed + 1))
+  else
+    echo "$out" | grep -a -A 12 '==== jsonb mismatch' | cut -c1-400
+    echo "$out" | tail -n 40
+    echo "not ok - fuzz smoke $name"
+    failed=$((failed + 1))
+  fi
+done
 
 echo "=== pg_regress"
 out=$(cd "$work" && "${run_as[@]}" "$pgxs_dir/../test/regress/pg_regress" \

@@ -3,7 +3,8 @@
  * fuzz_shim.c
  *		Just enough of the backend for src/json_rows.c to run outside a
  *		server under libFuzzer: memory from malloc (freed after each input),
- *		ereport() that longjmps like elog.c does, StringInfo.
+ *		ereport() that longjmps like elog.c does, StringInfo.  The jsonb
+ *		fuzzer adds fuzz_shim_pg.c for the server code it builds in.
  *
  *-------------------------------------------------------------------------
  */
@@ -114,10 +115,14 @@ pstrdup(const char *in)
 	return pnstrdup(in, strlen(in));
 }
 
+/* as in the server: stops at a NUL within the first len bytes */
 char *
 pnstrdup(const char *in, Size len)
 {
-	char	   *out = palloc(len + 1);
+	char	   *out;
+
+	len = strnlen(in, len);
+	out = palloc(len + 1);
 
 	memcpy(out, in, len);
 	out[len] = '\0';
@@ -166,11 +171,79 @@ appendStringInfoChar(StringInfo str, char ch)
 	appendBinaryStringInfo(str, &ch, 1);
 }
 
+/* the rest of StringInfo, so that libpgcommon's (frontend) stringinfo.o is never linked */
+StringInfo
+makeStringInfo(void)
+{
+	StringInfo	res = palloc(sizeof(StringInfoData));
+
+	initStringInfo(res);
+	return res;
+}
+
+void
+resetStringInfo(StringInfo str)
+{
+	str->data[0] = '\0';
+	str->len = 0;
+	str->cursor = 0;
+}
+
+void
+appendStringInfoString(StringInfo str, const char *s)
+{
+	appendBinaryStringInfo(str, s, strlen(s));
+}
+
+void
+appendStringInfoSpaces(StringInfo str, int count)
+{
+	if (count > 0)
+	{
+		enlargeStringInfo(str, count);
+		memset(str->data + str->len, ' ', count);
+		str->len += count;
+		str->data[str->len] = '\0';
+	}
+}
+
+int
+appendStringInfoVA(StringInfo str, const char *fmt, va_list args)
+{
+	int			avail = str->maxlen - str->len;
+	int			n = vsnprintf(str->data + str->len, avail, fmt, args);
+
+	if (n < 0)
+		abort();
+	if (n >= avail)
+		return n + 1;			/* the space it needs: the caller enlarges and retries */
+	str->len += n;
+	return 0;
+}
+
+void
+appendStringInfo(StringInfo str, const char *fmt,...)
+{
+	for (;;)
+	{
+		va_list		args;
+		int			needed;
+
+		va_start(args, fmt);
+		needed = appendStringInfoVA(str, fmt, args);
+		va_end(args);
+		if (needed == 0)
+			break;
+		enlargeStringInfo(str, needed);
+	}
+}
+
 bool
 errstart(int elevel, const char *domain)
 {
 	current_elevel = elevel;
-	current_sqlerrcode = 0;
+	/* as elog.c: an error without errcode() is an internal error */
+	current_sqlerrcode = elevel >= ERROR ? ERRCODE_INTERNAL_ERROR : 0;
 	return elevel >= ERROR;
 }
 
