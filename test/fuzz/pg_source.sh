@@ -29,21 +29,28 @@ apt="$dir/apt"
 tarball=${PG15_SOURCE_TARBALL:-}
 if [ -z "$tarball" ]; then
   mkdir -p "$apt/parts" "$apt/lists/partial" "$apt/cache/archives/partial" "$apt/download"
-  key=/usr/share/keyrings/debian-archive-keyring.gpg
-  cat > "$apt/sources.list" <<EOF
-deb-src [signed-by=$key] http://deb.debian.org/debian-security bookworm-security main
-deb-src [signed-by=$key] http://deb.debian.org/debian bookworm main
-EOF
+  # the machine's own Debian sources, as source-package entries
+  : > "$apt/sources.list"
+  if [ -f /etc/apt/sources.list ]; then
+    sed -n 's/^deb \(.*\)$/deb-src \1/p' /etc/apt/sources.list > "$apt/sources.list"
+  fi
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] && sed 's/^Types: deb$/Types: deb-src/' "$f" > "$apt/parts/$(basename "$f")"
+  done
   opts=(-o "Dir::Etc::SourceList=$apt/sources.list" -o "Dir::Etc::SourceParts=$apt/parts"
         -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache"
         -o "APT::Sandbox::User=root" -qq)
   apt-get "${opts[@]}" update
   installed=$(dpkg-query -W -f='${Version}' postgresql-server-dev-15 2>/dev/null || true)
   cd "$apt/download"
-  # the installed version's source may not be on the mirror (security pool); then any
+  # the installed version's source if the archive still has it, else the newest
   if ! { [ -n "$installed" ] &&
          apt-get "${opts[@]}" source --download-only "postgresql-15=$installed" >/dev/null 2>&1; }; then
-    sed -i '/debian-security/d' "$apt/sources.list"
+    # the security archive lists sources it does not keep: ask the main one
+    sed -i '/security/d' "$apt/sources.list"
+    for f in "$apt"/parts/*.sources; do
+      [ -f "$f" ] && awk -v RS= -v ORS='\n\n' '!/security/' "$f" > "$f.new" && mv "$f.new" "$f"
+    done
     apt-get "${opts[@]}" update
     apt-get "${opts[@]}" source --download-only postgresql-15 >/dev/null
   fi
