@@ -58,6 +58,14 @@ phx_value_text_array(PhxQuery *q, const char *name, List *values)
 	appendStringInfoChar(&q->values, ']');
 }
 
+/* An integer travels as a JSON number, formatted here, never as text from elsewhere. */
+void
+phx_value_int64(PhxQuery *q, const char *name, int64 value)
+{
+	value_name(q, name);
+	appendStringInfo(&q->values, INT64_FORMAT, value);
+}
+
 /*
  * Formats a timestamptz as "YYYY-MM-DD HH:MM:SS.ffffff" in UTC, whatever
  * the session's TimeZone and DateStyle.

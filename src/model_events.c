@@ -74,6 +74,15 @@ static const char *const query_columns[Q_NCOLUMNS] = {
 	"uuid", "event", "properties", "elements_chain", "distinct_id", "team_id", "timestamp_utc"
 };
 
+/* The keyset the pages follow, and the key every row must have. */
+static const PhxKeyColumn keyset[] = {
+	{Q_TIMESTAMP, "timestamp", PHX_KEY_TIMESTAMP},
+	{Q_UUID, "uuid", PHX_KEY_UUID},
+};
+static const PhxKeyColumn row_keys[] = {
+	{Q_UUID, "uuid", PHX_KEY_UUID},
+};
+
 /* See events_begin(). */
 #define FIRST_PAGE_ROWS 5000
 
@@ -83,8 +92,8 @@ typedef struct EventsState
 	PhxServerConfig *cfg;
 	TimestampTz start;
 	TimestampTz end;
-	char	   *cursor_ts;		/* UTC text of the last row's timestamp */
-	char	   *cursor_uuid;
+	bool		has_cursor;
+	PhxKey		cursor[lengthof(keyset)];	/* the last row's (timestamp, uuid) */
 	int			page_size;		/* of the next request */
 	int			max_page_size;	/* what it grows to */
 	int			page_no;
@@ -115,8 +124,9 @@ events_begin(PhxExport *exp, PhxServerConfig *cfg, TimestampTz start,
 	st->merge = (strcmp(exp->mode, "merge") == 0);
 	if (list_length(cursor) == 2)
 	{
-		st->cursor_ts = pstrdup(linitial(cursor));
-		st->cursor_uuid = pstrdup(lsecond(cursor));
+		phx_key_from_cursor(PHX_KEY_TIMESTAMP, linitial(cursor), exp->name, &st->cursor[0]);
+		phx_key_from_cursor(PHX_KEY_UUID, lsecond(cursor), exp->name, &st->cursor[1]);
+		st->has_cursor = true;
 	}
 	return st;
 }
@@ -151,12 +161,12 @@ build_query(EventsState *st, PhxQuery *q)
 		appendStringInfoString(&q->text, " AND event NOT IN {exclude_events}");
 		phx_value_text_array(q, "exclude_events", st->exp->exclude_events);
 	}
-	if (st->cursor_ts)
+	if (st->has_cursor)
 	{
 		appendStringInfoString(&q->text,
 							   " AND (timestamp, uuid) > (toDateTime64({cursor_timestamp}, 6, 'UTC'), {cursor_uuid})");
-		phx_value_text(q, "cursor_timestamp", st->cursor_ts);
-		phx_value_text(q, "cursor_uuid", st->cursor_uuid);
+		phx_value_text(q, "cursor_timestamp", st->cursor[0].str);
+		phx_value_text(q, "cursor_uuid", st->cursor[1].str);
 	}
 	/* page_size is ours, never user text: safe to print into the query */
 	appendStringInfo(&q->text, " ORDER BY timestamp, uuid LIMIT %d", st->page_size);
@@ -240,13 +250,21 @@ jsonb_member_text(Jsonb *jb, const char *key, bool *isnull)
 	}
 }
 
-static void
-convert_row(EventsState *st, PhxPage *page, int r, Datum *values, bool *nulls)
+/* A fetched page, and which of its rows are written. */
+typedef struct EventsPage
 {
-	PhxCell    *cells = PHX_CELL(page, r, 0);
+	PhxKeySource src;			/* the page, named for error messages */
+	int		   *rows;			/* page row of each row written */
+} EventsPage;
+
+static void
+convert_row(EventsPage *ep, int r, Datum *values, bool *nulls)
+{
+	PhxCell    *cells = PHX_CELL(ep->src.page, r, 0);
 	const char *s;
 	Jsonb	   *props = NULL;
 	JsonbValue	jv;
+	PhxKey		ts;
 
 	memset(nulls, true, sizeof(bool) * EV_NCOLUMNS);
 
@@ -289,32 +307,25 @@ convert_row(EventsState *st, PhxPage *page, int r, Datum *values, bool *nulls)
 
 	values[EV_TEAM_ID] = phx_cell_datum(&cells[Q_TEAM_ID], INT4OID, "team_id", &nulls[EV_TEAM_ID]);
 
-	(void) cell_text(&cells[Q_TIMESTAMP], "timestamp", true);
-	values[EV_TIMESTAMP] = phx_cell_datum(&cells[Q_TIMESTAMP], TIMESTAMPTZOID, "timestamp",
-										  &nulls[EV_TIMESTAMP]);
+	/* the timestamp is half of the keyset key: checked as a key */
+	phx_key_get(&ep->src, r, &keyset[0], &ts);
+	values[EV_TIMESTAMP] = TimestampTzGetDatum(ts.ts);
+	nulls[EV_TIMESTAMP] = false;
 }
-
-/* A fetched page, and which of its rows are written. */
-typedef struct EventsPage
-{
-	EventsState *st;
-	PhxPage    *page;
-	int		   *rows;			/* page row of each row written */
-} EventsPage;
 
 static void
 events_get_row(void *arg, int r, Datum *values, bool *nulls)
 {
 	EventsPage *ep = (EventsPage *) arg;
 
-	convert_row(ep->st, ep->page, ep->rows[r], values, nulls);
+	convert_row(ep, ep->rows[r], values, nulls);
 }
 
 static const char *
 events_row_key(void *arg, int r)
 {
 	EventsPage *ep = (EventsPage *) arg;
-	PhxCell    *uuid = PHX_CELL(ep->page, ep->rows[r], Q_UUID);
+	PhxCell    *uuid = PHX_CELL(ep->src.page, ep->rows[r], Q_UUID);
 
 	return (uuid->kind == PHX_CELL_STRING) ? uuid->val : NULL;
 }
@@ -357,12 +368,7 @@ rows_to_write(PhxPage *page, bool merge, int *rows)
 		bool		found;
 		Entry	   *e;
 
-		/* a row without uuid fails when converted */
-		if (cell->kind != PHX_CELL_STRING)
-		{
-			rows[out++] = r;
-			continue;
-		}
+		/* every uuid was checked: a string of 36 characters */
 		strlcpy(key, cell->val, sizeof(key));
 		e = hash_search(seen, key, HASH_ENTER, &found);
 		if (found)
@@ -395,27 +401,25 @@ events_next_page(void *state)
 	limit = st->page_size;
 
 	phx_check_columns(page, query_columns, Q_NCOLUMNS, "events");
+	ep->src.page = page;
+	ep->src.what = "an event";
+	ep->src.export_name = st->exp->name;
+	ep->src.page_no = st->page_no;
+	/* before anything uses a uuid: deduplication, the cursor, messages */
+	phx_key_check_rows(&ep->src, row_keys, lengthof(row_keys));
 
 	/*
 	 * The keyset position after this page comes from its last row, so the
 	 * next page can be requested before this one is converted and written:
-	 * PostHog works on it meanwhile.
+	 * PostHog works on it meanwhile.  A page that does not move it forward
+	 * fails here, before anything of it is written.
 	 */
 	if (page->nrows > 0)
 	{
-		PhxCell    *ts = PHX_CELL(page, page->nrows - 1, Q_TIMESTAMP);
-		PhxCell    *uuid = PHX_CELL(page, page->nrows - 1, Q_UUID);
-		bool		isnull;
-		TimestampTz last_ts;
-
-		if (uuid->kind != PHX_CELL_STRING || ts->kind != PHX_CELL_STRING)
-			ereport(ERROR,
-					(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
-					 errmsg("PostHog returned an event without uuid or timestamp")));
-		last_ts = DatumGetTimestampTz(phx_cell_datum(ts, TIMESTAMPTZOID, "timestamp", &isnull));
-		st->cursor_ts = MemoryContextStrdup(st->cxt, phx_format_utc(last_ts));
-		st->cursor_uuid = MemoryContextStrdup(st->cxt, uuid->val);
-		mp->cursor = list_make2(st->cursor_ts, st->cursor_uuid);
+		phx_keyset_next(&ep->src, keyset, lengthof(keyset),
+						st->has_cursor ? st->cursor : NULL, st->cursor, st->cxt);
+		st->has_cursor = true;
+		mp->cursor = list_make2((char *) st->cursor[0].str, (char *) st->cursor[1].str);
 	}
 	/* hasMore, or a full page: ask again (an empty last page costs one call) */
 	mp->has_more = page->nrows > 0 && (page->has_more || page->nrows >= limit);
@@ -429,8 +433,6 @@ events_next_page(void *state)
 												   st->exp->name, st->page_no + 1));
 	}
 
-	ep->st = st;
-	ep->page = page;
 	ep->rows = palloc(sizeof(int) * Max(page->nrows, 1));
 	mp->nrows = rows_to_write(page, st->merge, ep->rows);
 	mp->get_row = events_get_row;

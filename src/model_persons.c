@@ -59,12 +59,29 @@ static const char *const pdi_columns[] = {"team_id", "distinct_id", "person_id",
 /* the persons query */
 static const char *const person_columns[] = {"id", "properties", "created_at", "is_deleted", "version"};
 
+/*
+ * Keys of the mappings: the keyset the pages follow, and what every row
+ * must have (the person id goes into the persons query).
+ */
+static const PhxKeyColumn keyset[] = {
+	{0, "team_id", PHX_KEY_INT},
+	{1, "distinct_id", PHX_KEY_TEXT},
+};
+static const PhxKeyColumn mapping_keys[] = {
+	{0, "team_id", PHX_KEY_INT},
+	{1, "distinct_id", PHX_KEY_TEXT},
+	{2, "person_id", PHX_KEY_UUID},
+};
+static const PhxKeyColumn person_keys[] = {
+	{0, "id", PHX_KEY_UUID},
+};
+
 typedef struct PersonsState
 {
 	PhxExport  *exp;
 	PhxServerConfig *cfg;
-	char	   *cursor_team;
-	char	   *cursor_distinct_id;
+	bool		has_cursor;
+	PhxKey		cursor[lengthof(keyset)];	/* the last row's (team_id, distinct_id) */
 	int			page_size;
 	int			page_no;
 	MemoryContext cxt;
@@ -82,8 +99,9 @@ persons_begin(PhxExport *exp, PhxServerConfig *cfg, TimestampTz start,
 	st->page_size = cfg->page_size;
 	if (list_length(cursor) == 2)
 	{
-		st->cursor_team = pstrdup(linitial(cursor));
-		st->cursor_distinct_id = pstrdup(lsecond(cursor));
+		phx_key_from_cursor(PHX_KEY_INT, linitial(cursor), exp->name, &st->cursor[0]);
+		phx_key_from_cursor(PHX_KEY_TEXT, lsecond(cursor), exp->name, &st->cursor[1]);
+		st->has_cursor = true;
 	}
 	return st;
 }
@@ -96,14 +114,13 @@ build_mappings_query(PersonsState *st, PhxQuery *q)
 						   "SELECT team_id, distinct_id, argMax(person_id, version) AS person_id, "
 						   "argMax(is_deleted, version) AS is_deleted, max(version) AS version "
 						   "FROM raw_person_distinct_ids");
-	if (st->cursor_team)
+	if (st->has_cursor)
 	{
 		appendStringInfoString(&q->text,
 							   " WHERE (team_id, distinct_id) > ({cursor_team_id}, {cursor_distinct_id})");
-		phx_value_text(q, "cursor_distinct_id", st->cursor_distinct_id);
+		phx_value_text(q, "cursor_distinct_id", st->cursor[1].str);
 		/* team ids are integers: send the number, not its text */
-		appendStringInfoString(&q->values, ",\"cursor_team_id\":");
-		appendStringInfoString(&q->values, st->cursor_team);
+		phx_value_int64(q, "cursor_team_id", st->cursor[0].i);
 	}
 	appendStringInfo(&q->text, " GROUP BY team_id, distinct_id ORDER BY team_id, distinct_id LIMIT %d",
 					 st->page_size);
@@ -132,6 +149,7 @@ fetch_persons(PersonsState *st, List *ids, int64 *bytes)
 {
 	PhxQuery	q;
 	PhxPage    *page;
+	PhxKeySource src;
 
 	phx_query_init(&q);
 	appendStringInfoString(&q.text,
@@ -146,6 +164,11 @@ fetch_persons(PersonsState *st, List *ids, int64 *bytes)
 												st->exp->name, st->page_no),
 						  NULL, NULL, bytes);
 	phx_check_columns(page, person_columns, lengthof(person_columns), "persons");
+	src.page = page;
+	src.what = "a person";
+	src.export_name = st->exp->name;
+	src.page_no = st->page_no;
+	phx_key_check_rows(&src, person_keys, lengthof(person_keys));
 	return page;
 }
 
@@ -179,11 +202,7 @@ persons_get_row(void *arg, int r, Datum *values, bool *nulls)
 	bool		mapping_deleted;
 	bool		isnull;
 
-	if (did->kind != PHX_CELL_STRING)
-		ereport(ERROR,
-				(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
-				 errmsg("PostHog returned a person mapping without distinct_id")));
-
+	/* the keys (team_id, distinct_id, person_id) were checked in persons_next_page() */
 	values[P_TEAM_ID] = phx_cell_datum(PHX_CELL(mappings, r, 0), INT4OID, "team_id", &nulls[P_TEAM_ID]);
 	values[P_DISTINCT_ID] = phx_cell_datum(did, TEXTOID, "distinct_id", &nulls[P_DISTINCT_ID]);
 	values[P_PERSON_ID] = phx_cell_datum(pid, TEXTOID, "person_id", &nulls[P_PERSON_ID]);
@@ -227,6 +246,7 @@ persons_next_page(void *state)
 	PersonsPage *pp = palloc0(sizeof(PersonsPage));
 	List	   *ids = NIL;
 	int			limit;
+	PhxKeySource src;
 
 	st->page_no++;
 	build_mappings_query(st, &q);
@@ -235,15 +255,27 @@ persons_next_page(void *state)
 	limit = st->page_size;
 	phx_check_columns(mappings, pdi_columns, lengthof(pdi_columns), "person_distinct_ids");
 	pp->mappings = mappings;
+	src.page = mappings;
+	src.what = "a person mapping";
+	src.export_name = st->exp->name;
+	src.page_no = st->page_no;
+	phx_key_check_rows(&src, mapping_keys, lengthof(mapping_keys));
+
+	/*
+	 * The keyset position after this page, from its last row; a page that
+	 * does not move it forward fails before its persons are even fetched.
+	 */
+	if (mappings->nrows > 0)
+	{
+		phx_keyset_next(&src, keyset, lengthof(keyset),
+						st->has_cursor ? st->cursor : NULL, st->cursor, st->cxt);
+		st->has_cursor = true;
+		mp->cursor = list_make2((char *) st->cursor[0].str, (char *) st->cursor[1].str);
+	}
 
 	/* the distinct persons of the page, fetched in one query */
 	for (int r = 0; r < mappings->nrows; r++)
-	{
-		PhxCell    *pid = PHX_CELL(mappings, r, 2);
-
-		if (pid->kind == PHX_CELL_STRING)
-			ids = lappend(ids, pid->val);
-	}
+		ids = lappend(ids, PHX_CELL(mappings, r, 2)->val);
 	if (ids != NIL)
 	{
 		HASHCTL		ctl;
@@ -260,8 +292,7 @@ persons_next_page(void *state)
 			PhxCell    *id = PHX_CELL(pp->persons, r, 0);
 			PersonEntry *e;
 
-			if (id->kind != PHX_CELL_STRING || id->len >= sizeof(e->id))
-				continue;
+			/* checked: a UUID, which fits the key */
 			e = hash_search(pp->byid, id->val, HASH_ENTER, NULL);
 			e->row = r;
 		}
@@ -273,15 +304,6 @@ persons_next_page(void *state)
 	mp->arg = pp;
 	mp->what = "distinct_id";
 	mp->page_no = st->page_no;
-
-	if (mappings->nrows > 0)
-	{
-		int			last = mappings->nrows - 1;
-
-		st->cursor_team = MemoryContextStrdup(st->cxt, PHX_CELL(mappings, last, 0)->val);
-		st->cursor_distinct_id = MemoryContextStrdup(st->cxt, PHX_CELL(mappings, last, 1)->val);
-		mp->cursor = list_make2(st->cursor_team, st->cursor_distinct_id);
-	}
 	mp->has_more = mappings->nrows > 0 && (mappings->has_more || mappings->nrows >= limit);
 	return mp;
 }

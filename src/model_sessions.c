@@ -56,7 +56,17 @@ static const PhxModelColumn sessions_columns[] = {
 };
 
 #define S_NCOLUMNS lengthof(sessions_columns)
+#define S_TEAM_ID 0
 #define S_SESSION_ID 1
+
+/* The keyset the pages follow, and the merge key every row must have. */
+static const PhxKeyColumn keyset[] = {
+	{S_SESSION_ID, "session_id", PHX_KEY_TEXT},
+};
+static const PhxKeyColumn row_keys[] = {
+	{S_TEAM_ID, "team_id", PHX_KEY_INT},
+	{S_SESSION_ID, "session_id", PHX_KEY_TEXT},
+};
 
 /*
  * What the query selects for each column: HogQL's session columns carry a
@@ -86,7 +96,8 @@ typedef struct SessionsState
 	PhxServerConfig *cfg;
 	TimestampTz min_end;
 	TimestampTz end;
-	char	   *cursor;			/* last session_id */
+	bool		has_cursor;
+	PhxKey		cursor[lengthof(keyset)];	/* the last row's session_id */
 	int			page_size;
 	int			page_no;
 	MemoryContext cxt;
@@ -110,7 +121,10 @@ sessions_begin(PhxExport *exp, PhxServerConfig *cfg, TimestampTz start,
 	for (int i = 0; i < S_NCOLUMNS; i++)
 		st->columns[i] = sessions_columns[i].name;
 	if (list_length(cursor) == 1)
-		st->cursor = pstrdup(linitial(cursor));
+	{
+		phx_key_from_cursor(PHX_KEY_TEXT, linitial(cursor), exp->name, &st->cursor[0]);
+		st->has_cursor = true;
+	}
 	return st;
 }
 
@@ -128,10 +142,10 @@ build_query(SessionsState *st, PhxQuery *q)
 						   " AND $end_timestamp < toDateTime64({end}, 6, 'UTC')");
 	phx_value_timestamp(q, "min_end", st->min_end);
 	phx_value_timestamp(q, "end", st->end);
-	if (st->cursor)
+	if (st->has_cursor)
 	{
 		appendStringInfoString(&q->text, " AND session_id > {cursor_session_id}");
-		phx_value_text(q, "cursor_session_id", st->cursor);
+		phx_value_text(q, "cursor_session_id", st->cursor[0].str);
 	}
 	appendStringInfo(&q->text, " ORDER BY session_id LIMIT %d", st->page_size);
 }
@@ -160,10 +174,7 @@ sessions_get_row(void *arg, int r, Datum *values, bool *nulls)
 {
 	PhxPage    *page = (PhxPage *) arg;
 
-	if (PHX_CELL(page, r, S_SESSION_ID)->kind != PHX_CELL_STRING)
-		ereport(ERROR,
-				(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
-				 errmsg("PostHog returned a session without session_id")));
+	/* the keys (team_id, session_id) were checked in sessions_next_page() */
 	for (int c = 0; c < S_NCOLUMNS; c++)
 		values[c] = phx_cell_datum(PHX_CELL(page, r, c), sessions_columns[c].type,
 								   sessions_columns[c].name, &nulls[c]);
@@ -177,6 +188,7 @@ sessions_next_page(void *state)
 	PhxPage    *page;
 	PhxModelPage *mp = palloc0(sizeof(PhxModelPage));
 	int			limit;
+	PhxKeySource src;
 
 	st->page_no++;
 	build_query(st, &q);
@@ -184,6 +196,11 @@ sessions_next_page(void *state)
 						  shrink_page, st, &mp->bytes);
 	limit = st->page_size;
 	phx_check_columns(page, st->columns, S_NCOLUMNS, "sessions");
+	src.page = page;
+	src.what = "a session";
+	src.export_name = st->exp->name;
+	src.page_no = st->page_no;
+	phx_key_check_rows(&src, row_keys, lengthof(row_keys));
 
 	mp->nrows = page->nrows;
 	mp->get_row = sessions_get_row;
@@ -192,10 +209,13 @@ sessions_next_page(void *state)
 	mp->what = "session";
 	mp->page_no = st->page_no;
 
+	/* a page that does not move the keyset forward fails before it is written */
 	if (page->nrows > 0)
 	{
-		st->cursor = MemoryContextStrdup(st->cxt, PHX_CELL(page, page->nrows - 1, S_SESSION_ID)->val);
-		mp->cursor = list_make1(st->cursor);
+		phx_keyset_next(&src, keyset, lengthof(keyset),
+						st->has_cursor ? st->cursor : NULL, st->cursor, st->cxt);
+		st->has_cursor = true;
+		mp->cursor = list_make1((char *) st->cursor[0].str);
 	}
 	mp->has_more = page->nrows > 0 && (page->has_more || page->nrows >= limit);
 	return mp;

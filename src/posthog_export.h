@@ -121,6 +121,7 @@ extern void phx_query_init(PhxQuery *q);
 extern void phx_value_text(PhxQuery *q, const char *name, const char *value);
 extern void phx_value_text_array(PhxQuery *q, const char *name, List *values);
 extern void phx_value_timestamp(PhxQuery *q, const char *name, TimestampTz ts);
+extern void phx_value_int64(PhxQuery *q, const char *name, int64 value);
 extern char *phx_format_utc(TimestampTz ts);
 extern char *phx_request_body(PhxQuery *q, const char *label);
 
@@ -370,6 +371,51 @@ extern void phx_row_context_pop(PhxRowContext *rc);
 extern bool phx_halve_page(int *page_size);
 extern TimestampTz phx_query_earliest(PhxExport *exp, PhxServerConfig *cfg, const char *hogql,
 									  TimestampTz fallback);
+
+/*
+ * Keys: the cells a model pages by (its keyset cursor), merges by or looks
+ * rows up by.  They come from the network, so each is checked for NULL,
+ * type, size and form before use (model_common.c).
+ */
+typedef enum PhxKeyType
+{
+	PHX_KEY_TEXT,				/* a string */
+	PHX_KEY_UUID,				/* a string holding a canonical UUID */
+	PHX_KEY_INT,				/* a JSON integer, 64 bits */
+	PHX_KEY_TIMESTAMP			/* a string holding a datetime */
+} PhxKeyType;
+
+typedef struct PhxKeyColumn
+{
+	int			col;			/* in the response */
+	const char *name;			/* in error messages */
+	PhxKeyType	type;
+} PhxKeyColumn;
+
+/* A checked key value. */
+typedef struct PhxKey
+{
+	const char *str;			/* the string; an integer's or datetime's text
+								 * once phx_keyset_next() made it */
+	int64		i;				/* PHX_KEY_INT */
+	TimestampTz ts;				/* PHX_KEY_TIMESTAMP */
+} PhxKey;
+
+/* The page keys are read from, and how its error messages name it. */
+typedef struct PhxKeySource
+{
+	PhxPage    *page;
+	const char *what;			/* "an event", "a session" ... */
+	const char *export_name;
+	int			page_no;
+} PhxKeySource;
+
+extern void phx_key_get(const PhxKeySource *src, int row, const PhxKeyColumn *kc, PhxKey *out);
+extern void phx_key_check_rows(const PhxKeySource *src, const PhxKeyColumn *cols, int ncols);
+extern void phx_keyset_next(const PhxKeySource *src, const PhxKeyColumn *keyset, int nkeys,
+							const PhxKey *prev, PhxKey *next, MemoryContext cxt);
+extern void phx_key_from_cursor(PhxKeyType type, const char *text, const char *export_name,
+								PhxKey *out);
 
 /* ------------------------------------------------------------------------
  * model_events.c
