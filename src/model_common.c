@@ -538,6 +538,18 @@ keyset_show(const PhxKeyColumn *keyset, int nkeys, const PhxKey *keys)
 	return buf.data;
 }
 
+
+/* The checked keyset of one row of the page, each with its text. */
+static void
+row_keys(const PhxKeySource *src, int row, const PhxKeyColumn *keyset, int nkeys, PhxKey *out)
+{
+	for (int k = 0; k < nkeys; k++)
+	{
+		phx_key_get(src, row, &keyset[k], &out[k]);
+		key_fill_text(keyset[k].type, &out[k]);
+	}
+}
+
 /*
  * The keyset position after a page (of at least one row): its last row's
  * keys, checked, with their text copied into cxt.  After a previous
@@ -555,11 +567,7 @@ phx_keyset_next(const PhxKeySource *src, const PhxKeyColumn *keyset, int nkeys,
 	PhxKey	   *last = palloc(sizeof(PhxKey) * nkeys);
 
 	Assert(src->page->nrows > 0);
-	for (int k = 0; k < nkeys; k++)
-	{
-		phx_key_get(src, src->page->nrows - 1, &keyset[k], &last[k]);
-		key_fill_text(keyset[k].type, &last[k]);
-	}
+	row_keys(src, src->page->nrows - 1, keyset, nkeys, last);
 	if (prev)
 	{
 		PhxKey	   *first = palloc(sizeof(PhxKey) * nkeys);
@@ -572,11 +580,7 @@ phx_keyset_next(const PhxKeySource *src, const PhxKeyColumn *keyset, int nkeys,
 					 errdetail("The page ends at %s; the previous page ended at %s.",
 							   keyset_show(keyset, nkeys, last), keyset_show(keyset, nkeys, prev)),
 					 errhint("A source that ignores the cursor returns the same rows again and again; nothing of the page was written.")));
-		for (int k = 0; k < nkeys; k++)
-		{
-			phx_key_get(src, 0, &keyset[k], &first[k]);
-			key_fill_text(keyset[k].type, &first[k]);
-		}
+		row_keys(src, 0, keyset, nkeys, first);
 		if (keyset_cmp(keyset, nkeys, first, prev) <= 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),

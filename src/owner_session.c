@@ -222,12 +222,13 @@ phx_run_in_worker(PhxExport *exp, PhxRunKind kind, TimestampTz start,
 	bool		finished = false;
 
 	if (problem)
+	{
 		ereport(errors_as_warnings ? WARNING : ERROR,
 				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
 				 errmsg("cannot run export \"%s\": %s", exp->name, problem),
 				 errhint("Run it as its owner, or give the owner LOGIN (ALTER ROLE ... LOGIN).")));
-	if (problem)
 		return;
+	}
 
 	seg = dsm_create(PHX_MQ_SIZE, 0);
 	mq = shm_mq_create(dsm_segment_address(seg), PHX_MQ_SIZE);
