@@ -7,24 +7,33 @@
 
 MODULE_big = posthog_export
 OBJS = \
-	src/posthog_export.o \
-	src/option.o \
-	src/http_client.o \
-	src/json_rows.o \
-	src/jsonb_build.o \
-	src/hogql.o \
-	src/catalog.o \
-	src/destination.o \
-	src/bulk_insert.o \
-	src/model_common.o \
-	src/model_events.o \
-	src/model_persons.o \
-	src/model_sessions.o \
-	src/export_run.o \
-	src/export_api.o \
-	src/schedule.o \
-	src/owner_session.o \
-	src/scheduler.o
+	src/module.o \
+	src/api/fdw_validator.o \
+	src/api/export_functions.o \
+	src/api/run_procedures.o \
+	src/posthog/server_options.o \
+	src/posthog/hogql.o \
+	src/posthog/http_client.o \
+	src/posthog/response.o \
+	src/models/registry.o \
+	src/models/model_common.o \
+	src/models/jsonb_build.o \
+	src/models/events.o \
+	src/models/persons.o \
+	src/models/sessions.o \
+	src/store/security.o \
+	src/store/catalog.o \
+	src/store/row_context.o \
+	src/store/destination.o \
+	src/store/bulk_insert.o \
+	src/run/intervals.o \
+	src/run/failure_policy.o \
+	src/run/progress.o \
+	src/run/due_work.o \
+	src/worker/shmem.o \
+	src/worker/launcher.o \
+	src/worker/scheduler.o \
+	src/worker/run_worker.o
 
 EXTENSION = posthog_export
 DATA = posthog_export--0.1.0.sql posthog_export--0.1.0--0.2.0.sql posthog_export--0.2.0.sql
@@ -58,8 +67,8 @@ test:
 bench:
 	bash test/bench.sh
 
-# every object depends on the shared header (PGXS tracks no header dependencies)
-$(OBJS): src/posthog_export.h
+# every object depends on the headers (PGXS tracks no header dependencies)
+$(OBJS): $(wildcard src/*.h src/*/*.h)
 
 # both fuzzers (libFuzzer, ASan, UBSan), each for FUZZ_SECONDS: the response
 # parser, and the jsonb builder against jsonb_in: make fuzz [FUZZ_SECONDS=600]

@@ -11,7 +11,7 @@
  */
 #include "postgres.h"
 
-#include "posthog_export.h"
+#include "posthog/posthog.h"
 
 extern void fuzz_free_all(void);
 

@@ -38,7 +38,7 @@
 #include "catalog/pg_type.h"
 #include "utils/jsonb.h"
 
-#include "posthog_export.h"
+#include "models/models.h"
 
 extern void fuzz_free_all(void);
 extern char *fuzz_stack_base;

@@ -29,7 +29,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "posthog_export.h"
+#include "models/models.h"
 
 /*
  * The longest text key accepted.  PostHog's ids are far shorter (UUIDs,
@@ -211,39 +211,6 @@ phx_check_columns(PhxPage *page, const char *const *expected, int n, const char 
 							page->columns[c], what, expected[c])));
 }
 
-static void
-row_error_callback(void *arg)
-{
-	PhxRowContext *rc = (PhxRowContext *) arg;
-
-	if (rc->key)
-		errcontext("%s %s (row %d of page %d) of export \"%s\"",
-				   rc->what, rc->key, rc->row + 1, rc->page_no, rc->export_name);
-	else
-		errcontext("row %d of page %d of export \"%s\"",
-				   rc->row + 1, rc->page_no, rc->export_name);
-}
-
-/* Names the row being converted in any error raised until the pop. */
-void
-phx_row_context_push(PhxRowContext *rc, const char *what, const char *export_name, int page_no)
-{
-	rc->what = what;
-	rc->export_name = export_name;
-	rc->page_no = page_no;
-	rc->row = 0;
-	rc->key = NULL;
-	rc->errcb.callback = row_error_callback;
-	rc->errcb.arg = rc;
-	rc->errcb.previous = error_context_stack;
-	error_context_stack = &rc->errcb;
-}
-
-void
-phx_row_context_pop(PhxRowContext *rc)
-{
-	error_context_stack = rc->errcb.previous;
-}
 
 /* ------------------------------------------------------------------------
  * Keys
@@ -664,7 +631,7 @@ phx_query_earliest(PhxExport *exp, PhxServerConfig *cfg, const char *hogql, Time
 	}
 	/* ClickHouse answers the epoch for min() over nothing */
 	if (isnull || result <= 0 - ((TimestampTz) 10957 * USECS_PER_DAY))
-		return phx_interval_floor(exp, fallback - 1);
+		return fallback - 1;
 	return result;
 }
 

@@ -17,7 +17,7 @@
 #include "utils/datetime.h"
 #include "utils/json.h"
 
-#include "posthog_export.h"
+#include "posthog/posthog.h"
 
 void
 phx_query_init(PhxQuery *q)

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
- * export_run.c
- *		Running an export over a range of intervals: CALL run_export().
+ * due_work.c
+ *		Running an export: a range of intervals (run_export), or its due
+ *		work (the scheduler, run_due), page by page.
  *
  * Exactly-once comes from one rule: a page's rows and the runs row that
  * records them (counters and keyset cursor) commit in the same
@@ -28,16 +29,7 @@
 #include "utils/resowner.h"
 #include "utils/timestamp.h"
 
-#include "posthog_export.h"
-
-PG_FUNCTION_INFO_V1(posthog_export_run_export);
-
-/* timestamptz_to_str() returns a static buffer; two in one message need copies */
-char *
-phx_ts_str(TimestampTz ts)
-{
-	return pstrdup(timestamptz_to_str(ts));
-}
+#include "run/run.h"
 
 typedef struct RunLock
 {
@@ -66,27 +58,6 @@ unlock_export(RunLock *lock)
 	if (lock->held)
 		LockRelease(&lock->tag, ExclusiveLock, true);
 	lock->held = false;
-}
-
-/* Backends that may die running one interval before its export pauses. */
-#define PHX_MAX_CRASHES		2
-
-/*
- * A run whose backend keeps dying (a crash takes the whole cluster with
- * it) must not be started again and again: the export pauses, in the same
- * transaction that begins the run, and the run then fails with the reason.
- */
-static void
-pause_crashing_export(PhxExport *exp, PhxRun *run, TimestampTz start, TimestampTz end)
-{
-	phx_export_set_paused(exp, true,
-						  psprintf("paused: the backend running interval [%s, %s) died %d times in a row (see the server log for \"terminated by signal\")",
-								   phx_ts_str(start), phx_ts_str(end), run->crashes));
-	ereport(WARNING,
-			(errmsg("export \"%s\" paused: the backend running interval [%s, %s) died %d times in a row",
-					exp->name, phx_ts_str(start), phx_ts_str(end), run->crashes),
-			 errhint("Find the cause in the server log, then: SELECT posthog_export.unpause(%s);",
-					 quote_literal_cstr(exp->name))));
 }
 
 typedef enum RunResult
@@ -130,7 +101,7 @@ run_interval(PhxExport *exp, const PhxModel *model, TimestampTz start,
 		return RUN_SKIPPED;
 	}
 	if (run->crashes >= PHX_MAX_CRASHES)
-		pause_crashing_export(exp, run, start, end);
+		phx_pause_crashing_export(exp, run, start, end);
 	if (nonatomic)
 	{
 		SPI_commit();
@@ -409,66 +380,28 @@ phx_run_due_export(PhxExport *exp, bool nonatomic)
 	PG_END_TRY();
 }
 
-static void
-check_boundary(PhxExport *exp, TimestampTz ts, const char *argname)
+/*
+ * Another role's export runs in a worker that commits its own work, which
+ * cannot be part of the caller's transaction: refuse inside a block.
+ */
+void
+phx_require_nonatomic(PhxExport *exp, bool nonatomic, const char *what)
 {
-	TimestampTz floor = phx_interval_floor(exp, ts);
-
-	if (floor != ts)
+	if (!nonatomic)
 		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s %s is not on an interval boundary of export \"%s\"",
-						argname, phx_ts_str(ts), exp->name),
-				 errdetail("The export runs in intervals of %s; the nearest boundaries are %s and %s.",
-						   DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(&exp->interval))),
-						   phx_ts_str(floor), phx_ts_str(phx_interval_next(exp, floor)))));
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("%s cannot run export \"%s\" of role \"%s\" inside a transaction block",
+						what, exp->name, phx_role_name(exp->owner)),
+				 errdetail("Another role's export runs in a session of its owner, which commits its own work."),
+				 errhint("Call %s as a top-level statement, outside BEGIN ... COMMIT.", what)));
 }
 
-/*
- * CALL posthog_export.run_export(name, start_at, end_at [, force])
- */
-Datum
-posthog_export_run_export(PG_FUNCTION_ARGS)
+/* Whether exp has work to do now; saves starting a worker for nothing. */
+bool
+phx_export_is_due(PhxExport *exp)
 {
-	bool		nonatomic;
-	char	   *name;
-	TimestampTz start;
-	TimestampTz end;
-	bool		force;
-	PhxExport  *exp;
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz due = phx_export_next_due(exp, now, phx_export_has_backfill(exp->export_id));
 
-	nonatomic = fcinfo->context && IsA(fcinfo->context, CallContext) &&
-		!castNode(CallContext, fcinfo->context)->atomic;
-
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("name, start_at and end_at must not be null")));
-	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	start = PG_GETARG_TIMESTAMPTZ(1);
-	end = PG_GETARG_TIMESTAMPTZ(2);
-	force = PG_ARGISNULL(3) ? false : PG_GETARG_BOOL(3);
-
-	phx_check_database_encoding();
-	if (TIMESTAMP_NOT_FINITE(start) || TIMESTAMP_NOT_FINITE(end) || start >= end)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("start_at must be before end_at, and both finite")));
-
-	if (SPI_connect_ext(nonatomic ? SPI_OPT_NONATOMIC : 0) != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-
-	exp = phx_export_lookup(name, false);
-	check_boundary(exp, start, "start_at");
-	check_boundary(exp, end, "end_at");
-	if (phx_session_is_owner(exp->owner))
-		phx_run_range(exp, start, end, "manual", force, nonatomic);
-	else
-	{
-		phx_require_nonatomic(exp, nonatomic, "run_export");
-		phx_run_in_worker(exp, PHX_RUN_RANGE, start, end, force, false);
-	}
-
-	SPI_finish();
-	PG_RETURN_VOID();
+	return due != 0 && due <= now;
 }

@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * export_api.c
+ * export_functions.c
  *		SQL functions that define exports: create_export() and
  *		drop_export().
  *
@@ -20,7 +20,7 @@
 #include "pgtime.h"
 #include "nodes/parsenodes.h"
 
-#include "posthog_export.h"
+#include "worker/worker.h"
 
 PG_FUNCTION_INFO_V1(posthog_export_create_export);
 PG_FUNCTION_INFO_V1(posthog_export_drop_export);
@@ -28,7 +28,6 @@ PG_FUNCTION_INFO_V1(posthog_export_alter_export);
 PG_FUNCTION_INFO_V1(posthog_export_pause);
 PG_FUNCTION_INFO_V1(posthog_export_unpause);
 PG_FUNCTION_INFO_V1(posthog_export_backfill);
-PG_FUNCTION_INFO_V1(posthog_export_run_due);
 
 static char *
 text_arg(FunctionCallInfo fcinfo, int n, const char *argname, bool required)
@@ -433,49 +432,4 @@ posthog_export_backfill(PG_FUNCTION_ARGS)
 	SPI_finish();
 	phx_wake_scheduler();
 	PG_RETURN_INT64(id);
-}
-
-/*
- * CALL run_due(): runs the due work of every export the caller may run:
- * what pg_cron calls, or a DBA by hand when the library is not preloaded.
- * Each export runs, one after the other, in a background worker connected
- * as its owner, so no export's code can reach the caller's session or
- * privileges, nor stop the others.  Each export's failure is recorded and
- * reported as a WARNING; the others still run.  Inside a transaction block
- * (no commits possible) only the caller's own exports run, in this session.
- */
-Datum
-posthog_export_run_due(PG_FUNCTION_ARGS)
-{
-	bool		nonatomic = fcinfo->context && IsA(fcinfo->context, CallContext) &&
-		!castNode(CallContext, fcinfo->context)->atomic;
-	List	   *exports;
-	ListCell   *lc;
-
-	phx_check_database_encoding();
-	if (SPI_connect_ext(nonatomic ? SPI_OPT_NONATOMIC : 0) != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	exports = phx_export_list();
-	foreach(lc, exports)
-	{
-		PhxExport  *exp = lfirst(lc);
-
-		CHECK_FOR_INTERRUPTS();
-		if (nonatomic)
-		{
-			/* each in a session of its owner: isolated from us and each other */
-			if (phx_export_is_due(exp))
-				phx_run_in_worker(exp, PHX_RUN_DUE, 0, 0, false, true);
-		}
-		else if (phx_session_is_owner(exp->owner))
-			phx_run_due_export(exp, false);
-		else
-			ereport(WARNING,
-					(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
-					 errmsg("skipped export \"%s\" of role \"%s\": inside a transaction block, run_due runs only the caller's own exports",
-							exp->name, phx_role_name(exp->owner)),
-					 errhint("Call run_due outside a transaction block.")));
-	}
-	SPI_finish();
-	PG_RETURN_VOID();
 }

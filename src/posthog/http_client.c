@@ -38,9 +38,11 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "posthog_export.h"
+#include "posthog/posthog.h"
 
 static CURL *phx_curl = NULL;
+
+PhxBytesCallback phx_http_bytes_callback = NULL;
 
 typedef struct ResponseBuffer
 {
@@ -150,7 +152,8 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 	}
 	memcpy(rb->data + rb->len, ptr, n);
 	rb->len += n;
-	phx_progress_bytes((int64) rb->len);
+	if (phx_http_bytes_callback)
+		phx_http_bytes_callback((int64) rb->len);
 	return n;
 }
 

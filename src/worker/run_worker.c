@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * owner_session.c
+ * run_worker.c
  *		Runs an export in a background worker connected as its owner.
  *
  * An export's destination table belongs to its owner, and so does the
@@ -43,7 +43,7 @@
 #include "utils/memutils.h"
 #include "utils/syscache.h"
 
-#include "posthog_export.h"
+#include "worker/worker.h"
 
 PGDLLEXPORT void phx_run_worker_main(Datum main_arg);
 
@@ -65,76 +65,6 @@ typedef struct PhxRunRequest
 
 StaticAssertDecl(sizeof(PhxRunRequest) <= BGW_EXTRALEN,
 				 "PhxRunRequest must fit in bgw_extra");
-
-/*
- * Whether this session is the owner's own: the session user and the
- * current user are the owner, outside any security-restricted operation
- * or SECURITY DEFINER function.  Only then may the owner's code run here;
- * it could not gain anything (RESET ROLE leads back to the owner).
- */
-bool
-phx_session_is_owner(Oid owner)
-{
-	return GetUserId() == owner && GetSessionUserId() == owner &&
-		!InSecurityRestrictedOperation() && !InLocalUserIdChange();
-}
-
-/* A role's name for messages, also when it is gone. */
-char *
-phx_role_name(Oid role)
-{
-	char	   *name = GetUserNameFromId(role, true);
-
-	return name ? name : psprintf("role with OID %u", role);
-}
-
-/*
- * Another role's export runs in a worker that commits its own work, which
- * cannot be part of the caller's transaction: refuse inside a block.
- */
-void
-phx_require_nonatomic(PhxExport *exp, bool nonatomic, const char *what)
-{
-	if (!nonatomic)
-		ereport(ERROR,
-				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
-				 errmsg("%s cannot run export \"%s\" of role \"%s\" inside a transaction block",
-						what, exp->name, phx_role_name(exp->owner)),
-				 errdetail("Another role's export runs in a session of its owner, which commits its own work."),
-				 errhint("Call %s as a top-level statement, outside BEGIN ... COMMIT.", what)));
-}
-
-/* Whether exp has work to do now; saves starting a worker for nothing. */
-bool
-phx_export_is_due(PhxExport *exp)
-{
-	TimestampTz now = GetCurrentTimestamp();
-	TimestampTz due = phx_export_next_due(exp, now, phx_export_has_backfill(exp->export_id));
-
-	return due != 0 && due <= now;
-}
-
-/*
- * Whether a background worker can connect as "owner".  Before
- * PostgreSQL 17 a worker cannot connect as a role without LOGIN; the
- * message says what to do.  Returns NULL when it can, else the reason.
- */
-char *
-phx_owner_session_problem(Oid owner)
-{
-	HeapTuple	tup = SearchSysCache1(AUTHOID, ObjectIdGetDatum(owner));
-	char	   *problem = NULL;
-
-	if (!HeapTupleIsValid(tup))
-		return psprintf("its owner (role with OID %u) does not exist", owner);
-#if PG_VERSION_NUM < 170000
-	if (!((Form_pg_authid) GETSTRUCT(tup))->rolcanlogin)
-		problem = psprintf("its owner \"%s\" cannot log in, and an export runs in a session of its owner",
-						   NameStr(((Form_pg_authid) GETSTRUCT(tup))->rolname));
-#endif
-	ReleaseSysCache(tup);
-	return problem;
-}
 
 /* Fills in a run worker for "req"; the scheduler and run_in_worker share it. */
 void

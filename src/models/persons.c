@@ -24,7 +24,7 @@
 #include "utils/hsearch.h"
 #include "utils/timestamp.h"
 
-#include "posthog_export.h"
+#include "models/models.h"
 
 enum
 {
@@ -312,7 +312,7 @@ persons_next_page(void *state)
 static TimestampTz
 persons_earliest(PhxExport *exp, PhxServerConfig *cfg, TimestampTz end)
 {
-	return phx_interval_floor(exp, end - 1);
+	return end - 1;
 }
 
 const PhxModel phx_persons_model = {

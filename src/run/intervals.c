@@ -1,8 +1,7 @@
 /*-------------------------------------------------------------------------
  *
- * schedule.c
- *		When an export's intervals start and end, which work is due, and
- *		what a failure does to the schedule.
+ * intervals.c
+ *		When an export's intervals start and end, and when its work is due.
  *
  * Sub-daily intervals (5 minutes, 15 minutes, an hour) sit on a UTC grid.
  * Daily and weekly intervals start at local midnight (Monday for weeks)
@@ -12,26 +11,21 @@
  *
  * Due work of an export, oldest first: every scheduled interval that ended
  * at least `delay` ago (catching up after downtime or a pause, none
- * skipped), then the queued backfill intervals.  A failure sets a retry
- * time with exponential backoff and jitter; a non-retryable failure, or
- * max_failures in a row, pauses the export and says why.
+ * skipped), then the queued backfill intervals.  What a failure does to
+ * the schedule is failure_policy.c's.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include "common/pg_prng.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
 #include "utils/fmgrprotos.h"
 #include "utils/timestamp.h"
 
-#include "posthog_export.h"
+#include "run/run.h"
 
 #define USECS_PER_WEEK	(7 * USECS_PER_DAY)
-
-int			phx_max_failures = 5;
-int			phx_retry_interval = 60;	/* seconds, the first retry's backoff */
 
 int64
 phx_interval_usecs(const Interval *iv)
@@ -156,49 +150,9 @@ phx_export_next_due(const PhxExport *exp, TimestampTz now, bool has_backfill)
 	return due;
 }
 
-/*
- * Errors that will fail the same way on every retry: a bad key, a query
- * PostHog rejects, missing privileges or objects, a table that cannot take
- * the rows (PostHog never retries these either).  Everything else (network,
- * 5xx, timeouts, cancels, serialization failures) is retried.
- */
-bool
-phx_error_is_retryable(int sqlerrcode)
+/* timestamptz_to_str() returns a static buffer; two in one message need copies */
+char *
+phx_ts_str(TimestampTz ts)
 {
-	switch (ERRCODE_TO_CATEGORY(sqlerrcode))
-	{
-		case ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION:	/* 28: bad API key */
-		case ERRCODE_SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION: /* 42: privileges, missing objects */
-		case ERRCODE_DATA_EXCEPTION:	/* 22: truncation, bad values */
-		case ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION:	/* 23 */
-		case ERRCODE_FEATURE_NOT_SUPPORTED: /* 0A */
-		case ERRCODE_PROGRAM_LIMIT_EXCEEDED:	/* 54 */
-			return false;
-		default:
-			break;
-	}
-	switch (sqlerrcode)
-	{
-		case ERRCODE_FDW_ERROR: /* HTTP 400: PostHog rejected the query */
-		case ERRCODE_DISK_FULL:
-		case ERRCODE_READ_ONLY_SQL_TRANSACTION:
-		case ERRCODE_UNDEFINED_OBJECT:
-		case ERRCODE_WRONG_OBJECT_TYPE:
-		case ERRCODE_INVALID_TABLE_DEFINITION:
-		case ERRCODE_FDW_OPTION_NAME_NOT_FOUND:
-			return false;
-		default:
-			return true;
-	}
-}
-
-/* Backoff before retry n (1-based): retry_interval * 2^(n-1), capped at 1 hour, with jitter. */
-TimestampTz
-phx_retry_time(TimestampTz now, int failures)
-{
-	double		secs = (double) phx_retry_interval * (double) (1 << Min(Max(failures - 1, 0), 20));
-
-	secs = Min(secs, 3600.0);
-	secs = secs / 2 + pg_prng_double(&pg_global_prng_state) * secs / 2;
-	return now + (int64) (secs * USECS_PER_SEC);
+	return pstrdup(timestamptz_to_str(ts));
 }

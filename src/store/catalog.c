@@ -1,14 +1,14 @@
 /*-------------------------------------------------------------------------
  *
  * catalog.c
- *		Access to the extension's own tables, posthog_export.exports and
- *		posthog_export.runs, and the role switching around it.
+ *		Access to the extension's own tables: posthog_export.exports,
+ *		posthog_export.runs and posthog_export.backfills.
  *
  * The tables belong to the role that created the extension; ordinary
  * roles may only read them, through row-level security that shows each
  * role its own exports.  Every write goes through this file, which runs
- * its statements as the tables' owner with search_path pinned to
- * pg_catalog, so a caller can neither forge another role's runs nor
+ * its statements as the tables' owner (security.c) with search_path
+ * pinned to pg_catalog, so a caller can neither forge another role's runs nor
  * redirect our SQL through objects of its own.
  *
  *-------------------------------------------------------------------------
@@ -29,79 +29,12 @@
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
-#include "posthog_export.h"
+#include "store/store.h"
 
 /* 1 when a run left "running" was started under the current postmaster */
 #define RUN_DIED_UNDER_THIS_POSTMASTER \
 	"(CASE WHEN status = 'running' AND started_at OPERATOR(pg_catalog.>=) " \
 	"pg_catalog.pg_postmaster_start_time() THEN 1 ELSE 0 END)"
-
-/*
- * Runs what follows as "role", with search_path = pg_catalog, pg_temp,
- * the way a SECURITY DEFINER function with a pinned search_path would.
- * An error unwinds both with the (sub)transaction; otherwise phx_restore()
- * must be called before the transaction ends.
- */
-void
-phx_become(Oid role, PhxRoleSwitch *sw)
-{
-	GetUserIdAndSecContext(&sw->save_userid, &sw->save_sec_context);
-	sw->save_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp",
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	SetUserIdAndSecContext(role, sw->save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-}
-
-void
-phx_restore(PhxRoleSwitch *sw)
-{
-	AtEOXact_GUC(true, sw->save_nestlevel);
-	SetUserIdAndSecContext(sw->save_userid, sw->save_sec_context);
-}
-
-/* The owner of the extension's tables, i.e. the role that created it. */
-Oid
-phx_catalog_owner(void)
-{
-	Oid			nsp = get_namespace_oid(PHX_SCHEMA_NAME, false);
-	Oid			relid = get_relname_relid("exports", nsp);
-	HeapTuple	tup;
-	Oid			owner;
-
-	if (!OidIsValid(relid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("table posthog_export.exports is missing"),
-				 errhint("Reinstall the extension: DROP EXTENSION posthog_export; CREATE EXTENSION posthog_export;")));
-	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for relation %u", relid);
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-	return owner;
-}
-
-/*
- * SPI in a non-atomic context needs an outer snapshot: a CALL has its
- * portal's, a background worker has none, so one is pushed for the
- * statement and popped before any commit.
- */
-bool
-phx_snapshot_ensure(void)
-{
-	if (ActiveSnapshotSet())
-		return false;
-	PushActiveSnapshot(GetTransactionSnapshot());
-	return true;
-}
-
-void
-phx_snapshot_release(bool pushed)
-{
-	if (pushed)
-		PopActiveSnapshot();
-}
 
 /*
  * The library reads and writes the catalog of its own version: after the
@@ -396,37 +329,21 @@ phx_export_advance(PhxExport *exp, TimestampTz next_start)
 }
 
 /*
- * After a run: success clears the failure count; a failure schedules a
- * retry with backoff, or pauses the export when the error is not
- * retryable or it failed max_failures times in a row.
+ * Records the failure count after a run, when to retry (if has_retry_at)
+ * and, when "pause", pauses the export with "reason".
  */
 void
-phx_export_record_result(PhxExport *exp, ErrorData *edata)
+phx_export_set_failures(PhxExport *exp, int32 failures, bool has_retry_at,
+						TimestampTz retry_at, bool pause, const char *reason)
 {
 	Oid			argtypes[5] = {INT4OID, INT4OID, TIMESTAMPTZOID, BOOLOID, TEXTOID};
 	Datum		values[5];
 	char		nulls[5] = "     ";
-	int			failures = edata ? exp->consecutive_failures + 1 : 0;
-	bool		pause = false;
-	char	   *reason = NULL;
 
-	if (edata == NULL && exp->consecutive_failures == 0 && !exp->has_retry_at)
-		return;
-	if (edata && !phx_error_is_retryable(edata->sqlerrcode))
-	{
-		pause = true;
-		reason = psprintf("paused after an error that retrying cannot fix: %s", edata->message);
-	}
-	else if (edata && failures >= phx_max_failures)
-	{
-		pause = true;
-		reason = psprintf("paused after %d failures in a row (posthog_export.max_failures); last error: %s",
-						  failures, edata->message);
-	}
 	values[0] = Int32GetDatum(exp->export_id);
 	values[1] = Int32GetDatum(failures);
-	if (edata && !pause)
-		values[2] = TimestampTzGetDatum(phx_retry_time(GetCurrentTimestamp(), failures));
+	if (has_retry_at)
+		values[2] = TimestampTzGetDatum(retry_at);
 	else
 		nulls[2] = 'n';
 	values[3] = BoolGetDatum(pause);
@@ -439,12 +356,9 @@ phx_export_record_result(PhxExport *exp, ErrorData *edata)
 				 "WHERE export_id OPERATOR(pg_catalog.=) $1",
 				 5, argtypes, values, nulls);
 	exp->consecutive_failures = failures;
+	exp->has_retry_at = has_retry_at;
+	exp->retry_at = retry_at;
 	exp->paused |= pause;
-	if (pause)
-		ereport(WARNING,
-				(errmsg("export \"%s\" %s", exp->name, reason),
-				 errhint("Fix the cause, then: SELECT posthog_export.unpause(%s);",
-						 quote_literal_cstr(exp->name))));
 }
 
 /*

@@ -26,6 +26,7 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_coerce.h"
@@ -36,7 +37,7 @@
 #include "utils/rel.h"
 #include "utils/syscache.h"
 
-#include "posthog_export.h"
+#include "store/store.h"
 
 static void
 spi_exec_or_error(const char *sql)
@@ -206,22 +207,6 @@ append_on_conflict(StringInfo sql, PhxDestination *dest, const char *keylist)
 						 set.data, lhs.data, rhs.data);
 }
 
-/*
- * The table column a model column of that name fills: a generated column
- * of the name is computed, not written, so it counts as absent.
- */
-Form_pg_attribute
-phx_written_column(TupleDesc desc, const char *name)
-{
-	for (int a = 0; a < desc->natts; a++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, a);
-
-		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
-			return att->attgenerated ? NULL : att;
-	}
-	return NULL;
-}
 
 #define STAGE_NAME "posthog_export_stage"
 #define STAGE_TABLE "pg_temp." STAGE_NAME
@@ -518,4 +503,18 @@ phx_destination_close(PhxDestination *dest)
 	if (dest->stage_plan)
 		SPI_freeplan(dest->stage_plan);
 	dest->stage_plan = NULL;
+}
+
+/*
+ * Response text is UTF-8 and is written without conversion, so the
+ * database must be UTF8 (as jsonb needs for \uXXXX escapes anyway).
+ */
+void
+phx_check_database_encoding(void)
+{
+	if (GetDatabaseEncoding() != PG_UTF8)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("posthog_export needs a database with UTF8 encoding"),
+				 errdetail("This database uses %s.", GetDatabaseEncodingName())));
 }

@@ -23,7 +23,7 @@
 #include "utils/numeric.h"
 #include "utils/timestamp.h"
 
-#include "posthog_export.h"
+#include "models/models.h"
 
 enum
 {

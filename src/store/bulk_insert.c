@@ -47,7 +47,7 @@
 #include "utils/rel.h"
 #include "utils/rls.h"
 
-#include "posthog_export.h"
+#include "store/store.h"
 
 /* COPY FROM's batch limits: enough to amortize, small enough to stay in cache */
 #define MAX_BUFFERED_ROWS	1000
@@ -83,6 +83,23 @@ struct PhxBulkInsert
 	PhxRowContext *rc;			/* names the row in errors, or NULL */
 	uint64		inserted;
 };
+
+/*
+ * The table column a model column of that name fills: a generated column
+ * of the name is computed, not written, so it counts as absent.
+ */
+Form_pg_attribute
+phx_written_column(TupleDesc desc, const char *name)
+{
+	for (int a = 0; a < desc->natts; a++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, a);
+
+		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
+			return att->attgenerated ? NULL : att;
+	}
+	return NULL;
+}
 
 /*
  * Can rows go straight into this table?  Only when nothing an INSERT

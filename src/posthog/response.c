@@ -16,7 +16,7 @@
 
 #include "mb/pg_wchar.h"
 
-#include "posthog_export.h"
+#include "posthog/posthog.h"
 
 typedef struct JsonCursor
 {

@@ -22,7 +22,7 @@
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
 
-#include "posthog_export.h"
+#include "models/models.h"
 
 typedef struct JsonbBuilder
 {

@@ -19,7 +19,7 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
-#include "posthog_export.h"
+#include "models/models.h"
 
 /* Destination columns, and the HogQL that selects each (same order). */
 static const PhxModelColumn sessions_columns[] = {

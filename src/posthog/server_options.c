@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * option.c
+ * server_options.c
  *		Options of the posthog_export foreign data wrapper: validation at
  *		CREATE/ALTER SERVER and USER MAPPING time, and reading them back
  *		into a PhxServerConfig when an export runs.
@@ -27,9 +27,7 @@
 #include "utils/guc.h"
 #include "utils/syscache.h"
 
-#include "posthog_export.h"
-
-PG_FUNCTION_INFO_V1(posthog_export_fdw_validator);
+#include "posthog/posthog.h"
 
 typedef enum PhxOptionKind
 {
@@ -237,15 +235,14 @@ check_option_value(const PhxOption *opt, const char *value, bool allow_http)
 }
 
 /*
- * Validator of the foreign data wrapper: rejects unknown options (with a
+ * Checks the options of a server or user mapping (the wrapper's
+ * validator): rejects unknown options (with a
  * hint listing the valid ones, as postgres_fdw does), malformed values, a
  * server without url/project_id and a user mapping without api_key.
  */
-Datum
-posthog_export_fdw_validator(PG_FUNCTION_ARGS)
+void
+phx_validate_options(List *options, Oid catalog)
 {
-	List	   *options = untransformRelOptions(PG_GETARG_DATUM(0));
-	Oid			catalog = PG_GETARG_OID(1);
 	ListCell   *lc;
 	bool		allow_http = false;
 	bool		have_url = false;
@@ -258,7 +255,7 @@ posthog_export_fdw_validator(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
 					 errmsg("posthog_export accepts options only on servers and user mappings")));
-		PG_RETURN_VOID();
+		return;
 	}
 
 	/*
@@ -326,8 +323,6 @@ posthog_export_fdw_validator(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_FDW_OPTION_NAME_NOT_FOUND),
 				 errmsg("a posthog_export user mapping needs the option \"api_key\"")));
-
-	PG_RETURN_VOID();
 }
 
 /*

@@ -1,0 +1,175 @@
+/*-------------------------------------------------------------------------
+ *
+ * run_procedures.c
+ *		The SQL entry points that run exports, and the live progress of
+ *		runs: CALL run_export(), CALL run_due(), progress_info().
+ *
+ * Where a run happens is decided here.  In the export owner's own session
+ * it runs in-process; from any other session (a superuser, pg_cron) it
+ * runs in a background worker connected as the owner (worker/), so that
+ * none of the owner's code runs with the caller's privileges.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_authid.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "worker/worker.h"
+
+PG_FUNCTION_INFO_V1(posthog_export_run_export);
+PG_FUNCTION_INFO_V1(posthog_export_run_due);
+PG_FUNCTION_INFO_V1(posthog_export_progress_info);
+
+static void
+check_boundary(PhxExport *exp, TimestampTz ts, const char *argname)
+{
+	TimestampTz floor = phx_interval_floor(exp, ts);
+
+	if (floor != ts)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s %s is not on an interval boundary of export \"%s\"",
+						argname, phx_ts_str(ts), exp->name),
+				 errdetail("The export runs in intervals of %s; the nearest boundaries are %s and %s.",
+						   DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(&exp->interval))),
+						   phx_ts_str(floor), phx_ts_str(phx_interval_next(exp, floor)))));
+}
+
+/*
+ * CALL posthog_export.run_export(name, start_at, end_at [, force])
+ */
+Datum
+posthog_export_run_export(PG_FUNCTION_ARGS)
+{
+	bool		nonatomic;
+	char	   *name;
+	TimestampTz start;
+	TimestampTz end;
+	bool		force;
+	PhxExport  *exp;
+
+	nonatomic = fcinfo->context && IsA(fcinfo->context, CallContext) &&
+		!castNode(CallContext, fcinfo->context)->atomic;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("name, start_at and end_at must not be null")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	start = PG_GETARG_TIMESTAMPTZ(1);
+	end = PG_GETARG_TIMESTAMPTZ(2);
+	force = PG_ARGISNULL(3) ? false : PG_GETARG_BOOL(3);
+
+	phx_check_database_encoding();
+	if (TIMESTAMP_NOT_FINITE(start) || TIMESTAMP_NOT_FINITE(end) || start >= end)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("start_at must be before end_at, and both finite")));
+
+	if (SPI_connect_ext(nonatomic ? SPI_OPT_NONATOMIC : 0) != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	exp = phx_export_lookup(name, false);
+	check_boundary(exp, start, "start_at");
+	check_boundary(exp, end, "end_at");
+	if (phx_session_is_owner(exp->owner))
+		phx_run_range(exp, start, end, "manual", force, nonatomic);
+	else
+	{
+		phx_require_nonatomic(exp, nonatomic, "run_export");
+		phx_run_in_worker(exp, PHX_RUN_RANGE, start, end, force, false);
+	}
+
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/*
+ * CALL run_due(): runs the due work of every export the caller may run:
+ * what pg_cron calls, or a DBA by hand when the library is not preloaded.
+ * Each export runs, one after the other, in a background worker connected
+ * as its owner, so no export's code can reach the caller's session or
+ * privileges, nor stop the others.  Each export's failure is recorded and
+ * reported as a WARNING; the others still run.  Inside a transaction block
+ * (no commits possible) only the caller's own exports run, in this session.
+ */
+Datum
+posthog_export_run_due(PG_FUNCTION_ARGS)
+{
+	bool		nonatomic = fcinfo->context && IsA(fcinfo->context, CallContext) &&
+		!castNode(CallContext, fcinfo->context)->atomic;
+	List	   *exports;
+	ListCell   *lc;
+
+	phx_check_database_encoding();
+	if (SPI_connect_ext(nonatomic ? SPI_OPT_NONATOMIC : 0) != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	exports = phx_export_list();
+	foreach(lc, exports)
+	{
+		PhxExport  *exp = lfirst(lc);
+
+		CHECK_FOR_INTERRUPTS();
+		if (nonatomic)
+		{
+			/* each in a session of its owner: isolated from us and each other */
+			if (phx_export_is_due(exp))
+				phx_run_in_worker(exp, PHX_RUN_DUE, 0, 0, false, true);
+		}
+		else if (phx_session_is_owner(exp->owner))
+			phx_run_due_export(exp, false);
+		else
+			ereport(WARNING,
+					(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+					 errmsg("skipped export \"%s\" of role \"%s\": inside a transaction block, run_due runs only the caller's own exports",
+							exp->name, phx_role_name(exp->owner)),
+					 errhint("Call run_due outside a transaction block.")));
+	}
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/*
+ * progress_info(): one row per run in flight in this database that the
+ * caller may see (runs of exports whose owner it has the privileges of, or
+ * all of them for pg_read_all_stats).  The view posthog_export.progress
+ * joins it to the exports.
+ */
+Datum
+posthog_export_progress_info(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	PhxProgress p;
+	int			pos = 0;
+
+	InitMaterializedSRF(fcinfo, 0);
+	while (phx_progress_next(&pos, &p))
+	{
+		Datum		values[10];
+		bool		nulls[10] = {0};
+
+		/* as pg_stat_activity: the owner's members and pg_read_all_stats */
+		if (!has_privs_of_role(GetUserId(), p.owner) &&
+			!has_privs_of_role(GetUserId(), ROLE_PG_READ_ALL_STATS))
+			continue;
+		values[0] = Int32GetDatum(p.pid);
+		values[1] = Int32GetDatum(p.export_id);
+		values[2] = TimestampTzGetDatum(p.interval_start);
+		values[3] = TimestampTzGetDatum(p.interval_end);
+		values[4] = TimestampTzGetDatum(p.started_at);
+		values[5] = TimestampTzGetDatum(p.updated_at);
+		values[6] = Int64GetDatum(p.rows);
+		values[7] = Int64GetDatum(p.bytes + p.page_bytes);
+		values[8] = Int32GetDatum(p.pages);
+		values[9] = Int64GetDatum(p.page_bytes);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}

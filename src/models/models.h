@@ -1,0 +1,160 @@
+/*-------------------------------------------------------------------------
+ *
+ * models.h
+ *		The decode layer: what an export model is (its columns, keys and
+ *		paging), and the models themselves.
+ *
+ *   registry.c       the models by name
+ *   model_common.c   cells -> datums, keys checked before use, the
+ *                    earliest-data query, page shrinking
+ *   jsonb_build.c    JSON text -> jsonb, without a second parse
+ *   events.c, persons.c, sessions.c   the models
+ *
+ * A model reads pages from the source (posthog/) and hands them, one row
+ * at a time on demand, to the store layer; it never writes anything.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PHX_MODELS_H
+#define PHX_MODELS_H
+
+#include "posthog/posthog.h"
+
+#include "utils/jsonb.h"
+
+typedef struct PhxModelColumn
+{
+	const char *name;
+	Oid			type;			/* type of the datum the model produces */
+	const char *create_type;	/* SQL type used when creating the table */
+} PhxModelColumn;
+
+/*
+ * A page fetched from PostHog.  Its rows are converted on demand, one at a
+ * time, so a page never exists as datums all at once.
+ */
+typedef struct PhxModelPage
+{
+	int			nrows;			/* rows to write */
+
+	/*
+	 * Converts row r (0 <= r < nrows) into values/nulls indexed by model
+	 * column, allocated in the current memory context.
+	 */
+	void		(*get_row) (void *arg, int r, Datum *values, bool *nulls);
+	/* The row's key (uuid, distinct_id ...) for error messages, or NULL. */
+	const char *(*row_key) (void *arg, int r);
+	void	   *arg;
+	const char *what;			/* "event", "session" ... in error messages */
+	int			page_no;		/* 1-based, within the run */
+
+	int64		bytes;			/* response bytes received for the page */
+	bool		has_more;
+	List	   *cursor;			/* keyset position after this page */
+} PhxModelPage;
+
+typedef struct PhxModel
+{
+	const char *name;
+	const PhxModelColumn *columns;
+	int			ncolumns;
+	const char *const *merge_key;	/* column names, NULL-terminated */
+
+	/*
+	 * Version columns (NULL-terminated): a merge updates a row only when one
+	 * of those present grows.  NULL, or none present: when anything changed.
+	 */
+	const char *const *merge_versions;
+
+	/*
+	 * Merge-only models are written atomically per interval: pages go to a
+	 * temporary staging table and one statement merges it at the end, so a
+	 * reader never sees half a merge and a failed run changes nothing.
+	 */
+	bool		staged;
+	int			default_lookback_hours;
+
+	/*
+	 * Starts reading [start, end) after "cursor" (NIL: from the beginning);
+	 * next_page() then returns successive pages allocated in the current
+	 * memory context.
+	 */
+	void	   *(*begin) (PhxExport *exp, PhxServerConfig *cfg,
+						  TimestampTz start, TimestampTz end, List *cursor);
+	PhxModelPage *(*next_page) (void *state);
+
+	/*
+	 * Start of the project's data, for a backfill "from the beginning"
+	 * (the caller rounds it down to an interval boundary); without data,
+	 * a time in the last interval before "end".
+	 */
+	TimestampTz (*earliest) (PhxExport *exp, PhxServerConfig *cfg, TimestampTz end);
+} PhxModel;
+
+extern const PhxModel phx_events_model;
+extern const PhxModel phx_persons_model;
+extern const PhxModel phx_sessions_model;
+
+extern const PhxModel *phx_model_by_name(const char *name);
+
+/* jsonb_build.c */
+extern Jsonb *phx_jsonb_from_text(char *text, int len);
+
+/* ------------------------------------------------------------------------
+ * model_common.c: cells
+ * ------------------------------------------------------------------------
+ */
+extern Jsonb *phx_cell_jsonb(PhxCell *cell, const char *column);
+extern Datum phx_cell_datum(PhxCell *cell, Oid type, const char *column, bool *isnull);
+extern void phx_check_columns(PhxPage *page, const char *const *expected, int n,
+							  const char *what);
+extern bool phx_halve_page(int *page_size);
+extern TimestampTz phx_query_earliest(PhxExport *exp, PhxServerConfig *cfg, const char *hogql,
+									  TimestampTz fallback);
+
+/*
+ * Keys: the cells a model pages by (its keyset cursor), merges by or looks
+ * rows up by.  They come from the network, so each is checked for NULL,
+ * type, size and form before use (model_common.c).
+ */
+typedef enum PhxKeyType
+{
+	PHX_KEY_TEXT,				/* a string */
+	PHX_KEY_UUID,				/* a string holding a canonical UUID */
+	PHX_KEY_INT,				/* a JSON integer, 64 bits */
+	PHX_KEY_TIMESTAMP			/* a string holding a datetime */
+} PhxKeyType;
+
+typedef struct PhxKeyColumn
+{
+	int			col;			/* in the response */
+	const char *name;			/* in error messages */
+	PhxKeyType	type;
+} PhxKeyColumn;
+
+/* A checked key value. */
+typedef struct PhxKey
+{
+	const char *str;			/* the string; an integer's or datetime's text
+								 * once phx_keyset_next() made it */
+	int64		i;				/* PHX_KEY_INT */
+	TimestampTz ts;				/* PHX_KEY_TIMESTAMP */
+} PhxKey;
+
+/* The page keys are read from, and how its error messages name it. */
+typedef struct PhxKeySource
+{
+	PhxPage    *page;
+	const char *what;			/* "an event", "a session" ... */
+	const char *export_name;
+	int			page_no;
+} PhxKeySource;
+
+extern void phx_key_get(const PhxKeySource *src, int row, const PhxKeyColumn *kc, PhxKey *out);
+extern void phx_key_check_rows(const PhxKeySource *src, const PhxKeyColumn *cols, int ncols);
+extern void phx_keyset_next(const PhxKeySource *src, const PhxKeyColumn *keyset, int nkeys,
+							const PhxKey *prev, PhxKey *next, MemoryContext cxt);
+extern void phx_key_from_cursor(PhxKeyType type, const char *text, const char *export_name,
+								PhxKey *out);
+
+#endif							/* PHX_MODELS_H */

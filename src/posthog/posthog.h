@@ -1,0 +1,138 @@
+/*-------------------------------------------------------------------------
+ *
+ * posthog.h
+ *		The source layer: talking to PostHog's query API.
+ *
+ *   server_options.c   FOREIGN SERVER / USER MAPPING options, one table
+ *   hogql.c            request bodies: HogQL text and its "values"
+ *   http_client.c      one query API call: libcurl, TLS, network policy,
+ *                      timeouts, retries, cancel
+ *   response.c         a 200 body into a page of cells; error bodies
+ *
+ * Nothing here knows about models, tables or runs.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PHX_POSTHOG_H
+#define PHX_POSTHOG_H
+
+#include "posthog_export.h"
+
+#include "lib/stringinfo.h"
+
+/* ------------------------------------------------------------------------
+ * server_options.c
+ * ------------------------------------------------------------------------
+ */
+typedef enum PhxVerify
+{
+	PHX_VERIFY_FULL,			/* certificate authority and host name */
+	PHX_VERIFY_CA,				/* certificate authority only */
+	PHX_VERIFY_NONE				/* encrypt, do not verify */
+} PhxVerify;
+
+typedef struct PhxServerConfig
+{
+	char	   *server_name;
+	char	   *url;			/* base URL, without trailing slash */
+	int64		project_id;
+	char	   *ca_file;		/* NULL: the system's trust store */
+	bool		allow_http;
+	bool		compression;	/* ask for gzip/deflate responses */
+	bool		allow_loopback; /* may connect to loopback/link-local addresses */
+	PhxVerify	verify;
+	char	   *client_cert;	/* mutual TLS */
+	char	   *client_key;
+	char	   *proxy;			/* http(s)://host:port */
+	int			page_size;		/* rows per page requested */
+	int			connect_timeout_ms;
+	int			timeout_ms;		/* total time of one HTTP request */
+	int			max_retries;	/* retries of one page after a retryable error */
+	int			retry_base_delay_ms;
+	int64		max_response_size;	/* bytes */
+	char	   *api_key;		/* from the user mapping; never printed */
+} PhxServerConfig;
+
+extern PhxServerConfig *phx_get_server_config(const char *server_name, Oid userid);
+extern void phx_validate_options(List *options_list, Oid catalog);
+extern bool phx_has_control_char(const char *value);
+
+/* ------------------------------------------------------------------------
+ * response.c
+ * ------------------------------------------------------------------------
+ */
+typedef enum PhxCellKind
+{
+	PHX_CELL_NULL,
+	PHX_CELL_STRING,			/* de-escaped UTF-8, NUL-terminated */
+	PHX_CELL_NUMBER,			/* the number's text as sent */
+	PHX_CELL_BOOL,				/* text "true" or "false" */
+	PHX_CELL_JSON				/* nested array/object, its JSON text */
+} PhxCellKind;
+
+typedef struct PhxCell
+{
+	PhxCellKind kind;
+	int			len;
+	char	   *val;
+} PhxCell;
+
+typedef struct PhxPage
+{
+	int			ncolumns;
+	char	  **columns;		/* names from "columns" */
+	int			nrows;
+	PhxCell    *cells;			/* nrows * ncolumns, row-major */
+	bool		has_more;
+} PhxPage;
+
+#define PHX_CELL(page, row, col) (&(page)->cells[(row) * (page)->ncolumns + (col)])
+
+extern PhxPage *phx_parse_page(char *body, size_t len);
+extern char *phx_json_string(char *p, char *end, char **after, int *len_out,
+							 const char **problem);
+extern bool phx_parse_error_body(char *body, size_t len, char **code, char **detail);
+
+/* ------------------------------------------------------------------------
+ * hogql.c
+ * ------------------------------------------------------------------------
+ */
+typedef struct PhxQuery
+{
+	StringInfoData text;		/* HogQL with {placeholders} */
+	StringInfoData values;		/* JSON members of "values", comma separated */
+} PhxQuery;
+
+extern void phx_query_init(PhxQuery *q);
+extern void phx_value_text(PhxQuery *q, const char *name, const char *value);
+extern void phx_value_text_array(PhxQuery *q, const char *name, List *values);
+extern void phx_value_timestamp(PhxQuery *q, const char *name, TimestampTz ts);
+extern void phx_value_int64(PhxQuery *q, const char *name, int64 value);
+extern char *phx_format_utc(TimestampTz ts);
+extern char *phx_request_body(PhxQuery *q, const char *label);
+
+/* ------------------------------------------------------------------------
+ * http_client.c
+ * ------------------------------------------------------------------------
+ */
+/*
+ * Asked when the server answers 504 or 512 (query too slow or too big): may
+ * rebuild the query for a smaller page and return true to retry at once, or
+ * return false to treat the answer like any retryable error.
+ */
+typedef bool (*PhxShrinkCallback) (void *arg, PhxQuery *q);
+
+/*
+ * Told the bytes received so far for the response in flight, from inside
+ * libcurl: it must not throw.  The run layer sets it to report progress.
+ */
+typedef void (*PhxBytesCallback) (int64 bytes);
+extern PhxBytesCallback phx_http_bytes_callback;
+
+extern void phx_http_prefetch(PhxServerConfig *cfg, PhxQuery *q, const char *label);
+extern PhxPage *phx_http_query(PhxServerConfig *cfg, PhxQuery *q,
+							   const char *label,
+							   PhxShrinkCallback shrink, void *shrink_arg,
+							   int64 *bytes_out);
+
+#endif							/* PHX_POSTHOG_H */

@@ -1,0 +1,162 @@
+/*-------------------------------------------------------------------------
+ *
+ * store.h
+ *		The store layer: everything that reads or writes this database.
+ *
+ *   security.c      role switches, the owner's own session, snapshots
+ *   catalog.c       the extension's tables (exports, runs, backfills), SPI
+ *   destination.c   the table an export's rows land in: create, stage,
+ *                   merge or append
+ *   bulk_insert.c   rows into a table through the multi-insert path
+ *   row_context.c   the error context naming the row being written
+ *
+ * It takes rows from a model (models/) and knows nothing about HTTP.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PHX_STORE_H
+#define PHX_STORE_H
+
+#include "models/models.h"
+
+#include "access/tupdesc.h"
+#include "executor/spi.h"
+#include "utils/relcache.h"
+
+/* ------------------------------------------------------------------------
+ * security.c
+ * ------------------------------------------------------------------------
+ */
+/* Saved state of a switch to another role for catalog or destination work. */
+typedef struct PhxRoleSwitch
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+} PhxRoleSwitch;
+
+extern void phx_become(Oid role, PhxRoleSwitch *sw);
+extern void phx_restore(PhxRoleSwitch *sw);
+extern Oid	phx_catalog_owner(void);
+extern bool phx_snapshot_ensure(void);
+extern void phx_snapshot_release(bool pushed);
+extern bool phx_session_is_owner(Oid owner);
+extern char *phx_role_name(Oid role);
+extern char *phx_owner_session_problem(Oid owner);
+
+/* ------------------------------------------------------------------------
+ * catalog.c
+ * ------------------------------------------------------------------------
+ */
+/* A queued backfill's next interval. */
+typedef struct PhxBackfill
+{
+	int64		backfill_id;
+	TimestampTz next_start;
+	TimestampTz end_at;
+} PhxBackfill;
+
+typedef struct PhxRun
+{
+	int64		run_id;
+	char	   *status;
+	int64		rows;
+	int64		bytes;
+	int32		pages;
+	int32		attempts;
+	List	   *cursor;			/* of char *, NIL before the first page */
+	int64		rows_written;
+	int32		crashes;		/* backends that died running it, in a row */
+} PhxRun;
+
+/* What some pages added to a run, recorded with phx_run_progress(). */
+typedef struct PhxRunDelta
+{
+	int64		rows;
+	int64		bytes;
+	int32		pages;
+	int64		rows_written;
+} PhxRunDelta;
+
+extern Datum phx_text_list_to_array(List *list);
+
+extern PhxExport *phx_export_lookup(const char *name, bool missing_ok);
+extern PhxExport *phx_export_by_id(int32 export_id);
+extern List *phx_export_list(void);
+extern bool phx_export_has_backfill(int32 export_id);
+extern PhxBackfill *phx_backfill_next(PhxExport *exp);
+extern void phx_backfill_advance(PhxBackfill *b, TimestampTz next_start);
+extern void phx_export_advance(PhxExport *exp, TimestampTz next_start);
+extern void phx_export_set_failures(PhxExport *exp, int32 failures, bool has_retry_at,
+									TimestampTz retry_at, bool pause, const char *reason);
+extern void phx_mark_interrupted_runs(void);
+extern void phx_export_update(PhxExport *exp, bool set_events, Datum include,
+							  bool include_null, Datum exclude, bool exclude_null);
+extern void phx_export_set_paused(PhxExport *exp, bool paused, const char *reason);
+extern int64 phx_backfill_insert(PhxExport *exp, TimestampTz start, TimestampTz end);
+extern bool phx_export_exists(const char *name);
+extern int32 phx_export_insert(PhxExport *exp, Datum include, bool include_null,
+							   Datum exclude, bool exclude_null);
+extern void phx_export_delete(PhxExport *exp);
+extern PhxRun *phx_run_begin(PhxExport *exp, TimestampTz start, TimestampTz end,
+							 const char *trigger, bool force);
+extern void phx_run_progress(PhxRun *run, PhxRunDelta *delta, List *cursor,
+							 bool completed);
+extern void phx_run_failed(PhxRun *run, const char *message);
+
+/* ------------------------------------------------------------------------
+ * row_context.c
+ * ------------------------------------------------------------------------
+ */
+typedef struct PhxRowContext
+{
+	ErrorContextCallback errcb;
+	const char *what;			/* "event", "session" ... */
+	const char *export_name;
+	int			page_no;
+	int			row;			/* current row, 0-based */
+	const char *key;			/* its key (uuid ...), if known */
+} PhxRowContext;
+
+extern void phx_row_context_push(PhxRowContext *rc, const char *what,
+								 const char *export_name, int page_no);
+extern void phx_row_context_pop(PhxRowContext *rc);
+
+/* ------------------------------------------------------------------------
+ * destination.c
+ * ------------------------------------------------------------------------
+ */
+typedef struct PhxDestination
+{
+	const PhxModel *model;
+	Oid			relid;
+	char	   *qualified_name; /* quoted schema.table */
+	const char *export_name;
+	int			nused;			/* model columns present in the table */
+	int		   *used;			/* their indexes in model->columns */
+	bool		merge;
+	char	   *stage_sql;		/* INSERT from the stage into the table */
+	SPIPlanPtr	stage_plan;		/* its plan, once the stage exists */
+} PhxDestination;
+
+extern void phx_check_database_encoding(void);
+extern PhxDestination *phx_destination_open(PhxExport *exp, const PhxModel *model);
+extern uint64 phx_destination_insert(PhxDestination *dest, PhxModelPage *page);
+extern uint64 phx_destination_finish(PhxDestination *dest);
+extern void phx_destination_close(PhxDestination *dest);
+
+/* ------------------------------------------------------------------------
+ * bulk_insert.c
+ * ------------------------------------------------------------------------
+ */
+typedef struct PhxBulkInsert PhxBulkInsert;
+
+extern Form_pg_attribute phx_written_column(TupleDesc desc, const char *name);
+extern bool phx_bulk_insert_supported(Relation rel);
+extern PhxBulkInsert *phx_bulk_insert_begin(Oid relid, const PhxModel *model,
+											PhxRowContext *rc);
+extern void phx_bulk_insert_row(PhxBulkInsert *bi, Datum *values, bool *nulls,
+								int row, const char *key);
+extern uint64 phx_bulk_insert_end(PhxBulkInsert *bi);
+
+#endif							/* PHX_STORE_H */
