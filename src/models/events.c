@@ -98,6 +98,7 @@ typedef struct EventsState
 	int			max_page_size;	/* what it grows to */
 	int			page_no;
 	bool		merge;
+	uint64		prefetched;		/* ticket of the next page's request, sent */
 	MemoryContext cxt;			/* where the state (and its cursor) lives */
 } EventsState;
 
@@ -395,6 +396,8 @@ events_next_page(void *state)
 
 	st->page_no++;
 	build_query(st, &q);
+	q.prefetched = st->prefetched;
+	st->prefetched = 0;
 	page = phx_http_query(st->cfg, &q, psprintf("posthog_export %s page %d", st->exp->name, st->page_no),
 						  shrink_page, st, &mp->bytes);
 	/* the LIMIT may have shrunk during the call */
@@ -429,8 +432,9 @@ events_next_page(void *state)
 
 		st->page_size = Min(st->page_size * 2, st->max_page_size);
 		build_query(st, &next);
-		phx_http_prefetch(st->cfg, &next, psprintf("posthog_export %s page %d",
-												   st->exp->name, st->page_no + 1));
+		st->prefetched = phx_http_prefetch(st->cfg, &next,
+										   psprintf("posthog_export %s page %d",
+													st->exp->name, st->page_no + 1));
 	}
 
 	ep->rows = palloc(sizeof(int) * Max(page->nrows, 1));

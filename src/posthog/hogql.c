@@ -24,6 +24,7 @@ phx_query_init(PhxQuery *q)
 {
 	initStringInfo(&q->text);
 	initStringInfo(&q->values);
+	q->prefetched = 0;
 }
 
 static void

@@ -660,8 +660,9 @@ setup_handle(CURL *curl, PhxServerConfig *cfg, const char *url, struct curl_slis
  * Prefetch: the request for the next page is sent (through a multi
  * handle, without waiting) as soon as the current page is parsed, so
  * PostHog works on it while this backend writes the current page.  The
- * next phx_http_query() with the same body takes the response over;
- * anything else discards it.  Only one is ever in flight.
+ * prefetch returns a ticket; the next phx_http_query() of a query that
+ * carries that ticket (the caller rebuilt the same query) takes the
+ * response over; any other query discards it.  Only one is ever in flight.
  */
 static struct
 {
@@ -670,6 +671,7 @@ static struct
 	bool		active;			/* holds cxt and headers */
 	bool		started;		/* the transfer is in the multi handle */
 	MemoryContext cxt;
+	uint64		ticket;			/* of the transfer in flight */
 	char	   *body;
 	struct curl_slist *headers;
 	ResponseBuffer rb;
@@ -701,11 +703,11 @@ prefetch_discard(void)
 }
 
 static bool
-prefetch_matches(const char *body)
+prefetch_matches(uint64 ticket)
 {
 	if (!pf.active)
 		return false;
-	if (pf.started && strcmp(pf.body, body) == 0)
+	if (pf.started && ticket != 0 && ticket == pf.ticket)
 		return true;
 	prefetch_discard();
 	return false;
@@ -817,12 +819,14 @@ query_url(PhxServerConfig *cfg)
 
 /*
  * Sends the query now and returns at once (after at most a short wait for
- * the request to leave); phx_http_query() with the same query collects the
- * answer, with the usual retries if it is not a good one.
+ * the request to leave) with a ticket, 0 if it could not be sent.
+ * phx_http_query() of the same query, with the ticket in q->prefetched,
+ * collects the answer, with the usual retries if it is not a good one.
  */
-void
+uint64
 phx_http_prefetch(PhxServerConfig *cfg, PhxQuery *q, const char *label)
 {
+	static uint64 last_ticket = 0;
 	MemoryContext oldcxt;
 	int			running;
 	TimestampTz until = GetCurrentTimestamp() + 200 * 1000;
@@ -830,9 +834,9 @@ phx_http_prefetch(PhxServerConfig *cfg, PhxQuery *q, const char *label)
 	(void) get_curl();
 	prefetch_discard();
 	if (pf.multi == NULL && (pf.multi = curl_multi_init()) == NULL)
-		return;
+		return 0;
 	if (pf.easy == NULL && (pf.easy = curl_easy_init()) == NULL)
-		return;
+		return 0;
 	pf.cxt = AllocSetContextCreate(TopMemoryContext, "posthog_export prefetch", ALLOCSET_DEFAULT_SIZES);
 	pf.headers = NULL;
 	pf.body = NULL;
@@ -851,9 +855,10 @@ phx_http_prefetch(PhxServerConfig *cfg, PhxQuery *q, const char *label)
 	if (curl_multi_add_handle(pf.multi, pf.easy) != CURLM_OK)
 	{
 		prefetch_release();
-		return;
+		return 0;
 	}
 	pf.started = true;
+	pf.ticket = ++last_ticket;
 	/* push the request out (connect, TLS, send), then leave it to PostHog */
 	for (;;)
 	{
@@ -866,6 +871,7 @@ phx_http_prefetch(PhxServerConfig *cfg, PhxQuery *q, const char *label)
 			break;
 		(void) curl_multi_poll(pf.multi, NULL, 0, 10, NULL);
 	}
+	return pf.ticket;
 }
 
 /*
@@ -904,7 +910,7 @@ phx_http_query(PhxServerConfig *cfg, PhxQuery *q, const char *label,
 			rb.cxt = CurrentMemoryContext;
 			rb.limit = (size_t) cfg->max_response_size;
 
-			if (attempt == 0 && prefetch_matches(body))
+			if (attempt == 0 && prefetch_matches(q->prefetched))
 			{
 				/* the request went out while the previous page was written */
 				used = pf.easy;

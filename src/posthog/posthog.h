@@ -101,6 +101,8 @@ typedef struct PhxQuery
 {
 	StringInfoData text;		/* HogQL with {placeholders} */
 	StringInfoData values;		/* JSON members of "values", comma separated */
+	uint64		prefetched;		/* ticket of the phx_http_prefetch() that sent
+								 * this same query, or 0 */
 } PhxQuery;
 
 extern void phx_query_init(PhxQuery *q);
@@ -129,7 +131,7 @@ typedef bool (*PhxShrinkCallback) (void *arg, PhxQuery *q);
 typedef void (*PhxBytesCallback) (int64 bytes);
 extern PhxBytesCallback phx_http_bytes_callback;
 
-extern void phx_http_prefetch(PhxServerConfig *cfg, PhxQuery *q, const char *label);
+extern uint64 phx_http_prefetch(PhxServerConfig *cfg, PhxQuery *q, const char *label);
 extern PhxPage *phx_http_query(PhxServerConfig *cfg, PhxQuery *q,
 							   const char *label,
 							   PhxShrinkCallback shrink, void *shrink_arg,
