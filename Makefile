@@ -39,8 +39,12 @@ EXTENSION = posthog_export
 DATA = posthog_export--0.1.0.sql posthog_export--0.1.0--0.2.0.sql posthog_export--0.2.0.sql
 PGFILEDESC = "posthog_export - pull PostHog data into PostgreSQL"
 
+# make installcheck (PGXS) runs both suites against an installed extension:
+# pg_regress (sql/, expected/) and prove_installcheck (the TAP suites).
 REGRESS = options exports
 REGRESS_OPTS = --inputdir=. --outputdir=$(or $(REGRESS_OUTPUTDIR),.)
+TAP_TESTS = 1
+PROVE_TESTS = test/t/*.pl
 
 PG_CPPFLAGS = -Isrc
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
@@ -52,6 +56,9 @@ PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 ifneq ($(PGXS),)
 include $(PGXS)
 endif
+
+# our TAP helpers (PhxTest.pm), next to PGXS's PostgreSQL::Test modules
+PG_PROVE_FLAGS += -I $(abspath $(srcdir)/test/perl)
 
 .PHONY: demo test bench deps
 

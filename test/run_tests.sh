@@ -1,35 +1,43 @@
 #!/usr/bin/env bash
 # make test: installs what is missing, builds and installs the extension,
-# then runs every suite and ends with one line "N passed, N failed".
+# then runs every suite and ends with one line "N passed, N failed, N skipped".
 #
 #   emulator self-test   python3 unittest, the PostHog emulator on its own
-#   pg_regress           sql/ + expected/, SQL surface and option validation
-#   TAP                  test/t/*.pl, real clusters + the emulator end to end
+#   fuzz smoke           the two libFuzzer targets (test/fuzz), briefly
+#   pg_regress           sql/ + expected/, SQL surface and option validation:
+#                        PGXS's "make installcheck" (REGRESS in the Makefile),
+#                        in a temporary instance of its own
+#   TAP                  test/t/*.pl, real clusters + the emulator end to end:
+#                        PGXS's "make installcheck" (prove_installcheck,
+#                        TAP_TESTS and PROVE_TESTS in the Makefile)
 #
 # initdb refuses to run as root, so as root the suites run as the
-# unprivileged "postgres" user in a scratch directory it owns.
+# unprivileged "postgres" user in a scratch copy of the tree it owns.
+#
+#   PG_CONFIG         the PostgreSQL to build, install and test against
+#   PHX_FUZZ_SECONDS  seconds per fuzzer (20)
+#   PHX_TAP_TESTS     TAP files to run (default: all of test/t/*.pl)
+#   PHX_KEEP          keep the scratch directory even when everything passed
 set -uo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 
-bash test/install_deps.sh || { echo "dependency installation failed"; echo "0 passed, 1 failed"; exit 1; }
+bash test/install_deps.sh || { echo "dependency installation failed"; echo "0 passed, 1 failed, 0 skipped"; exit 1; }
 
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
-bindir=$($PG_CONFIG --bindir)
-pgxs_dir=$(dirname "$($PG_CONFIG --pgxs)")
 
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 if ! make -s PG_CONFIG="$PG_CONFIG" >/tmp/phx-build.log 2>&1 || ! $SUDO make -s PG_CONFIG="$PG_CONFIG" install >>/tmp/phx-build.log 2>&1; then
   cat /tmp/phx-build.log
   echo "build failed"
-  echo "0 passed, 1 failed"
+  echo "0 passed, 1 failed, 0 skipped"
   exit 1
 fi
 
 work=$(mktemp -d /tmp/phx-test.XXXXXX)
-cp -r sql expected test "$work"/
+cp -r Makefile sql expected test "$work"/
 run_as=()
 if [ "$(id -u)" -eq 0 ]; then
   chown -R postgres "$work"
@@ -77,11 +85,13 @@ for target in json-rows jsonb; do
   fi
 done
 
+# PGXS's installcheck, as "postgres" in the scratch copy; each make below
+# runs one of its two suites (the other switched off on the command line)
+installcheck=(make -s --no-print-directory installcheck PG_CONFIG="$PG_CONFIG")
+
 echo "=== pg_regress"
-out=$(cd "$work" && "${run_as[@]}" "$pgxs_dir/../test/regress/pg_regress" \
-        --temp-instance="$work/regress-instance" --bindir="$bindir" \
-        --inputdir=. --outputdir=. --dbname=contrib_regression \
-        $(sed -n 's/^REGRESS *= *//p' "$repo/Makefile") 2>&1)
+out=$(cd "$work" && "${run_as[@]}" "${installcheck[@]}" TAP_TESTS= \
+        EXTRA_REGRESS_OPTS="--temp-instance=$work/regress-instance" 2>&1)
 rc=$?
 echo "$out"
 ok=$(echo "$out" | grep -cE '\.\.\. ok|^ok ' || true)
@@ -91,11 +101,10 @@ if [ "$rc" -ne 0 ] && [ "$bad" -eq 0 ]; then bad=1; fi
 passed=$((passed + ok)); failed=$((failed + bad))
 
 echo "=== TAP"
-tests=${PHX_TAP_TESTS:-test/t/*.pl}
-out=$(cd "$work" && "${run_as[@]}" env PATH="$bindir:$PATH" \
-        PERL5LIB="$pgxs_dir/../test/perl:$work/test/perl" TESTDIR="$work" \
-        PG_REGRESS="$pgxs_dir/../test/regress/pg_regress" \
-        prove -v $tests 2>&1)
+# -v: one line per assertion, counted below
+tap=(REGRESS= PROVE_FLAGS=-v)
+[ -n "${PHX_TAP_TESTS:-}" ] && tap+=(PROVE_TESTS="$PHX_TAP_TESTS")
+out=$(cd "$work" && "${run_as[@]}" "${installcheck[@]}" "${tap[@]}" 2>&1)
 rc=$?
 echo "$out"
 ok=$(echo "$out" | grep -E '^ *ok [0-9]+' | grep -vc '# skip' || true)
