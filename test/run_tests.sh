@@ -2,6 +2,8 @@
 # make test: installs what is missing, builds and installs the extension,
 # then runs every suite and ends with one line "N passed, N failed, N skipped".
 #
+#   layering             test/layering.py: no source files call each other
+#                        in a circle
 #   emulator self-test   python3 unittest, the PostHog emulator on its own
 #   fuzz smoke           the two libFuzzer targets (test/fuzz), briefly
 #   pg_regress           sql/ + expected/, SQL surface and option validation:
@@ -47,6 +49,16 @@ fi
 passed=0
 failed=0
 skipped=0
+
+echo "=== layering"
+if out=$(python3 test/layering.py src 2>&1); then
+  echo "ok - no circular calls between source files ($(echo "$out" | tail -n1))"
+  passed=$((passed + 1))
+else
+  echo "$out"
+  echo "not ok - source files call each other in a circle"
+  failed=$((failed + 1))
+fi
 
 echo "=== emulator self-test"
 out=$(cd "$work" && "${run_as[@]}" python3 test/emulator_selftest.py 2>&1)
