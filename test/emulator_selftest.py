@@ -4,7 +4,7 @@
     python3 test/emulator_selftest.py [-v] [TestClass.test_name ...]
 
 Generates data with generate_data.py (plus a bulk of small events so that more than 50,000 rows
-exist), starts test/posthog_emulator.py as a subprocess on a free port and talks HTTP to it.
+exist), starts test/emulator/server.py as a subprocess on a free port and talks HTTP to it.
 A second small instance checks TLS, --bool-as-int and a UTC project.  Exits non-zero on failure.
 """
 
@@ -25,7 +25,7 @@ import unittest
 from datetime import datetime, timedelta, timezone
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-EMULATOR = os.path.join(HERE, "posthog_emulator.py")
+EMULATOR = os.path.join(HERE, "emulator", "server.py")
 GENERATOR = os.path.join(HERE, "generate_data.py")
 KEY = "phx_selftest_key"
 FORBIDDEN = "phx_readonly_without_query_scope"
