@@ -133,7 +133,7 @@ def start_emulator(data, root):
     portfile = os.path.join(root, "emu.port")
     if os.path.exists(portfile):
         os.unlink(portfile)
-    p = subprocess.Popen([sys.executable, f"{REPO}/test/posthog_emulator.py", "--data", data, "--port", "0",
+    p = subprocess.Popen([sys.executable, f"{REPO}/test/emulator/server.py", "--data", data, "--port", "0",
                           "--port-file", portfile, "--api-key", KEY, "--render-cache",
                           "--cache-dir", os.path.join(BENCH_DIR, "cache")],
                          stderr=open(os.path.join(root, "emulator.log"), "a"))

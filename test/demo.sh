@@ -36,7 +36,7 @@ python3 test/generate_data.py --out "$work/source" --events 20000 --start "$day_
 
 echo "== starting the PostHog emulator"
 api_key="phx_demo_$(od -An -tx1 -N8 /dev/urandom | tr -d ' \n')"
-python3 test/posthog_emulator.py --data "$work/source" --port 0 --port-file "$work/emu.port" \
+python3 test/emulator/server.py --data "$work/source" --port 0 --port-file "$work/emu.port" \
   --api-key "$api_key" --project-id 12345 --project-timezone America/New_York 2>"$work/emulator.log" &
 emu_pid=$!
 for _ in $(seq 100); do [ -s "$work/emu.port" ] && break; sleep 0.1; done

@@ -47,7 +47,7 @@ sub start_emulator
 	my $portfile = "$data/.port";
 	unlink $portfile;
 	my @cmd = (
-		'python3', "$repo/test/posthog_emulator.py",
+		'python3', "$repo/test/emulator/server.py",
 		'--data' => $data,
 		'--port' => 0,
 		'--port-file' => $portfile,

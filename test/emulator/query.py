@@ -1,0 +1,112 @@
+"""Running one HogQL query on the store's current snapshot, and the 200 response body around its rows."""
+
+import json
+import re
+import sqlite3
+from datetime import datetime, timezone
+
+from errors import HogQLError
+from hogql import Parser
+from translate import Translator
+from values import escape_lone_surrogates
+
+
+def run_query(cfg, store, hogql, values, drop_last_cell=False):
+    """Parse, translate and run a HogQL query.
+
+    Returns dict(texts=[JSON text of each row], columns, types, has_more, limit, sql).  The JSON text
+    of every row is built inside SQLite (json_quote etc.), which is much faster than json.dumps of
+    non-ASCII text in Python."""
+    ast = Parser(hogql).parse_query()
+    snap = store.snapshot()
+    tr = Translator(snap.schema, values, cfg.project_tz, store.uuid_mode)
+    plan = tr.translate_select(ast, top=True, limit_cap=cfg.max_limit, default_limit=cfg.default_limit)
+    cells = [tr.json_cell(te, cfg.bool_as_int) for _, _, te in plan.cols]
+    if drop_last_cell and cells:
+        cells = cells[:-1]
+    if not cells:
+        row_sql = "CAST('[]' AS BLOB)"
+    elif len(cells) < 100:  # one printf builds the row in one buffer (SQLite allows 100+ arguments)
+        row_sql = "CAST(printf('[%s]', %s) AS BLOB)" % (", ".join(["%s"] * len(cells)), ", ".join(cells))
+    else:
+        row_sql = "CAST('[' || " + " || ', ' || ".join(cells) + " || ']' AS BLOB)"
+    limit = plan.limit
+    full_sql = "SELECT " + row_sql + plan.from_sql + plan.where_sql + plan.tail
+    while True:
+        snap.lock.acquire()
+        if not snap.closed:
+            break
+        snap.lock.release()  # reloaded meanwhile: use the new data
+        snap = store.snapshot()
+    try:
+        conn = snap.conn
+        if plan.single is not None:
+            # Two steps: sort only (rowid, sort keys), then fetch the rendered rows by rowid.  SQLite's
+            # sorter would otherwise carry every wide row (properties) through the sort.
+            a = plan.single.sql_alias
+            keys_sql = "SELECT %s.rowid" % a + plan.from_sql + plan.where_sql + plan.tail
+            ids = [r[0] for r in conn.execute(keys_sql, tr.params)]
+            has_more = len(ids) > limit
+            del ids[limit:]
+            if ids:
+                found = {}
+                if getattr(cfg, "render_cache", False):
+                    key = (row_sql, tuple((n, tr.params[n]) for n in sorted(set(re.findall(r":(p\d+)", row_sql)))))
+                    found = snap.rendered.setdefault(key, {})
+                want = [i for i in ids if i not in found]
+                if want:
+                    params = dict(tr.params)
+                    params["rowids"] = json.dumps(want)
+                    fetch_sql = ('SELECT %s.rowid, %s FROM "%s" AS %s WHERE %s.rowid IN '
+                                 '(SELECT value FROM json_each(:rowids))' % (a, row_sql, plan.table, a, a))
+                    found.update(conn.execute(fetch_sql, params).fetchall())
+                texts = [found[i] for i in ids]
+            else:
+                texts = []
+        else:
+            texts = [r[0] for r in conn.execute(full_sql, tr.params).fetchmany(limit + 1)]
+            has_more = len(texts) > limit
+            del texts[limit:]
+    except sqlite3.Error as ex:
+        raise HogQLError("Query failed in the emulator's SQL engine: %s" % ex)
+    finally:
+        snap.lock.release()
+    return dict(
+        texts=texts,
+        columns=[c[0] for c in plan.cols],
+        types=[[c[0], c[2].t.ch()] for c in plan.cols],
+        has_more=has_more,
+        limit=limit,
+        sql=full_sql,
+    )
+
+
+def _dumps(obj):
+    return json.dumps(obj, ensure_ascii=False)
+
+
+def response_body(res, hogql, results_override=None):
+    """The 200 body (UTF-8 bytes), assembled around the row texts rendered by SQLite (bytes)."""
+    rows = res["texts"] if results_override is None else results_override
+    tail = "".join((
+        '], "columns": ', _dumps(res["columns"]),
+        ', "types": ', _dumps(res["types"]), ', "hasMore": ', "true" if res["has_more"] else "false",
+        ', "limit": ', str(res["limit"]), ', "offset": 0, "hogql": ', _dumps(hogql),
+        ', "clickhouse": ', _dumps(res["sql"]), ', "timings": [], "is_cached": false, "last_refresh": ',
+        _dumps(now_rfc3339()), ', "query_status": null}'))
+    return b"".join((b'{"results": [', b", ".join(rows), encode_text(tail)))
+
+
+def encode_text(text):
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return escape_lone_surrogates(text).encode("utf-8")
+
+
+def encode_json(obj):
+    return encode_text(json.dumps(obj, ensure_ascii=False))
+
+
+def now_rfc3339():
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
