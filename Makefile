@@ -16,7 +16,9 @@ OBJS = \
 	src/posthog/http_client.o \
 	src/posthog/response.o \
 	src/models/registry.o \
-	src/models/model_common.o \
+	src/models/paging.o \
+	src/models/keys.o \
+	src/models/cell_convert.o \
 	src/models/jsonb_build.o \
 	src/models/events.o \
 	src/models/persons.o \

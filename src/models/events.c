@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * model_events.c
+ * events.c
  *		The events model: the HogQL that selects an interval's events, and
  *		the conversion of each returned row into the columns PostHog's
  *		Postgres export writes.
@@ -11,6 +11,8 @@
  * ClickHouse's scan on the partition key cheap, as PostHog's own export
  * does.  Pages follow a keyset cursor on (timestamp, uuid); the API
  * rejects OFFSET for API keys, and a keyset never skips or repeats a row.
+ * The pager (paging.c) runs the loop; events alone ramp the page size up
+ * and prefetch the next page, as an interval of events can be long.
  *
  *-------------------------------------------------------------------------
  */
@@ -83,58 +85,23 @@ static const PhxKeyColumn row_keys[] = {
 	{Q_UUID, "uuid", PHX_KEY_UUID},
 };
 
-/* See events_begin(). */
-#define FIRST_PAGE_ROWS 5000
-
+/* What the pager needs besides the paging description: the interval. */
 typedef struct EventsState
 {
 	PhxExport  *exp;
-	PhxServerConfig *cfg;
 	TimestampTz start;
 	TimestampTz end;
-	bool		has_cursor;
-	PhxKey		cursor[lengthof(keyset)];	/* the last row's (timestamp, uuid) */
-	int			page_size;		/* of the next request */
-	int			max_page_size;	/* what it grows to */
-	int			page_no;
 	bool		merge;
-	uint64		prefetched;		/* ticket of the next page's request, sent */
-	MemoryContext cxt;			/* where the state (and its cursor) lives */
 } EventsState;
 
-static void *
-events_begin(PhxExport *exp, PhxServerConfig *cfg, TimestampTz start,
-			 TimestampTz end, List *cursor)
-{
-	EventsState *st = palloc0(sizeof(EventsState));
-
-	st->cxt = CurrentMemoryContext;
-	st->exp = exp;
-	st->cfg = cfg;
-	st->start = start;
-	st->end = end;
-	/*
-	 * The first page is small, so rows start flowing before PostHog has
-	 * produced a full page; each next page doubles, up to page_size, and
-	 * is requested while the previous one is written.  Pages of up to
-	 * FIRST_PAGE_ROWS start at full size: ramping them would only add
-	 * requests.
-	 */
-	st->max_page_size = cfg->page_size;
-	st->page_size = Max(Min(cfg->page_size, FIRST_PAGE_ROWS), cfg->page_size / 8);
-	st->merge = (strcmp(exp->mode, "merge") == 0);
-	if (list_length(cursor) == 2)
-	{
-		phx_key_from_cursor(PHX_KEY_TIMESTAMP, linitial(cursor), exp->name, &st->cursor[0]);
-		phx_key_from_cursor(PHX_KEY_UUID, lsecond(cursor), exp->name, &st->cursor[1]);
-		st->has_cursor = true;
-	}
-	return st;
-}
-
+/*
+ * The request for a page: the interval's events after the cursor (the last
+ * row's (timestamp, uuid)), in keyset order.
+ */
 static void
-build_query(EventsState *st, PhxQuery *q)
+build_query(void *arg, const PhxKey *cursor, int page_size, PhxQuery *q)
 {
+	EventsState *st = (EventsState *) arg;
 	Interval   *lookback = &st->exp->lookback;
 	TimestampTz min_ts;
 
@@ -162,31 +129,15 @@ build_query(EventsState *st, PhxQuery *q)
 		appendStringInfoString(&q->text, " AND event NOT IN {exclude_events}");
 		phx_value_text_array(q, "exclude_events", st->exp->exclude_events);
 	}
-	if (st->has_cursor)
+	if (cursor)
 	{
 		appendStringInfoString(&q->text,
 							   " AND (timestamp, uuid) > (toDateTime64({cursor_timestamp}, 6, 'UTC'), {cursor_uuid})");
-		phx_value_text(q, "cursor_timestamp", st->cursor[0].str);
-		phx_value_text(q, "cursor_uuid", st->cursor[1].str);
+		phx_value_text(q, "cursor_timestamp", cursor[0].str);
+		phx_value_text(q, "cursor_uuid", cursor[1].str);
 	}
 	/* page_size is ours, never user text: safe to print into the query */
-	appendStringInfo(&q->text, " ORDER BY timestamp, uuid LIMIT %d", st->page_size);
-}
-
-/*
- * 504/512: the query was too slow or too big for PostHog; halve the page
- * (it stays smaller for the rest of the interval) and rebuild the query.
- */
-static bool
-shrink_page(void *arg, PhxQuery *q)
-{
-	EventsState *st = (EventsState *) arg;
-
-	if (!phx_halve_page(&st->page_size))
-		return false;
-	st->max_page_size = st->page_size;
-	build_query(st, q);
-	return true;
+	appendStringInfo(&q->text, " ORDER BY timestamp, uuid LIMIT %d", page_size);
 }
 
 static const char *
@@ -384,67 +335,53 @@ rows_to_write(PhxPage *page, bool merge, int *rows)
 	return out;
 }
 
-static PhxModelPage *
-events_next_page(void *state)
+/* A checked response into the rows written (see rows_to_write()). */
+static void
+fill_page(void *arg, const PhxKeySource *src, PhxModelPage *mp)
 {
-	EventsState *st = (EventsState *) state;
-	PhxQuery	q;
-	PhxPage    *page;
-	PhxModelPage *mp = palloc0(sizeof(PhxModelPage));
+	EventsState *st = (EventsState *) arg;
 	EventsPage *ep = palloc(sizeof(EventsPage));
-	int			limit;
 
-	st->page_no++;
-	build_query(st, &q);
-	q.prefetched = st->prefetched;
-	st->prefetched = 0;
-	page = phx_http_query(st->cfg, &q, psprintf("posthog_export %s page %d", st->exp->name, st->page_no),
-						  shrink_page, st, &mp->bytes);
-	/* the LIMIT may have shrunk during the call */
-	limit = st->page_size;
-
-	phx_check_columns(page, query_columns, Q_NCOLUMNS, "events");
-	ep->src.page = page;
-	ep->src.what = "an event";
-	ep->src.export_name = st->exp->name;
-	ep->src.page_no = st->page_no;
-	/* before anything uses a uuid: deduplication, the cursor, messages */
-	phx_key_check_rows(&ep->src, row_keys, lengthof(row_keys));
-
-	/*
-	 * The keyset position after this page comes from its last row, so the
-	 * next page can be requested before this one is converted and written:
-	 * PostHog works on it meanwhile.  A page that does not move it forward
-	 * fails here, before anything of it is written.
-	 */
-	if (page->nrows > 0)
-	{
-		phx_keyset_next(&ep->src, keyset, lengthof(keyset),
-						st->has_cursor ? st->cursor : NULL, st->cursor, st->cxt);
-		st->has_cursor = true;
-		mp->cursor = list_make2((char *) st->cursor[0].str, (char *) st->cursor[1].str);
-	}
-	/* hasMore, or a full page: ask again (an empty last page costs one call) */
-	mp->has_more = page->nrows > 0 && (page->has_more || page->nrows >= limit);
-	if (mp->has_more)
-	{
-		PhxQuery	next;
-
-		st->page_size = Min(st->page_size * 2, st->max_page_size);
-		build_query(st, &next);
-		st->prefetched = phx_http_prefetch(st->cfg, &next,
-										   psprintf("posthog_export %s page %d",
-													st->exp->name, st->page_no + 1));
-	}
-
-	ep->rows = palloc(sizeof(int) * Max(page->nrows, 1));
-	mp->nrows = rows_to_write(page, st->merge, ep->rows);
+	ep->src = *src;
+	ep->rows = palloc(sizeof(int) * Max(src->page->nrows, 1));
+	mp->nrows = rows_to_write(src->page, st->merge, ep->rows);
 	mp->get_row = events_get_row;
 	mp->row_key = events_row_key;
 	mp->arg = ep;
-	mp->what = "event";
-	mp->page_no = st->page_no;
-	return mp;
+}
+
+static const PhxPaging events_paging = {
+	.query_name = "events",
+	.columns = query_columns,
+	.ncolumns = Q_NCOLUMNS,
+	.row_what = "an event",
+	.page_what = "event",
+	.keyset = keyset,
+	.nkeys = lengthof(keyset),
+	.row_keys = row_keys,
+	.nrow_keys = lengthof(row_keys),
+	/*
+	 * The first page is small, so rows start flowing before PostHog has
+	 * produced a full page; each next page doubles, up to page_size, and
+	 * is requested while the previous one is written.
+	 */
+	.ramp = true,
+	.prefetch = true,
+	.build_query = build_query,
+	.fill_page = fill_page,
+};
+
+static void *
+events_begin(PhxExport *exp, PhxServerConfig *cfg, TimestampTz start,
+			 TimestampTz end, List *cursor)
+{
+	EventsState *st = palloc0(sizeof(EventsState));
+
+	st->exp = exp;
+	st->start = start;
+	st->end = end;
+	st->merge = (strcmp(exp->mode, "merge") == 0);
+	return phx_pager_begin(&events_paging, st, exp, cfg, cursor);
 }
 
 static TimestampTz
@@ -462,6 +399,6 @@ const PhxModel phx_events_model = {
 	.staged = false,
 	.default_lookback_hours = 7 * 24,
 	.begin = events_begin,
-	.next_page = events_next_page,
+	.next_page = phx_pager_next_page,
 	.earliest = events_earliest,
 };

@@ -5,10 +5,14 @@
  *		paging), and the models themselves.
  *
  *   registry.c       the models by name
- *   model_common.c   cells -> datums, keys checked before use, the
- *                    earliest-data query, page shrinking
+ *   paging.c         the one keyset paging loop (page sizes, 504/512
+ *                    shrinking, has-more, cursor, prefetch) and the
+ *                    earliest-data query
+ *   keys.c           keys checked before use; the keyset cursor
+ *   cell_convert.c   cells -> datums; a response's columns checked
  *   jsonb_build.c    JSON text -> jsonb, without a second parse
- *   events.c, persons.c, sessions.c   the models
+ *   events.c, persons.c, sessions.c   the models: their columns, queries
+ *                    and row conversion
  *
  * A model reads pages from the source (posthog/) and hands them, one row
  * at a time on demand, to the store layer; it never writes anything.
@@ -101,21 +105,24 @@ extern const PhxModel *phx_model_by_name(const char *name);
 extern Jsonb *phx_jsonb_from_text(char *text, int len);
 
 /* ------------------------------------------------------------------------
- * model_common.c: cells
+ * cell_convert.c
  * ------------------------------------------------------------------------
  */
+extern const char *phx_cell_kind_name(PhxCell *cell);
 extern Jsonb *phx_cell_jsonb(PhxCell *cell, const char *column);
 extern Datum phx_cell_datum(PhxCell *cell, Oid type, const char *column, bool *isnull);
 extern void phx_check_columns(PhxPage *page, const char *const *expected, int n,
 							  const char *what);
-extern bool phx_halve_page(int *page_size);
-extern TimestampTz phx_query_earliest(PhxExport *exp, PhxServerConfig *cfg, const char *hogql,
-									  TimestampTz fallback);
+
+/* ------------------------------------------------------------------------
+ * keys.c
+ * ------------------------------------------------------------------------
+ */
 
 /*
  * Keys: the cells a model pages by (its keyset cursor), merges by or looks
  * rows up by.  They come from the network, so each is checked for NULL,
- * type, size and form before use (model_common.c).
+ * type, size and form before use.
  */
 typedef enum PhxKeyType
 {
@@ -156,5 +163,58 @@ extern void phx_keyset_next(const PhxKeySource *src, const PhxKeyColumn *keyset,
 							const PhxKey *prev, PhxKey *next, MemoryContext cxt);
 extern void phx_key_from_cursor(PhxKeyType type, const char *text, const char *export_name,
 								PhxKey *out);
+
+/* ------------------------------------------------------------------------
+ * paging.c
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * What a model supplies to be paged: its keyset-paged query and how a
+ * response becomes a PhxModelPage.  The pager (paging.c) does the loop.
+ */
+typedef struct PhxPaging
+{
+	/* the response: its columns in order, named "<query_name> query" */
+	const char *query_name;		/* "events", in column-check messages */
+	const char *const *columns;
+	int			ncolumns;
+	const char *row_what;		/* "an event", in key messages */
+	const char *page_what;		/* "event": PhxModelPage.what */
+
+	/* the keyset (the query's ORDER BY), and what every row must have */
+	const PhxKeyColumn *keyset;
+	int			nkeys;
+	const PhxKeyColumn *row_keys;
+	int			nrow_keys;
+
+	/* a small first page, doubling up to page_size */
+	bool		ramp;
+	/* request the next page while this one is converted and written */
+	bool		prefetch;
+
+	/*
+	 * The request for up to page_size rows after cursor (nkeys keys, NULL
+	 * for the first page).  Called again with a smaller page_size on
+	 * 504/512.
+	 */
+	void		(*build_query) (void *arg, const PhxKey *cursor, int page_size,
+								PhxQuery *q);
+
+	/*
+	 * Turns a response (columns and row keys checked; src names it) into
+	 * mp's rows: nrows, get_row, row_key, arg.  The pager has set bytes,
+	 * has_more, cursor, what and page_no.
+	 */
+	void		(*fill_page) (void *arg, const PhxKeySource *src, PhxModelPage *mp);
+} PhxPaging;
+
+typedef struct PhxPager PhxPager;
+
+extern PhxPager *phx_pager_begin(const PhxPaging *paging, void *arg, PhxExport *exp,
+								 PhxServerConfig *cfg, List *cursor);
+extern PhxModelPage *phx_pager_next_page(void *pager);
+extern TimestampTz phx_query_earliest(PhxExport *exp, PhxServerConfig *cfg, const char *hogql,
+									  TimestampTz fallback);
 
 #endif							/* PHX_MODELS_H */

@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * model_persons.c
+ * persons.c
  *		The persons model: one row per (team_id, distinct_id) with its
  *		current person and that person's latest properties, merged by
  *		version as PostHog's own export merges them.
@@ -13,7 +13,8 @@
  * only rows whose person_version or person_distinct_id_version grew, so the
  * cost of a run is reading every mapping once, while writes stay
  * proportional to what changed.  A backfill "from the beginning" is the
- * same pass.
+ * same pass.  Only the mappings query is keyset-paged (by the pager,
+ * paging.c); the persons query of a page is made when the page is filled.
  *
  *-------------------------------------------------------------------------
  */
@@ -76,65 +77,32 @@ static const PhxKeyColumn person_keys[] = {
 	{0, "id", PHX_KEY_UUID},
 };
 
+/* What the pager needs besides the paging description. */
 typedef struct PersonsState
 {
 	PhxExport  *exp;
-	PhxServerConfig *cfg;
-	bool		has_cursor;
-	PhxKey		cursor[lengthof(keyset)];	/* the last row's (team_id, distinct_id) */
-	int			page_size;
-	int			page_no;
-	MemoryContext cxt;
+	PhxServerConfig *cfg;		/* for the persons query */
 } PersonsState;
 
-static void *
-persons_begin(PhxExport *exp, PhxServerConfig *cfg, TimestampTz start,
-			  TimestampTz end, List *cursor)
-{
-	PersonsState *st = palloc0(sizeof(PersonsState));
-
-	st->cxt = CurrentMemoryContext;
-	st->exp = exp;
-	st->cfg = cfg;
-	st->page_size = cfg->page_size;
-	if (list_length(cursor) == 2)
-	{
-		phx_key_from_cursor(PHX_KEY_INT, linitial(cursor), exp->name, &st->cursor[0]);
-		phx_key_from_cursor(PHX_KEY_TEXT, lsecond(cursor), exp->name, &st->cursor[1]);
-		st->has_cursor = true;
-	}
-	return st;
-}
-
+/* The request for a page of mappings after the cursor (team_id, distinct_id). */
 static void
-build_mappings_query(PersonsState *st, PhxQuery *q)
+build_mappings_query(void *arg, const PhxKey *cursor, int page_size, PhxQuery *q)
 {
 	phx_query_init(q);
 	appendStringInfoString(&q->text,
 						   "SELECT team_id, distinct_id, argMax(person_id, version) AS person_id, "
 						   "argMax(is_deleted, version) AS is_deleted, max(version) AS version "
 						   "FROM raw_person_distinct_ids");
-	if (st->has_cursor)
+	if (cursor)
 	{
 		appendStringInfoString(&q->text,
 							   " WHERE (team_id, distinct_id) > ({cursor_team_id}, {cursor_distinct_id})");
-		phx_value_text(q, "cursor_distinct_id", st->cursor[1].str);
+		phx_value_text(q, "cursor_distinct_id", cursor[1].str);
 		/* team ids are integers: send the number, not its text */
-		phx_value_int64(q, "cursor_team_id", st->cursor[0].i);
+		phx_value_int64(q, "cursor_team_id", cursor[0].i);
 	}
 	appendStringInfo(&q->text, " GROUP BY team_id, distinct_id ORDER BY team_id, distinct_id LIMIT %d",
-					 st->page_size);
-}
-
-static bool
-shrink_page(void *arg, PhxQuery *q)
-{
-	PersonsState *st = (PersonsState *) arg;
-
-	if (!phx_halve_page(&st->page_size))
-		return false;
-	build_mappings_query(st, q);
-	return true;
+					 page_size);
 }
 
 typedef struct PersonEntry
@@ -145,7 +113,7 @@ typedef struct PersonEntry
 
 /* The latest version of each person a page of mappings points to. */
 static PhxPage *
-fetch_persons(PersonsState *st, List *ids, int64 *bytes)
+fetch_persons(PersonsState *st, int page_no, List *ids, int64 *bytes)
 {
 	PhxQuery	q;
 	PhxPage    *page;
@@ -161,13 +129,13 @@ fetch_persons(PersonsState *st, List *ids, int64 *bytes)
 	appendStringInfo(&q.text, " LIMIT %d", Max(list_length(ids), 1));
 	phx_value_text_array(&q, "person_ids", ids);
 	page = phx_http_query(st->cfg, &q, psprintf("posthog_export %s persons of page %d",
-												st->exp->name, st->page_no),
+												st->exp->name, page_no),
 						  NULL, NULL, bytes);
 	phx_check_columns(page, person_columns, lengthof(person_columns), "persons");
 	src.page = page;
 	src.what = "a person";
 	src.export_name = st->exp->name;
-	src.page_no = st->page_no;
+	src.page_no = page_no;
 	phx_key_check_rows(&src, person_keys, lengthof(person_keys));
 	return page;
 }
@@ -202,7 +170,7 @@ persons_get_row(void *arg, int r, Datum *values, bool *nulls)
 	bool		mapping_deleted;
 	bool		isnull;
 
-	/* the keys (team_id, distinct_id, person_id) were checked in persons_next_page() */
+	/* the keys (team_id, distinct_id, person_id) were checked by the pager */
 	values[P_TEAM_ID] = phx_cell_datum(PHX_CELL(mappings, r, 0), INT4OID, "team_id", &nulls[P_TEAM_ID]);
 	values[P_DISTINCT_ID] = phx_cell_datum(did, TEXTOID, "distinct_id", &nulls[P_DISTINCT_ID]);
 	values[P_PERSON_ID] = phx_cell_datum(pid, TEXTOID, "person_id", &nulls[P_PERSON_ID]);
@@ -236,51 +204,26 @@ persons_get_row(void *arg, int r, Datum *values, bool *nulls)
 	nulls[P_IS_DELETED] = false;
 }
 
-static PhxModelPage *
-persons_next_page(void *state)
+/*
+ * A checked page of mappings (src) and the persons it points to, fetched
+ * in one query, into one row per mapping.
+ */
+static void
+fill_page(void *arg, const PhxKeySource *src, PhxModelPage *mp)
 {
-	PersonsState *st = (PersonsState *) state;
-	PhxQuery	q;
-	PhxPage    *mappings;
-	PhxModelPage *mp = palloc0(sizeof(PhxModelPage));
+	PersonsState *st = (PersonsState *) arg;
+	PhxPage    *mappings = src->page;
 	PersonsPage *pp = palloc0(sizeof(PersonsPage));
 	List	   *ids = NIL;
-	int			limit;
-	PhxKeySource src;
 
-	st->page_no++;
-	build_mappings_query(st, &q);
-	mappings = phx_http_query(st->cfg, &q, psprintf("posthog_export %s page %d", st->exp->name, st->page_no),
-							  shrink_page, st, &mp->bytes);
-	limit = st->page_size;
-	phx_check_columns(mappings, pdi_columns, lengthof(pdi_columns), "person_distinct_ids");
 	pp->mappings = mappings;
-	src.page = mappings;
-	src.what = "a person mapping";
-	src.export_name = st->exp->name;
-	src.page_no = st->page_no;
-	phx_key_check_rows(&src, mapping_keys, lengthof(mapping_keys));
-
-	/*
-	 * The keyset position after this page, from its last row; a page that
-	 * does not move it forward fails before its persons are even fetched.
-	 */
-	if (mappings->nrows > 0)
-	{
-		phx_keyset_next(&src, keyset, lengthof(keyset),
-						st->has_cursor ? st->cursor : NULL, st->cursor, st->cxt);
-		st->has_cursor = true;
-		mp->cursor = list_make2((char *) st->cursor[0].str, (char *) st->cursor[1].str);
-	}
-
-	/* the distinct persons of the page, fetched in one query */
 	for (int r = 0; r < mappings->nrows; r++)
 		ids = lappend(ids, PHX_CELL(mappings, r, 2)->val);
 	if (ids != NIL)
 	{
 		HASHCTL		ctl;
 
-		pp->persons = fetch_persons(st, list_copy(ids), &mp->bytes);
+		pp->persons = fetch_persons(st, src->page_no, list_copy(ids), &mp->bytes);
 		memset(&ctl, 0, sizeof(ctl));
 		ctl.keysize = sizeof(((PersonEntry *) 0)->id);
 		ctl.entrysize = sizeof(PersonEntry);
@@ -302,10 +245,35 @@ persons_next_page(void *state)
 	mp->get_row = persons_get_row;
 	mp->row_key = persons_row_key;
 	mp->arg = pp;
-	mp->what = "distinct_id";
-	mp->page_no = st->page_no;
-	mp->has_more = mappings->nrows > 0 && (mappings->has_more || mappings->nrows >= limit);
-	return mp;
+}
+
+static const PhxPaging persons_paging = {
+	.query_name = "person_distinct_ids",
+	.columns = pdi_columns,
+	.ncolumns = lengthof(pdi_columns),
+	.row_what = "a person mapping",
+	.page_what = "distinct_id",
+	.keyset = keyset,
+	.nkeys = lengthof(keyset),
+	.row_keys = mapping_keys,
+	.nrow_keys = lengthof(mapping_keys),
+	/* full pages from the first, one request at a time (only events ramp and prefetch) */
+	.ramp = false,
+	.prefetch = false,
+	.build_query = build_mappings_query,
+	.fill_page = fill_page,
+};
+
+/* Every run reads every mapping: start and end do not narrow the query. */
+static void *
+persons_begin(PhxExport *exp, PhxServerConfig *cfg, TimestampTz start,
+			  TimestampTz end, List *cursor)
+{
+	PersonsState *st = palloc0(sizeof(PersonsState));
+
+	st->exp = exp;
+	st->cfg = cfg;
+	return phx_pager_begin(&persons_paging, st, exp, cfg, cursor);
 }
 
 /* Every run is a full pass: the last interval before end covers everything. */
@@ -324,6 +292,6 @@ const PhxModel phx_persons_model = {
 	.staged = true,
 	.default_lookback_hours = 0,
 	.begin = persons_begin,
-	.next_page = persons_next_page,
+	.next_page = phx_pager_next_page,
 	.earliest = persons_earliest,
 };

@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * model_sessions.c
+ * sessions.c
  *		The sessions model: one row per session, kept up to date while the
  *		session grows.
  *
@@ -8,8 +8,9 @@
  * the sessions whose end_timestamp falls in [start - lookback, end) and
  * merges them on (team_id, session_id), updating a row only when the
  * incoming end_timestamp is later.  Pages follow a keyset cursor on
- * session_id.  The whole interval is staged and merged in one statement
- * (see destination.c), so readers never see half a merge.
+ * session_id (the pager, paging.c, runs the loop).  The whole interval is
+ * staged and merged in one statement (see destination.c), so readers never
+ * see half a merge.
  *
  *-------------------------------------------------------------------------
  */
@@ -90,47 +91,24 @@ static const char *const select_exprs[S_NCOLUMNS] = {
 static const char *const sessions_key[] = {"team_id", "session_id", NULL};
 static const char *const sessions_versions[] = {"end_timestamp", NULL};
 
+/*
+ * What the pager needs: the window of end_timestamp, and the paging
+ * description, which holds the column names the response must have.
+ */
 typedef struct SessionsState
 {
-	PhxExport  *exp;
-	PhxServerConfig *cfg;
 	TimestampTz min_end;
 	TimestampTz end;
-	bool		has_cursor;
-	PhxKey		cursor[lengthof(keyset)];	/* the last row's session_id */
-	int			page_size;
-	int			page_no;
-	MemoryContext cxt;
+	PhxPaging	paging;
 	const char *columns[S_NCOLUMNS];
 } SessionsState;
 
-static void *
-sessions_begin(PhxExport *exp, PhxServerConfig *cfg, TimestampTz start,
-			   TimestampTz end, List *cursor)
-{
-	SessionsState *st = palloc0(sizeof(SessionsState));
-
-	st->cxt = CurrentMemoryContext;
-	st->exp = exp;
-	st->cfg = cfg;
-	st->end = end;
-	st->min_end = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_mi_interval,
-														  TimestampTzGetDatum(start),
-														  IntervalPGetDatum(&exp->lookback)));
-	st->page_size = cfg->page_size;
-	for (int i = 0; i < S_NCOLUMNS; i++)
-		st->columns[i] = sessions_columns[i].name;
-	if (list_length(cursor) == 1)
-	{
-		phx_key_from_cursor(PHX_KEY_TEXT, linitial(cursor), exp->name, &st->cursor[0]);
-		st->has_cursor = true;
-	}
-	return st;
-}
-
+/* The request for a page: the window's sessions after the cursor (session_id). */
 static void
-build_query(SessionsState *st, PhxQuery *q)
+build_query(void *arg, const PhxKey *cursor, int page_size, PhxQuery *q)
 {
+	SessionsState *st = (SessionsState *) arg;
+
 	phx_query_init(q);
 	appendStringInfoString(&q->text, "SELECT ");
 	for (int i = 0; i < S_NCOLUMNS; i++)
@@ -142,23 +120,12 @@ build_query(SessionsState *st, PhxQuery *q)
 						   " AND $end_timestamp < toDateTime64({end}, 6, 'UTC')");
 	phx_value_timestamp(q, "min_end", st->min_end);
 	phx_value_timestamp(q, "end", st->end);
-	if (st->has_cursor)
+	if (cursor)
 	{
 		appendStringInfoString(&q->text, " AND session_id > {cursor_session_id}");
-		phx_value_text(q, "cursor_session_id", st->cursor[0].str);
+		phx_value_text(q, "cursor_session_id", cursor[0].str);
 	}
-	appendStringInfo(&q->text, " ORDER BY session_id LIMIT %d", st->page_size);
-}
-
-static bool
-shrink_page(void *arg, PhxQuery *q)
-{
-	SessionsState *st = (SessionsState *) arg;
-
-	if (!phx_halve_page(&st->page_size))
-		return false;
-	build_query(st, q);
-	return true;
+	appendStringInfo(&q->text, " ORDER BY session_id LIMIT %d", page_size);
 }
 
 static const char *
@@ -174,51 +141,56 @@ sessions_get_row(void *arg, int r, Datum *values, bool *nulls)
 {
 	PhxPage    *page = (PhxPage *) arg;
 
-	/* the keys (team_id, session_id) were checked in sessions_next_page() */
+	/* the keys (team_id, session_id) were checked by the pager */
 	for (int c = 0; c < S_NCOLUMNS; c++)
 		values[c] = phx_cell_datum(PHX_CELL(page, r, c), sessions_columns[c].type,
 								   sessions_columns[c].name, &nulls[c]);
 }
 
-static PhxModelPage *
-sessions_next_page(void *state)
+/* A checked response is the page: each row converts column by column. */
+static void
+fill_page(void *arg, const PhxKeySource *src, PhxModelPage *mp)
 {
-	SessionsState *st = (SessionsState *) state;
-	PhxQuery	q;
-	PhxPage    *page;
-	PhxModelPage *mp = palloc0(sizeof(PhxModelPage));
-	int			limit;
-	PhxKeySource src;
-
-	st->page_no++;
-	build_query(st, &q);
-	page = phx_http_query(st->cfg, &q, psprintf("posthog_export %s page %d", st->exp->name, st->page_no),
-						  shrink_page, st, &mp->bytes);
-	limit = st->page_size;
-	phx_check_columns(page, st->columns, S_NCOLUMNS, "sessions");
-	src.page = page;
-	src.what = "a session";
-	src.export_name = st->exp->name;
-	src.page_no = st->page_no;
-	phx_key_check_rows(&src, row_keys, lengthof(row_keys));
-
-	mp->nrows = page->nrows;
+	mp->nrows = src->page->nrows;
 	mp->get_row = sessions_get_row;
 	mp->row_key = sessions_row_key;
-	mp->arg = page;
-	mp->what = "session";
-	mp->page_no = st->page_no;
+	mp->arg = src->page;
+}
 
-	/* a page that does not move the keyset forward fails before it is written */
-	if (page->nrows > 0)
-	{
-		phx_keyset_next(&src, keyset, lengthof(keyset),
-						st->has_cursor ? st->cursor : NULL, st->cursor, st->cxt);
-		st->has_cursor = true;
-		mp->cursor = list_make1((char *) st->cursor[0].str);
-	}
-	mp->has_more = page->nrows > 0 && (page->has_more || page->nrows >= limit);
-	return mp;
+static const PhxPaging sessions_paging = {
+	.query_name = "sessions",
+	.columns = NULL,			/* set in sessions_begin() */
+	.ncolumns = S_NCOLUMNS,
+	.row_what = "a session",
+	.page_what = "session",
+	.keyset = keyset,
+	.nkeys = lengthof(keyset),
+	.row_keys = row_keys,
+	.nrow_keys = lengthof(row_keys),
+	/* full pages from the first, one request at a time (only events ramp and prefetch) */
+	.ramp = false,
+	.prefetch = false,
+	.build_query = build_query,
+	.fill_page = fill_page,
+};
+
+/* The sessions that ended in [start - lookback, end). */
+static void *
+sessions_begin(PhxExport *exp, PhxServerConfig *cfg, TimestampTz start,
+			   TimestampTz end, List *cursor)
+{
+	SessionsState *st = palloc0(sizeof(SessionsState));
+
+	st->end = end;
+	st->min_end = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_mi_interval,
+														  TimestampTzGetDatum(start),
+														  IntervalPGetDatum(&exp->lookback)));
+	/* the response's columns are the destination's, by name */
+	for (int i = 0; i < S_NCOLUMNS; i++)
+		st->columns[i] = sessions_columns[i].name;
+	st->paging = sessions_paging;
+	st->paging.columns = st->columns;
+	return phx_pager_begin(&st->paging, st, exp, cfg, cursor);
 }
 
 static TimestampTz
@@ -236,6 +208,6 @@ const PhxModel phx_sessions_model = {
 	.staged = true,
 	.default_lookback_hours = 24,
 	.begin = sessions_begin,
-	.next_page = sessions_next_page,
+	.next_page = phx_pager_next_page,
 	.earliest = sessions_earliest,
 };

@@ -1,0 +1,192 @@
+/*-------------------------------------------------------------------------
+ *
+ * cell_convert.c
+ *		Response cells into datums of a column's type, and the check that a
+ *		response has the columns its query selected.
+ *
+ * PostHog's serialization is loose in places (booleans as 0/1 or
+ * true/false, JSON columns as strings, datetimes with any offset), so each
+ * converter accepts every form the API is known to send and rejects
+ * anything else with an error that names the column.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+#include "models/models.h"
+
+/* What a cell holds, for a message: "a string", "NULL" ... */
+const char *
+phx_cell_kind_name(PhxCell *cell)
+{
+	switch (cell->kind)
+	{
+		case PHX_CELL_NULL:
+			return "NULL";
+		case PHX_CELL_STRING:
+			return "a string";
+		case PHX_CELL_NUMBER:
+			return "a number";
+		case PHX_CELL_BOOL:
+			return "a boolean";
+		default:
+			return "a JSON value";
+	}
+}
+
+pg_attribute_noreturn() static void
+bad_cell(PhxCell *cell, const char *column, const char *expected)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+			 errmsg("PostHog returned %s for column \"%s\", where %s was expected",
+					phx_cell_kind_name(cell), column, expected)));
+}
+
+/*
+ * A JSON column: PostHog sends its text as a JSON string; an object or
+ * array sent as such is accepted too.  What jsonb cannot hold (\u0000,
+ * lone surrogates) is dropped.  The cell is left as it was: a person's
+ * cells are read once for each of its distinct ids.
+ */
+Jsonb *
+phx_cell_jsonb(PhxCell *cell, const char *column)
+{
+	char	   *text;
+
+	if (cell->kind == PHX_CELL_NULL)
+		return NULL;
+	if (cell->kind == PHX_CELL_STRING && cell->len == 0)
+		return NULL;
+	text = palloc(cell->len + 1);
+	memcpy(text, cell->val, cell->len + 1);
+	return phx_jsonb_from_text(text, cell->len);
+}
+
+/* A JSON array of strings (sessions' $urls) as text[]. */
+static Datum
+cell_text_array(PhxCell *cell, const char *column)
+{
+	Jsonb	   *jb;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	ArrayBuildState *astate = NULL;
+
+	if (cell->kind != PHX_CELL_JSON && cell->kind != PHX_CELL_STRING)
+		bad_cell(cell, column, "an array of strings");
+	jb = phx_cell_jsonb(cell, column);
+	if (jb == NULL || !JB_ROOT_IS_ARRAY(jb) || JB_ROOT_IS_SCALAR(jb))
+		bad_cell(cell, column, "an array of strings");
+	astate = initArrayResult(TEXTOID, CurrentMemoryContext, false);
+	it = JsonbIteratorInit(&jb->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok != WJB_ELEM)
+			continue;
+		if (v.type == jbvNull)
+			accumArrayResult(astate, (Datum) 0, true, TEXTOID, CurrentMemoryContext);
+		else if (v.type == jbvString)
+			accumArrayResult(astate,
+							 PointerGetDatum(cstring_to_text_with_len(v.val.string.val, v.val.string.len)),
+							 false, TEXTOID, CurrentMemoryContext);
+		else
+			bad_cell(cell, column, "an array of strings");
+	}
+	return makeArrayResult(astate, CurrentMemoryContext);
+}
+
+static bool
+cell_bool(PhxCell *cell, const char *column)
+{
+	if (cell->kind == PHX_CELL_BOOL)
+		return cell->val[0] == 't';
+	if (cell->kind == PHX_CELL_NUMBER && cell->len == 1 && (cell->val[0] == '0' || cell->val[0] == '1'))
+		return cell->val[0] == '1';
+	if (cell->kind == PHX_CELL_STRING)
+	{
+		bool		result;
+
+		if (parse_bool(cell->val, &result))
+			return result;
+	}
+	bad_cell(cell, column, "a boolean");
+}
+
+/*
+ * Converts a cell to a datum of "type".  Strings and numbers are accepted
+ * for numbers (ClickHouse's 64-bit integers may come quoted).
+ */
+Datum
+phx_cell_datum(PhxCell *cell, Oid type, const char *column, bool *isnull)
+{
+	*isnull = (cell->kind == PHX_CELL_NULL);
+	if (*isnull)
+		return (Datum) 0;
+
+	switch (type)
+	{
+		case TEXTOID:
+			if (cell->kind == PHX_CELL_STRING || cell->kind == PHX_CELL_NUMBER ||
+				cell->kind == PHX_CELL_BOOL)
+				return PointerGetDatum(cstring_to_text_with_len(cell->val, cell->len));
+			bad_cell(cell, column, "a string");
+		case INT4OID:
+			if (cell->kind == PHX_CELL_NUMBER || cell->kind == PHX_CELL_STRING)
+				return Int32GetDatum(pg_strtoint32(cell->val));
+			bad_cell(cell, column, "an integer");
+		case INT8OID:
+			if (cell->kind == PHX_CELL_NUMBER || cell->kind == PHX_CELL_STRING)
+				return Int64GetDatum(pg_strtoint64(cell->val));
+			bad_cell(cell, column, "an integer");
+		case FLOAT8OID:
+			if (cell->kind == PHX_CELL_NUMBER || cell->kind == PHX_CELL_STRING)
+				return DirectFunctionCall1(float8in, CStringGetDatum(cell->val));
+			bad_cell(cell, column, "a number");
+		case BOOLOID:
+			return BoolGetDatum(cell_bool(cell, column));
+		case TIMESTAMPTZOID:
+			if (cell->kind == PHX_CELL_STRING)
+				return DirectFunctionCall3(timestamptz_in, CStringGetDatum(cell->val),
+										   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+			bad_cell(cell, column, "a datetime");
+		case JSONBOID:
+			{
+				Jsonb	   *jb = phx_cell_jsonb(cell, column);
+
+				*isnull = (jb == NULL);
+				return JsonbPGetDatum(jb);
+			}
+		case TEXTARRAYOID:
+			return cell_text_array(cell, column);
+		default:
+			elog(ERROR, "posthog_export: no conversion to type %u", type);
+	}
+	return (Datum) 0;			/* keep compiler quiet */
+}
+
+/*
+ * The response must have the columns the query selected, in order: a
+ * PostHog that renamed or dropped one would otherwise fill the wrong column.
+ */
+void
+phx_check_columns(PhxPage *page, const char *const *expected, int n, const char *what)
+{
+	if (page->ncolumns != n)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+				 errmsg("PostHog returned %d columns, the %s query selects %d",
+						page->ncolumns, what, n)));
+	for (int c = 0; c < n; c++)
+		if (strcmp(page->columns[c], expected[c]) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+					 errmsg("PostHog returned column \"%s\" where the %s query selects \"%s\"",
+							page->columns[c], what, expected[c])));
+}

@@ -1,0 +1,226 @@
+/*-------------------------------------------------------------------------
+ *
+ * paging.c
+ *		The one keyset paging loop every model reads its pages with, and
+ *		the earliest-data query.
+ *
+ * A model describes its paged query (PhxPaging in models.h): the columns
+ * of the response, its keyset and row keys, how to build the query for a
+ * page size and a cursor, and how to turn a checked response into a
+ * PhxModelPage.  The pager does the rest, the same way for every model:
+ *
+ *	- numbers the pages and labels their requests
+ *	  ("posthog_export <export> page <n>");
+ *	- on 504/512 (too slow or too big) halves the page and rebuilds the
+ *	  query, and the page stays that small for the rest of the interval;
+ *	- checks the response's columns and every row's keys, then moves the
+ *	  keyset cursor to the page's last row (a page that does not move it
+ *	  forward is an error before anything of it is used);
+ *	- decides whether to ask again: hasMore, or a full page (an empty page
+ *	  ends, and costs one call);
+ *	- for a model that asks for it, starts small and doubles the page up to
+ *	  page_size, and requests the next page while this one is written.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "utils/timestamp.h"
+
+#include "models/models.h"
+
+/*
+ * With ramp: the first page asks for this many rows (or page_size / 8, if
+ * more); pages of up to this many rows start at full size, as ramping
+ * them would only add requests.
+ */
+#define FIRST_PAGE_ROWS 5000
+
+/* The smallest page 504/512 halve it to. */
+#define MIN_PAGE_ROWS 10
+
+struct PhxPager
+{
+	const PhxPaging *paging;
+	void	   *arg;			/* the model's, for its callbacks */
+	PhxExport  *exp;
+	PhxServerConfig *cfg;
+	bool		has_cursor;
+	PhxKey	   *cursor;			/* the last row's keyset, paging->nkeys */
+	int			page_size;		/* of the next request */
+	int			max_page_size;	/* what it grows to */
+	int			page_no;
+	uint64		prefetched;		/* ticket of the next page's request, sent */
+	MemoryContext cxt;			/* where the pager (and its cursor) lives */
+};
+
+/*
+ * Starts paging after "cursor" (the text keys a previous run committed;
+ * NIL, or a list of another length: from the beginning).  The pager is the
+ * state a model's begin() returns and next_page() gets.
+ */
+PhxPager *
+phx_pager_begin(const PhxPaging *paging, void *arg, PhxExport *exp,
+				PhxServerConfig *cfg, List *cursor)
+{
+	PhxPager   *pg = palloc0(sizeof(PhxPager));
+
+	pg->paging = paging;
+	pg->arg = arg;
+	pg->exp = exp;
+	pg->cfg = cfg;
+	pg->cxt = CurrentMemoryContext;
+	pg->cursor = palloc0(sizeof(PhxKey) * paging->nkeys);
+	pg->max_page_size = cfg->page_size;
+	if (paging->ramp)
+		pg->page_size = Max(Min(cfg->page_size, FIRST_PAGE_ROWS), cfg->page_size / 8);
+	else
+		pg->page_size = cfg->page_size;
+	if (list_length(cursor) == paging->nkeys)
+	{
+		for (int k = 0; k < paging->nkeys; k++)
+			phx_key_from_cursor(paging->keyset[k].type, list_nth(cursor, k), exp->name,
+								&pg->cursor[k]);
+		pg->has_cursor = true;
+	}
+	return pg;
+}
+
+/* The request of the current page size after the current cursor. */
+static void
+build_query(PhxPager *pg, PhxQuery *q)
+{
+	pg->paging->build_query(pg->arg, pg->has_cursor ? pg->cursor : NULL, pg->page_size, q);
+}
+
+static char *
+page_label(PhxPager *pg, int page_no)
+{
+	return psprintf("posthog_export %s page %d", pg->exp->name, page_no);
+}
+
+/*
+ * PostHog answered 504 or 512 (the query was too slow or too big): halve
+ * the page, down to MIN_PAGE_ROWS, keep it that small for the rest of the
+ * interval, and rebuild the query; false once it cannot shrink any more.
+ */
+static bool
+shrink_page(void *arg, PhxQuery *q)
+{
+	PhxPager   *pg = (PhxPager *) arg;
+
+	if (pg->page_size <= MIN_PAGE_ROWS)
+		return false;
+	pg->page_size = Max(pg->page_size / 2, MIN_PAGE_ROWS);
+	pg->max_page_size = pg->page_size;
+	build_query(pg, q);
+	return true;
+}
+
+/*
+ * The keyset position after a page, from its last row, as the list of
+ * texts a run commits; a page that does not move it forward fails here,
+ * before anything of it is written.
+ */
+static List *
+advance_cursor(PhxPager *pg, const PhxKeySource *src)
+{
+	const PhxPaging *paging = pg->paging;
+	List	   *cursor = NIL;
+
+	phx_keyset_next(src, paging->keyset, paging->nkeys,
+					pg->has_cursor ? pg->cursor : NULL, pg->cursor, pg->cxt);
+	pg->has_cursor = true;
+	for (int k = 0; k < paging->nkeys; k++)
+		cursor = lappend(cursor, (char *) pg->cursor[k].str);
+	return cursor;
+}
+
+/*
+ * Reads the next page: the model's next_page().  With prefetch, the
+ * request of the page after it is sent before this one is converted and
+ * written, so PostHog works on it meanwhile (the cursor comes from the
+ * page's last row, known before any row is converted).
+ */
+PhxModelPage *
+phx_pager_next_page(void *state)
+{
+	PhxPager   *pg = (PhxPager *) state;
+	const PhxPaging *paging = pg->paging;
+	PhxModelPage *mp = palloc0(sizeof(PhxModelPage));
+	PhxKeySource src;
+	PhxQuery	q;
+	PhxPage    *page;
+	int			limit;
+
+	pg->page_no++;
+	build_query(pg, &q);
+	q.prefetched = pg->prefetched;
+	pg->prefetched = 0;
+	page = phx_http_query(pg->cfg, &q, page_label(pg, pg->page_no), shrink_page, pg, &mp->bytes);
+	/* the LIMIT may have shrunk during the call */
+	limit = pg->page_size;
+
+	phx_check_columns(page, paging->columns, paging->ncolumns, paging->query_name);
+	src.page = page;
+	src.what = paging->row_what;
+	src.export_name = pg->exp->name;
+	src.page_no = pg->page_no;
+	/* before anything uses a key: deduplication, the cursor, messages */
+	phx_key_check_rows(&src, paging->row_keys, paging->nrow_keys);
+
+	if (page->nrows > 0)
+		mp->cursor = advance_cursor(pg, &src);
+	/* hasMore, or a full page: ask again (an empty last page costs one call) */
+	mp->has_more = page->nrows > 0 && (page->has_more || page->nrows >= limit);
+	if (mp->has_more)
+	{
+		/* without ramp, max_page_size is page_size: this changes nothing */
+		pg->page_size = Min(pg->page_size * 2, pg->max_page_size);
+		if (paging->prefetch)
+		{
+			PhxQuery	next;
+
+			build_query(pg, &next);
+			pg->prefetched = phx_http_prefetch(pg->cfg, &next, page_label(pg, pg->page_no + 1));
+		}
+	}
+
+	mp->what = paging->page_what;
+	mp->page_no = pg->page_no;
+	paging->fill_page(pg->arg, &src, mp);
+	return mp;
+}
+
+/*
+ * Runs a one-value query returning a datetime (the start of the project's
+ * data, for a backfill "from the beginning"); an empty project gives the
+ * interval before "fallback".
+ */
+TimestampTz
+phx_query_earliest(PhxExport *exp, PhxServerConfig *cfg, const char *hogql, TimestampTz fallback)
+{
+	PhxQuery	q;
+	PhxPage    *page;
+	bool		isnull = true;
+	TimestampTz result = 0;
+
+	phx_query_init(&q);
+	appendStringInfoString(&q.text, hogql);
+	page = phx_http_query(cfg, &q, psprintf("posthog_export %s earliest", exp->name), NULL, NULL, NULL);
+	if (page->nrows == 1 && page->ncolumns == 1 && PHX_CELL(page, 0, 0)->kind != PHX_CELL_NULL)
+	{
+		/* checked like a key: a backfill starts from it */
+		PhxKeySource src = {page, "a result", exp->name, 1};
+		PhxKeyColumn kc = {0, "earliest", PHX_KEY_TIMESTAMP};
+		PhxKey		key;
+
+		phx_key_get(&src, 0, &kc, &key);
+		result = key.ts;
+		isnull = false;
+	}
+	/* ClickHouse answers the epoch for min() over nothing */
+	if (isnull || result <= 0 - ((TimestampTz) 10957 * USECS_PER_DAY))
+		return fallback - 1;
+	return result;
+}
