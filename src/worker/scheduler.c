@@ -213,7 +213,8 @@ phx_scheduler_main(Datum main_arg)
 	phx_mark_interrupted_runs();
 	PopActiveSnapshot();
 	SPI_finish();
-	ereport(LOG, (errmsg("posthog_export: scheduler started in database \"%s\"",
+	ereport(LOG, (errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+				  errmsg("posthog_export: scheduler started in database \"%s\"",
 						 get_database_name(dboid))));
 	CommitTransactionCommand();
 
