@@ -219,6 +219,16 @@ SELECT p.pid, e.name AS export_name, e.model, p.interval_start, p.interval_end,
   FROM @extschema@.progress_info() p
   JOIN @extschema@.exports e ON e.export_id = p.export_id;
 
+-- When an export runs next (NULL when paused), as the scheduler computes it:
+-- when its next interval is over (plus the delay), not before its retry
+-- time, and outside its exclude window.
+CREATE FUNCTION @extschema@.next_run(export @extschema@.exports)
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'posthog_export_next_run'
+LANGUAGE C STRICT STABLE;
+
+COMMENT ON FUNCTION @extschema@.next_run IS 'when the export runs next, as the scheduler computes it (NULL when paused)';
+
 -- Per export: the last success, how far the exported data lags behind
 -- now, when it runs next (after its retry time and outside its exclude
 -- window), and failures in a row.
@@ -228,28 +238,12 @@ SELECT e.name AS export_name, e.model, e."interval", e.paused, e.paused_reason,
          WHERE r.export_id = e.export_id AND r.status = 'completed') AS last_success,
        e.next_interval_start AS exported_until,
        pg_catalog.now() - e.next_interval_start AS lag,
-       CASE WHEN e.paused THEN NULL WHEN w.in_window THEN w.window_end ELSE n.due END AS next_run,
+       @extschema@.next_run(e) AS next_run,
        e.consecutive_failures AS failures_in_a_row,
        (SELECT count(*) FROM @extschema@.backfills b
          WHERE b.export_id = e.export_id AND b.status <> 'completed') AS backfills_pending,
        EXISTS (SELECT 1 FROM @extschema@.progress_info() p WHERE p.export_id = e.export_id) AS running
-  FROM @extschema@.exports e
-  -- when the next scheduled interval is over (plus the delay), or the retry time
-  CROSS JOIN LATERAL (SELECT GREATEST(
-         CASE WHEN e."interval" >= interval '1 day'
-              THEN ((e.next_interval_start AT TIME ZONE e.timezone) + e."interval") AT TIME ZONE e.timezone
-              ELSE e.next_interval_start + e."interval" END + e.delay,
-         e.retry_at) AS due) n
-  -- in local time, from when it could start
-  CROSS JOIN LATERAL (SELECT GREATEST(n.due, pg_catalog.now()) AT TIME ZONE e.timezone AS t) l
-  CROSS JOIN LATERAL (SELECT
-         e.exclude_window_start IS NOT NULL AND CASE
-           WHEN e.exclude_window_start <= e.exclude_window_end
-           THEN l.t::time >= e.exclude_window_start AND l.t::time < e.exclude_window_end
-           ELSE l.t::time >= e.exclude_window_start OR l.t::time < e.exclude_window_end END AS in_window,
-         (l.t::date + e.exclude_window_end
-           + CASE WHEN l.t::time >= e.exclude_window_end THEN interval '1 day' ELSE interval '0' END)
-           AT TIME ZONE e.timezone AS window_end) w;
+  FROM @extschema@.exports e;
 
 GRANT SELECT ON @extschema@.progress, @extschema@.status TO PUBLIC;
-GRANT EXECUTE ON FUNCTION @extschema@.progress_info() TO PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.progress_info(), @extschema@.next_run(@extschema@.exports) TO PUBLIC;

@@ -1,11 +1,11 @@
 /*-------------------------------------------------------------------------
  *
  * export_functions.c
- *		SQL functions that define exports: create_export() and
- *		drop_export().
+ *		SQL functions that define exports: create_export(),
+ *		alter_export(), drop_export(), pause(), unpause(), backfill().
  *
- * Settings are validated here, once, so a run never meets a malformed
- * export.  The export belongs to the role that creates it; the catalog
+ * Settings are validated here, by one function for a new or a changed
+ * definition (check_definition), so a run never meets a malformed export.  The export belongs to the role that creates it; the catalog
  * row is written as the extension's owner (see catalog.c).
  *
  *-------------------------------------------------------------------------
@@ -67,8 +67,54 @@ event_list_arg(FunctionCallInfo fcinfo, int n, const char *argname, bool *isnull
 	return PointerGetDatum(arr);
 }
 
+/* The include_events and exclude_events arguments, at n and n + 1. */
+typedef struct EventFilters
+{
+	Datum		include;
+	bool		include_null;	/* NULL or empty: no filter */
+	Datum		exclude;
+	bool		exclude_null;
+} EventFilters;
+
 static void
-check_interval(Interval *interval)
+event_filters_arg(FunctionCallInfo fcinfo, int n, EventFilters *f)
+{
+	f->include = event_list_arg(fcinfo, n, "include_events", &f->include_null);
+	f->exclude = event_list_arg(fcinfo, n + 1, "exclude_events", &f->exclude_null);
+}
+
+/* The exclude window arguments at n and n + 1, if given (both or neither). */
+static bool
+exclude_window_arg(FunctionCallInfo fcinfo, int n, PhxExport *exp)
+{
+	if (PG_ARGISNULL(n) && PG_ARGISNULL(n + 1))
+		return false;
+	if (PG_ARGISNULL(n) || PG_ARGISNULL(n + 1))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("exclude_window_start and exclude_window_end go together")));
+	exp->has_exclude_window = true;
+	exp->exclude_start = PG_GETARG_TIMEADT(n);
+	exp->exclude_end = PG_GETARG_TIMEADT(n + 1);
+	return true;
+}
+
+static void
+check_mode(const PhxExport *exp, const PhxModel *m)
+{
+	if (strcmp(exp->mode, "append") != 0 && strcmp(exp->mode, "merge") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid mode \"%s\"", exp->mode),
+				 errhint("Valid modes are append and merge.")));
+	if (strcmp(exp->mode, "append") == 0 && m->staged)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the %s model can only be exported in merge mode", m->name)));
+}
+
+static void
+check_interval(const Interval *interval)
 {
 	if (!phx_interval_is_supported(interval))
 		ereport(ERROR,
@@ -78,9 +124,9 @@ check_interval(Interval *interval)
 				 errhint("Supported intervals are 5 minutes, 15 minutes, 1 hour, 1 day and 1 week.")));
 }
 
-/* Validates the schedule settings of exp (timezone, offset, delay, window). */
+/* Validates the schedule settings of exp (timezone, offset, delay). */
 static void
-check_schedule(PhxExport *exp)
+check_schedule(const PhxExport *exp)
 {
 	int64		len = phx_interval_usecs(&exp->interval);
 	int64		off = phx_interval_usecs(&exp->start_offset);
@@ -105,6 +151,35 @@ check_schedule(PhxExport *exp)
 				 errmsg("delay must be between 0 and 1 day")));
 }
 
+/*
+ * Validates an export's definition, new (create_export) or changed
+ * (alter_export), so that a run never meets a malformed export.
+ * "sets_filters" says whether event filters are being set.
+ */
+static void
+check_definition(const PhxExport *exp, const PhxModel *m, bool sets_filters)
+{
+	if (exp->name[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("export name must not be empty")));
+	if (exp->schema_name[0] == '\0' || exp->table_name[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("schema_name and table_name must not be empty")));
+	check_mode(exp, m);
+	if (sets_filters && strcmp(m->name, "events") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("include_events and exclude_events apply to the events model only")));
+	check_interval(&exp->interval);
+	if (exp->lookback.month < 0 || phx_interval_usecs(&exp->lookback) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("lookback must not be negative")));
+	check_schedule(exp);
+}
+
 /* The first full period after now: where a new schedule starts. */
 static TimestampTz
 first_full_period(PhxExport *exp)
@@ -112,131 +187,96 @@ first_full_period(PhxExport *exp)
 	return phx_interval_next(exp, phx_interval_floor(exp, GetCurrentTimestamp()));
 }
 
-Datum
-posthog_export_create_export(PG_FUNCTION_ARGS)
+/* The model's default lookback: 7 days for events, 1 day for sessions. */
+static Interval
+default_lookback(const PhxModel *m)
 {
-	char	   *name = text_arg(fcinfo, 0, "name", true);
-	char	   *server = text_arg(fcinfo, 1, "server", true);
-	char	   *model = text_arg(fcinfo, 2, "model", true);
-	char	   *schema_name = text_arg(fcinfo, 3, "schema_name", true);
-	char	   *table_name = text_arg(fcinfo, 4, "table_name", false);
-	Interval   *interval;
-	char	   *mode = text_arg(fcinfo, 6, "mode", false);
-	Interval   *lookback;
-	Datum		include;
-	Datum		exclude;
-	bool		include_null;
-	bool		exclude_null;
-	Oid			owner = GetUserId();
-	PhxExport	exp;
-	const PhxModel *m;
-	int32		export_id;
+	Interval	lookback = {0};
 
+	lookback.day = m->default_lookback_hours / 24;
+	lookback.time = (int64) (m->default_lookback_hours % 24) * USECS_PER_HOUR;
+	return lookback;
+}
+
+/*
+ * The export create_export()'s arguments define, with the defaults of its
+ * model (mode, table name, lookback); returns the model.
+ */
+static const PhxModel *
+create_export_args(FunctionCallInfo fcinfo, PhxExport *exp, EventFilters *filters)
+{
+	const PhxModel *m;
+
+	exp->name = text_arg(fcinfo, 0, "name", true);
+	exp->server_name = text_arg(fcinfo, 1, "server", true);
+	exp->model = text_arg(fcinfo, 2, "model", true);
+	exp->schema_name = text_arg(fcinfo, 3, "schema_name", true);
+	exp->table_name = text_arg(fcinfo, 4, "table_name", false);
 	if (PG_ARGISNULL(5))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("interval must not be null")));
-	interval = PG_GETARG_INTERVAL_P(5);
-	lookback = PG_ARGISNULL(9) ? NULL : PG_GETARG_INTERVAL_P(9);
-	include = event_list_arg(fcinfo, 7, "include_events", &include_null);
-	exclude = event_list_arg(fcinfo, 8, "exclude_events", &exclude_null);
+	exp->interval = *PG_GETARG_INTERVAL_P(5);
+	exp->mode = text_arg(fcinfo, 6, "mode", false);
+	event_filters_arg(fcinfo, 7, filters);
+
+	m = phx_model_by_name(exp->model);
+	exp->model = (char *) m->name;
+	if (exp->mode == NULL)
+		exp->mode = m->staged ? "merge" : "append";
+	if (exp->table_name == NULL)
+		exp->table_name = pstrdup(m->name);
+	exp->lookback = PG_ARGISNULL(9) ? default_lookback(m) : *PG_GETARG_INTERVAL_P(9);
+	exp->timezone = PG_ARGISNULL(10) ? "UTC" : text_to_cstring(PG_GETARG_TEXT_PP(10));
+	if (!PG_ARGISNULL(11))
+		exp->start_offset = *PG_GETARG_INTERVAL_P(11);
+	if (PG_ARGISNULL(12))
+		exp->delay.time = USECS_PER_MINUTE;
+	else
+		exp->delay = *PG_GETARG_INTERVAL_P(12);
+	(void) exclude_window_arg(fcinfo, 13, exp);
+	return m;
+}
+
+/* Creates the destination table now (or checks it), as the owner with a pinned search_path. */
+static void
+prepare_destination(PhxExport *exp, const PhxModel *m)
+{
+	PhxRoleSwitch sw;
+	PhxDestination *dest;
+
+	phx_become(exp->owner, &sw);
+	dest = phx_destination_open(exp, m);
+	phx_restore(&sw);
+	phx_destination_close(dest);
+}
+
+Datum
+posthog_export_create_export(PG_FUNCTION_ARGS)
+{
+	PhxExport	exp = {0};
+	EventFilters filters;
+	const PhxModel *m;
+	int32		export_id;
 
 	phx_check_database_encoding();
-	if (name[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("export name must not be empty")));
-	if (schema_name[0] == '\0' || (table_name && table_name[0] == '\0'))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("schema_name and table_name must not be empty")));
-
-	m = phx_model_by_name(model);
-	if (mode == NULL)
-		mode = m->staged ? "merge" : "append";
-	if (strcmp(mode, "append") != 0 && strcmp(mode, "merge") != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid mode \"%s\"", mode),
-				 errhint("Valid modes are append and merge.")));
-	if (strcmp(mode, "append") == 0 && m->staged)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("the %s model can only be exported in merge mode", m->name)));
-	if ((!include_null || !exclude_null) && strcmp(m->name, "events") != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("include_events and exclude_events apply to the events model only")));
-
-	check_interval(interval);
-	if (lookback == NULL)
-	{
-		/* the model's default: 7 days for events, 1 day for sessions */
-		lookback = palloc0(sizeof(Interval));
-		lookback->day = m->default_lookback_hours / 24;
-		lookback->time = (int64) (m->default_lookback_hours % 24) * USECS_PER_HOUR;
-	}
-	if (lookback->month < 0 || lookback->day < 0 || lookback->time < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("lookback must not be negative")));
-
-	if (table_name == NULL)
-		table_name = pstrdup(m->name);
+	m = create_export_args(fcinfo, &exp, &filters);
+	exp.owner = GetUserId();
+	check_definition(&exp, m, !filters.include_null || !filters.exclude_null);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-
-	if (phx_export_exists(name))
+	if (phx_export_exists(exp.name))
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
-				 errmsg("export \"%s\" already exists", name)));
-
+				 errmsg("export \"%s\" already exists", exp.name)));
 	/* fails now, not at the first run, on a missing server, USAGE or user mapping */
-	(void) phx_get_server_config(server, owner);
+	(void) phx_get_server_config(exp.server_name, exp.owner);
 
-	memset(&exp, 0, sizeof(exp));
-	exp.name = name;
-	exp.owner = owner;
-	exp.server_name = server;
-	exp.model = (char *) m->name;
-	exp.mode = mode;
-	exp.schema_name = schema_name;
-	exp.table_name = table_name;
-	exp.interval = *interval;
-	exp.lookback = *lookback;
-	exp.timezone = PG_ARGISNULL(10) ? "UTC" : text_to_cstring(PG_GETARG_TEXT_PP(10));
-	if (!PG_ARGISNULL(11))
-		exp.start_offset = *PG_GETARG_INTERVAL_P(11);
-	if (PG_ARGISNULL(12))
-		exp.delay.time = USECS_PER_MINUTE;
-	else
-		exp.delay = *PG_GETARG_INTERVAL_P(12);
-	if (PG_ARGISNULL(13) != PG_ARGISNULL(14))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("exclude_window_start and exclude_window_end go together")));
-	exp.has_exclude_window = !PG_ARGISNULL(13);
-	if (exp.has_exclude_window)
-	{
-		exp.exclude_start = PG_GETARG_TIMEADT(13);
-		exp.exclude_end = PG_GETARG_TIMEADT(14);
-	}
-	check_schedule(&exp);
 	exp.next_interval_start = first_full_period(&exp);
-
-	/* create (or check) the destination now, as the owner with a pinned search_path */
-	{
-		PhxRoleSwitch sw;
-		PhxDestination *dest;
-
-		phx_become(owner, &sw);
-		dest = phx_destination_open(&exp, m);
-		phx_restore(&sw);
-		phx_destination_close(dest);
-	}
-
-	export_id = phx_export_insert(&exp, include, include_null, exclude, exclude_null);
+	prepare_destination(&exp, m);
+	export_id = phx_export_insert(&exp, filters.include, filters.include_null,
+								  filters.exclude, filters.exclude_null);
 	SPI_finish();
 	phx_wake_scheduler();
 	PG_RETURN_INT32(export_id);
@@ -255,7 +295,8 @@ posthog_export_drop_export(PG_FUNCTION_ARGS)
 	if (exp == NULL)
 	{
 		ereport(NOTICE,
-				(errmsg("export \"%s\" does not exist, skipping", name)));
+				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+				 errmsg("export \"%s\" does not exist, skipping", name)));
 		SPI_finish();
 		PG_RETURN_BOOL(false);
 	}
@@ -264,83 +305,70 @@ posthog_export_drop_export(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(true);
 }
 
-/*
- * alter_export(name, ...): changes the given settings (NULL: unchanged).
- * A new interval, timezone or offset moves the schedule to the first
- * boundary of the new grid at or after the next scheduled interval, so no
- * interval is run twice and none is skipped.
- */
-Datum
-posthog_export_alter_export(PG_FUNCTION_ARGS)
+/* Applies the settings alter_export() was given (NULL: unchanged) to exp. */
+static void
+alter_export_args(FunctionCallInfo fcinfo, PhxExport *exp)
 {
-	char	   *name = text_arg(fcinfo, 0, "name", true);
-	PhxExport  *exp;
-	PhxExport	old;
-	TimestampTz next;
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	exp = phx_export_lookup(name, false);
-	old = *exp;
 	if (!PG_ARGISNULL(1))
-	{
 		exp->interval = *PG_GETARG_INTERVAL_P(1);
-		check_interval(&exp->interval);
-	}
 	if (!PG_ARGISNULL(2))
 		exp->timezone = text_to_cstring(PG_GETARG_TEXT_PP(2));
 	if (!PG_ARGISNULL(3))
 		exp->start_offset = *PG_GETARG_INTERVAL_P(3);
 	if (!PG_ARGISNULL(4))
 		exp->delay = *PG_GETARG_INTERVAL_P(4);
-	if (!PG_ARGISNULL(5) || !PG_ARGISNULL(6))
-	{
-		if (PG_ARGISNULL(5) || PG_ARGISNULL(6))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("exclude_window_start and exclude_window_end go together")));
-		exp->has_exclude_window = true;
-		exp->exclude_start = PG_GETARG_TIMEADT(5);
-		exp->exclude_end = PG_GETARG_TIMEADT(6);
-	}
+	(void) exclude_window_arg(fcinfo, 5, exp);
 	if (!PG_ARGISNULL(7) && PG_GETARG_BOOL(7))
 		exp->has_exclude_window = false;
-	if (!PG_ARGISNULL(10) && (phx_interval_usecs(PG_GETARG_INTERVAL_P(10)) < 0 ||
-							  PG_GETARG_INTERVAL_P(10)->month < 0))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("lookback must not be negative")));
-	if ((!PG_ARGISNULL(8) || !PG_ARGISNULL(9)) && strcmp(exp->model, "events") != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("include_events and exclude_events apply to the events model only")));
-	check_schedule(exp);
+	if (!PG_ARGISNULL(10))
+		exp->lookback = *PG_GETARG_INTERVAL_P(10);
+}
 
-	next = exp->next_interval_start;
-	if (!DatumGetBool(DirectFunctionCall2(interval_eq, IntervalPGetDatum(&old.interval),
+/*
+ * A new interval, timezone or offset moves the schedule to the first
+ * boundary of the new grid at or after the next scheduled interval, so no
+ * interval is run twice and none is skipped.
+ */
+static TimestampTz
+moved_schedule(const PhxExport *old, const PhxExport *exp)
+{
+	TimestampTz next = exp->next_interval_start;
+
+	if (!DatumGetBool(DirectFunctionCall2(interval_eq, IntervalPGetDatum(&old->interval),
 										  IntervalPGetDatum(&exp->interval))) ||
-		strcmp(old.timezone, exp->timezone) != 0 ||
-		!DatumGetBool(DirectFunctionCall2(interval_eq, IntervalPGetDatum(&old.start_offset),
+		strcmp(old->timezone, exp->timezone) != 0 ||
+		!DatumGetBool(DirectFunctionCall2(interval_eq, IntervalPGetDatum(&old->start_offset),
 										  IntervalPGetDatum(&exp->start_offset))))
 	{
 		next = phx_interval_floor(exp, exp->next_interval_start);
 		if (next < exp->next_interval_start)
 			next = phx_interval_next(exp, next);
 	}
+	return next;
+}
 
-	{
-		bool		include_null;
-		bool		exclude_null;
-		Datum		include = event_list_arg(fcinfo, 8, "include_events", &include_null);
-		Datum		exclude = event_list_arg(fcinfo, 9, "exclude_events", &exclude_null);
+/* alter_export(name, ...): changes the given settings (NULL: unchanged). */
+Datum
+posthog_export_alter_export(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_arg(fcinfo, 0, "name", true);
+	/* given lists replace the filters (an empty one clears it); NULL keeps them */
+	bool		sets_filters = !PG_ARGISNULL(8) || !PG_ARGISNULL(9);
+	EventFilters filters;
+	PhxExport  *exp;
+	PhxExport	old;
 
-		if (!PG_ARGISNULL(10))
-			exp->lookback = *PG_GETARG_INTERVAL_P(10);
-		exp->next_interval_start = next;
-		/* given lists replace the filters (an empty one clears it); NULL keeps them */
-		phx_export_update(exp, !PG_ARGISNULL(8) || !PG_ARGISNULL(9),
-						  include, include_null, exclude, exclude_null);
-	}
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	exp = phx_export_lookup(name, false);
+	old = *exp;
+	alter_export_args(fcinfo, exp);
+	event_filters_arg(fcinfo, 8, &filters);
+	check_definition(exp, phx_model_by_name(exp->model), sets_filters);
+
+	exp->next_interval_start = moved_schedule(&old, exp);
+	phx_export_update(exp, sets_filters, filters.include, filters.include_null,
+					  filters.exclude, filters.exclude_null);
 	SPI_finish();
 	phx_wake_scheduler();
 	PG_RETURN_VOID();

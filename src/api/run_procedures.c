@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * run_procedures.c
- *		The SQL entry points that run exports, and the live progress of
- *		runs: CALL run_export(), CALL run_due(), progress_info().
+ *		The SQL entry points that run exports, and what the progress and
+ *		status views show: CALL run_export(), CALL run_due(),
+ *		progress_info(), next_run().
  *
  * Where a run happens is decided here.  In the export owner's own session
  * it runs in-process; from any other session (a superuser, pg_cron) it
@@ -13,7 +14,9 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_authid.h"
+#include "executor/executor.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
@@ -26,6 +29,7 @@
 PG_FUNCTION_INFO_V1(posthog_export_run_export);
 PG_FUNCTION_INFO_V1(posthog_export_run_due);
 PG_FUNCTION_INFO_V1(posthog_export_progress_info);
+PG_FUNCTION_INFO_V1(posthog_export_next_run);
 
 static void
 check_boundary(PhxExport *exp, TimestampTz ts, const char *argname)
@@ -172,4 +176,61 @@ posthog_export_progress_info(PG_FUNCTION_ARGS)
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
+}
+
+/* A column of an exports row; *missing is set when it is null. */
+static Datum
+row_column(HeapTupleHeader row, const char *name, bool *missing)
+{
+	bool		isnull;
+	Datum		d = GetAttributeByName(row, name, &isnull);
+
+	*missing |= isnull;
+	return d;
+}
+
+/*
+ * next_run(exports row): when the export runs next, NULL when paused, as
+ * the scheduler computes it (phx_export_next_due() in run/intervals.c:
+ * the end of the next interval plus the delay, the retry time, the
+ * exclude window), so that the status view and the scheduler agree.  It
+ * reads nothing but its argument and the transaction's start time (now()),
+ * whatever row a caller passes.
+ */
+Datum
+posthog_export_next_run(PG_FUNCTION_ARGS)
+{
+	HeapTupleHeader row = PG_GETARG_HEAPTUPLEHEADER(0);
+	PhxExport	exp = {0};
+	bool		missing = false;
+	bool		no_window = false;
+	bool		no_retry = false;
+	Datum		paused = row_column(row, "paused", &missing);
+	Datum		interval = row_column(row, "interval", &missing);
+	Datum		timezone = row_column(row, "timezone", &missing);
+	Datum		delay = row_column(row, "delay", &missing);
+	Datum		next_start = row_column(row, "next_interval_start", &missing);
+	Datum		retry_at = row_column(row, "retry_at", &no_retry);
+	Datum		window_start = row_column(row, "exclude_window_start", &no_window);
+	Datum		window_end = row_column(row, "exclude_window_end", &no_window);
+
+	if (missing || DatumGetBool(paused))
+		PG_RETURN_NULL();
+	exp.interval = *DatumGetIntervalP(interval);
+	exp.timezone = TextDatumGetCString(timezone);
+	exp.delay = *DatumGetIntervalP(delay);
+	exp.next_interval_start = DatumGetTimestampTz(next_start);
+	/* a row of the catalog is always finite; a row made up by a caller may not be */
+	if (TIMESTAMP_NOT_FINITE(exp.next_interval_start))
+		PG_RETURN_TIMESTAMPTZ(exp.next_interval_start);
+	exp.has_retry_at = !no_retry;
+	if (exp.has_retry_at)
+		exp.retry_at = DatumGetTimestampTz(retry_at);
+	exp.has_exclude_window = !no_window;
+	if (exp.has_exclude_window)
+	{
+		exp.exclude_start = DatumGetTimeADT(window_start);
+		exp.exclude_end = DatumGetTimeADT(window_end);
+	}
+	PG_RETURN_TIMESTAMPTZ(phx_export_next_due(&exp, GetCurrentTransactionStartTimestamp(), false));
 }

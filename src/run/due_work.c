@@ -37,19 +37,29 @@ typedef struct RunLock
 	bool		held;
 } RunLock;
 
-static void
-lock_export(PhxExport *exp, RunLock *lock)
+/*
+ * Takes the export's lock for the whole call.  When another session holds
+ * it, an explicit run is an error, and due work ("skip_if_busy") is
+ * skipped: false.
+ */
+static bool
+lock_export(PhxExport *exp, RunLock *lock, bool skip_if_busy)
 {
 	SET_LOCKTAG_ADVISORY(lock->tag, MyDatabaseId, PHX_ADVISORY_LOCK_KEY,
 						 (uint32) exp->export_id, 2);
 	if (LockAcquire(&lock->tag, ExclusiveLock, true, true) == LOCKACQUIRE_NOT_AVAIL)
+	{
+		if (skip_if_busy)
+			return false;
 		ereport(ERROR,
 				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
 				 errmsg("export \"%s\" is already running", exp->name),
 				 errdetail("Another session holds the export's lock; an export never runs twice at once."),
 				 errhint("Wait for that run to finish, or find it in pg_locks (locktype advisory, classid %d, objid %d).",
 						 PHX_ADVISORY_LOCK_KEY, exp->export_id)));
+	}
 	lock->held = true;
+	return true;
 }
 
 static void
@@ -68,6 +78,212 @@ typedef enum RunResult
 } RunResult;
 
 /*
+ * One interval being exported.  It lives in run_cxt and is reached through
+ * a pointer set before any PG_TRY, so what the pages change in it is still
+ * there when an error is caught.
+ */
+typedef struct IntervalRun
+{
+	PhxExport  *exp;
+	const PhxModel *model;
+	TimestampTz start;
+	TimestampTz end;
+	bool		nonatomic;		/* commits after every page (or merge) */
+	MemoryContext run_cxt;		/* lives across those commits */
+	MemoryContext oldcxt;		/* the caller's */
+	MemoryContext page_cxt;		/* one page's data, reset for the next */
+	PhxRun	   *run;
+	PhxDestination *dest;		/* set up before the first page */
+	void	   *state;			/* the model's paging state, idem */
+	PhxRunDelta delta;			/* pages not recorded yet (staged models) */
+	bool		in_subxact;
+	ResourceOwner oldowner;		/* of the transaction the subxact is in */
+	TimestampTz t0;
+} IntervalRun;
+
+/*
+ * Finds or creates the interval's runs row and marks it running (that
+ * much is committed at once in non-atomic mode); false when the interval
+ * was exported before.
+ */
+static bool
+begin_interval(IntervalRun *ir, const char *trigger, bool force)
+{
+	PhxExport  *exp = ir->exp;
+
+	ir->run = phx_run_begin(exp, ir->start, ir->end, trigger, force);
+	if (strcmp(ir->run->status, "completed") == 0)
+		return false;
+	if (ir->run->crashes >= PHX_MAX_CRASHES)
+		phx_pause_crashing_export(exp, ir->run, ir->start, ir->end);
+	if (ir->nonatomic)
+	{
+		SPI_commit();
+		MemoryContextSwitchTo(ir->run_cxt);
+	}
+
+	phx_progress_begin(exp, ir->start, ir->end, ir->run);
+	if (ir->run->cursor)
+		ereport(LOG,
+				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+				 errmsg("posthog_export: export \"%s\" starting interval [%s, %s) from its committed cursor",
+						exp->name, phx_ts_str(ir->start), phx_ts_str(ir->end))));
+	else
+		ereport(LOG,
+				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+				 errmsg("posthog_export: export \"%s\" starting interval [%s, %s)",
+						exp->name, phx_ts_str(ir->start), phx_ts_str(ir->end))));
+
+	ir->page_cxt = AllocSetContextCreate(ir->run_cxt, "posthog_export page", ALLOCSET_DEFAULT_SIZES);
+	return true;
+}
+
+/*
+ * Before the first page: the source (server config, the model's paging
+ * state) and the destination table.  Its errors (no privilege, no key ...)
+ * are recorded like a page's.
+ */
+static void
+open_source_and_destination(IntervalRun *ir)
+{
+	PhxExport  *exp = ir->exp;
+	PhxRoleSwitch sw;
+	PhxServerConfig *cfg;
+
+	if (ir->run->crashes >= PHX_MAX_CRASHES)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the backend running export \"%s\" died %d times in a row in interval [%s, %s)",
+						exp->name, ir->run->crashes, phx_ts_str(ir->start), phx_ts_str(ir->end)),
+				 errdetail("It ended without recording the end of the run: a crash, a kill, or pg_terminate_backend()."),
+				 errhint("The export is paused; find the cause in the server log (\"terminated by signal\"), then unpause it.")));
+
+	phx_become(exp->owner, &sw);
+	cfg = phx_get_server_config(exp->server_name, exp->owner);
+	ir->dest = phx_destination_open(exp, ir->model);
+	phx_restore(&sw);
+	ir->state = ir->model->begin(exp, cfg, ir->start, ir->end,
+								 ir->model->staged ? NIL : ir->run->cursor);
+}
+
+/* In non-atomic mode each page (or a staged model's pages) runs in a subtransaction. */
+static void
+begin_page_subxact(IntervalRun *ir)
+{
+	ir->oldowner = CurrentResourceOwner;
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(ir->run_cxt);
+	ir->in_subxact = true;
+}
+
+static void
+release_page_subxact(IntervalRun *ir)
+{
+	ReleaseCurrentSubTransaction();
+	MemoryContextSwitchTo(ir->run_cxt);
+	CurrentResourceOwner = ir->oldowner;
+	ir->in_subxact = false;
+}
+
+/*
+ * Fetches, converts and writes one page, and records the progress with
+ * the rows (for a staged model: at the last page, after the merge);
+ * returns whether it was the last page.
+ */
+static bool
+export_page(IntervalRun *ir)
+{
+	PhxRoleSwitch sw;
+	PhxModelPage *page;
+	bool		last;
+
+	if (ir->state == NULL)
+		open_source_and_destination(ir);
+
+	MemoryContextReset(ir->page_cxt);
+	MemoryContextSwitchTo(ir->page_cxt);
+	page = ir->model->next_page(ir->state);
+	last = !page->has_more;
+
+	phx_become(ir->exp->owner, &sw);
+	ir->delta.rows_written += phx_destination_insert(ir->dest, page);
+	if (last)
+		ir->delta.rows_written += phx_destination_finish(ir->dest);
+	phx_restore(&sw);
+
+	MemoryContextSwitchTo(ir->run_cxt);
+	phx_progress_page(page->nrows, page->bytes);
+	ir->delta.rows += page->nrows;
+	ir->delta.bytes += page->bytes;
+	ir->delta.pages++;
+	if (!ir->model->staged || last)
+	{
+		phx_run_progress(ir->run, &ir->delta, page->cursor, last);
+		memset(&ir->delta, 0, sizeof(ir->delta));
+		if (ir->nonatomic)
+			release_page_subxact(ir);
+	}
+	return last;
+}
+
+/*
+ * In a PG_CATCH of a non-atomic run: rolls the page's subtransaction back,
+ * records the failure and commits it; then re-throws the error, or, when
+ * "error" is given, returns it there.
+ */
+static void
+record_failure(IntervalRun *ir, ErrorData **error)
+{
+	ErrorData  *edata;
+
+	/*
+	 * The copy must outlive run_cxt, which the caller deletes before the
+	 * re-thrown error is reported (its file and function names are copies
+	 * too, in recent minor releases).
+	 */
+	MemoryContextSwitchTo(ir->oldcxt);
+	edata = CopyErrorData();
+	MemoryContextSwitchTo(ir->run_cxt);
+	FlushErrorState();
+	RollbackAndReleaseCurrentSubTransaction();
+	MemoryContextSwitchTo(ir->run_cxt);
+	CurrentResourceOwner = ir->oldowner;
+	if (ir->dest)
+		phx_destination_close(ir->dest);
+	phx_progress_end();
+
+	phx_run_failed(ir->run, edata->message);
+	SPI_commit();
+	MemoryContextSwitchTo(ir->run_cxt);
+	ereport(LOG,
+			(errcode(edata->sqlerrcode),
+			 errmsg("posthog_export: export \"%s\" failed in interval [%s, %s) after %lld rows",
+					ir->exp->name, phx_ts_str(ir->start), phx_ts_str(ir->end),
+					(long long) ir->run->rows),
+			 errdetail_internal("%s", edata->message)));
+	if (error == NULL)
+		ReThrowError(edata);
+	*error = edata;
+	MemoryContextDelete(ir->page_cxt);
+	MemoryContextSwitchTo(ir->oldcxt);
+}
+
+static void
+finish_interval(IntervalRun *ir)
+{
+	phx_destination_close(ir->dest);
+	phx_progress_end();
+	MemoryContextDelete(ir->page_cxt);
+	ereport(LOG,
+			(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+			 errmsg("posthog_export: export \"%s\" finished interval [%s, %s): %lld rows received, %lld written, %lld bytes, %d pages in %.3f s",
+					ir->exp->name, phx_ts_str(ir->start), phx_ts_str(ir->end),
+					(long long) ir->run->rows, (long long) ir->run->rows_written,
+					(long long) ir->run->bytes, ir->run->pages,
+					(double) (GetCurrentTimestamp() - ir->t0) / USECS_PER_SEC)));
+}
+
+/*
  * Exports one interval.
  *
  * In non-atomic mode the pages run in a subtransaction that is committed
@@ -81,142 +297,44 @@ run_interval(PhxExport *exp, const PhxModel *model, TimestampTz start,
 			 TimestampTz end, const char *trigger, bool force, bool nonatomic,
 			 MemoryContext run_cxt, ErrorData **error)
 {
-	MemoryContext page_cxt;
-	MemoryContext oldcxt;
-	PhxRun	   *run;
-	PhxServerConfig *cfg;
-	PhxDestination *volatile dest = NULL;
-	PhxRoleSwitch sw;
-	void	   *volatile state = NULL;
-	PhxRunDelta delta = {0};
-	volatile bool in_subxact = false;
-	ResourceOwner volatile oldowner = NULL;	/* of the transaction the subxact is in */
 	TimestampTz t0 = GetCurrentTimestamp();
+	MemoryContext oldcxt = MemoryContextSwitchTo(run_cxt);
+	IntervalRun *ir = palloc0(sizeof(IntervalRun));
 
-	oldcxt = MemoryContextSwitchTo(run_cxt);
-	run = phx_run_begin(exp, start, end, trigger, force);
-	if (strcmp(run->status, "completed") == 0)
+	ir->exp = exp;
+	ir->model = model;
+	ir->start = start;
+	ir->end = end;
+	ir->nonatomic = nonatomic;
+	ir->run_cxt = run_cxt;
+	ir->oldcxt = oldcxt;
+	ir->t0 = t0;
+	if (!begin_interval(ir, trigger, force))
 	{
 		MemoryContextSwitchTo(oldcxt);
 		return RUN_SKIPPED;
 	}
-	if (run->crashes >= PHX_MAX_CRASHES)
-		phx_pause_crashing_export(exp, run, start, end);
-	if (nonatomic)
-	{
-		SPI_commit();
-		MemoryContextSwitchTo(run_cxt);
-	}
-
-	phx_progress_begin(exp, start, end, run);
-	ereport(LOG,
-			(errmsg("posthog_export: export \"%s\" starting interval [%s, %s)%s",
-					exp->name, phx_ts_str(start), phx_ts_str(end),
-					run->cursor ? " from its committed cursor" : "")));
-
-	page_cxt = AllocSetContextCreate(run_cxt, "posthog_export page", ALLOCSET_DEFAULT_SIZES);
 
 	for (;;)
 	{
-		PhxModelPage *page;
 		bool		last = false;
 
-		if (nonatomic && !in_subxact)
-		{
-			oldowner = CurrentResourceOwner;
-			BeginInternalSubTransaction(NULL);
-			MemoryContextSwitchTo(run_cxt);
-			in_subxact = true;
-		}
+		if (nonatomic && !ir->in_subxact)
+			begin_page_subxact(ir);
 		PG_TRY();
 		{
-			if (state == NULL)
-			{
-				if (run->crashes >= PHX_MAX_CRASHES)
-					ereport(ERROR,
-							(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-							 errmsg("the backend running export \"%s\" died %d times in a row in interval [%s, %s)",
-									exp->name, run->crashes, phx_ts_str(start), phx_ts_str(end)),
-							 errdetail("It ended without recording the end of the run: a crash, a kill, or pg_terminate_backend()."),
-							 errhint("The export is paused; find the cause in the server log (\"terminated by signal\"), then unpause it.")));
-
-				/* set-up errors (no privilege, no key ...) are recorded like page errors */
-				phx_become(exp->owner, &sw);
-				cfg = phx_get_server_config(exp->server_name, exp->owner);
-				dest = phx_destination_open(exp, model);
-				phx_restore(&sw);
-				state = model->begin(exp, cfg, start, end, model->staged ? NIL : run->cursor);
-			}
-
-			MemoryContextReset(page_cxt);
-			MemoryContextSwitchTo(page_cxt);
-			page = model->next_page(state);
-			last = !page->has_more;
-
-			phx_become(exp->owner, &sw);
-			delta.rows_written += phx_destination_insert(dest, page);
-			if (last)
-				delta.rows_written += phx_destination_finish(dest);
-			phx_restore(&sw);
-
-			MemoryContextSwitchTo(run_cxt);
-			phx_progress_page(page->nrows, page->bytes);
-			delta.rows += page->nrows;
-			delta.bytes += page->bytes;
-			delta.pages++;
-			if (!model->staged || last)
-			{
-				phx_run_progress(run, &delta, page->cursor, last);
-				memset(&delta, 0, sizeof(delta));
-				if (nonatomic)
-				{
-					ReleaseCurrentSubTransaction();
-					MemoryContextSwitchTo(run_cxt);
-					CurrentResourceOwner = oldowner;
-					in_subxact = false;
-				}
-			}
+			last = export_page(ir);
 		}
 		PG_CATCH();
 		{
-			ErrorData  *edata;
-
 			if (!nonatomic)
 				PG_RE_THROW();
-
-			/*
-			 * The copy must outlive run_cxt, which the caller deletes before
-			 * the re-thrown error is reported (its file and function names
-			 * are copies too, in recent minor releases).
-			 */
-			MemoryContextSwitchTo(oldcxt);
-			edata = CopyErrorData();
-			MemoryContextSwitchTo(run_cxt);
-			FlushErrorState();
-			RollbackAndReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(run_cxt);
-			CurrentResourceOwner = oldowner;
-			if (dest)
-				phx_destination_close(dest);
-			phx_progress_end();
-
-			phx_run_failed(run, edata->message);
-			SPI_commit();
-			MemoryContextSwitchTo(run_cxt);
-			ereport(LOG,
-					(errmsg("posthog_export: export \"%s\" failed in interval [%s, %s) after %lld rows: %s",
-							exp->name, phx_ts_str(start), phx_ts_str(end),
-							(long long) run->rows, edata->message)));
-			if (error == NULL)
-				ReThrowError(edata);
-			*error = edata;
-			MemoryContextDelete(page_cxt);
-			MemoryContextSwitchTo(oldcxt);
+			record_failure(ir, error);
 			return RUN_FAILED;
 		}
 		PG_END_TRY();
 
-		if (nonatomic && !in_subxact)
+		if (nonatomic && !ir->in_subxact)
 		{
 			SPI_commit();
 			MemoryContextSwitchTo(run_cxt);
@@ -225,15 +343,7 @@ run_interval(PhxExport *exp, const PhxModel *model, TimestampTz start,
 			break;
 	}
 
-	phx_destination_close(dest);
-	phx_progress_end();
-	MemoryContextDelete(page_cxt);
-	ereport(LOG,
-			(errmsg("posthog_export: export \"%s\" finished interval [%s, %s): %lld rows received, %lld written, %lld bytes, %d pages in %.3f s",
-					exp->name, phx_ts_str(start), phx_ts_str(end),
-					(long long) run->rows, (long long) run->rows_written,
-					(long long) run->bytes, run->pages,
-					(double) (GetCurrentTimestamp() - t0) / USECS_PER_SEC)));
+	finish_interval(ir);
 	MemoryContextSwitchTo(oldcxt);
 	return RUN_DONE;
 }
@@ -258,7 +368,7 @@ phx_run_range(PhxExport *exp, TimestampTz start, TimestampTz end,
 				 errmsg("export \"%s\" appends, so force would duplicate rows", exp->name),
 				 errhint("Only exports in merge mode can export an interval again.")));
 
-	lock_export(exp, &lock);
+	(void) lock_export(exp, &lock, false);
 	/* lives across the commits of a non-atomic call */
 	run_cxt = AllocSetContextCreate(TopMemoryContext, "posthog_export run", ALLOCSET_DEFAULT_SIZES);
 	PG_TRY();
@@ -280,7 +390,8 @@ phx_run_range(PhxExport *exp, TimestampTz start, TimestampTz end,
 
 	if (skipped > 0)
 		ereport(NOTICE,
-				(errmsg_plural("%d interval of export \"%s\" was already exported, skipped it",
+				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+				 errmsg_plural("%d interval of export \"%s\" was already exported, skipped it",
 							   "%d intervals of export \"%s\" were already exported, skipped them",
 							   skipped, skipped, exp->name),
 				 errdetail("The first skipped interval starts at %s.", phx_ts_str(first_skipped)),
@@ -315,11 +426,8 @@ phx_run_due_export(PhxExport *exp, bool nonatomic)
 	if (exp->paused || (exp->has_retry_at && exp->retry_at > GetCurrentTimestamp()) ||
 		phx_in_exclude_window(exp, GetCurrentTimestamp()))
 		return;
-	SET_LOCKTAG_ADVISORY(lock.tag, MyDatabaseId, PHX_ADVISORY_LOCK_KEY,
-						 (uint32) exp->export_id, 2);
-	if (LockAcquire(&lock.tag, ExclusiveLock, true, true) == LOCKACQUIRE_NOT_AVAIL)
-		return;
-	lock.held = true;
+	if (!lock_export(exp, &lock, true))
+		return;	/* another session is running it */
 	run_cxt = AllocSetContextCreate(TopMemoryContext, "posthog_export run", ALLOCSET_DEFAULT_SIZES);
 	PG_TRY();
 	{

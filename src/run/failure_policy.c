@@ -77,30 +77,39 @@ void
 phx_export_record_result(PhxExport *exp, ErrorData *edata)
 {
 	int			failures = edata ? exp->consecutive_failures + 1 : 0;
-	bool		pause = false;
-	char	   *reason = NULL;
+	char	   *unpause;
 
 	if (edata == NULL && exp->consecutive_failures == 0 && !exp->has_retry_at)
 		return;
+	unpause = psprintf("SELECT posthog_export.unpause(%s);", quote_literal_cstr(exp->name));
 	if (edata && !error_is_retryable(edata->sqlerrcode))
 	{
-		pause = true;
-		reason = psprintf("paused after an error that retrying cannot fix: %s", edata->message);
+		/* the paused_reason is what the status view shows */
+		phx_export_set_failures(exp, failures, false, 0, true,
+								psprintf("paused after an error that retrying cannot fix: %s",
+										 edata->message));
+		ereport(WARNING,
+				(errcode(ERRCODE_WARNING),
+				 errmsg("export \"%s\" paused after an error that retrying cannot fix: %s",
+						exp->name, edata->message),
+				 errhint("Fix the cause, then: %s", unpause)));
 	}
 	else if (edata && failures >= phx_max_failures)
 	{
-		pause = true;
-		reason = psprintf("paused after %d failures in a row (posthog_export.max_failures); last error: %s",
-						  failures, edata->message);
-	}
-	phx_export_set_failures(exp, failures, edata && !pause,
-							edata && !pause ? retry_time(GetCurrentTimestamp(), failures) : 0,
-							pause, reason);
-	if (pause)
+		phx_export_set_failures(exp, failures, false, 0, true,
+								psprintf("paused after %d failures in a row (posthog_export.max_failures); last error: %s",
+										 failures, edata->message));
 		ereport(WARNING,
-				(errmsg("export \"%s\" %s", exp->name, reason),
-				 errhint("Fix the cause, then: SELECT posthog_export.unpause(%s);",
-						 quote_literal_cstr(exp->name))));
+				(errcode(ERRCODE_WARNING),
+				 errmsg("export \"%s\" paused after %d failures in a row (posthog_export.max_failures)",
+						exp->name, failures),
+				 errdetail_internal("The last error was: %s", edata->message),
+				 errhint("Fix the cause, then: %s", unpause)));
+	}
+	else
+		phx_export_set_failures(exp, failures, edata != NULL,
+								edata ? retry_time(GetCurrentTimestamp(), failures) : 0,
+								false, NULL);
 }
 
 /*
@@ -115,7 +124,8 @@ phx_pause_crashing_export(PhxExport *exp, PhxRun *run, TimestampTz start, Timest
 						  psprintf("paused: the backend running interval [%s, %s) died %d times in a row (see the server log for \"terminated by signal\")",
 								   phx_ts_str(start), phx_ts_str(end), run->crashes));
 	ereport(WARNING,
-			(errmsg("export \"%s\" paused: the backend running interval [%s, %s) died %d times in a row",
+			(errcode(ERRCODE_WARNING),
+			 errmsg("export \"%s\" paused: the backend running interval [%s, %s) died %d times in a row",
 					exp->name, phx_ts_str(start), phx_ts_str(end), run->crashes),
 			 errhint("Find the cause in the server log, then: SELECT posthog_export.unpause(%s);",
 					 quote_literal_cstr(exp->name))));

@@ -96,46 +96,67 @@ phx_interval_next(const PhxExport *exp, TimestampTz start)
 	}
 }
 
-/* Whether now falls in the export's exclude window (local time, may wrap midnight). */
-bool
-phx_in_exclude_window(const PhxExport *exp, TimestampTz now)
+/* The local time of ts in the export's timezone, and its time of day. */
+static Timestamp
+local_time(const PhxExport *exp, TimestampTz ts, TimeADT *time_of_day)
 {
-	Timestamp	local;
+	Timestamp	local = DatumGetTimestamp(DirectFunctionCall2(timestamptz_zone,
+															  CStringGetTextDatum(exp->timezone),
+															  TimestampTzGetDatum(ts)));
+	TimeADT		t = local - (local / USECS_PER_DAY) * USECS_PER_DAY;
+
+	if (t < 0)
+		t += USECS_PER_DAY;
+	*time_of_day = t;
+	return local;
+}
+
+/* Whether ts falls in the export's exclude window (local time, may wrap midnight). */
+bool
+phx_in_exclude_window(const PhxExport *exp, TimestampTz ts)
+{
 	TimeADT		t;
 
 	if (!exp->has_exclude_window)
 		return false;
-	local = DatumGetTimestamp(DirectFunctionCall2(timestamptz_zone,
-												  CStringGetTextDatum(exp->timezone),
-												  TimestampTzGetDatum(now)));
-	t = local - (local / USECS_PER_DAY) * USECS_PER_DAY;
-	if (t < 0)
-		t += USECS_PER_DAY;
+	(void) local_time(exp, ts, &t);
 	if (exp->exclude_start <= exp->exclude_end)
 		return t >= exp->exclude_start && t < exp->exclude_end;
 	return t >= exp->exclude_start || t < exp->exclude_end;
 }
 
-/* The end of the exclude window that contains now (to sleep until then). */
+/*
+ * The end of the exclude window that contains ts: the window's end time
+ * on ts's local date, or on the next day when ts is already past it (a
+ * window that wraps midnight).
+ */
 static TimestampTz
-exclude_window_end(const PhxExport *exp, TimestampTz now)
+exclude_window_end(const PhxExport *exp, TimestampTz ts)
 {
-	/* checking minute by minute is simple and at most a day of steps */
-	TimestampTz t = now;
+	TimeADT		t;
+	Timestamp	local = local_time(exp, ts, &t);
+	Timestamp	end = local - t + exp->exclude_end;
 
-	while (phx_in_exclude_window(exp, t) && t < now + USECS_PER_DAY)
-		t += USECS_PER_MINUTE;
-	return t;
+	if (t >= exp->exclude_end)
+		end += USECS_PER_DAY;
+	return DatumGetTimestampTz(DirectFunctionCall2(timestamp_zone,
+												   CStringGetTextDatum(exp->timezone),
+												   TimestampGetDatum(end)));
 }
 
 /*
- * When the export next has work: now (or earlier) if due, else the time
- * to wake up for it; 0 when it has none to wait for (paused).
+ * When the export next runs: when its next scheduled interval is over
+ * (plus the delay), or now with a backfill queued, not before its retry
+ * time, and, when that (or now, if later) falls in the exclude window, at
+ * the window's end.  0 when paused.  The scheduler sleeps until then, and
+ * the status view shows it as next_run (api/run_procedures.c), so both
+ * say the same.
  */
 TimestampTz
 phx_export_next_due(const PhxExport *exp, TimestampTz now, bool has_backfill)
 {
 	TimestampTz due;
+	TimestampTz from;
 
 	if (exp->paused)
 		return 0;
@@ -145,8 +166,9 @@ phx_export_next_due(const PhxExport *exp, TimestampTz now, bool has_backfill)
 		due = now;
 	if (exp->has_retry_at && exp->retry_at > due)
 		due = exp->retry_at;
-	if (due <= now && phx_in_exclude_window(exp, now))
-		due = exclude_window_end(exp, now);
+	from = Max(due, now);
+	if (!TIMESTAMP_NOT_FINITE(from) && phx_in_exclude_window(exp, from))
+		due = exclude_window_end(exp, from);
 	return due;
 }
 

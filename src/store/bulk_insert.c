@@ -164,28 +164,16 @@ column_cast(PhxBulkInsert *bi, int c, Form_pg_attribute att)
 }
 
 /*
- * Opens relid (which must pass phx_bulk_insert_supported()) for a batch
- * of rows of the model.  Model columns are matched to the table's columns
- * by name; rc, if given, is pointed at the row an error is about.
+ * The row's model values as parameters (the casts read them), and which
+ * attribute each model column fills and how; returns the attributes
+ * filled, for the INSERT privilege check.
  */
-PhxBulkInsert *
-phx_bulk_insert_begin(Oid relid, const PhxModel *model, PhxRowContext *rc)
+static Bitmapset *
+map_model_columns(PhxBulkInsert *bi, TupleDesc desc)
 {
-	PhxBulkInsert *bi = palloc0(sizeof(PhxBulkInsert));
-	RangeTblEntry *rte;
-	TupleDesc	desc;
+	const PhxModel *model = bi->model;
 	Bitmapset  *inserted_cols = NULL;
-	bool		volatile_defaults = false;
 
-	bi->model = model;
-	bi->rc = rc;
-	bi->rel = table_open(relid, RowExclusiveLock);
-	if (!phx_bulk_insert_supported(bi->rel))
-		elog(ERROR, "posthog_export: table \"%s\" cannot be written without an INSERT statement",
-			 RelationGetRelationName(bi->rel));
-	desc = RelationGetDescr(bi->rel);
-
-	/* a row's model values, which the casts read */
 	bi->params = makeParamList(model->ncolumns);
 	bi->params->numParams = model->ncolumns;
 	for (int c = 0; c < model->ncolumns; c++)
@@ -195,7 +183,6 @@ phx_bulk_insert_begin(Oid relid, const PhxModel *model, PhxRowContext *rc)
 		bi->params->params[c].isnull = true;
 	}
 
-	/* which attribute each model column fills, and how */
 	bi->attnum = palloc0(sizeof(AttrNumber) * model->ncolumns);
 	bi->cast = palloc0(sizeof(ExprState *) * model->ncolumns);
 	for (int c = 0; c < model->ncolumns; c++)
@@ -209,9 +196,15 @@ phx_bulk_insert_begin(Oid relid, const PhxModel *model, PhxRowContext *rc)
 		inserted_cols = bms_add_member(inserted_cols,
 									   att->attnum - FirstLowInvalidHeapAttributeNumber);
 	}
+	return inserted_cols;
+}
 
-	/* an executor state with the table as its only result relation */
-	rte = makeNode(RangeTblEntry);
+/* An executor state with the table as its only result relation, as COPY FROM builds. */
+static void
+init_executor_state(PhxBulkInsert *bi, Oid relid, Bitmapset *inserted_cols)
+{
+	RangeTblEntry *rte = makeNode(RangeTblEntry);
+
 	rte->rtekind = RTE_RELATION;
 	rte->relid = relid;
 	rte->relkind = bi->rel->rd_rel->relkind;
@@ -240,8 +233,19 @@ phx_bulk_insert_begin(Oid relid, const PhxModel *model, PhxRowContext *rc)
 	CheckValidResultRel(bi->rri, CMD_INSERT);
 #endif
 	ExecOpenIndices(bi->rri, false);
+}
 
-	/* the defaults of the other columns, as COPY FROM evaluates them */
+/*
+ * The defaults of the columns the model does not fill, as COPY FROM
+ * evaluates them; returns whether one is volatile (it may look at the
+ * table: then rows are inserted one by one).
+ */
+static bool
+prepare_defaults(PhxBulkInsert *bi, TupleDesc desc)
+{
+	const PhxModel *model = bi->model;
+	bool		volatile_defaults = false;
+
 	bi->defattnum = palloc(sizeof(AttrNumber) * desc->natts);
 	bi->defexprs = palloc(sizeof(ExprState *) * desc->natts);
 	for (int a = 0; a < desc->natts; a++)
@@ -263,9 +267,35 @@ phx_bulk_insert_begin(Oid relid, const PhxModel *model, PhxRowContext *rc)
 		bi->defattnum[bi->ndefaults] = att->attnum;
 		bi->defexprs[bi->ndefaults] = ExecInitExpr(defexpr, NULL);
 		bi->ndefaults++;
-		/* a volatile default may look at the table: then insert row by row */
 		volatile_defaults |= contain_volatile_functions_not_nextval((Node *) defexpr);
 	}
+	return volatile_defaults;
+}
+
+/*
+ * Opens relid (which must pass phx_bulk_insert_supported()) for a batch
+ * of rows of the model.  Model columns are matched to the table's columns
+ * by name; rc, if given, is pointed at the row an error is about.
+ */
+PhxBulkInsert *
+phx_bulk_insert_begin(Oid relid, const PhxModel *model, PhxRowContext *rc)
+{
+	PhxBulkInsert *bi = palloc0(sizeof(PhxBulkInsert));
+	TupleDesc	desc;
+	Bitmapset  *inserted_cols;
+	bool		volatile_defaults;
+
+	bi->model = model;
+	bi->rc = rc;
+	bi->rel = table_open(relid, RowExclusiveLock);
+	if (!phx_bulk_insert_supported(bi->rel))
+		elog(ERROR, "posthog_export: table \"%s\" cannot be written without an INSERT statement",
+			 RelationGetRelationName(bi->rel));
+	desc = RelationGetDescr(bi->rel);
+
+	inserted_cols = map_model_columns(bi, desc);
+	init_executor_state(bi, relid, inserted_cols);
+	volatile_defaults = prepare_defaults(bi, desc);
 
 	bi->maxbuffered = volatile_defaults ? 1 : MAX_BUFFERED_ROWS;
 	bi->slots = palloc0(sizeof(TupleTableSlot *) * bi->maxbuffered);

@@ -63,10 +63,42 @@ check_catalog_version(void)
 	checked = true;
 }
 
-/* Executes a catalog statement as the catalog owner. */
+/* The most parameters one catalog statement takes (phx_export_insert). */
+#define CATALOG_MAX_ARGS 18
+
+/*
+ * The parameters of one catalog statement, $1 ... $n in the order they
+ * are added: each function states its SQL and its values, nothing else.
+ */
+typedef struct CatalogArgs
+{
+	int			n;
+	Oid			types[CATALOG_MAX_ARGS];
+	Datum		values[CATALOG_MAX_ARGS];
+	char		nulls[CATALOG_MAX_ARGS];
+} CatalogArgs;
+
+/* Adds the next parameter; a null one has its type but no value. */
+static void
+arg(CatalogArgs *args, Oid type, Datum value, bool isnull)
+{
+	Assert(args->n < CATALOG_MAX_ARGS);
+	args->types[args->n] = type;
+	args->values[args->n] = isnull ? (Datum) 0 : value;
+	args->nulls[args->n] = isnull ? 'n' : ' ';
+	args->n++;
+}
+
+/* A text parameter; NULL is SQL NULL. */
+static void
+arg_text(CatalogArgs *args, const char *s)
+{
+	arg(args, TEXTOID, s ? CStringGetTextDatum(s) : (Datum) 0, s == NULL);
+}
+
+/* Executes a catalog statement (args may be NULL) as the catalog owner. */
 static int
-catalog_exec(const char *sql, int nargs, Oid *argtypes, Datum *values,
-			 const char *nulls)
+catalog_exec(const char *sql, CatalogArgs *args)
 {
 	PhxRoleSwitch sw;
 	int			rc;
@@ -75,7 +107,11 @@ catalog_exec(const char *sql, int nargs, Oid *argtypes, Datum *values,
 
 	phx_become(phx_catalog_owner(), &sw);
 	check_catalog_version();
-	rc = SPI_execute_with_args(sql, nargs, argtypes, values, nulls, false, 0);
+	if (args)
+		rc = SPI_execute_with_args(sql, args->n, args->types, args->values,
+								   args->nulls, false, 0);
+	else
+		rc = SPI_execute_with_args(sql, 0, NULL, NULL, NULL, false, 0);
 	phx_restore(&sw);
 	phx_snapshot_release(pushed);
 	/* SPI leaves its own procedure context current; the caller's results go elsewhere */
@@ -182,14 +218,13 @@ export_from_tuple(HeapTuple tup, TupleDesc desc)
 PhxExport *
 phx_export_lookup(const char *name, bool missing_ok)
 {
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		values[1];
+	CatalogArgs args = {0};
 	PhxExport  *exp;
 
-	values[0] = CStringGetTextDatum(name);
+	arg_text(&args, name);
 	catalog_exec("SELECT " EXPORT_COLUMNS
 				 " FROM posthog_export.exports WHERE name OPERATOR(pg_catalog.=) $1",
-				 1, argtypes, values, NULL);
+				 &args);
 
 	if (SPI_processed == 0)
 	{
@@ -218,14 +253,13 @@ phx_export_lookup(const char *name, bool missing_ok)
 PhxExport *
 phx_export_by_id(int32 export_id)
 {
-	Oid			argtypes[1] = {INT4OID};
-	Datum		values[1];
+	CatalogArgs args = {0};
 	PhxExport  *exp = NULL;
 
-	values[0] = Int32GetDatum(export_id);
+	arg(&args, INT4OID, Int32GetDatum(export_id), false);
 	catalog_exec("SELECT " EXPORT_COLUMNS
 				 " FROM posthog_export.exports WHERE export_id OPERATOR(pg_catalog.=) $1",
-				 1, argtypes, values, NULL);
+				 &args);
 	if (SPI_processed > 0)
 		exp = export_from_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc);
 	SPI_freetuptable(SPI_tuptable);
@@ -244,7 +278,7 @@ phx_export_list(void)
 	Oid			me = GetUserId();
 
 	catalog_exec("SELECT " EXPORT_COLUMNS " FROM posthog_export.exports "
-				 "WHERE NOT paused ORDER BY name", 0, NULL, NULL, NULL);
+				 "WHERE NOT paused ORDER BY name", NULL);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		PhxExport  *exp = export_from_tuple(SPI_tuptable->vals[i], SPI_tuptable->tupdesc);
@@ -259,13 +293,12 @@ phx_export_list(void)
 bool
 phx_export_has_backfill(int32 export_id)
 {
-	Oid			argtypes[1] = {INT4OID};
-	Datum		values[1];
+	CatalogArgs args = {0};
 
-	values[0] = Int32GetDatum(export_id);
+	arg(&args, INT4OID, Int32GetDatum(export_id), false);
 	catalog_exec("SELECT 1 FROM posthog_export.backfills WHERE export_id OPERATOR(pg_catalog.=) $1 "
 				 "AND status IN ('queued', 'running', 'failed') LIMIT 1",
-				 1, argtypes, values, NULL);
+				 &args);
 	return SPI_processed > 0;
 }
 
@@ -273,16 +306,15 @@ phx_export_has_backfill(int32 export_id)
 PhxBackfill *
 phx_backfill_next(PhxExport *exp)
 {
-	Oid			argtypes[1] = {INT4OID};
-	Datum		values[1];
+	CatalogArgs args = {0};
 	PhxBackfill *b = NULL;
 	bool		isnull;
 
-	values[0] = Int32GetDatum(exp->export_id);
+	arg(&args, INT4OID, Int32GetDatum(exp->export_id), false);
 	catalog_exec("SELECT backfill_id, next_start, end_at FROM posthog_export.backfills "
 				 "WHERE export_id OPERATOR(pg_catalog.=) $1 AND status IN ('queued', 'running', 'failed') "
 				 "ORDER BY backfill_id LIMIT 1",
-				 1, argtypes, values, NULL);
+				 &args);
 	if (SPI_processed > 0)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[0];
@@ -300,16 +332,15 @@ phx_backfill_next(PhxExport *exp)
 void
 phx_backfill_advance(PhxBackfill *b, TimestampTz next_start)
 {
-	Oid			argtypes[2] = {INT8OID, TIMESTAMPTZOID};
-	Datum		values[2];
+	CatalogArgs args = {0};
 
-	values[0] = Int64GetDatum(b->backfill_id);
-	values[1] = TimestampTzGetDatum(next_start);
+	arg(&args, INT8OID, Int64GetDatum(b->backfill_id), false);
+	arg(&args, TIMESTAMPTZOID, TimestampTzGetDatum(next_start), false);
 	catalog_exec("UPDATE posthog_export.backfills SET next_start = $2, "
 				 "status = CASE WHEN $2 OPERATOR(pg_catalog.>=) end_at THEN 'completed' ELSE 'running' END, "
 				 "finished_at = CASE WHEN $2 OPERATOR(pg_catalog.>=) end_at THEN pg_catalog.clock_timestamp() END "
 				 "WHERE backfill_id OPERATOR(pg_catalog.=) $1",
-				 2, argtypes, values, NULL);
+				 &args);
 	b->next_start = next_start;
 }
 
@@ -317,14 +348,13 @@ phx_backfill_advance(PhxBackfill *b, TimestampTz next_start)
 void
 phx_export_advance(PhxExport *exp, TimestampTz next_start)
 {
-	Oid			argtypes[2] = {INT4OID, TIMESTAMPTZOID};
-	Datum		values[2];
+	CatalogArgs args = {0};
 
-	values[0] = Int32GetDatum(exp->export_id);
-	values[1] = TimestampTzGetDatum(next_start);
+	arg(&args, INT4OID, Int32GetDatum(exp->export_id), false);
+	arg(&args, TIMESTAMPTZOID, TimestampTzGetDatum(next_start), false);
 	catalog_exec("UPDATE posthog_export.exports SET next_interval_start = $2 "
 				 "WHERE export_id OPERATOR(pg_catalog.=) $1",
-				 2, argtypes, values, NULL);
+				 &args);
 	exp->next_interval_start = next_start;
 }
 
@@ -336,25 +366,17 @@ void
 phx_export_set_failures(PhxExport *exp, int32 failures, bool has_retry_at,
 						TimestampTz retry_at, bool pause, const char *reason)
 {
-	Oid			argtypes[5] = {INT4OID, INT4OID, TIMESTAMPTZOID, BOOLOID, TEXTOID};
-	Datum		values[5];
-	char		nulls[5] = "     ";
+	CatalogArgs args = {0};
 
-	values[0] = Int32GetDatum(exp->export_id);
-	values[1] = Int32GetDatum(failures);
-	if (has_retry_at)
-		values[2] = TimestampTzGetDatum(retry_at);
-	else
-		nulls[2] = 'n';
-	values[3] = BoolGetDatum(pause);
-	if (reason)
-		values[4] = CStringGetTextDatum(reason);
-	else
-		nulls[4] = 'n';
+	arg(&args, INT4OID, Int32GetDatum(exp->export_id), false);
+	arg(&args, INT4OID, Int32GetDatum(failures), false);
+	arg(&args, TIMESTAMPTZOID, TimestampTzGetDatum(retry_at), !has_retry_at);
+	arg(&args, BOOLOID, BoolGetDatum(pause), false);
+	arg_text(&args, reason);
 	catalog_exec("UPDATE posthog_export.exports SET consecutive_failures = $2, retry_at = $3, "
 				 "paused = paused OR $4, paused_reason = CASE WHEN $4 THEN $5 ELSE paused_reason END "
 				 "WHERE export_id OPERATOR(pg_catalog.=) $1",
-				 5, argtypes, values, nulls);
+				 &args);
 	exp->consecutive_failures = failures;
 	exp->has_retry_at = has_retry_at;
 	exp->retry_at = retry_at;
@@ -378,7 +400,7 @@ phx_mark_interrupted_runs(void)
 				 "WHERE l.locktype = 'advisory' AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()) "
 				 "AND l.classid = " CppAsString2(PHX_ADVISORY_LOCK_KEY) " AND l.objid::pg_catalog.int4 OPERATOR(pg_catalog.=) runs.export_id "
 				 "AND l.objsubid = 2)",
-				 0, NULL, NULL, NULL);
+				 NULL);
 }
 
 static PhxRun *
@@ -411,25 +433,25 @@ PhxRun *
 phx_run_begin(PhxExport *exp, TimestampTz start, TimestampTz end,
 			  const char *trigger, bool force)
 {
-	Oid			argtypes[5] = {INT4OID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TEXTOID};
-	Datum		values[5];
+	CatalogArgs args = {0};
+	CatalogArgs uargs = {0};
 	PhxRun	   *run;
 
-	values[0] = Int32GetDatum(exp->export_id);
-	values[1] = CStringGetTextDatum(exp->name);
-	values[2] = TimestampTzGetDatum(start);
-	values[3] = TimestampTzGetDatum(end);
-	values[4] = CStringGetTextDatum(trigger);
+	arg(&args, INT4OID, Int32GetDatum(exp->export_id), false);
+	arg_text(&args, exp->name);
+	arg(&args, TIMESTAMPTZOID, TimestampTzGetDatum(start), false);
+	arg(&args, TIMESTAMPTZOID, TimestampTzGetDatum(end), false);
+	arg_text(&args, trigger);
 	catalog_exec("INSERT INTO posthog_export.runs "
 				 "(export_id, export_name, interval_start, interval_end, status, trigger) "
 				 "VALUES ($1, $2, $3, $4, 'pending', $5) "
 				 "ON CONFLICT (export_id, interval_start, interval_end) DO NOTHING",
-				 5, argtypes, values, NULL);
+				 &args);
 	catalog_exec("SELECT " RUN_COLUMNS " FROM posthog_export.runs "
 				 "WHERE export_id OPERATOR(pg_catalog.=) $1 "
 				 "AND interval_start OPERATOR(pg_catalog.=) $3 "
 				 "AND interval_end OPERATOR(pg_catalog.=) $4 FOR UPDATE",
-				 5, argtypes, values, NULL);
+				 &args);
 	if (SPI_processed != 1)
 		elog(ERROR, "runs row of export \"%s\" vanished", exp->name);
 	run = run_from_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc);
@@ -438,32 +460,28 @@ phx_run_begin(PhxExport *exp, TimestampTz start, TimestampTz end,
 	if (strcmp(run->status, "completed") == 0 && !force)
 		return run;
 
-	{
-		Oid			uargtypes[3] = {INT8OID, BOOLOID, TEXTOID};
-		Datum		uvalues[3];
+	arg(&uargs, INT8OID, Int64GetDatum(run->run_id), false);
+	arg(&uargs, BOOLOID, BoolGetDatum(force && strcmp(run->status, "completed") == 0), false);
+	arg_text(&uargs, trigger);
 
-		uvalues[0] = Int64GetDatum(run->run_id);
-		uvalues[1] = BoolGetDatum(force && strcmp(run->status, "completed") == 0);
-		uvalues[2] = CStringGetTextDatum(trigger);
-		/*
-		 * A row still "running" while we hold the export's lock was left by
-		 * a backend that died without recording the end of the run; under
-		 * this same postmaster that was a crash or a kill, not a restart.
-		 */
-		catalog_exec("UPDATE posthog_export.runs SET status = 'running', "
-					 "crashes = crashes OPERATOR(pg_catalog.+) " RUN_DIED_UNDER_THIS_POSTMASTER ", "
-					 "attempts = attempts OPERATOR(pg_catalog.+) 1, trigger = $3, "
-					 "started_at = pg_catalog.clock_timestamp(), finished_at = NULL, error = NULL, "
-					 "rows = CASE WHEN $2 THEN 0 ELSE rows END, "
-					 "rows_written = CASE WHEN $2 THEN 0 ELSE rows_written END, "
-					 "bytes = CASE WHEN $2 THEN 0 ELSE bytes END, "
-					 "pages = CASE WHEN $2 THEN 0 ELSE pages END, "
-					 "cursor = CASE WHEN $2 THEN NULL ELSE cursor END "
-					 "WHERE run_id OPERATOR(pg_catalog.=) $1 RETURNING " RUN_COLUMNS,
-					 3, uargtypes, uvalues, NULL);
-		run = run_from_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc);
-		SPI_freetuptable(SPI_tuptable);
-	}
+	/*
+	 * A row still "running" while we hold the export's lock was left by a
+	 * backend that died without recording the end of the run; under this
+	 * same postmaster that was a crash or a kill, not a restart.
+	 */
+	catalog_exec("UPDATE posthog_export.runs SET status = 'running', "
+				 "crashes = crashes OPERATOR(pg_catalog.+) " RUN_DIED_UNDER_THIS_POSTMASTER ", "
+				 "attempts = attempts OPERATOR(pg_catalog.+) 1, trigger = $3, "
+				 "started_at = pg_catalog.clock_timestamp(), finished_at = NULL, error = NULL, "
+				 "rows = CASE WHEN $2 THEN 0 ELSE rows END, "
+				 "rows_written = CASE WHEN $2 THEN 0 ELSE rows_written END, "
+				 "bytes = CASE WHEN $2 THEN 0 ELSE bytes END, "
+				 "pages = CASE WHEN $2 THEN 0 ELSE pages END, "
+				 "cursor = CASE WHEN $2 THEN NULL ELSE cursor END "
+				 "WHERE run_id OPERATOR(pg_catalog.=) $1 RETURNING " RUN_COLUMNS,
+				 &uargs);
+	run = run_from_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc);
+	SPI_freetuptable(SPI_tuptable);
 	return run;
 }
 
@@ -474,20 +492,16 @@ phx_run_begin(PhxExport *exp, TimestampTz start, TimestampTz end,
 void
 phx_run_progress(PhxRun *run, PhxRunDelta *delta, List *cursor, bool completed)
 {
-	Oid			argtypes[7] = {INT8OID, INT8OID, INT8OID, TEXTARRAYOID, BOOLOID, INT4OID, INT8OID};
-	Datum		values[7];
-	char		nulls[7] = "       ";
+	CatalogArgs args = {0};
 
-	values[0] = Int64GetDatum(run->run_id);
-	values[1] = Int64GetDatum(delta->rows);
-	values[2] = Int64GetDatum(delta->bytes);
-	if (cursor != NIL)
-		values[3] = phx_text_list_to_array(cursor);
-	else
-		nulls[3] = 'n';
-	values[4] = BoolGetDatum(completed);
-	values[5] = Int32GetDatum(delta->pages);
-	values[6] = Int64GetDatum(delta->rows_written);
+	arg(&args, INT8OID, Int64GetDatum(run->run_id), false);
+	arg(&args, INT8OID, Int64GetDatum(delta->rows), false);
+	arg(&args, INT8OID, Int64GetDatum(delta->bytes), false);
+	arg(&args, TEXTARRAYOID, cursor != NIL ? phx_text_list_to_array(cursor) : (Datum) 0,
+		cursor == NIL);
+	arg(&args, BOOLOID, BoolGetDatum(completed), false);
+	arg(&args, INT4OID, Int32GetDatum(delta->pages), false);
+	arg(&args, INT8OID, Int64GetDatum(delta->rows_written), false);
 	catalog_exec("UPDATE posthog_export.runs SET "
 				 "rows = rows OPERATOR(pg_catalog.+) $2, "
 				 "bytes = bytes OPERATOR(pg_catalog.+) $3, "
@@ -498,7 +512,7 @@ phx_run_progress(PhxRun *run, PhxRunDelta *delta, List *cursor, bool completed)
 				 "crashes = CASE WHEN $5 THEN 0 ELSE crashes END, "
 				 "finished_at = CASE WHEN $5 THEN pg_catalog.clock_timestamp() END "
 				 "WHERE run_id OPERATOR(pg_catalog.=) $1",
-				 7, argtypes, values, nulls);
+				 &args);
 	run->rows += delta->rows;
 	run->bytes += delta->bytes;
 	run->pages += delta->pages;
@@ -510,15 +524,14 @@ phx_run_progress(PhxRun *run, PhxRunDelta *delta, List *cursor, bool completed)
 void
 phx_run_failed(PhxRun *run, const char *message)
 {
-	Oid			argtypes[2] = {INT8OID, TEXTOID};
-	Datum		values[2];
+	CatalogArgs args = {0};
 
-	values[0] = Int64GetDatum(run->run_id);
-	values[1] = CStringGetTextDatum(message);
+	arg(&args, INT8OID, Int64GetDatum(run->run_id), false);
+	arg_text(&args, message);
 	catalog_exec("UPDATE posthog_export.runs SET status = 'failed', error = $2, crashes = 0, "
 				 "finished_at = pg_catalog.clock_timestamp() "
 				 "WHERE run_id OPERATOR(pg_catalog.=) $1",
-				 2, argtypes, values, NULL);
+				 &args);
 	run->status = "failed";
 }
 
@@ -526,12 +539,11 @@ phx_run_failed(PhxRun *run, const char *message)
 bool
 phx_export_exists(const char *name)
 {
-	Oid			argtypes[1] = {TEXTOID};
-	Datum		values[1];
+	CatalogArgs args = {0};
 
-	values[0] = CStringGetTextDatum(name);
+	arg_text(&args, name);
 	catalog_exec("SELECT 1 FROM posthog_export.exports WHERE name OPERATOR(pg_catalog.=) $1",
-				 1, argtypes, values, NULL);
+				 &args);
 	return SPI_processed > 0;
 }
 
@@ -539,35 +551,27 @@ int32
 phx_export_insert(PhxExport *exp, Datum include, bool include_null,
 				  Datum exclude, bool exclude_null)
 {
-	Oid			argtypes[18] = {TEXTOID, OIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
-		TEXTOID, INTERVALOID, TEXTARRAYOID, TEXTARRAYOID, INTERVALOID,
-	TEXTOID, INTERVALOID, INTERVALOID, TIMEOID, TIMEOID, TIMESTAMPTZOID, INT4OID};
-	Datum		values[18];
-	char		nulls[18];
+	CatalogArgs args = {0};
 	bool		isnull;
 
-	memset(nulls, ' ', sizeof(nulls));
-	values[0] = CStringGetTextDatum(exp->name);
-	values[1] = ObjectIdGetDatum(exp->owner);
-	values[2] = CStringGetTextDatum(exp->server_name);
-	values[3] = CStringGetTextDatum(exp->model);
-	values[4] = CStringGetTextDatum(exp->mode);
-	values[5] = CStringGetTextDatum(exp->schema_name);
-	values[6] = CStringGetTextDatum(exp->table_name);
-	values[7] = IntervalPGetDatum(&exp->interval);
-	values[8] = include;
-	nulls[8] = include_null ? 'n' : ' ';
-	values[9] = exclude;
-	nulls[9] = exclude_null ? 'n' : ' ';
-	values[10] = IntervalPGetDatum(&exp->lookback);
-	values[11] = CStringGetTextDatum(exp->timezone);
-	values[12] = IntervalPGetDatum(&exp->start_offset);
-	values[13] = IntervalPGetDatum(&exp->delay);
-	values[14] = TimeADTGetDatum(exp->exclude_start);
-	values[15] = TimeADTGetDatum(exp->exclude_end);
-	nulls[14] = nulls[15] = exp->has_exclude_window ? ' ' : 'n';
-	values[16] = TimestampTzGetDatum(exp->next_interval_start);
-	values[17] = Int32GetDatum(0);
+	arg_text(&args, exp->name);
+	arg(&args, OIDOID, ObjectIdGetDatum(exp->owner), false);
+	arg_text(&args, exp->server_name);
+	arg_text(&args, exp->model);
+	arg_text(&args, exp->mode);
+	arg_text(&args, exp->schema_name);
+	arg_text(&args, exp->table_name);
+	arg(&args, INTERVALOID, IntervalPGetDatum(&exp->interval), false);
+	arg(&args, TEXTARRAYOID, include, include_null);
+	arg(&args, TEXTARRAYOID, exclude, exclude_null);
+	arg(&args, INTERVALOID, IntervalPGetDatum(&exp->lookback), false);
+	arg_text(&args, exp->timezone);
+	arg(&args, INTERVALOID, IntervalPGetDatum(&exp->start_offset), false);
+	arg(&args, INTERVALOID, IntervalPGetDatum(&exp->delay), false);
+	arg(&args, TIMEOID, TimeADTGetDatum(exp->exclude_start), !exp->has_exclude_window);
+	arg(&args, TIMEOID, TimeADTGetDatum(exp->exclude_end), !exp->has_exclude_window);
+	arg(&args, TIMESTAMPTZOID, TimestampTzGetDatum(exp->next_interval_start), false);
+	arg(&args, INT4OID, Int32GetDatum(0), false);
 	catalog_exec("INSERT INTO posthog_export.exports (name, owner, server_name, model, mode, "
 				 "schema_name, table_name, \"interval\", include_events, exclude_events, lookback, "
 				 "timezone, start_offset, delay, exclude_window_start, exclude_window_end, "
@@ -575,19 +579,18 @@ phx_export_insert(PhxExport *exp, Datum include, bool include_null,
 				 "VALUES ($1, $2::pg_catalog.regrole, $3, $4, $5, $6, $7, $8, $9, $10, $11, "
 				 "$12, $13, $14, $15, $16, $17, $18) "
 				 "RETURNING export_id",
-				 18, argtypes, values, nulls);
+				 &args);
 	return DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
 void
 phx_export_delete(PhxExport *exp)
 {
-	Oid			argtypes[1] = {INT4OID};
-	Datum		values[1];
+	CatalogArgs args = {0};
 
-	values[0] = Int32GetDatum(exp->export_id);
+	arg(&args, INT4OID, Int32GetDatum(exp->export_id), false);
 	catalog_exec("DELETE FROM posthog_export.exports WHERE export_id OPERATOR(pg_catalog.=) $1",
-				 1, argtypes, values, NULL);
+				 &args);
 }
 
 /* Writes the schedule settings (and, with set_events, the event filters) of exp. */
@@ -595,70 +598,57 @@ void
 phx_export_update(PhxExport *exp, bool set_events, Datum include, bool include_null,
 				  Datum exclude, bool exclude_null)
 {
-	Oid			argtypes[12] = {INT4OID, INTERVALOID, TEXTOID, INTERVALOID, INTERVALOID,
-		TIMEOID, TIMEOID, TEXTARRAYOID, TEXTARRAYOID, INTERVALOID, TIMESTAMPTZOID, BOOLOID};
-	Datum		values[12];
-	char		nulls[12];
+	CatalogArgs args = {0};
 
-	memset(nulls, ' ', sizeof(nulls));
-	values[0] = Int32GetDatum(exp->export_id);
-	values[1] = IntervalPGetDatum(&exp->interval);
-	values[2] = CStringGetTextDatum(exp->timezone);
-	values[3] = IntervalPGetDatum(&exp->start_offset);
-	values[4] = IntervalPGetDatum(&exp->delay);
-	values[5] = TimeADTGetDatum(exp->exclude_start);
-	values[6] = TimeADTGetDatum(exp->exclude_end);
-	nulls[5] = nulls[6] = exp->has_exclude_window ? ' ' : 'n';
-	values[7] = include;
-	nulls[7] = include_null ? 'n' : ' ';
-	values[8] = exclude;
-	nulls[8] = exclude_null ? 'n' : ' ';
-	values[9] = IntervalPGetDatum(&exp->lookback);
-	values[10] = TimestampTzGetDatum(exp->next_interval_start);
-	values[11] = BoolGetDatum(set_events);
+	arg(&args, INT4OID, Int32GetDatum(exp->export_id), false);
+	arg(&args, INTERVALOID, IntervalPGetDatum(&exp->interval), false);
+	arg_text(&args, exp->timezone);
+	arg(&args, INTERVALOID, IntervalPGetDatum(&exp->start_offset), false);
+	arg(&args, INTERVALOID, IntervalPGetDatum(&exp->delay), false);
+	arg(&args, TIMEOID, TimeADTGetDatum(exp->exclude_start), !exp->has_exclude_window);
+	arg(&args, TIMEOID, TimeADTGetDatum(exp->exclude_end), !exp->has_exclude_window);
+	arg(&args, TEXTARRAYOID, include, include_null);
+	arg(&args, TEXTARRAYOID, exclude, exclude_null);
+	arg(&args, INTERVALOID, IntervalPGetDatum(&exp->lookback), false);
+	arg(&args, TIMESTAMPTZOID, TimestampTzGetDatum(exp->next_interval_start), false);
+	arg(&args, BOOLOID, BoolGetDatum(set_events), false);
 	catalog_exec("UPDATE posthog_export.exports SET \"interval\" = $2, timezone = $3, "
 				 "start_offset = $4, delay = $5, exclude_window_start = $6, exclude_window_end = $7, "
 				 "include_events = CASE WHEN $12 THEN $8 ELSE include_events END, "
 				 "exclude_events = CASE WHEN $12 THEN $9 ELSE exclude_events END, "
 				 "lookback = $10, next_interval_start = $11 "
 				 "WHERE export_id OPERATOR(pg_catalog.=) $1",
-				 12, argtypes, values, nulls);
+				 &args);
 }
 
 void
 phx_export_set_paused(PhxExport *exp, bool paused, const char *reason)
 {
-	Oid			argtypes[3] = {INT4OID, BOOLOID, TEXTOID};
-	Datum		values[3];
-	char		nulls[3] = "   ";
+	CatalogArgs args = {0};
 
-	values[0] = Int32GetDatum(exp->export_id);
-	values[1] = BoolGetDatum(paused);
-	if (reason)
-		values[2] = CStringGetTextDatum(reason);
-	else
-		nulls[2] = 'n';
+	arg(&args, INT4OID, Int32GetDatum(exp->export_id), false);
+	arg(&args, BOOLOID, BoolGetDatum(paused), false);
+	arg_text(&args, reason);
 	/* unpausing also forgets the failures that paused it */
 	catalog_exec("UPDATE posthog_export.exports SET paused = $2, paused_reason = $3, "
 				 "consecutive_failures = CASE WHEN $2 THEN consecutive_failures ELSE 0 END, "
 				 "retry_at = CASE WHEN $2 THEN retry_at END "
 				 "WHERE export_id OPERATOR(pg_catalog.=) $1",
-				 3, argtypes, values, nulls);
+				 &args);
 	exp->paused = paused;
 }
 
 int64
 phx_backfill_insert(PhxExport *exp, TimestampTz start, TimestampTz end)
 {
-	Oid			argtypes[3] = {INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID};
-	Datum		values[3];
+	CatalogArgs args = {0};
 	bool		isnull;
 
-	values[0] = Int32GetDatum(exp->export_id);
-	values[1] = TimestampTzGetDatum(start);
-	values[2] = TimestampTzGetDatum(end);
+	arg(&args, INT4OID, Int32GetDatum(exp->export_id), false);
+	arg(&args, TIMESTAMPTZOID, TimestampTzGetDatum(start), false);
+	arg(&args, TIMESTAMPTZOID, TimestampTzGetDatum(end), false);
 	catalog_exec("INSERT INTO posthog_export.backfills (export_id, start_at, end_at, next_start) "
 				 "VALUES ($1, $2, $3, $2) RETURNING backfill_id",
-				 3, argtypes, values, NULL);
+				 &args);
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }

@@ -39,6 +39,19 @@
 
 #include "store/store.h"
 
+struct PhxDestination
+{
+	const PhxModel *model;
+	Oid			relid;
+	char	   *qualified_name; /* quoted schema.table */
+	const char *export_name;
+	int			nused;			/* model columns present in the table */
+	int		   *used;			/* their indexes in model->columns */
+	bool		merge;
+	char	   *stage_sql;		/* INSERT from the stage into the table */
+	SPIPlanPtr	stage_plan;		/* its plan, once the stage exists */
+};
+
 static void
 spi_exec_or_error(const char *sql)
 {
@@ -212,6 +225,125 @@ append_on_conflict(StringInfo sql, PhxDestination *dest, const char *keylist)
 #define STAGE_TABLE "pg_temp." STAGE_NAME
 
 /*
+ * The destination table, opened with AccessShareLock, once the role has
+ * the privileges the export's mode needs on it and its schema.
+ */
+static Relation
+open_checked_table(PhxExport *exp, const char *qualified, bool merge, Oid *relid)
+{
+	Oid			nsp = get_namespace_oid(exp->schema_name, false);
+	Relation	rel;
+	AclMode		needed;
+	AclResult	aclresult;
+
+	aclresult = pg_namespace_aclcheck(nsp, GetUserId(), ACL_USAGE);
+	if (aclresult != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for schema %s", exp->schema_name),
+				 errdetail("Role \"%s\" needs USAGE on the schema.",
+						   GetUserNameFromId(GetUserId(), false))));
+
+	*relid = get_relname_relid(exp->table_name, nsp);
+	if (!OidIsValid(*relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation %s does not exist", qualified)));
+
+	rel = table_open(*relid, AccessShareLock);
+	if (rel->rd_rel->relkind != RELKIND_RELATION &&
+		rel->rd_rel->relkind != RELKIND_PARTITIONED_TABLE)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not a table", qualified)));
+
+	needed = ACL_INSERT | (merge ? ACL_SELECT | ACL_UPDATE : 0);
+	aclresult = pg_class_aclcheck(*relid, GetUserId(), needed);
+	if (aclresult != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for table %s", qualified),
+				 errdetail("Role \"%s\" needs %s on the table.",
+						   GetUserNameFromId(GetUserId(), false),
+						   merge ? "INSERT, SELECT and UPDATE" : "INSERT")));
+	return rel;
+}
+
+/*
+ * The model columns the table has (dest->used), their names (cols) and
+ * the stage's columns cast to the table's types (casts); an error when
+ * it has none of them.
+ */
+static void
+map_columns(PhxDestination *dest, TupleDesc desc, StringInfo cols, StringInfo casts)
+{
+	const PhxModel *model = dest->model;
+	int			nused = 0;
+
+	dest->used = palloc(sizeof(int) * model->ncolumns);
+	for (int i = 0; i < model->ncolumns; i++)
+	{
+		const PhxModelColumn *col = &model->columns[i];
+		const char *q = quote_identifier(col->name);
+		Form_pg_attribute att = phx_written_column(desc, col->name);
+		const char *sep = nused ? ", " : "";
+
+		if (att == NULL)
+			continue;
+
+		dest->used[nused++] = i;
+		appendStringInfo(cols, "%s%s", sep, q);
+		if (needs_explicit_cast(col->type, att->atttypid))
+			appendStringInfo(casts, "%su.%s::%s", sep, q,
+							 format_type_extended(att->atttypid, att->atttypmod,
+												  FORMAT_TYPE_TYPEMOD_GIVEN |
+												  FORMAT_TYPE_FORCE_QUALIFY));
+		else
+			appendStringInfo(casts, "%su.%s", sep, q);
+	}
+	dest->nused = nused;
+	if (nused == 0)
+	{
+		StringInfoData names;
+
+		initStringInfo(&names);
+		for (int i = 0; i < model->ncolumns; i++)
+			appendStringInfo(&names, "%s%s", i ? ", " : "", model->columns[i].name);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+				 errmsg("table %s has none of the columns of the %s model", dest->qualified_name, model->name),
+				 errdetail("The %s model writes the columns: %s.", model->name, names.data),
+				 errhint("Use another table name, or add the model columns you want to the table.")));
+	}
+}
+
+/* The merge needs the key columns, and a unique key on them to infer its arbiter. */
+static void
+check_merge_key(PhxDestination *dest, Relation rel)
+{
+	const PhxModel *model = dest->model;
+	char	   *keylist = column_list(model, model->merge_key);
+	bool		keys_present = true;
+
+	for (int k = 0; model->merge_key[k]; k++)
+	{
+		bool		found = false;
+
+		for (int n = 0; n < dest->nused; n++)
+			if (strcmp(model->columns[dest->used[n]].name, model->merge_key[k]) == 0)
+				found = true;
+		keys_present &= found;
+	}
+	if (!keys_present || !has_unique_key(rel, model))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+				 errmsg("table %s has no primary key or unique index on (%s), which the merge of export \"%s\" needs",
+						dest->qualified_name, keylist, dest->export_name),
+				 errdetail("Merging updates existing rows by that key; without it rows would be duplicated."),
+				 errhint("Add it with: ALTER TABLE %s ADD PRIMARY KEY (%s);", dest->qualified_name, keylist)));
+}
+
+/*
  * Opens (creating if needed) the destination of an export and checks it:
  * privileges, the model columns it has, and for a merge the unique key.
  * It also prepares the statement that writes staged rows into the table;
@@ -224,11 +356,6 @@ phx_destination_open(PhxExport *exp, const PhxModel *model)
 	char	   *qualified = quote_qualified_identifier(exp->schema_name, exp->table_name);
 	Oid			nsp;
 	Relation	rel;
-	TupleDesc	desc;
-	AclMode		needed;
-	AclResult	aclresult;
-	bool		merge = (strcmp(exp->mode, "merge") == 0);
-	int			nused = 0;
 	StringInfoData cols;		/* destination column names */
 	StringInfoData casts;		/* stage columns cast to the destination's types */
 	StringInfoData sql;
@@ -236,112 +363,24 @@ phx_destination_open(PhxExport *exp, const PhxModel *model)
 	dest->model = model;
 	dest->qualified_name = qualified;
 	dest->export_name = exp->name;
-	dest->merge = merge;
+	dest->merge = (strcmp(exp->mode, "merge") == 0);
 
 	nsp = get_namespace_oid(exp->schema_name, true);
 	if (!OidIsValid(nsp) || !OidIsValid(get_relname_relid(exp->table_name, nsp)))
 		create_table(exp, model, qualified);
-	nsp = get_namespace_oid(exp->schema_name, false);
 
-	aclresult = pg_namespace_aclcheck(nsp, GetUserId(), ACL_USAGE);
-	if (aclresult != ACLCHECK_OK)
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied for schema %s", exp->schema_name),
-				 errdetail("Role \"%s\" needs USAGE on the schema.",
-						   GetUserNameFromId(GetUserId(), false))));
-
-	dest->relid = get_relname_relid(exp->table_name, nsp);
-	if (!OidIsValid(dest->relid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("relation %s does not exist", qualified)));
-
-	rel = table_open(dest->relid, AccessShareLock);
-	if (rel->rd_rel->relkind != RELKIND_RELATION &&
-		rel->rd_rel->relkind != RELKIND_PARTITIONED_TABLE)
-		ereport(ERROR,
-				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("\"%s\" is not a table", qualified)));
-
-	needed = ACL_INSERT | (merge ? ACL_SELECT | ACL_UPDATE : 0);
-	aclresult = pg_class_aclcheck(dest->relid, GetUserId(), needed);
-	if (aclresult != ACLCHECK_OK)
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied for table %s", qualified),
-				 errdetail("Role \"%s\" needs %s on the table.",
-						   GetUserNameFromId(GetUserId(), false),
-						   merge ? "INSERT, SELECT and UPDATE" : "INSERT")));
-
-	desc = RelationGetDescr(rel);
-	dest->used = palloc(sizeof(int) * model->ncolumns);
+	rel = open_checked_table(exp, qualified, dest->merge, &dest->relid);
 	initStringInfo(&cols);
 	initStringInfo(&casts);
-	for (int i = 0; i < model->ncolumns; i++)
-	{
-		const PhxModelColumn *col = &model->columns[i];
-		const char *q = quote_identifier(col->name);
-		Form_pg_attribute att = phx_written_column(desc, col->name);
-		const char *sep = nused ? ", " : "";
-
-		if (att == NULL)
-			continue;
-
-		dest->used[nused++] = i;
-		appendStringInfo(&cols, "%s%s", sep, q);
-		if (needs_explicit_cast(col->type, att->atttypid))
-			appendStringInfo(&casts, "%su.%s::%s", sep, q,
-							 format_type_extended(att->atttypid, att->atttypmod,
-												  FORMAT_TYPE_TYPEMOD_GIVEN |
-												  FORMAT_TYPE_FORCE_QUALIFY));
-		else
-			appendStringInfo(&casts, "%su.%s", sep, q);
-	}
-	dest->nused = nused;
-	if (nused == 0)
-	{
-		StringInfoData names;
-
-		initStringInfo(&names);
-		for (int i = 0; i < model->ncolumns; i++)
-			appendStringInfo(&names, "%s%s", i ? ", " : "", model->columns[i].name);
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
-				 errmsg("table %s has none of the columns of the %s model", qualified, model->name),
-				 errdetail("The %s model writes the columns: %s.", model->name, names.data),
-				 errhint("Use another table name, or add the model columns you want to the table.")));
-	}
-
-	/* the merge needs a unique key to infer its arbiter, and the key columns */
-	if (merge)
-	{
-		char	   *keylist = column_list(model, model->merge_key);
-		bool		keys_present = true;
-
-		for (int k = 0; model->merge_key[k]; k++)
-		{
-			bool		found = false;
-
-			for (int n = 0; n < dest->nused; n++)
-				if (strcmp(model->columns[dest->used[n]].name, model->merge_key[k]) == 0)
-					found = true;
-			keys_present &= found;
-		}
-		if (!keys_present || !has_unique_key(rel, model))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
-					 errmsg("table %s has no primary key or unique index on (%s), which the merge of export \"%s\" needs",
-							qualified, keylist, exp->name),
-					 errdetail("Merging updates existing rows by that key; without it rows would be duplicated."),
-					 errhint("Add it with: ALTER TABLE %s ADD PRIMARY KEY (%s);", qualified, keylist)));
-	}
+	map_columns(dest, RelationGetDescr(rel), &cols, &casts);
+	if (dest->merge)
+		check_merge_key(dest, rel);
 	table_close(rel, AccessShareLock);
 
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "INSERT INTO %s AS t (%s) SELECT %s FROM " STAGE_TABLE " AS u",
 					 qualified, cols.data, casts.data);
-	if (merge)
+	if (dest->merge)
 		append_on_conflict(&sql, dest, column_list(model, model->merge_key));
 	dest->stage_sql = sql.data;
 	return dest;

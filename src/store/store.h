@@ -126,18 +126,8 @@ extern void phx_row_context_pop(PhxRowContext *rc);
  * destination.c
  * ------------------------------------------------------------------------
  */
-typedef struct PhxDestination
-{
-	const PhxModel *model;
-	Oid			relid;
-	char	   *qualified_name; /* quoted schema.table */
-	const char *export_name;
-	int			nused;			/* model columns present in the table */
-	int		   *used;			/* their indexes in model->columns */
-	bool		merge;
-	char	   *stage_sql;		/* INSERT from the stage into the table */
-	SPIPlanPtr	stage_plan;		/* its plan, once the stage exists */
-} PhxDestination;
+/* An export's destination table, opened for a run (destination.c). */
+typedef struct PhxDestination PhxDestination;
 
 extern void phx_check_database_encoding(void);
 extern PhxDestination *phx_destination_open(PhxExport *exp, const PhxModel *model);

@@ -148,7 +148,8 @@ start_schedulers(LauncherDb *known, int *nknown)
 			{
 				entry->handle = NULL;
 				ereport(LOG,
-						(errmsg("posthog_export: could not start a scheduler for database %u", dboid),
+						(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+						 errmsg("posthog_export: could not start a scheduler for database %u", dboid),
 						 errhint("Raise max_worker_processes.")));
 			}
 		}

@@ -171,12 +171,102 @@ start_run_worker(DueExport *d, BackgroundWorkerHandle **handle)
 	return true;
 }
 
+/* The run workers this scheduler started that may still be running. */
+#define PHX_MAX_RUNNING		64
+
+typedef struct RunningSet
+{
+	RunningExport items[PHX_MAX_RUNNING];
+	int			n;
+	PhxDatabaseSlot *slot;		/* counts them for max_workers */
+} RunningSet;
+
+/*
+ * At start, in a transaction of its own: runs a crash or restart left
+ * "running" resume from their cursor.  False when the extension is not
+ * installed in this database.
+ */
+static bool
+mark_interrupted_runs(Oid dboid)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (!OidIsValid(get_extension_oid(PHX_EXTENSION_NAME, true)))
+	{
+		CommitTransactionCommand();
+		return false;
+	}
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	phx_mark_interrupted_runs();
+	PopActiveSnapshot();
+	SPI_finish();
+	ereport(LOG, (errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+				  errmsg("posthog_export: scheduler started in database \"%s\"",
+						 get_database_name(dboid))));
+	CommitTransactionCommand();
+	return true;
+}
+
+/* Forgets the run workers that finished, and gives their places back. */
+static void
+forget_finished_runs(RunningSet *set)
+{
+	for (int i = 0; i < set->n; i++)
+	{
+		pid_t		pid;
+
+		if (GetBackgroundWorkerPid(set->items[i].handle, &pid) == BGWH_STOPPED)
+		{
+			pfree(set->items[i].handle);
+			set->items[i] = set->items[--set->n];
+			i--;
+			SpinLockAcquire(&phx_worker_shared->mutex);
+			set->slot->nrunning--;
+			SpinLockRelease(&phx_worker_shared->mutex);
+		}
+	}
+}
+
+/*
+ * Starts a run worker for each due export not running yet; returns how
+ * long to sleep until the next one is due (at most sleep_ms).
+ */
+static long
+start_due_runs(List *due, RunningSet *set, long sleep_ms)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	ListCell   *lc;
+
+	foreach(lc, due)
+	{
+		DueExport  *d = lfirst(lc);
+		bool		busy = false;
+
+		for (int i = 0; i < set->n; i++)
+			if (set->items[i].export_id == d->export_id)
+				busy = true;
+		if (busy)
+			continue;			/* its run worker wakes us when done */
+		if (d->due <= now)
+		{
+			if (set->n < PHX_MAX_RUNNING && start_run_worker(d, &set->items[set->n].handle))
+				set->items[set->n++].export_id = d->export_id;
+			else
+				sleep_ms = Min(sleep_ms, 1000); /* no place yet */
+		}
+		else
+			sleep_ms = Min(sleep_ms, (long) ((d->due - now) / 1000) + 1);
+	}
+	return sleep_ms;
+}
+
 void
 phx_scheduler_main(Datum main_arg)
 {
 	Oid			dboid = DatumGetObjectId(main_arg);
-	RunningExport *running = palloc0(sizeof(RunningExport) * 64);
-	int			nrunning = 0;
+	RunningSet *running = palloc0(sizeof(RunningSet));
 	PhxDatabaseSlot *slot;
 	MemoryContext loop_cxt = AllocSetContextCreate(TopMemoryContext, "posthog_export scheduler",
 												   ALLOCSET_DEFAULT_SIZES);
@@ -197,78 +287,27 @@ phx_scheduler_main(Datum main_arg)
 	SpinLockRelease(&phx_worker_shared->mutex);
 	if (slot == NULL)
 		proc_exit(0);
+	running->slot = slot;
 	before_shmem_exit(scheduler_exit, (Datum) 0);
 
-	/* runs a crash or restart left "running" resume from their cursor */
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	if (!OidIsValid(get_extension_oid(PHX_EXTENSION_NAME, true)))
-	{
-		CommitTransactionCommand();
+	if (!mark_interrupted_runs(dboid))
 		proc_exit(0);			/* the launcher looks again later */
-	}
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	PushActiveSnapshot(GetTransactionSnapshot());
-	phx_mark_interrupted_runs();
-	PopActiveSnapshot();
-	SPI_finish();
-	ereport(LOG, (errmsg("posthog_export: scheduler started in database \"%s\"",
-						 get_database_name(dboid))));
-	CommitTransactionCommand();
 
 	for (;;)
 	{
 		List	   *due = NIL;
-		ListCell   *lc;
-		TimestampTz now;
 		long		sleep_ms = PHX_MAX_SLEEP_MS;
 
 		CHECK_FOR_INTERRUPTS();
 		phx_reload_config_if_asked();
-
-		/* forget run workers that finished */
-		for (int i = 0; i < nrunning; i++)
-		{
-			pid_t		pid;
-
-			if (GetBackgroundWorkerPid(running[i].handle, &pid) == BGWH_STOPPED)
-			{
-				pfree(running[i].handle);
-				running[i] = running[--nrunning];
-				i--;
-				SpinLockAcquire(&phx_worker_shared->mutex);
-				slot->nrunning--;
-				SpinLockRelease(&phx_worker_shared->mutex);
-			}
-		}
+		forget_finished_runs(running);
 
 		MemoryContextReset(loop_cxt);
 		if (phx_scheduler_enabled)
 		{
 			if (!load_due(&due, loop_cxt))
 				proc_exit(0);	/* the extension was dropped */
-			now = GetCurrentTimestamp();
-			foreach(lc, due)
-			{
-				DueExport  *d = lfirst(lc);
-				bool		busy = false;
-
-				for (int i = 0; i < nrunning; i++)
-					if (running[i].export_id == d->export_id)
-						busy = true;
-				if (busy)
-					continue;	/* its run worker wakes us when done */
-				if (d->due <= now)
-				{
-					if (nrunning < 64 && start_run_worker(d, &running[nrunning].handle))
-						running[nrunning++].export_id = d->export_id;
-					else
-						sleep_ms = Min(sleep_ms, 1000);	/* no place yet */
-				}
-				else
-					sleep_ms = Min(sleep_ms, (long) ((d->due - now) / 1000) + 1);
-			}
+			sleep_ms = start_due_runs(due, running, sleep_ms);
 		}
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
