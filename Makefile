@@ -24,7 +24,9 @@ OBJS = \
 	src/models/persons.o \
 	src/models/sessions.o \
 	src/store/security.o \
+	src/store/catalog_spi.o \
 	src/store/catalog.o \
+	src/store/runs.o \
 	src/store/row_context.o \
 	src/store/destination.o \
 	src/store/bulk_insert.o \

@@ -4,7 +4,10 @@
  *		The store layer: everything that reads or writes this database.
  *
  *   security.c      role switches, the owner's own session, snapshots
- *   catalog.c       the extension's tables (exports, runs, backfills), SPI
+ *   catalog_spi.c   statements on the extension's tables, as their owner
+ *                   (its header, catalog_spi.h, is for the two below only)
+ *   catalog.c       the exports and backfills tables
+ *   runs.c          the runs table: an interval's counters and cursor
  *   destination.c   the table an export's rows land in: create, stage,
  *                   merge or append
  *   bulk_insert.c   rows into a table through the multi-insert path
@@ -45,7 +48,7 @@ extern char *phx_role_name(Oid role);
 extern char *phx_owner_session_problem(Oid owner);
 
 /* ------------------------------------------------------------------------
- * catalog.c
+ * catalog.c, runs.c (and catalog_spi.c)
  * ------------------------------------------------------------------------
  */
 /* A queued backfill's next interval. */

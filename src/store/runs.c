@@ -1,0 +1,175 @@
+/*-------------------------------------------------------------------------
+ *
+ * runs.c
+ *		The runs table: one row per exported interval, with its counters
+ *		and the keyset cursor it resumes from.
+ *
+ * A run's progress is recorded in the same transaction as the rows it
+ * counts, which is what makes an interval exported exactly once.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "store/catalog_spi.h"
+
+/* 1 when a run left "running" was started under the current postmaster */
+#define RUN_DIED_UNDER_THIS_POSTMASTER \
+	"(CASE WHEN status = 'running' AND started_at OPERATOR(pg_catalog.>=) " \
+	"pg_catalog.pg_postmaster_start_time() THEN 1 ELSE 0 END)"
+
+/*
+ * At scheduler start: runs left "running" by a crash or a restart are
+ * marked failed (and resume from their committed cursor when next run).
+ * A run whose export is locked is still alive in some backend and is left
+ * alone.
+ */
+void
+phx_mark_interrupted_runs(void)
+{
+	phx_catalog_exec("UPDATE posthog_export.runs SET status = 'failed', "
+				 "crashes = crashes OPERATOR(pg_catalog.+) " RUN_DIED_UNDER_THIS_POSTMASTER ", "
+				 "error = 'interrupted: the run ended with its backend (server restart or crash); it resumes from its committed cursor', "
+				 "finished_at = pg_catalog.clock_timestamp() "
+				 "WHERE status = 'running' AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_locks l "
+				 "WHERE l.locktype = 'advisory' AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()) "
+				 "AND l.classid = " CppAsString2(PHX_ADVISORY_LOCK_KEY) " AND l.objid::pg_catalog.int4 OPERATOR(pg_catalog.=) runs.export_id "
+				 "AND l.objsubid = 2)",
+				 NULL);
+}
+
+static PhxRun *
+run_from_tuple(HeapTuple tup, TupleDesc desc)
+{
+	PhxRun	   *run = palloc0(sizeof(PhxRun));
+	bool		isnull;
+
+	run->run_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	run->status = phx_catalog_get_text(tup, desc, 2);
+	run->rows = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+	run->bytes = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
+	run->pages = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
+	run->attempts = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
+	run->cursor = phx_catalog_get_text_array(tup, desc, 7);
+	run->rows_written = DatumGetInt64(SPI_getbinval(tup, desc, 8, &isnull));
+	run->crashes = DatumGetInt32(SPI_getbinval(tup, desc, 9, &isnull));
+	return run;
+}
+
+#define RUN_COLUMNS "run_id, status, rows, bytes, pages, attempts, cursor, rows_written, crashes"
+
+/*
+ * Finds or creates the runs row of [start, end) and marks it running.
+ * A completed interval is returned untouched (status "completed") unless
+ * "force" asks to export it again from the beginning; a running or failed
+ * one resumes from its committed cursor.
+ */
+PhxRun *
+phx_run_begin(PhxExport *exp, TimestampTz start, TimestampTz end,
+			  const char *trigger, bool force)
+{
+	CatalogArgs args = {0};
+	CatalogArgs uargs = {0};
+	PhxRun	   *run;
+
+	phx_catalog_arg(&args, INT4OID, Int32GetDatum(exp->export_id), false);
+	phx_catalog_arg_text(&args, exp->name);
+	phx_catalog_arg(&args, TIMESTAMPTZOID, TimestampTzGetDatum(start), false);
+	phx_catalog_arg(&args, TIMESTAMPTZOID, TimestampTzGetDatum(end), false);
+	phx_catalog_arg_text(&args, trigger);
+	phx_catalog_exec("INSERT INTO posthog_export.runs "
+				 "(export_id, export_name, interval_start, interval_end, status, trigger) "
+				 "VALUES ($1, $2, $3, $4, 'pending', $5) "
+				 "ON CONFLICT (export_id, interval_start, interval_end) DO NOTHING",
+				 &args);
+	phx_catalog_exec("SELECT " RUN_COLUMNS " FROM posthog_export.runs "
+				 "WHERE export_id OPERATOR(pg_catalog.=) $1 "
+				 "AND interval_start OPERATOR(pg_catalog.=) $3 "
+				 "AND interval_end OPERATOR(pg_catalog.=) $4 FOR UPDATE",
+				 &args);
+	if (SPI_processed != 1)
+		elog(ERROR, "runs row of export \"%s\" vanished", exp->name);
+	run = run_from_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc);
+	SPI_freetuptable(SPI_tuptable);
+
+	if (strcmp(run->status, "completed") == 0 && !force)
+		return run;
+
+	phx_catalog_arg(&uargs, INT8OID, Int64GetDatum(run->run_id), false);
+	phx_catalog_arg(&uargs, BOOLOID, BoolGetDatum(force && strcmp(run->status, "completed") == 0), false);
+	phx_catalog_arg_text(&uargs, trigger);
+
+	/*
+	 * A row still "running" while we hold the export's lock was left by a
+	 * backend that died without recording the end of the run; under this
+	 * same postmaster that was a crash or a kill, not a restart.
+	 */
+	phx_catalog_exec("UPDATE posthog_export.runs SET status = 'running', "
+				 "crashes = crashes OPERATOR(pg_catalog.+) " RUN_DIED_UNDER_THIS_POSTMASTER ", "
+				 "attempts = attempts OPERATOR(pg_catalog.+) 1, trigger = $3, "
+				 "started_at = pg_catalog.clock_timestamp(), finished_at = NULL, error = NULL, "
+				 "rows = CASE WHEN $2 THEN 0 ELSE rows END, "
+				 "rows_written = CASE WHEN $2 THEN 0 ELSE rows_written END, "
+				 "bytes = CASE WHEN $2 THEN 0 ELSE bytes END, "
+				 "pages = CASE WHEN $2 THEN 0 ELSE pages END, "
+				 "cursor = CASE WHEN $2 THEN NULL ELSE cursor END "
+				 "WHERE run_id OPERATOR(pg_catalog.=) $1 RETURNING " RUN_COLUMNS,
+				 &uargs);
+	run = run_from_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc);
+	SPI_freetuptable(SPI_tuptable);
+	return run;
+}
+
+/*
+ * Records progress: counters and the keyset cursor, committed in the same
+ * transaction as the rows they count.  With "completed", the run ends too.
+ */
+void
+phx_run_progress(PhxRun *run, PhxRunDelta *delta, List *cursor, bool completed)
+{
+	CatalogArgs args = {0};
+
+	phx_catalog_arg(&args, INT8OID, Int64GetDatum(run->run_id), false);
+	phx_catalog_arg(&args, INT8OID, Int64GetDatum(delta->rows), false);
+	phx_catalog_arg(&args, INT8OID, Int64GetDatum(delta->bytes), false);
+	phx_catalog_arg(&args, TEXTARRAYOID, cursor != NIL ? phx_text_list_to_array(cursor) : (Datum) 0,
+		cursor == NIL);
+	phx_catalog_arg(&args, BOOLOID, BoolGetDatum(completed), false);
+	phx_catalog_arg(&args, INT4OID, Int32GetDatum(delta->pages), false);
+	phx_catalog_arg(&args, INT8OID, Int64GetDatum(delta->rows_written), false);
+	phx_catalog_exec("UPDATE posthog_export.runs SET "
+				 "rows = rows OPERATOR(pg_catalog.+) $2, "
+				 "bytes = bytes OPERATOR(pg_catalog.+) $3, "
+				 "pages = pages OPERATOR(pg_catalog.+) $6, "
+				 "rows_written = rows_written OPERATOR(pg_catalog.+) $7, "
+				 "cursor = COALESCE($4, cursor), "
+				 "status = CASE WHEN $5 THEN 'completed' ELSE status END, "
+				 "crashes = CASE WHEN $5 THEN 0 ELSE crashes END, "
+				 "finished_at = CASE WHEN $5 THEN pg_catalog.clock_timestamp() END "
+				 "WHERE run_id OPERATOR(pg_catalog.=) $1",
+				 &args);
+	run->rows += delta->rows;
+	run->bytes += delta->bytes;
+	run->pages += delta->pages;
+	run->rows_written += delta->rows_written;
+	if (completed)
+		run->status = "completed";
+}
+
+void
+phx_run_failed(PhxRun *run, const char *message)
+{
+	CatalogArgs args = {0};
+
+	phx_catalog_arg(&args, INT8OID, Int64GetDatum(run->run_id), false);
+	phx_catalog_arg_text(&args, message);
+	phx_catalog_exec("UPDATE posthog_export.runs SET status = 'failed', error = $2, crashes = 0, "
+				 "finished_at = pg_catalog.clock_timestamp() "
+				 "WHERE run_id OPERATOR(pg_catalog.=) $1",
+				 &args);
+	run->status = "failed";
+}
