@@ -656,6 +656,37 @@ phx_parse_page(char *body, size_t len)
 }
 
 /*
+ * Parses a 200 body; a body that is not the JSON we expect (cut off by a
+ * proxy, say) returns NULL with the reason, so that it can be retried.
+ * Every such reason is raised above as ERRCODE_FDW_INVALID_DATA_TYPE; any
+ * other error (out of memory) is not the body's fault, and is thrown on.
+ */
+PhxPage *
+phx_try_parse_page(char *body, size_t len, char **problem)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	PhxPage    *volatile page = NULL;
+
+	PG_TRY();
+	{
+		page = phx_parse_page(body, len);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode != ERRCODE_FDW_INVALID_DATA_TYPE)
+			PG_RE_THROW();
+		FlushErrorState();
+		*problem = edata->message;
+	}
+	PG_END_TRY();
+	return page;
+}
+
+/*
  * Reads "code" and "detail" from an error body of PostHog's shape
  * {"type": ..., "code": ..., "detail": ..., "attr": ...}.  Returns false
  * when the body is not such an object; never throws.
