@@ -15,8 +15,10 @@ OBJS = \
 	src/posthog/hogql.o \
 	src/posthog/query_client.o \
 	src/posthog/http_transport.o \
+	src/posthog/http_receive.o \
 	src/posthog/network_policy.o \
 	src/posthog/response.o \
+	src/posthog/json_scan.o \
 	src/models/registry.o \
 	src/models/model_common.o \
 	src/models/jsonb_build.o \

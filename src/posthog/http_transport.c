@@ -1,9 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * http_transport.c
- *		The bytes of one request to PostHog's query API, in and out, with
- *		libcurl: handles, options, TLS, timeouts, cancellation, response
- *		buffers, and the prefetch of the next page.
+ *		One request to PostHog's query API with libcurl: handles, options,
+ *		headers, TLS, timeouts, cancellation, and the prefetch of the next
+ *		page.
  *
  * One easy handle is kept per backend so that consecutive pages reuse the
  * TLS connection.  libcurl runs with CURLOPT_NOSIGNAL (a backend owns its
@@ -12,7 +12,8 @@
  * serviced with CHECK_FOR_INTERRUPTS().  No ereport() is ever raised from
  * inside a libcurl callback: longjmp'ing through libcurl would corrupt it.
  *
- * What a transfer came to is handed to query_client.c as a PhxTransfer,
+ * The bytes of the response are taken in by http_receive.c.  What a
+ * transfer came to is handed to query_client.c as a PhxTransfer,
  * without libcurl's types; whether to retry is decided there.  Which
  * addresses may be connected to is network_policy.c's.
  *
@@ -33,162 +34,6 @@
 #include "posthog/posthog.h"
 
 static CURL *phx_curl = NULL;
-
-PhxBytesCallback phx_http_bytes_callback = NULL;
-
-/* the body of one response as it arrives, and how its transfer went */
-typedef struct ResponseBuffer
-{
-	char	   *data;
-	size_t		len;
-	size_t		cap;
-	size_t		limit;
-	bool		too_large;
-	uint64		announced;		/* a Content-Length above limit, else 0 */
-	bool		oom;
-	MemoryContext cxt;
-	CURL	   *curl;
-	PhxNetPolicy policy;		/* the SSRF policy of this request */
-} ResponseBuffer;
-
-/* the first allocation of a body, and how far a Content-Length may raise it */
-#define PHX_BODY_MIN_ALLOC		((size_t) 64 * 1024)
-#define PHX_BODY_HINT_MAX		((size_t) 1024 * 1024)
-
-/*
- * repalloc_huge() that returns NULL instead of throwing: write_cb runs
- * inside libcurl, which an ereport() must never longjmp through.  PG 15 has
- * no repalloc_extended(), so the out-of-memory error is caught in this
- * frame; a failed repalloc changes nothing, so dropping it is safe.
- */
-static char *
-repalloc_noerror(char *ptr, size_t size)
-{
-#if PG_VERSION_NUM >= 160000
-	return repalloc_extended(ptr, size, MCXT_ALLOC_HUGE | MCXT_ALLOC_NO_OOM);
-#else
-	MemoryContext oldcxt = CurrentMemoryContext;
-	char	   *volatile result = NULL;
-
-	PG_TRY();
-	{
-		result = repalloc_huge(ptr, size);
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(oldcxt);
-		FlushErrorState();
-	}
-	PG_END_TRY();
-	return result;
-#endif
-}
-
-/*
- * Appends received bytes: the decoded ones, as libcurl decompresses a gzip
- * body before it calls this (in pieces of at most CURL_MAX_WRITE_SIZE), so
- * the count is the size after decompression.  Runs inside libcurl, so it
- * must not throw: a body past max_response_size, or allocation failure,
- * just stops the transfer (and with it the decompression) and is reported
- * after curl_easy_perform() returns.
- *
- * The buffer grows with what arrives, doubling, and never past the limit.
- * A Content-Length only sizes the first allocation, and only up to 1 MB: a
- * server may announce anything, and a compressed body's is not its size.
- * Growth is a realloc, which for large blocks remaps the pages rather than
- * copying them into a second buffer, so a body that reaches the limit costs
- * about the limit in memory, not the old buffer plus the new one.
- */
-static size_t
-write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
-{
-	ResponseBuffer *rb = (ResponseBuffer *) userdata;
-	size_t		n = size * nmemb;
-
-	/* rb->len never exceeds rb->limit, so this cannot wrap */
-	if (n > rb->limit - rb->len)
-	{
-		rb->too_large = true;
-		return 0;
-	}
-	if (rb->len + n + 1 > rb->cap)
-	{
-		size_t		newcap = Max(rb->cap * 2, rb->len + n + 1);
-		char	   *newdata;
-
-		if (rb->data == NULL)
-		{
-			curl_off_t	announced = -1;
-
-			if (rb->curl &&
-				curl_easy_getinfo(rb->curl, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &announced) == CURLE_OK &&
-				announced > 0)
-				newcap = Max(newcap, Min((size_t) announced, PHX_BODY_HINT_MAX - 1) + 1);
-			newcap = Max(newcap, PHX_BODY_MIN_ALLOC);
-		}
-		/* the body never holds more than limit bytes (and a terminating NUL) */
-		newcap = Min(newcap, rb->limit + 1);
-		if (rb->data == NULL)
-			newdata = MemoryContextAllocExtended(rb->cxt, newcap,
-												 MCXT_ALLOC_HUGE | MCXT_ALLOC_NO_OOM);
-		else
-			newdata = repalloc_noerror(rb->data, newcap);
-		if (newdata == NULL)
-		{
-			rb->oom = true;
-			return 0;
-		}
-		rb->data = newdata;
-		rb->cap = newcap;
-	}
-	memcpy(rb->data + rb->len, ptr, n);
-	rb->len += n;
-	if (phx_http_bytes_callback)
-		phx_http_bytes_callback((int64) rb->len);
-	return n;
-}
-
-/*
- * Refuses a response whose Content-Length is above max_response_size as
- * soon as that header arrives: waiting for the body would only let the
- * server hold the connection for nothing.  Runs inside libcurl: it just
- * stops the transfer.  (Proxy CONNECT responses are not passed here, see
- * CURLOPT_SUPPRESS_CONNECT_HEADERS.)
- */
-static size_t
-header_cb(char *buffer, size_t size, size_t nitems, void *userdata)
-{
-	ResponseBuffer *rb = (ResponseBuffer *) userdata;
-	size_t		n = size * nitems;
-	static const char name[] = "content-length:";
-	const size_t namelen = sizeof(name) - 1;
-
-	if (n > namelen && pg_strncasecmp(buffer, name, namelen) == 0)
-	{
-		const char *p = buffer + namelen;
-		const char *end = buffer + n;
-		uint64		v = 0;
-
-		while (p < end && (*p == ' ' || *p == '\t'))
-			p++;
-		for (; p < end && *p >= '0' && *p <= '9'; p++)
-		{
-			if (v > (PG_UINT64_MAX - 9) / 10)
-			{
-				v = PG_UINT64_MAX;
-				break;
-			}
-			v = v * 10 + (*p - '0');
-		}
-		if (v > (uint64) rb->limit)
-		{
-			rb->too_large = true;
-			rb->announced = v;
-			return 0;
-		}
-	}
-	return n;
-}
 
 /*
  * Every new connection (to PostHog, or to the proxy) is opened here, so
@@ -280,7 +125,7 @@ setopt_failed(const char *opt, CURLcode rc)
 /* Sets every option of one request on an easy handle. */
 static void
 setup_handle(CURL *curl, PhxServerConfig *cfg, const char *url, struct curl_slist *headers,
-			 const char *body, ResponseBuffer *rb, char *errbuf)
+			 const char *body, PhxResponseBuffer *rb, char *errbuf)
 {
 	phx_policy_check_proxied_url(cfg, url);
 	rb->curl = curl;
@@ -333,11 +178,11 @@ setup_handle(CURL *curl, PhxServerConfig *cfg, const char *url, struct curl_slis
 		PHX_SETOPT(curl, CURLOPT_FORBID_REUSE, 1L);
 	}
 #endif
-	PHX_SETOPT(curl, CURLOPT_WRITEFUNCTION, write_cb);
+	PHX_SETOPT(curl, CURLOPT_WRITEFUNCTION, phx_receive_body);
 	PHX_SETOPT(curl, CURLOPT_WRITEDATA, rb);
-	PHX_SETOPT(curl, CURLOPT_HEADERFUNCTION, header_cb);
+	PHX_SETOPT(curl, CURLOPT_HEADERFUNCTION, phx_receive_header);
 	PHX_SETOPT(curl, CURLOPT_HEADERDATA, rb);
-	/* a proxy's CONNECT response is not the response: keep it from header_cb */
+	/* a proxy's CONNECT response is not the response: keep it from phx_receive_header */
 	PHX_SETOPT(curl, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
 	PHX_SETOPT(curl, CURLOPT_NOPROGRESS, 0L);
 	PHX_SETOPT(curl, CURLOPT_XFERINFOFUNCTION, xferinfo_cb);
@@ -362,7 +207,7 @@ static struct
 	uint64		ticket;			/* of the transfer in flight */
 	char	   *body;
 	struct curl_slist *headers;
-	ResponseBuffer rb;
+	PhxResponseBuffer rb;
 	char		errbuf[CURL_ERROR_SIZE];
 } pf;
 
@@ -403,7 +248,7 @@ prefetch_matches(uint64 ticket)
 
 /* Drives the prefetched transfer to its end; hands the body over in rb. */
 static CURLcode
-prefetch_finish(ResponseBuffer *rb, char *errbuf)
+prefetch_finish(PhxResponseBuffer *rb, char *errbuf)
 {
 	CURLcode	rc = CURLE_OK;
 	int			running = 1;
@@ -564,7 +409,7 @@ phx_http_prefetch(PhxServerConfig *cfg, PhxQuery *q, const char *label)
 
 /* Sends one request on the backend's own handle and waits for its end. */
 static CURLcode
-perform_now(CURL *curl, PhxServerConfig *cfg, const char *body, ResponseBuffer *rb,
+perform_now(CURL *curl, PhxServerConfig *cfg, const char *body, PhxResponseBuffer *rb,
 			char *errbuf)
 {
 	char	   *url = query_url(cfg);
@@ -622,7 +467,7 @@ curl_failure(CURLcode rc)
  * too late, say) just ends the transfer.  Only an answer keeps its body.
  */
 static void
-describe_transfer(CURL *used, CURLcode rc, ResponseBuffer *rb, const char *errbuf,
+describe_transfer(CURL *used, CURLcode rc, PhxResponseBuffer *rb, const char *errbuf,
 				  PhxTransfer *out)
 {
 	memset(out, 0, sizeof(*out));
@@ -672,7 +517,7 @@ void
 phx_transport_perform(PhxServerConfig *cfg, const char *body, uint64 prefetched,
 					  PhxTransfer *out)
 {
-	ResponseBuffer rb = {0};
+	PhxResponseBuffer rb = {0};
 	char		errbuf[CURL_ERROR_SIZE] = "";
 	CURL	   *used;
 	CURLcode	rc;

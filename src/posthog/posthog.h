@@ -7,14 +7,15 @@
  *   hogql.c            request bodies: HogQL text and its "values"
  *   query_client.c     one query API call: the retry policy, and PostHog's
  *                      answers turned into a page or an error
- *   http_transport.c   the bytes of one request: libcurl, TLS, timeouts,
- *                      cancel, response buffers, the prefetch of a page
+ *   http_transport.c   one request with libcurl: options, headers, TLS,
+ *                      timeouts, cancel, the prefetch of the next page
+ *   http_receive.c     the bytes of a response: its buffer, its limit
  *   network_policy.c   which addresses a request may connect to (SSRF)
  *   response.c         a 200 body into a page of cells; error bodies
  *   json_scan.c        JSON strings: de-escaping, UTF-8 checks
  *
  * Calls between them go one way: query_client -> http_transport ->
- * network_policy; response -> json_scan.  The sections at the end are
+ * http_receive, network_policy; response -> json_scan.  The sections at the end are
  * for the files of this folder only.
  *
  * Nothing here knows about models, tables or runs.
@@ -106,6 +107,27 @@ extern bool phx_parse_error_body(char *body, size_t len, char **code, char **det
  */
 extern char *phx_json_string(char *p, char *end, char **after, int *len_out,
 							 const char **problem);
+
+/* for response.c: a position in a JSON text being parsed */
+typedef struct PhxJsonCursor
+{
+	char	   *p;
+	char	   *end;
+	char	   *start;
+	int			depth;
+} PhxJsonCursor;
+
+#define PHX_MAX_JSON_DEPTH 1000
+
+static inline void
+phx_json_skip_ws(PhxJsonCursor *c)
+{
+	while (c->p < c->end && (*c->p == ' ' || *c->p == '\n' || *c->p == '\r' || *c->p == '\t'))
+		c->p++;
+}
+
+extern void phx_json_fail(PhxJsonCursor *c, const char *what) pg_attribute_noreturn();
+extern char *phx_json_skip_value(PhxJsonCursor *c);
 
 /* ------------------------------------------------------------------------
  * hogql.c
@@ -211,5 +233,27 @@ typedef struct PhxTransfer
 
 extern void phx_transport_perform(PhxServerConfig *cfg, const char *body,
 								  uint64 prefetched, PhxTransfer *out);
+
+/* ------------------------------------------------------------------------
+ * http_receive.c (for this folder only)
+ * ------------------------------------------------------------------------
+ */
+/* the body of one response as it arrives, and how its transfer went */
+typedef struct PhxResponseBuffer
+{
+	char	   *data;
+	size_t		len;
+	size_t		cap;
+	size_t		limit;			/* max_response_size */
+	bool		too_large;
+	uint64		announced;		/* a Content-Length above limit, else 0 */
+	bool		oom;
+	MemoryContext cxt;
+	void	   *curl;			/* the CURL handle of the transfer */
+	PhxNetPolicy policy;		/* the SSRF policy of this request */
+} PhxResponseBuffer;
+
+extern size_t phx_receive_body(char *ptr, size_t size, size_t nmemb, void *userdata);
+extern size_t phx_receive_header(char *buffer, size_t size, size_t nitems, void *userdata);
 
 #endif							/* PHX_POSTHOG_H */
