@@ -392,7 +392,8 @@ wait_before_retry(PhxServerConfig *cfg, Attempt *a, int retry)
 	long		wait_ms = a->wait_ms >= 0 ? a->wait_ms : backoff_ms(cfg, retry - 1);
 
 	ereport(LOG,
-			(errmsg("posthog_export: request to PostHog server \"%s\" failed; retry %d of %d in %ld ms",
+			(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
+			 errmsg("posthog_export: request to PostHog server \"%s\" failed; retry %d of %d in %ld ms",
 					cfg->server_name, retry, cfg->max_retries, wait_ms),
 			 errdetail_internal("%s", a->problem)));
 	phx_sleep_ms(wait_ms);
@@ -434,7 +435,8 @@ phx_http_query(PhxServerConfig *cfg, PhxQuery *q, const char *label,
 		if (a.outcome == PHX_SHRINK && shrink && shrink(shrink_arg, q))
 		{
 			ereport(LOG,
-					(errmsg("posthog_export: PostHog server \"%s\" answered HTTP %ld; retrying with a smaller page",
+					(errcode(ERRCODE_FDW_ERROR),
+					 errmsg("posthog_export: PostHog server \"%s\" answered HTTP %ld; retrying with a smaller page",
 							cfg->server_name, a.xfer.status),
 					 errdetail_internal("%s", a.problem)));
 			continue;
