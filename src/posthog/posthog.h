@@ -12,11 +12,12 @@
  *   http_receive.c     the bytes of a response: its buffer, its limit
  *   network_policy.c   which addresses a request may connect to (SSRF)
  *   response.c         a 200 body into a page of cells; error bodies
- *   json_scan.c        JSON strings: de-escaping, UTF-8 checks
+ *   json_scan.c        JSON scanning: strings (de-escaping, UTF-8 checks),
+ *                      skipping values; also used by models/jsonb_build.c
  *
  * Calls between them go one way: query_client -> http_transport ->
- * http_receive, network_policy; response -> json_scan.  The sections at the end are
- * for the files of this folder only.
+ * http_receive and network_policy; response -> json_scan.  The sections
+ * marked "for this folder only" are not for other layers.
  *
  * Nothing here knows about models, tables or runs.
  *
