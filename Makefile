@@ -13,8 +13,12 @@ OBJS = \
 	src/api/run_procedures.o \
 	src/posthog/server_options.o \
 	src/posthog/hogql.o \
-	src/posthog/http_client.o \
+	src/posthog/query_client.o \
+	src/posthog/http_transport.o \
+	src/posthog/http_receive.o \
+	src/posthog/network_policy.o \
 	src/posthog/response.o \
+	src/posthog/json_scan.o \
 	src/models/registry.o \
 	src/models/paging.o \
 	src/models/keys.o \

@@ -5,9 +5,19 @@
  *
  *   server_options.c   FOREIGN SERVER / USER MAPPING options, one table
  *   hogql.c            request bodies: HogQL text and its "values"
- *   http_client.c      one query API call: libcurl, TLS, network policy,
- *                      timeouts, retries, cancel
+ *   query_client.c     one query API call: the retry policy, and PostHog's
+ *                      answers turned into a page or an error
+ *   http_transport.c   one request with libcurl: options, headers, TLS,
+ *                      timeouts, cancel, the prefetch of the next page
+ *   http_receive.c     the bytes of a response: its buffer, its limit
+ *   network_policy.c   which addresses a request may connect to (SSRF)
  *   response.c         a 200 body into a page of cells; error bodies
+ *   json_scan.c        JSON scanning: strings (de-escaping, UTF-8 checks),
+ *                      skipping values; also used by models/jsonb_build.c
+ *
+ * Calls between them go one way: query_client -> http_transport ->
+ * http_receive and network_policy; response -> json_scan.  The sections
+ * marked "for this folder only" are not for other layers.
  *
  * Nothing here knows about models, tables or runs.
  *
@@ -89,9 +99,36 @@ typedef struct PhxPage
 #define PHX_CELL(page, row, col) (&(page)->cells[(row) * (page)->ncolumns + (col)])
 
 extern PhxPage *phx_parse_page(char *body, size_t len);
+extern PhxPage *phx_try_parse_page(char *body, size_t len, char **problem);
+extern bool phx_parse_error_body(char *body, size_t len, char **code, char **detail);
+
+/* ------------------------------------------------------------------------
+ * json_scan.c
+ * ------------------------------------------------------------------------
+ */
 extern char *phx_json_string(char *p, char *end, char **after, int *len_out,
 							 const char **problem);
-extern bool phx_parse_error_body(char *body, size_t len, char **code, char **detail);
+
+/* for response.c: a position in a JSON text being parsed */
+typedef struct PhxJsonCursor
+{
+	char	   *p;
+	char	   *end;
+	char	   *start;
+	int			depth;
+} PhxJsonCursor;
+
+#define PHX_MAX_JSON_DEPTH 1000
+
+static inline void
+phx_json_skip_ws(PhxJsonCursor *c)
+{
+	while (c->p < c->end && (*c->p == ' ' || *c->p == '\n' || *c->p == '\r' || *c->p == '\t'))
+		c->p++;
+}
+
+extern void phx_json_fail(PhxJsonCursor *c, const char *what) pg_attribute_noreturn();
+extern char *phx_json_skip_value(PhxJsonCursor *c);
 
 /* ------------------------------------------------------------------------
  * hogql.c
@@ -114,7 +151,7 @@ extern char *phx_format_utc(TimestampTz ts);
 extern char *phx_request_body(PhxQuery *q, const char *label);
 
 /* ------------------------------------------------------------------------
- * http_client.c
+ * query_client.c and http_transport.c
  * ------------------------------------------------------------------------
  */
 /*
@@ -131,10 +168,93 @@ typedef bool (*PhxShrinkCallback) (void *arg, PhxQuery *q);
 typedef void (*PhxBytesCallback) (int64 bytes);
 extern PhxBytesCallback phx_http_bytes_callback;
 
+/* http_transport.c */
 extern uint64 phx_http_prefetch(PhxServerConfig *cfg, PhxQuery *q, const char *label);
+
+/* query_client.c */
 extern PhxPage *phx_http_query(PhxServerConfig *cfg, PhxQuery *q,
 							   const char *label,
 							   PhxShrinkCallback shrink, void *shrink_arg,
 							   int64 *bytes_out);
+
+/* ------------------------------------------------------------------------
+ * network_policy.c (for this folder only)
+ * ------------------------------------------------------------------------
+ */
+struct sockaddr;
+
+/* the policy of one request, and the address it refused */
+typedef struct PhxNetPolicy
+{
+	bool		allow_loopback;
+	char		refused_address[64];	/* set when the policy refused one */
+	int			policy_errno;	/* getifaddrs() failed: the policy could not be checked */
+} PhxNetPolicy;
+
+extern void phx_policy_reset(PhxNetPolicy *policy, bool allow_loopback);
+extern bool phx_policy_allows_sockaddr(PhxNetPolicy *policy, int family,
+									   const struct sockaddr *sa);
+extern bool phx_policy_allows_ip(PhxNetPolicy *policy, const char *conn_ip);
+extern void phx_policy_check_proxied_url(PhxServerConfig *cfg, const char *url);
+extern void phx_policy_report_refused(PhxServerConfig *cfg, const char *address,
+									  int policy_errno, bool via_proxy) pg_attribute_noreturn();
+
+/* ------------------------------------------------------------------------
+ * http_transport.c (for this folder only)
+ * ------------------------------------------------------------------------
+ */
+/* how a transfer ended, in the terms the retry policy decides on */
+typedef enum PhxTransferEnd
+{
+	PHX_XFER_ANSWERED,			/* an HTTP answer: status and body */
+	PHX_XFER_REFUSED,			/* the network policy refused the address */
+	PHX_XFER_INTERRUPTED,		/* aborted for an interrupt that did not throw */
+	PHX_XFER_TOO_LARGE,			/* the body passed max_response_size */
+	PHX_XFER_OUT_OF_MEMORY,		/* the body could not be stored */
+	PHX_XFER_TIMED_OUT,			/* connect_timeout or timeout passed */
+	PHX_XFER_NETWORK_ERROR,		/* could not connect, connection lost ... */
+	PHX_XFER_TLS_UNVERIFIED,	/* the server's certificate was not accepted */
+	PHX_XFER_BAD_CA_FILE,		/* the trusted certificates could not be loaded */
+	PHX_XFER_BAD_CLIENT_CERT,	/* client_cert or client_key could not be used */
+	PHX_XFER_BAD_CRL_FILE,		/* the revocation list could not be loaded */
+	PHX_XFER_BAD_PROTOCOL,		/* a protocol this request may not use */
+	PHX_XFER_BAD_URL			/* a URL libcurl cannot parse */
+} PhxTransferEnd;
+
+typedef struct PhxTransfer
+{
+	PhxTransferEnd end;
+	long		status;			/* PHX_XFER_ANSWERED: the HTTP status */
+	char	   *body;			/* PHX_XFER_ANSWERED: NUL-terminated, palloc'd */
+	size_t		len;
+	uint64		announced;		/* PHX_XFER_TOO_LARGE: a Content-Length, or 0 */
+	PhxNetPolicy policy;		/* PHX_XFER_REFUSED: the address, and why */
+	char	   *error;			/* a libcurl failure in libcurl's words */
+} PhxTransfer;
+
+extern void phx_transport_perform(PhxServerConfig *cfg, const char *body,
+								  uint64 prefetched, PhxTransfer *out);
+
+/* ------------------------------------------------------------------------
+ * http_receive.c (for this folder only)
+ * ------------------------------------------------------------------------
+ */
+/* the body of one response as it arrives, and how its transfer went */
+typedef struct PhxResponseBuffer
+{
+	char	   *data;
+	size_t		len;
+	size_t		cap;
+	size_t		limit;			/* max_response_size */
+	bool		too_large;
+	uint64		announced;		/* a Content-Length above limit, else 0 */
+	bool		oom;
+	MemoryContext cxt;
+	void	   *curl;			/* the CURL handle of the transfer */
+	PhxNetPolicy policy;		/* the SSRF policy of this request */
+} PhxResponseBuffer;
+
+extern size_t phx_receive_body(char *ptr, size_t size, size_t nmemb, void *userdata);
+extern size_t phx_receive_header(char *buffer, size_t size, size_t nitems, void *userdata);
 
 #endif							/* PHX_POSTHOG_H */

@@ -3,7 +3,8 @@
  * server_options.c
  *		Options of the posthog_export foreign data wrapper: validation at
  *		CREATE/ALTER SERVER and USER MAPPING time, and reading them back
- *		into a PhxServerConfig when an export runs.
+ *		into a PhxServerConfig when an export runs, both from one table
+ *		that describes each option fully.
  *
  * Like postgres_fdw, every option is checked where it is set, so that a
  * typo or a malformed value fails at DDL time rather than at 3 a.m. in the
@@ -31,50 +32,65 @@
 
 typedef enum PhxOptionKind
 {
-	PHX_OPT_VERIFY,
-	PHX_OPT_STRING,
-	PHX_OPT_URL,
-	PHX_OPT_BOOL,
-	PHX_OPT_INT,
-	PHX_OPT_PATH
+	PHX_OPT_STRING,				/* char *, not empty */
+	PHX_OPT_PATH,				/* char *, an absolute path */
+	PHX_OPT_URL,				/* char *, https:// (or http://), kept without trailing '/' */
+	PHX_OPT_PROXY,				/* char *, http(s)://host:port */
+	PHX_OPT_BOOL,				/* bool */
+	PHX_OPT_VERIFY,				/* PhxVerify */
+	PHX_OPT_INT,				/* int, from min to max, times scale */
+	PHX_OPT_INT64				/* int64, from min to max, times scale */
 } PhxOptionKind;
 
+/*
+ * One option, fully: where it is set, how its value is checked, where it
+ * lands in PhxServerConfig, and its value when it is not set.  The
+ * validator and phx_get_server_config() both loop over this one table.
+ */
 typedef struct PhxOption
 {
 	const char *name;
 	Oid			context;		/* ForeignServerRelationId or UserMappingRelationId */
 	PhxOptionKind kind;
-	int64		min;			/* for PHX_OPT_INT */
+	bool		required;		/* a server or user mapping must set it */
+	int64		min;			/* PHX_OPT_INT, PHX_OPT_INT64 */
 	int64		max;
+	int			scale;			/* the field holds value * scale (seconds -> ms) */
+	size_t		offset;			/* of its field in PhxServerConfig */
+	const char *default_value;	/* as the option's text; NULL: zero, false, NULL */
 } PhxOption;
 
+#define SERVER		ForeignServerRelationId
+#define MAPPING		UserMappingRelationId
+#define FIELD(f)	offsetof(PhxServerConfig, f)
+
+/* in this order in the hint that lists the valid options */
 static const PhxOption phx_options[] = {
-	{"url", ForeignServerRelationId, PHX_OPT_URL, 0, 0},
-	{"project_id", ForeignServerRelationId, PHX_OPT_INT, 1, PG_INT64_MAX},
-	{"ca_file", ForeignServerRelationId, PHX_OPT_PATH, 0, 0},
-	{"allow_http", ForeignServerRelationId, PHX_OPT_BOOL, 0, 0},
-	{"compression", ForeignServerRelationId, PHX_OPT_BOOL, 0, 0},
-	{"allow_loopback", ForeignServerRelationId, PHX_OPT_BOOL, 0, 0},
-	{"verify", ForeignServerRelationId, PHX_OPT_VERIFY, 0, 0},
-	{"client_cert", ForeignServerRelationId, PHX_OPT_PATH, 0, 0},
-	{"client_key", ForeignServerRelationId, PHX_OPT_PATH, 0, 0},
-	{"proxy", ForeignServerRelationId, PHX_OPT_URL, 0, 0},
-	{"page_size", ForeignServerRelationId, PHX_OPT_INT, 1, 50000},
-	{"connect_timeout", ForeignServerRelationId, PHX_OPT_INT, 1, 3600},
-	{"timeout", ForeignServerRelationId, PHX_OPT_INT, 1, 86400},
-	{"max_retries", ForeignServerRelationId, PHX_OPT_INT, 0, 100},
-	{"retry_base_delay", ForeignServerRelationId, PHX_OPT_INT, 0, 600000},
-	{"max_response_size", ForeignServerRelationId, PHX_OPT_INT, 1024, (int64) 1 << 40},
-	{"api_key", UserMappingRelationId, PHX_OPT_STRING, 0, 0},
-	{NULL, InvalidOid, PHX_OPT_STRING, 0, 0}
+	{"url", SERVER, PHX_OPT_URL, true, 0, 0, 1, FIELD(url), NULL},
+	{"project_id", SERVER, PHX_OPT_INT64, true, 1, PG_INT64_MAX, 1, FIELD(project_id), NULL},
+	{"ca_file", SERVER, PHX_OPT_PATH, false, 0, 0, 1, FIELD(ca_file), NULL},
+	{"allow_http", SERVER, PHX_OPT_BOOL, false, 0, 0, 1, FIELD(allow_http), NULL},
+	{"compression", SERVER, PHX_OPT_BOOL, false, 0, 0, 1, FIELD(compression), "true"},
+	{"allow_loopback", SERVER, PHX_OPT_BOOL, false, 0, 0, 1, FIELD(allow_loopback), NULL},
+	{"verify", SERVER, PHX_OPT_VERIFY, false, 0, 0, 1, FIELD(verify), "full"},
+	{"client_cert", SERVER, PHX_OPT_PATH, false, 0, 0, 1, FIELD(client_cert), NULL},
+	{"client_key", SERVER, PHX_OPT_PATH, false, 0, 0, 1, FIELD(client_key), NULL},
+	{"proxy", SERVER, PHX_OPT_PROXY, false, 0, 0, 1, FIELD(proxy), NULL},
+	{"page_size", SERVER, PHX_OPT_INT, false, 1, 50000, 1, FIELD(page_size), "10000"},
+	{"connect_timeout", SERVER, PHX_OPT_INT, false, 1, 3600, 1000, FIELD(connect_timeout_ms), "10"},
+	{"timeout", SERVER, PHX_OPT_INT, false, 1, 86400, 1000, FIELD(timeout_ms), "300"},
+	{"max_retries", SERVER, PHX_OPT_INT, false, 0, 100, 1, FIELD(max_retries), "5"},
+	{"retry_base_delay", SERVER, PHX_OPT_INT, false, 0, 600000, 1, FIELD(retry_base_delay_ms), "1000"},
+	{"max_response_size", SERVER, PHX_OPT_INT64, false, 1024, (int64) 1 << 40, 1, FIELD(max_response_size), "536870912"},
+	{"api_key", MAPPING, PHX_OPT_STRING, true, 0, 0, 1, FIELD(api_key), NULL},
 };
 
 static const PhxOption *
 find_option(const char *name, Oid context)
 {
-	for (const PhxOption *opt = phx_options; opt->name; opt++)
-		if (opt->context == context && strcmp(opt->name, name) == 0)
-			return opt;
+	for (int i = 0; i < lengthof(phx_options); i++)
+		if (phx_options[i].context == context && strcmp(phx_options[i].name, name) == 0)
+			return &phx_options[i];
 	return NULL;
 }
 
@@ -210,28 +226,96 @@ check_option_value(const PhxOption *opt, const char *value, bool allow_http)
 						(errcode(ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE),
 						 errmsg("option \"%s\" must not be empty", opt->name)));
 			break;
-		case PHX_OPT_URL:
-			if (strcmp(opt->name, "proxy") == 0)
-				check_proxy(value);
-			else
-				check_url(value, allow_http);
-			break;
-		case PHX_OPT_VERIFY:
-			(void) parse_verify(value);
-			break;
-		case PHX_OPT_BOOL:
-			(void) parse_bool_option(opt->name, value);
-			break;
-		case PHX_OPT_INT:
-			(void) parse_int_option(opt->name, value, opt->min, opt->max);
-			break;
 		case PHX_OPT_PATH:
 			if (!is_absolute_path(value))
 				ereport(ERROR,
 						(errcode(ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE),
 						 errmsg("option \"%s\" must be an absolute path", opt->name)));
 			break;
+		case PHX_OPT_URL:
+			check_url(value, allow_http);
+			break;
+		case PHX_OPT_PROXY:
+			check_proxy(value);
+			break;
+		case PHX_OPT_BOOL:
+			(void) parse_bool_option(opt->name, value);
+			break;
+		case PHX_OPT_VERIFY:
+			(void) parse_verify(value);
+			break;
+		case PHX_OPT_INT:
+		case PHX_OPT_INT64:
+			(void) parse_int_option(opt->name, value, opt->min, opt->max);
+			break;
 	}
+}
+
+/* Stores a value (checked by the validator when it was set) in its field of cfg. */
+static void
+store_option(PhxServerConfig *cfg, const PhxOption *opt, const char *value)
+{
+	char	   *field = (char *) cfg + opt->offset;
+
+	switch (opt->kind)
+	{
+		case PHX_OPT_STRING:
+		case PHX_OPT_PATH:
+		case PHX_OPT_PROXY:
+			*(char **) field = pstrdup(value);
+			break;
+		case PHX_OPT_URL:
+			{
+				char	   *url = pstrdup(value);
+				size_t		n = strlen(url);
+
+				while (n > 0 && url[n - 1] == '/')
+					url[--n] = '\0';
+				*(char **) field = url;
+				break;
+			}
+		case PHX_OPT_BOOL:
+			*(bool *) field = parse_bool_option(opt->name, value);
+			break;
+		case PHX_OPT_VERIFY:
+			*(PhxVerify *) field = parse_verify(value);
+			break;
+		case PHX_OPT_INT:
+			*(int *) field = (int) parse_int_option(opt->name, value, opt->min, opt->max) * opt->scale;
+			break;
+		case PHX_OPT_INT64:
+			*(int64 *) field = parse_int_option(opt->name, value, opt->min, opt->max) * opt->scale;
+			break;
+	}
+}
+
+/*
+ * Stores the options of one catalog (a server's or a user mapping's) in
+ * cfg, after the defaults; returns whether every required one was set.
+ */
+static bool
+read_options(PhxServerConfig *cfg, List *options, Oid catalog)
+{
+	bool		set[lengthof(phx_options)] = {0};
+	ListCell   *lc;
+
+	for (int i = 0; i < lengthof(phx_options); i++)
+		if (phx_options[i].context == catalog && phx_options[i].default_value)
+			store_option(cfg, &phx_options[i], phx_options[i].default_value);
+	foreach(lc, options)
+	{
+		DefElem    *def = lfirst_node(DefElem, lc);
+		const PhxOption *opt = find_option(def->defname, catalog);
+
+		if (opt == NULL)
+			continue;
+		store_option(cfg, opt, defGetString(def));
+		set[opt - phx_options] = true;
+	}
+	for (int i = 0; i < lengthof(phx_options); i++)
+		if (phx_options[i].context == catalog && phx_options[i].required && !set[i])
+			return false;
+	return true;
 }
 
 /*
@@ -245,9 +329,7 @@ phx_validate_options(List *options, Oid catalog)
 {
 	ListCell   *lc;
 	bool		allow_http = false;
-	bool		have_url = false;
-	bool		have_project = false;
-	bool		have_key = false;
+	bool		set[lengthof(phx_options)] = {0};
 
 	if (catalog != ForeignServerRelationId && catalog != UserMappingRelationId)
 	{
@@ -293,36 +375,37 @@ phx_validate_options(List *options, Oid catalog)
 				ereport(ERROR,
 						(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
 						 errmsg("invalid option \"%s\"", def->defname),
-						 errhint("Option \"%s\" belongs to a %s.", def->defname,
-								 other == UserMappingRelationId ? "USER MAPPING" : "SERVER")));
+						 other == UserMappingRelationId ?
+						 errhint("Option \"%s\" belongs to a USER MAPPING.", def->defname) :
+						 errhint("Option \"%s\" belongs to a SERVER.", def->defname)));
 
 			initStringInfo(&buf);
-			for (const PhxOption *o = phx_options; o->name; o++)
-				if (o->context == catalog)
-					appendStringInfo(&buf, "%s%s", buf.len > 0 ? ", " : "", o->name);
+			for (int i = 0; i < lengthof(phx_options); i++)
+				if (phx_options[i].context == catalog)
+					appendStringInfo(&buf, "%s%s", buf.len > 0 ? ", " : "", phx_options[i].name);
 			ereport(ERROR,
 					(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
 					 errmsg("invalid option \"%s\"", def->defname),
 					 errhint("Valid options in this context are: %s", buf.data)));
 		}
 		check_option_value(opt, defGetString(def), allow_http);
-		if (strcmp(opt->name, "url") == 0)
-			have_url = true;
-		else if (strcmp(opt->name, "project_id") == 0)
-			have_project = true;
-		else if (strcmp(opt->name, "api_key") == 0)
-			have_key = true;
+		set[opt - phx_options] = true;
 	}
 
-	if (catalog == ForeignServerRelationId && (!have_url || !have_project))
-		ereport(ERROR,
-				(errcode(ERRCODE_FDW_OPTION_NAME_NOT_FOUND),
-				 errmsg("a posthog_export server needs the options \"url\" and \"project_id\""),
-				 errhint("For example: OPTIONS (url 'https://us.posthog.com', project_id '12345').")));
-	if (catalog == UserMappingRelationId && !have_key)
-		ereport(ERROR,
-				(errcode(ERRCODE_FDW_OPTION_NAME_NOT_FOUND),
-				 errmsg("a posthog_export user mapping needs the option \"api_key\"")));
+	for (int i = 0; i < lengthof(phx_options); i++)
+	{
+		if (phx_options[i].context != catalog || !phx_options[i].required || set[i])
+			continue;
+		if (catalog == ForeignServerRelationId)
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_OPTION_NAME_NOT_FOUND),
+					 errmsg("a posthog_export server needs the options \"url\" and \"project_id\""),
+					 errhint("For example: OPTIONS (url 'https://us.posthog.com', project_id '12345').")));
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_OPTION_NAME_NOT_FOUND),
+					 errmsg("a posthog_export user mapping needs the option \"api_key\"")));
+	}
 }
 
 /*
@@ -336,7 +419,6 @@ phx_get_server_config(const char *server_name, Oid userid)
 	ForeignServer *server;
 	UserMapping *um;
 	PhxServerConfig *cfg = palloc0(sizeof(PhxServerConfig));
-	ListCell   *lc;
 	AclResult	aclresult;
 
 	server = GetForeignServerByName(server_name, false);
@@ -355,60 +437,7 @@ phx_get_server_config(const char *server_name, Oid userid)
 						   GetUserNameFromId(userid, false))));
 
 	cfg->server_name = pstrdup(server_name);
-	cfg->compression = true;
-	cfg->verify = PHX_VERIFY_FULL;
-	cfg->page_size = 10000;
-	cfg->connect_timeout_ms = 10 * 1000;
-	cfg->timeout_ms = 300 * 1000;
-	cfg->max_retries = 5;
-	cfg->retry_base_delay_ms = 1000;
-	cfg->max_response_size = (int64) 512 * 1024 * 1024;
-
-	foreach(lc, server->options)
-	{
-		DefElem    *def = lfirst_node(DefElem, lc);
-		const char *val = defGetString(def);
-
-		if (strcmp(def->defname, "url") == 0)
-		{
-			size_t		n = strlen(val);
-
-			cfg->url = pstrdup(val);
-			while (n > 0 && cfg->url[n - 1] == '/')
-				cfg->url[--n] = '\0';
-		}
-		else if (strcmp(def->defname, "project_id") == 0)
-			cfg->project_id = parse_int_option(def->defname, val, 1, PG_INT64_MAX);
-		else if (strcmp(def->defname, "ca_file") == 0)
-			cfg->ca_file = pstrdup(val);
-		else if (strcmp(def->defname, "allow_http") == 0)
-			cfg->allow_http = parse_bool_option(def->defname, val);
-		else if (strcmp(def->defname, "compression") == 0)
-			cfg->compression = parse_bool_option(def->defname, val);
-		else if (strcmp(def->defname, "allow_loopback") == 0)
-			cfg->allow_loopback = parse_bool_option(def->defname, val);
-		else if (strcmp(def->defname, "verify") == 0)
-			cfg->verify = parse_verify(val);
-		else if (strcmp(def->defname, "client_cert") == 0)
-			cfg->client_cert = pstrdup(val);
-		else if (strcmp(def->defname, "client_key") == 0)
-			cfg->client_key = pstrdup(val);
-		else if (strcmp(def->defname, "proxy") == 0)
-			cfg->proxy = pstrdup(val);
-		else if (strcmp(def->defname, "page_size") == 0)
-			cfg->page_size = (int) parse_int_option(def->defname, val, 1, 50000);
-		else if (strcmp(def->defname, "connect_timeout") == 0)
-			cfg->connect_timeout_ms = (int) parse_int_option(def->defname, val, 1, 3600) * 1000;
-		else if (strcmp(def->defname, "timeout") == 0)
-			cfg->timeout_ms = (int) parse_int_option(def->defname, val, 1, 86400) * 1000;
-		else if (strcmp(def->defname, "max_retries") == 0)
-			cfg->max_retries = (int) parse_int_option(def->defname, val, 0, 100);
-		else if (strcmp(def->defname, "retry_base_delay") == 0)
-			cfg->retry_base_delay_ms = (int) parse_int_option(def->defname, val, 0, 600000);
-		else if (strcmp(def->defname, "max_response_size") == 0)
-			cfg->max_response_size = parse_int_option(def->defname, val, 1024, (int64) 1 << 40);
-	}
-	if (cfg->url == NULL || cfg->project_id == 0)
+	if (!read_options(cfg, server->options, ForeignServerRelationId))
 		ereport(ERROR,
 				(errcode(ERRCODE_FDW_OPTION_NAME_NOT_FOUND),
 				 errmsg("server \"%s\" lacks the option \"url\" or \"project_id\"", server_name)));
@@ -427,14 +456,7 @@ phx_get_server_config(const char *server_name, Oid userid)
 						 quote_identifier(GetUserNameFromId(userid, false)),
 						 quote_identifier(server_name))));
 	um = GetUserMapping(userid, server->serverid);
-	foreach(lc, um->options)
-	{
-		DefElem    *def = lfirst_node(DefElem, lc);
-
-		if (strcmp(def->defname, "api_key") == 0)
-			cfg->api_key = pstrdup(defGetString(def));
-	}
-	if (cfg->api_key == NULL)
+	if (!read_options(cfg, um->options, UserMappingRelationId))
 		ereport(ERROR,
 				(errcode(ERRCODE_FDW_OPTION_NAME_NOT_FOUND),
 				 errmsg("user mapping for role \"%s\" on server \"%s\" has no api_key",

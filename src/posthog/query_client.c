@@ -1,0 +1,452 @@
+/*-------------------------------------------------------------------------
+ *
+ * query_client.c
+ *		One call of PostHog's query API as the models see it: the retry
+ *		policy, and PostHog's answers turned into a page or an error.
+ *
+ * Retry policy, per page, decided from what the transfer came to (see
+ * judge_transfer() and judge_answer()):
+ *   429                 wait as long as PostHog's detail says, then retry
+ *   500, 502, 503,
+ *   network errors,
+ *   timeouts,
+ *   malformed bodies    exponential backoff with jitter, then retry
+ *   504, 512            ask the caller to shrink the page, retry at once
+ *   other statuses      fail at once (bad query, bad key, no access ...)
+ *   certificate, URL
+ *   and TLS set-up      fail at once: they fail the same way every time
+ *
+ * Errors are reported as postgres_fdw reports a remote server's: the
+ * primary message is ours and holds no text from PostHog, the HTTP detail
+ * (status, PostHog's error code and detail, libcurl's message) goes into
+ * the DETAIL, and a CONTEXT line names the HogQL being run (never its
+ * values, nor the key).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "common/pg_prng.h"
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+#include "posthog/posthog.h"
+
+typedef enum PhxOutcome
+{
+	PHX_OK,
+	PHX_RETRY,					/* back off, then retry */
+	PHX_THROTTLED,				/* wait as told, then retry */
+	PHX_SHRINK,					/* retry with a smaller page */
+	PHX_FATAL					/* fail now */
+} PhxOutcome;
+
+/* What one request came to. */
+typedef struct Attempt
+{
+	PhxTransfer xfer;
+	PhxOutcome	outcome;
+	char	   *code;			/* PostHog's error code, or NULL */
+	char	   *detail;			/* PostHog's error detail, or NULL */
+	char	   *problem;		/* why it failed, for the DETAIL of a report */
+	long		wait_ms;		/* PHX_THROTTLED: as PostHog said, or -1 */
+	PhxPage    *page;			/* PHX_OK */
+} Attempt;
+
+/* CONTEXT of every report made while a query runs, as postgres_fdw's "remote SQL command" */
+static void
+hogql_error_context(void *arg)
+{
+	PhxQuery   *q = (PhxQuery *) arg;
+
+	errcontext("HogQL query: %s", q->text.data);
+}
+
+/* Interruptible sleep: a cancel or terminate ends it at once. */
+static void
+phx_sleep_ms(long ms)
+{
+	TimestampTz deadline = GetCurrentTimestamp() + ms * 1000;
+
+	for (;;)
+	{
+		long		left;
+
+		CHECK_FOR_INTERRUPTS();
+		left = (long) ((deadline - GetCurrentTimestamp()) / 1000);
+		if (left <= 0)
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 left, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+static long
+backoff_ms(PhxServerConfig *cfg, int retry)
+{
+	double		delay = (double) cfg->retry_base_delay_ms * (double) (1 << Min(retry, 16));
+
+	delay = Min(delay, 60000.0);
+	/* "equal jitter": half fixed, half random, so retries of many exports spread out */
+	return (long) (delay / 2 + pg_prng_double(&pg_global_prng_state) * delay / 2);
+}
+
+/*
+ * PostHog's 429 detail says "Request was throttled. Expected available in
+ * 37 seconds."; there is no Retry-After header to rely on.
+ */
+static long
+throttle_wait_ms(const char *detail)
+{
+	const char *p;
+
+	if (detail && (p = strstr(detail, "available in ")) != NULL)
+	{
+		long		secs = strtol(p + strlen("available in "), NULL, 10);
+
+		if (secs > 0)
+			return Min(secs, 3600) * 1000L;
+	}
+	return -1;
+}
+
+/*
+ * Pulls "code" and "detail" from PostHog's error body, or a printable
+ * prefix of a body that is not JSON (a proxy's HTML page, say).
+ */
+static void
+describe_error_body(char *body, size_t len, char **code, char **detail)
+{
+	*code = NULL;
+	*detail = NULL;
+	if (body == NULL || len == 0)
+		return;
+	body[len] = '\0';
+	if (phx_parse_error_body(body, len, code, detail))
+		return;
+	{
+		int			n = Min(len, 200);
+		char	   *s = pnstrdup(body, n);
+
+		for (char *p = s; *p; p++)
+			if ((unsigned char) *p < 0x20 || (unsigned char) *p >= 0x7f)
+				*p = ' ';
+		*detail = s;
+	}
+}
+
+/* The DETAIL of an HTTP answer other than 200: its status and what PostHog said. */
+static char *
+answer_detail(long status, const char *code, const char *detail)
+{
+	if (code && detail)
+		return psprintf("PostHog answered HTTP %ld with error code \"%s\": %s", status, code, detail);
+	if (code)
+		return psprintf("PostHog answered HTTP %ld with error code \"%s\".", status, code);
+	if (detail)
+		return psprintf("PostHog answered HTTP %ld: %s", status, detail);
+	return psprintf("PostHog answered HTTP %ld without an error body.", status);
+}
+
+/* Decides on an HTTP answer: a page, a retry, a smaller page, or failure. */
+static void
+judge_answer(Attempt *a)
+{
+	long		status = a->xfer.status;
+
+	if (status == 200)
+	{
+		/* a malformed body (cut off by a proxy, say) is retried like a network error */
+		a->page = phx_try_parse_page(a->xfer.body, a->xfer.len, &a->problem);
+		a->outcome = a->page ? PHX_OK : PHX_RETRY;
+		return;
+	}
+	describe_error_body(a->xfer.body, a->xfer.len, &a->code, &a->detail);
+	a->problem = answer_detail(status, a->code, a->detail);
+	if (status == 429)
+	{
+		a->outcome = PHX_THROTTLED;
+		a->wait_ms = throttle_wait_ms(a->detail);
+	}
+	else if (status == 500 || status == 502 || status == 503)
+		a->outcome = PHX_RETRY;
+	else if (status == 504 || status == 512)
+		a->outcome = PHX_SHRINK;
+	else
+		a->outcome = PHX_FATAL;
+}
+
+static void
+report_too_large(PhxServerConfig *cfg, PhxTransfer *x)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+			 errmsg("PostHog response exceeds max_response_size (" INT64_FORMAT " bytes)",
+					cfg->max_response_size),
+			 x->announced > 0 ?
+			 errdetail("The response announced a Content-Length of " UINT64_FORMAT " bytes; it was refused before its body was read.",
+					   x->announced) :
+			 cfg->compression ?
+			 errdetail("The body, decompressed, passed the limit; the transfer and the decompression were stopped there.") :
+			 errdetail("The body passed the limit; the transfer was stopped there."),
+			 errhint("Lower the server option page_size or raise max_response_size.")));
+}
+
+/*
+ * A certificate, URL or TLS set-up problem fails the same way every time,
+ * so it is not retried.  libcurl's own words go into the DETAIL.
+ */
+static void
+report_unusable_connection(PhxServerConfig *cfg, PhxTransfer *x)
+{
+	const char *name = cfg->server_name;
+
+	switch (x->end)
+	{
+		case PHX_XFER_TLS_UNVERIFIED:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+					 errmsg("could not connect to PostHog server \"%s\": its certificate was not accepted", name),
+					 errdetail_internal("%s", x->error),
+					 errhint("Check the server options ca_file and verify.")));
+			break;
+		case PHX_XFER_BAD_CA_FILE:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+					 errmsg("could not connect to PostHog server \"%s\": the trusted certificate authorities could not be loaded", name),
+					 errdetail_internal("%s", x->error)));
+			break;
+		case PHX_XFER_BAD_CLIENT_CERT:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+					 errmsg("could not connect to PostHog server \"%s\": the client certificate or key could not be used", name),
+					 errdetail_internal("%s", x->error)));
+			break;
+		case PHX_XFER_BAD_CRL_FILE:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+					 errmsg("could not connect to PostHog server \"%s\": the certificate revocation list could not be loaded", name),
+					 errdetail_internal("%s", x->error)));
+			break;
+		case PHX_XFER_BAD_PROTOCOL:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+					 errmsg("could not connect to PostHog server \"%s\": the protocol is not supported or not allowed", name),
+					 errdetail_internal("%s", x->error)));
+			break;
+		default:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+					 errmsg("could not connect to PostHog server \"%s\": its URL is malformed", name),
+					 errdetail_internal("%s", x->error)));
+			break;
+	}
+}
+
+/*
+ * Decides on what a transfer came to.  What no retry can change (the
+ * network policy's refusal, a body past the limit, a certificate problem)
+ * is reported at once; what may be better next time is retried.
+ */
+static void
+judge_transfer(PhxServerConfig *cfg, Attempt *a)
+{
+	PhxTransfer *x = &a->xfer;
+
+	switch (x->end)
+	{
+		case PHX_XFER_ANSWERED:
+			judge_answer(a);
+			break;
+		case PHX_XFER_INTERRUPTED:
+			/* a pending interrupt that did not throw: just try again */
+			a->outcome = PHX_RETRY;
+			a->problem = pstrdup("The request was interrupted.");
+			break;
+		case PHX_XFER_TIMED_OUT:
+		case PHX_XFER_NETWORK_ERROR:
+			a->outcome = PHX_RETRY;
+			a->problem = x->error;
+			break;
+		case PHX_XFER_REFUSED:
+			phx_policy_report_refused(cfg, x->policy.refused_address, x->policy.policy_errno, false);
+			break;
+		case PHX_XFER_TOO_LARGE:
+			report_too_large(cfg, x);
+			break;
+		case PHX_XFER_OUT_OF_MEMORY:
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("out of memory while receiving a PostHog response")));
+			break;
+		default:
+			report_unusable_connection(cfg, x);
+			break;
+	}
+}
+
+/* Sends the query once (or collects its prefetched answer) and judges the outcome. */
+static void
+make_attempt(PhxServerConfig *cfg, PhxQuery *q, const char *label, uint64 prefetched,
+			 Attempt *a)
+{
+	char	   *body = phx_request_body(q, label);
+
+	memset(a, 0, sizeof(*a));
+	a->wait_ms = -1;
+	phx_transport_perform(cfg, body, prefetched, &a->xfer);
+	pfree(body);
+	judge_transfer(cfg, a);
+	/* the page, parsed in place, keeps the body; nothing else does */
+	if (a->xfer.body && a->outcome != PHX_OK)
+		pfree(a->xfer.body);
+}
+
+/* An answer that no retry changes: a bad key, a redirect, a bad query. */
+static void
+report_rejection(PhxServerConfig *cfg, Attempt *a)
+{
+	long		status = a->xfer.status;
+
+	if (status == 401 || status == 403)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+				 errmsg("PostHog server \"%s\" rejected the API key (HTTP %ld)",
+						cfg->server_name, status),
+				 errdetail_internal("%s", a->problem),
+				 errhint("Check the api_key of the user mapping: a personal API key with the query:read scope for project " INT64_FORMAT ".",
+						 cfg->project_id)));
+	else if (status >= 300 && status < 400)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
+				 errmsg("PostHog server \"%s\" answered with a redirect (HTTP %ld)",
+						cfg->server_name, status),
+				 errdetail("Redirects are not followed, so the API key never reaches another host."),
+				 errhint("Set the server option url to the final address.")));
+	else
+		ereport(ERROR,
+				(errcode(status == 400 ? ERRCODE_FDW_ERROR : ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
+				 errmsg("PostHog server \"%s\" rejected the query (HTTP %ld)",
+						cfg->server_name, status),
+				 errdetail_internal("%s", a->problem)));
+}
+
+/* The last of max_retries + 1 attempts failed: the error says how. */
+static void
+report_retries_exhausted(PhxServerConfig *cfg, int attempts, Attempt *a)
+{
+	const char *name = cfg->server_name;
+
+#define PHX_TRANSIENT_HINT \
+	errhint("The error is transient; the run resumes from its last committed page when retried.")
+
+	if (a->xfer.end == PHX_XFER_ANSWERED && a->xfer.status != 200)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
+				 errmsg_plural("PostHog request to server \"%s\" failed after %d attempt: the answer was HTTP %ld",
+							   "PostHog request to server \"%s\" failed after %d attempts: the last answer was HTTP %ld",
+							   attempts, name, attempts, a->xfer.status),
+				 errdetail_internal("%s", a->problem),
+				 PHX_TRANSIENT_HINT));
+	else if (a->xfer.end == PHX_XFER_ANSWERED)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
+				 errmsg_plural("PostHog request to server \"%s\" failed after %d attempt: the answer was not a valid query result",
+							   "PostHog request to server \"%s\" failed after %d attempts: the last answer was not a valid query result",
+							   attempts, name, attempts),
+				 errdetail_internal("%s", a->problem),
+				 PHX_TRANSIENT_HINT));
+	else if (a->xfer.end == PHX_XFER_INTERRUPTED)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
+				 errmsg_plural("PostHog request to server \"%s\" failed after %d attempt: it was interrupted",
+							   "PostHog request to server \"%s\" failed after %d attempts: the last was interrupted",
+							   attempts, name, attempts),
+				 PHX_TRANSIENT_HINT));
+	else if (a->xfer.end == PHX_XFER_TIMED_OUT)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
+				 errmsg_plural("PostHog request to server \"%s\" failed after %d attempt: it timed out",
+							   "PostHog request to server \"%s\" failed after %d attempts: the last timed out",
+							   attempts, name, attempts),
+				 errdetail_internal("%s", a->problem),
+				 PHX_TRANSIENT_HINT));
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
+				 errmsg_plural("PostHog request to server \"%s\" failed after %d attempt: the connection failed",
+							   "PostHog request to server \"%s\" failed after %d attempts: the connection failed",
+							   attempts, name, attempts),
+				 errdetail_internal("%s", a->problem),
+				 PHX_TRANSIENT_HINT));
+#undef PHX_TRANSIENT_HINT
+}
+
+/* Waits before retry n (1-based): as long as PostHog asked, or a backoff. */
+static void
+wait_before_retry(PhxServerConfig *cfg, Attempt *a, int retry)
+{
+	long		wait_ms = a->wait_ms >= 0 ? a->wait_ms : backoff_ms(cfg, retry - 1);
+
+	ereport(LOG,
+			(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
+			 errmsg("posthog_export: request to PostHog server \"%s\" failed; retry %d of %d in %ld ms",
+					cfg->server_name, retry, cfg->max_retries, wait_ms),
+			 errdetail_internal("%s", a->problem)));
+	phx_sleep_ms(wait_ms);
+}
+
+/*
+ * Performs one query: POSTs the request, retries per the policy above,
+ * and returns the parsed page of a 200 response.
+ */
+PhxPage *
+phx_http_query(PhxServerConfig *cfg, PhxQuery *q, const char *label,
+			   PhxShrinkCallback shrink, void *shrink_arg, int64 *bytes_out)
+{
+	ErrorContextCallback errcallback;
+	int			retries = 0;
+	PhxPage    *page;
+
+	errcallback.callback = hogql_error_context;
+	errcallback.arg = q;
+	errcallback.previous = error_context_stack;
+	error_context_stack = &errcallback;
+
+	for (int attempt = 0;; attempt++)
+	{
+		Attempt		a;
+
+		CHECK_FOR_INTERRUPTS();
+		/* only the first attempt may take over a prefetched request */
+		make_attempt(cfg, q, label, attempt == 0 ? q->prefetched : 0, &a);
+		if (a.outcome == PHX_OK)
+		{
+			if (bytes_out)
+				*bytes_out += a.xfer.len;
+			page = a.page;
+			break;
+		}
+		if (a.outcome == PHX_FATAL)
+			report_rejection(cfg, &a);
+		if (a.outcome == PHX_SHRINK && shrink && shrink(shrink_arg, q))
+		{
+			ereport(LOG,
+					(errcode(ERRCODE_FDW_ERROR),
+					 errmsg("posthog_export: PostHog server \"%s\" answered HTTP %ld; retrying with a smaller page",
+							cfg->server_name, a.xfer.status),
+					 errdetail_internal("%s", a.problem)));
+			continue;
+		}
+		if (retries >= cfg->max_retries)
+			report_retries_exhausted(cfg, retries + 1, &a);
+		retries++;
+		wait_before_retry(cfg, &a, retries);
+	}
+
+	error_context_stack = errcallback.previous;
+	return page;
+}
