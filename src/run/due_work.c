@@ -252,7 +252,7 @@ record_failure(IntervalRun *ir, ErrorData **error)
 		phx_destination_close(ir->dest);
 	phx_progress_end();
 
-	phx_run_failed(ir->run, edata->message);
+	phx_run_failed(ir->run, phx_error_summary(edata));
 	SPI_commit();
 	MemoryContextSwitchTo(ir->run_cxt);
 	ereport(LOG,
@@ -260,7 +260,7 @@ record_failure(IntervalRun *ir, ErrorData **error)
 			 errmsg("posthog_export: export \"%s\" failed in interval [%s, %s) after %lld rows",
 					ir->exp->name, phx_ts_str(ir->start), phx_ts_str(ir->end),
 					(long long) ir->run->rows),
-			 errdetail_internal("%s", edata->message)));
+			 errdetail_internal("%s", phx_error_summary(edata))));
 	if (error == NULL)
 		ReThrowError(edata);
 	*error = edata;

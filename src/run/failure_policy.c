@@ -69,6 +69,19 @@ retry_time(TimestampTz now, int failures)
 }
 
 /*
+ * What runs.error and paused_reason keep of an error: its message and, in
+ * parentheses, its detail (for an error from PostHog, what PostHog said),
+ * since a reader of the table has no server log at hand.
+ */
+char *
+phx_error_summary(ErrorData *edata)
+{
+	if (edata->detail == NULL || edata->detail[0] == '\0')
+		return edata->message;
+	return psprintf("%s (%s)", edata->message, edata->detail);
+}
+
+/*
  * After a run: success clears the failure count; a failure schedules a
  * retry with backoff, or pauses the export when the error is not
  * retryable or it failed max_failures times in a row.
@@ -87,23 +100,24 @@ phx_export_record_result(PhxExport *exp, ErrorData *edata)
 		/* the paused_reason is what the status view shows */
 		phx_export_set_failures(exp, failures, false, 0, true,
 								psprintf("paused after an error that retrying cannot fix: %s",
-										 edata->message));
+										 phx_error_summary(edata)));
 		ereport(WARNING,
 				(errcode(ERRCODE_WARNING),
 				 errmsg("export \"%s\" paused after an error that retrying cannot fix: %s",
 						exp->name, edata->message),
+				 edata->detail ? errdetail_internal("%s", edata->detail) : 0,
 				 errhint("Fix the cause, then: %s", unpause)));
 	}
 	else if (edata && failures >= phx_max_failures)
 	{
 		phx_export_set_failures(exp, failures, false, 0, true,
 								psprintf("paused after %d failures in a row (posthog_export.max_failures); last error: %s",
-										 failures, edata->message));
+										 failures, phx_error_summary(edata)));
 		ereport(WARNING,
 				(errcode(ERRCODE_WARNING),
 				 errmsg("export \"%s\" paused after %d failures in a row (posthog_export.max_failures)",
 						exp->name, failures),
-				 errdetail_internal("The last error was: %s", edata->message),
+				 errdetail_internal("The last error was: %s", phx_error_summary(edata)),
 				 errhint("Fix the cause, then: %s", unpause)));
 	}
 	else

@@ -40,6 +40,7 @@ extern int	phx_retry_interval;
 /* Backends that may die running one interval before its export pauses. */
 #define PHX_MAX_CRASHES		2
 
+extern char *phx_error_summary(ErrorData *edata);
 extern void phx_export_record_result(PhxExport *exp, ErrorData *edata);
 extern void phx_pause_crashing_export(PhxExport *exp, PhxRun *run, TimestampTz start,
 									  TimestampTz end);
