@@ -64,6 +64,8 @@ def events(a, out):
             ip = props.get("$ip") if isinstance(props, dict) else None
             if ip is not None and not isinstance(ip, str):
                 ip = json.dumps(ip)
+            if ip == "":
+                ip = None  # PostHog's export writes an empty $ip as NULL
             get = (lambda k: props.get(k) if isinstance(props, dict) else None)
             chain = e.get("elements_chain")
             row = [clean(e["uuid"]), clean(e.get("event")), jtext(props),

@@ -174,7 +174,11 @@ jsonb_member(Jsonb *jb, const char *key, bool *isnull)
 	return JsonbPGetDatum(JsonbValueToJsonb(v));
 }
 
-/* properties.$ip as text: a string as is, other scalars as their JSON text. */
+/*
+ * properties.$ip as text: a string as is, other scalars as their JSON
+ * text.  Missing, JSON null or an empty string: SQL NULL, as PostHog's
+ * own export writes it.
+ */
 static Datum
 jsonb_member_text(Jsonb *jb, const char *key, bool *isnull)
 {
@@ -185,6 +189,8 @@ jsonb_member_text(Jsonb *jb, const char *key, bool *isnull)
 		return (Datum) 0;
 	v = getKeyJsonValueFromContainer(&jb->root, key, strlen(key), NULL);
 	if (v == NULL || v->type == jbvNull)
+		return (Datum) 0;
+	if (v->type == jbvString && v->val.string.len == 0)
 		return (Datum) 0;
 	*isnull = false;
 	switch (v->type)
@@ -250,6 +256,7 @@ convert_row(EventsPage *ep, int r, Datum *values, bool *nulls)
 	values[EV_SET] = jsonb_member(props, "$set", &nulls[EV_SET]);
 	values[EV_SET_ONCE] = jsonb_member(props, "$set_once", &nulls[EV_SET_ONCE]);
 	values[EV_IP] = jsonb_member_text(props, "$ip", &nulls[EV_IP]);
+	/* site_url: always NULL, as in PostHog's export (nulls[] starts all true) */
 
 	if ((s = cell_text(&cells[Q_DISTINCT_ID], "distinct_id", false)) != NULL)
 	{

@@ -155,9 +155,12 @@ extern char *phx_request_body(PhxQuery *q, const char *label);
  * ------------------------------------------------------------------------
  */
 /*
- * Asked when the server answers 504 or 512 (query too slow or too big): may
- * rebuild the query for a smaller page and return true to retry at once, or
- * return false to treat the answer like any retryable error.
+ * Asked when PostHog's answer says the page's query was too heavy (out of
+ * memory, too slow, too large: 512, 513, PostHog's 504, a memory-limit
+ * 400, a second 500 in a row; see query_client.c): rebuilds the query for
+ * a smaller page and returns true to retry at once, or returns false when
+ * the page cannot shrink any more, and the query fails, naming the page.
+ * Without a callback such answers are backed off and retried like any.
  */
 typedef bool (*PhxShrinkCallback) (void *arg, PhxQuery *q);
 

@@ -5,13 +5,24 @@
  *		policy, and PostHog's answers turned into a page or an error.
  *
  * Retry policy, per page, decided from what the transfer came to (see
- * judge_transfer() and judge_answer()):
- *   429                 wait as long as PostHog's detail says, then retry
- *   500, 502, 503,
- *   network errors,
- *   timeouts,
- *   malformed bodies    exponential backoff with jitter, then retry
- *   504, 512            ask the caller to shrink the page, retry at once
+ * judge_transfer() and judge_answer()).  PostHog has mapped ClickHouse's
+ * failures to other statuses from version to version (posthog/errors.py,
+ * posthog/exceptions.py, posthog/api/query.py), so every form is known:
+ *   429                 wait as long as PostHog's detail says (else back
+ *                       off), then retry
+ *   the query ran out of memory: 513 or 512 with code
+ *     "clickhouse_memory_limit_exceeded", 400 with code
+ *     "memory_limit_exceeded", 504 with PostHog's body;
+ *   its estimated time was too long: 512;
+ *   it hit max_execution_time: 504 with PostHog's body;
+ *   it was too large: 500 "Query size exceeded.";
+ *   a second 500 in a row for one page
+ *                       ask the caller to shrink the page, retry at once;
+ *                       once it cannot shrink any more (the pager's
+ *                       floor), fail, naming the page and what was tried
+ *   500 (the first for a page), 502, 503, a proxy's 504 (no PostHog
+ *   body), network errors, timeouts, malformed bodies
+ *                       exponential backoff with jitter, then retry
  *   other statuses      fail at once (bad query, bad key, no access ...)
  *   certificate, URL
  *   and TLS set-up      fail at once: they fail the same way every time
@@ -50,6 +61,7 @@ typedef struct Attempt
 	PhxOutcome	outcome;
 	char	   *code;			/* PostHog's error code, or NULL */
 	char	   *detail;			/* PostHog's error detail, or NULL */
+	bool		posthog_body;	/* the body was PostHog's JSON error shape */
 	char	   *problem;		/* why it failed, for the DETAIL of a report */
 	long		wait_ms;		/* PHX_THROTTLED: as PostHog said, or -1 */
 	PhxPage    *page;			/* PHX_OK */
@@ -115,18 +127,20 @@ throttle_wait_ms(const char *detail)
 
 /*
  * Pulls "code" and "detail" from PostHog's error body, or a printable
- * prefix of a body that is not JSON (a proxy's HTML page, say).
+ * prefix of a body that is not JSON (a proxy's HTML page, say).  True when
+ * the body was PostHog's error shape: JSON with a code or a detail (a
+ * proxy or load balancer in front of PostHog sends HTML, or nothing).
  */
-static void
+static bool
 describe_error_body(char *body, size_t len, char **code, char **detail)
 {
 	*code = NULL;
 	*detail = NULL;
 	if (body == NULL || len == 0)
-		return;
+		return false;
 	body[len] = '\0';
 	if (phx_parse_error_body(body, len, code, detail))
-		return;
+		return *code != NULL || *detail != NULL;
 	{
 		int			n = Min(len, 200);
 		char	   *s = pnstrdup(body, n);
@@ -136,6 +150,7 @@ describe_error_body(char *body, size_t len, char **code, char **detail)
 				*p = ' ';
 		*detail = s;
 	}
+	return false;
 }
 
 /* The DETAIL of an HTTP answer other than 200: its status and what PostHog said. */
@@ -151,7 +166,20 @@ answer_detail(long status, const char *code, const char *detail)
 	return psprintf("PostHog answered HTTP %ld without an error body.", status);
 }
 
-/* Decides on an HTTP answer: a page, a retry, a smaller page, or failure. */
+/* PostHog's codes for a query that ran out of memory: current versions, older ones */
+static bool
+is_memory_limit_code(const char *code)
+{
+	return code != NULL &&
+		(strcmp(code, "clickhouse_memory_limit_exceeded") == 0 ||
+		 strcmp(code, "memory_limit_exceeded") == 0);
+}
+
+/*
+ * Decides on an HTTP answer: a page, a retry, a smaller page, or failure
+ * (the table at the top of this file).  A 500 is a retry here; the second
+ * in a row for one page asks for a smaller page (phx_http_query()).
+ */
 static void
 judge_answer(Attempt *a)
 {
@@ -164,17 +192,25 @@ judge_answer(Attempt *a)
 		a->outcome = a->page ? PHX_OK : PHX_RETRY;
 		return;
 	}
-	describe_error_body(a->xfer.body, a->xfer.len, &a->code, &a->detail);
+	a->posthog_body = describe_error_body(a->xfer.body, a->xfer.len, &a->code, &a->detail);
 	a->problem = answer_detail(status, a->code, a->detail);
 	if (status == 429)
 	{
 		a->outcome = PHX_THROTTLED;
 		a->wait_ms = throttle_wait_ms(a->detail);
 	}
+	else if ((status == 400 || status >= 500) && is_memory_limit_code(a->code))
+		a->outcome = PHX_SHRINK;
+	else if (status == 512 || status == 513)
+		a->outcome = PHX_SHRINK;	/* PostHog's own statuses: too slow, out of memory */
+	else if (status == 504)
+		/* PostHog's: max_execution_time (or, in some versions, memory); a gateway's: retry */
+		a->outcome = a->posthog_body ? PHX_SHRINK : PHX_RETRY;
+	else if (status == 500 && a->posthog_body && a->detail &&
+			 strcmp(a->detail, "Query size exceeded.") == 0)
+		a->outcome = PHX_SHRINK;	/* ClickHouseQuerySizeExceeded: fewer rows, a shorter query */
 	else if (status == 500 || status == 502 || status == 503)
 		a->outcome = PHX_RETRY;
-	else if (status == 504 || status == 512)
-		a->outcome = PHX_SHRINK;
 	else
 		a->outcome = PHX_FATAL;
 }
@@ -334,9 +370,12 @@ report_rejection(PhxServerConfig *cfg, Attempt *a)
 				 errdetail_internal("%s", a->problem)));
 }
 
-/* The last of max_retries + 1 attempts failed: the error says how. */
+/*
+ * The last of max_retries + 1 attempts failed: the error says how, and its
+ * DETAIL lists what every attempt came to ("tried").
+ */
 static void
-report_retries_exhausted(PhxServerConfig *cfg, int attempts, Attempt *a)
+report_retries_exhausted(PhxServerConfig *cfg, int attempts, Attempt *a, const char *tried)
 {
 	const char *name = cfg->server_name;
 
@@ -349,7 +388,7 @@ report_retries_exhausted(PhxServerConfig *cfg, int attempts, Attempt *a)
 				 errmsg_plural("PostHog request to server \"%s\" failed after %d attempt: the answer was HTTP %ld",
 							   "PostHog request to server \"%s\" failed after %d attempts: the last answer was HTTP %ld",
 							   attempts, name, attempts, a->xfer.status),
-				 errdetail_internal("%s", a->problem),
+				 errdetail_internal("%s Answers, in order: %s.", a->problem, tried),
 				 PHX_TRANSIENT_HINT));
 	else if (a->xfer.end == PHX_XFER_ANSWERED)
 		ereport(ERROR,
@@ -357,7 +396,7 @@ report_retries_exhausted(PhxServerConfig *cfg, int attempts, Attempt *a)
 				 errmsg_plural("PostHog request to server \"%s\" failed after %d attempt: the answer was not a valid query result",
 							   "PostHog request to server \"%s\" failed after %d attempts: the last answer was not a valid query result",
 							   attempts, name, attempts),
-				 errdetail_internal("%s", a->problem),
+				 errdetail_internal("%s Answers, in order: %s.", a->problem, tried),
 				 PHX_TRANSIENT_HINT));
 	else if (a->xfer.end == PHX_XFER_INTERRUPTED)
 		ereport(ERROR,
@@ -365,6 +404,7 @@ report_retries_exhausted(PhxServerConfig *cfg, int attempts, Attempt *a)
 				 errmsg_plural("PostHog request to server \"%s\" failed after %d attempt: it was interrupted",
 							   "PostHog request to server \"%s\" failed after %d attempts: the last was interrupted",
 							   attempts, name, attempts),
+				 errdetail_internal("Answers, in order: %s.", tried),
 				 PHX_TRANSIENT_HINT));
 	else if (a->xfer.end == PHX_XFER_TIMED_OUT)
 		ereport(ERROR,
@@ -372,7 +412,7 @@ report_retries_exhausted(PhxServerConfig *cfg, int attempts, Attempt *a)
 				 errmsg_plural("PostHog request to server \"%s\" failed after %d attempt: it timed out",
 							   "PostHog request to server \"%s\" failed after %d attempts: the last timed out",
 							   attempts, name, attempts),
-				 errdetail_internal("%s", a->problem),
+				 errdetail_internal("%s Answers, in order: %s.", a->problem, tried),
 				 PHX_TRANSIENT_HINT));
 	else
 		ereport(ERROR,
@@ -380,7 +420,7 @@ report_retries_exhausted(PhxServerConfig *cfg, int attempts, Attempt *a)
 				 errmsg_plural("PostHog request to server \"%s\" failed after %d attempt: the connection failed",
 							   "PostHog request to server \"%s\" failed after %d attempts: the connection failed",
 							   attempts, name, attempts),
-				 errdetail_internal("%s", a->problem),
+				 errdetail_internal("%s Answers, in order: %s.", a->problem, tried),
 				 PHX_TRANSIENT_HINT));
 #undef PHX_TRANSIENT_HINT
 }
@@ -400,8 +440,86 @@ wait_before_retry(PhxServerConfig *cfg, Attempt *a, int retry)
 }
 
 /*
+ * The rows a request asks for: every paged query ends with "LIMIT n"
+ * (n is ours, printed by the model), so the LIMIT read back from the text
+ * is the page size the request was sent with; -1 without one.
+ */
+static int
+query_rows(PhxQuery *q)
+{
+	const char *p = q->text.data;
+	const char *last = NULL;
+
+	while ((p = strstr(p, " LIMIT ")) != NULL)
+	{
+		last = p;
+		p++;
+	}
+	if (last == NULL)
+		return -1;
+	last += strlen(" LIMIT ");
+	if (*last < '0' || *last > '9')
+		return -1;
+	return (int) Min(strtol(last, NULL, 10), PG_INT32_MAX);
+}
+
+/* Appends what an attempt came to, and at which page size, to the list of what was tried. */
+static void
+note_attempt(StringInfo tried, PhxQuery *q, Attempt *a)
+{
+	int			rows = query_rows(q);
+
+	/* a page is shrunk at most ~13 times, retried max_retries times: keep the list readable */
+	if (tried->len > 1500)
+	{
+		if (tried->data[tried->len - 1] != '.')
+			appendStringInfoString(tried, ", ...");
+		return;
+	}
+	if (tried->len > 0)
+		appendStringInfoString(tried, ", ");
+	if (a->xfer.end == PHX_XFER_ANSWERED)
+		appendStringInfo(tried, "HTTP %ld", a->xfer.status);
+	else if (a->xfer.end == PHX_XFER_TIMED_OUT)
+		appendStringInfoString(tried, "a timeout");
+	else if (a->xfer.end == PHX_XFER_INTERRUPTED)
+		appendStringInfoString(tried, "an interruption");
+	else
+		appendStringInfoString(tried, "a network error");
+	if (rows >= 0)
+		appendStringInfo(tried, " at %d rows", rows);
+}
+
+/*
+ * PostHog could not run the query of a page even at the smallest page the
+ * caller can ask for.  The error names the request (the page) and lists
+ * every answer with the page size it was asked at.  A later run may fare
+ * better (the cluster less busy), so it is not among the errors that pause
+ * an export at once.
+ */
+static void
+report_smallest_page_failed(PhxServerConfig *cfg, PhxQuery *q, const char *label,
+							Attempt *a, StringInfo tried)
+{
+	int			rows = query_rows(q);
+
+	ereport(ERROR,
+			(errcode(ERRCODE_FDW_UNABLE_TO_CREATE_EXECUTION),
+			 rows >= 0 ?
+			 errmsg("PostHog server \"%s\" could not run \"%s\" at any page size, down to %d rows",
+					cfg->server_name, label, rows) :
+			 errmsg("PostHog server \"%s\" could not run \"%s\" at any page size",
+					cfg->server_name, label),
+			 errdetail_internal("Answers, in order: %s. The last: %s", tried->data, a->problem),
+			 errhint("PostHog ran out of memory or time, or found the query too large, even for the smallest page.  "
+					 "The run is retried later; if it keeps failing, narrow the export (include_events, exclude_events) "
+					 "or its interval.")));
+}
+
+/*
  * Performs one query: POSTs the request, retries per the policy above,
- * and returns the parsed page of a 200 response.
+ * and returns the parsed page of a 200 response.  "label" names the
+ * request (the page) in PostHog's query log and in errors.
  */
 PhxPage *
 phx_http_query(PhxServerConfig *cfg, PhxQuery *q, const char *label,
@@ -409,12 +527,15 @@ phx_http_query(PhxServerConfig *cfg, PhxQuery *q, const char *label,
 {
 	ErrorContextCallback errcallback;
 	int			retries = 0;
+	int			repeated_500 = 0;	/* 500s in a row for this page */
+	StringInfoData tried;		/* what every failed attempt came to */
 	PhxPage    *page;
 
 	errcallback.callback = hogql_error_context;
 	errcallback.arg = q;
 	errcallback.previous = error_context_stack;
 	error_context_stack = &errcallback;
+	initStringInfo(&tried);
 
 	for (int attempt = 0;; attempt++)
 	{
@@ -432,17 +553,36 @@ phx_http_query(PhxServerConfig *cfg, PhxQuery *q, const char *label,
 		}
 		if (a.outcome == PHX_FATAL)
 			report_rejection(cfg, &a);
-		if (a.outcome == PHX_SHRINK && shrink && shrink(shrink_arg, q))
+		note_attempt(&tried, q, &a);
+
+		/*
+		 * A 500 may be passing trouble (backed off and retried), or the
+		 * query may be too large or too heavy for this page in a version
+		 * of PostHog that answers everything with 500: the second in a row
+		 * shrinks the page, and so does every further one.
+		 */
+		if (a.xfer.end == PHX_XFER_ANSWERED && a.xfer.status == 500 && a.outcome == PHX_RETRY)
 		{
+			if (++repeated_500 >= 2)
+				a.outcome = PHX_SHRINK;
+		}
+		else if (a.outcome != PHX_SHRINK)
+			repeated_500 = 0;
+
+		if (a.outcome == PHX_SHRINK && shrink)
+		{
+			if (!shrink(shrink_arg, q))
+				report_smallest_page_failed(cfg, q, label, &a, &tried);
 			ereport(LOG,
 					(errcode(ERRCODE_FDW_ERROR),
-					 errmsg("posthog_export: PostHog server \"%s\" answered HTTP %ld; retrying with a smaller page",
-							cfg->server_name, a.xfer.status),
+					 errmsg("posthog_export: PostHog server \"%s\" answered HTTP %ld; retrying \"%s\" with a smaller page (%d rows)",
+							cfg->server_name, a.xfer.status, label, query_rows(q)),
 					 errdetail_internal("%s", a.problem)));
 			continue;
 		}
+		/* without a page to shrink, an answer that asked for it is retried like any */
 		if (retries >= cfg->max_retries)
-			report_retries_exhausted(cfg, retries + 1, &a);
+			report_retries_exhausted(cfg, retries + 1, &a, tried.data);
 		retries++;
 		wait_before_retry(cfg, &a, retries);
 	}

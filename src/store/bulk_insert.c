@@ -31,6 +31,8 @@
 #include "access/sysattr.h"
 #include "access/xact.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_collation.h"
+#include "catalog/pg_type.h"
 #include "executor/executor.h"
 #include "executor/nodeModifyTable.h"
 #include "miscadmin.h"
@@ -42,6 +44,7 @@
 #include "parser/parsetree.h"
 #include "rewrite/rewriteHandler.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -119,6 +122,27 @@ phx_bulk_insert_supported(Relation rel)
 }
 
 /*
+ * A timestamptz into a "timestamp without time zone" column: the UTC wall
+ * time, timezone('UTC', value), as PostHog's export writes it (its COPY
+ * text carries "+00:00", which such a column drops), whatever the session's
+ * TimeZone; the assignment cast would shift it by that TimeZone.  NULL for
+ * any other pair of types.  destination.c's statement path does the same.
+ */
+static Node *
+phx_utc_wall_time(Node *value, Oid value_type, Oid column_type)
+{
+	Const	   *utc;
+
+	if (value_type != TIMESTAMPTZOID || getBaseType(column_type) != TIMESTAMPOID)
+		return NULL;
+	utc = makeConst(TEXTOID, -1, DEFAULT_COLLATION_OID, -1,
+					CStringGetTextDatum("UTC"), false, false);
+	return (Node *) makeFuncExpr(F_TIMEZONE_TEXT_TIMESTAMPTZ, TIMESTAMPOID,
+								 list_make2(utc, value), InvalidOid, InvalidOid,
+								 COERCE_EXPLICIT_CALL);
+}
+
+/*
  * The expression that turns a model value (a Param) into the column's
  * type: the assignment cast an INSERT would apply, or, where there is
  * none, the explicit one (text into jsonb, say).  NULL when the value can
@@ -129,6 +153,8 @@ column_cast(PhxBulkInsert *bi, int c, Form_pg_attribute att)
 {
 	const PhxModelColumn *col = &bi->model->columns[c];
 	Param	   *param = makeNode(Param);
+	Node	   *value;
+	Oid			value_type = col->type;
 	Node	   *expr;
 	Node	   *bare;
 
@@ -139,11 +165,17 @@ column_cast(PhxBulkInsert *bi, int c, Form_pg_attribute att)
 	param->paramcollid = get_typcollation(col->type);
 	param->location = -1;
 
-	expr = coerce_to_target_type(NULL, (Node *) param, col->type,
+	value = phx_utc_wall_time((Node *) param, col->type, att->atttypid);
+	if (value != NULL)
+		value_type = TIMESTAMPOID;
+	else
+		value = (Node *) param;
+
+	expr = coerce_to_target_type(NULL, value, value_type,
 								 att->atttypid, att->atttypmod,
 								 COERCION_ASSIGNMENT, COERCE_IMPLICIT_CAST, -1);
 	if (expr == NULL)
-		expr = coerce_to_target_type(NULL, (Node *) param, col->type,
+		expr = coerce_to_target_type(NULL, value, value_type,
 									 att->atttypid, att->atttypmod,
 									 COERCION_EXPLICIT, COERCE_IMPLICIT_CAST, -1);
 	if (expr == NULL)

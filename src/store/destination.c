@@ -293,7 +293,10 @@ map_columns(PhxDestination *dest, TupleDesc desc, StringInfo cols, StringInfo ca
 
 		dest->used[nused++] = i;
 		appendStringInfo(cols, "%s%s", sep, q);
-		if (needs_explicit_cast(col->type, att->atttypid))
+		if (col->type == TIMESTAMPTZOID && getBaseType(att->atttypid) == TIMESTAMPOID)
+			/* UTC wall time, as PostHog's export and the bulk writer write it */
+			appendStringInfo(casts, "%spg_catalog.timezone('UTC', u.%s)", sep, q);
+		else if (needs_explicit_cast(col->type, att->atttypid))
 			appendStringInfo(casts, "%su.%s::%s", sep, q,
 							 format_type_extended(att->atttypid, att->atttypmod,
 												  FORMAT_TYPE_TYPEMOD_GIVEN |
