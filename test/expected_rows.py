@@ -9,6 +9,8 @@ the destination, column by column, with EXCEPT ALL both ways.
                    [--lookback-hours H] [--include E ...] [--exclude E ...]
                    [--dedupe]
 
+Sessions: see sessions().
+
 Events: selected by ingestion time (created_at) in [start, end) and event
 time (timestamp) >= start - lookback, as PostHog's batch export does; NUL
 characters and lone UTF-16 surrogates are removed from properties, as
@@ -42,7 +44,7 @@ def jtext(v):
 
 def events(a, out):
     start, end = ts(a.start), ts(a.end)
-    min_ts = start - timedelta(hours=a.lookback_hours)
+    min_ts = start - timedelta(hours=24 * 7 if a.lookback_hours is None else a.lookback_hours)
     w = csv.writer(out)
     w.writerow(["uuid", "event", "properties", "elements", "set", "set_once",
                 "distinct_id", "team_id", "ip", "site_url", "timestamp"])
@@ -119,13 +121,21 @@ def persons(a, out):
         w.writerow(["\\N" if v is None else v for v in row])
 
 
+# every field PostHog's sessions export writes, plus max_inserted_at and entry_referrer (the
+# destination's columns, in order); the rest are "$" + the column's name in the data file
 SESSION_COLUMNS = ["team_id", "session_id", "distinct_id", "start_timestamp", "end_timestamp", "urls",
                    "num_uniq_urls", "entry_current_url", "entry_pathname", "entry_hostname",
                    "end_current_url", "end_pathname", "end_hostname", "entry_referring_domain",
                    "entry_utm_source", "entry_utm_campaign", "entry_utm_medium", "entry_utm_term",
                    "entry_utm_content", "entry_gclid", "entry_gad_source", "entry_fbclid",
                    "pageview_count", "autocapture_count", "screen_count", "channel_type",
-                   "session_duration", "is_bounce", "last_external_click_url", "vitals_lcp"]
+                   "session_duration", "is_bounce", "last_external_click_url", "vitals_lcp",
+                   "session_id_v7", "max_inserted_at", "entry_referrer", "entry_gclsrc", "entry_dclid",
+                   "entry_gbraid", "entry_wbraid", "entry_msclkid", "entry_twclid", "entry_li_fat_id",
+                   "entry_mc_cid", "entry_igshid", "entry_ttclid", "entry__kx", "entry_irclid", "duration",
+                   "page_screen_autocapture_count_up_to", "exit_current_url", "exit_pathname"]
+SESSION_PLAIN = ("team_id", "session_id", "distinct_id", "session_id_v7", "max_inserted_at", "duration")
+SESSION_TIMES = ("start_timestamp", "end_timestamp", "max_inserted_at")
 
 
 def pg_text_array(v):
@@ -135,18 +145,25 @@ def pg_text_array(v):
 
 
 def sessions(a, out):
-    """Every session of the file whose end_timestamp is in [start - lookback, end)."""
+    """The sessions whose data arrived in [start, end), as PostHog's sessions export selects them:
+    greatest(max_inserted_at, $end_timestamp) in [start, end), among those with
+    $end_timestamp >= start - lookback (the bound on the scan).  A line without max_inserted_at
+    (PostHog always has one) is never selected."""
     start, end = ts(a.start), ts(a.end)
-    min_end = start - timedelta(hours=a.lookback_hours)
+    min_end = start - timedelta(hours=72 if a.lookback_hours is None else a.lookback_hours)
     w = csv.writer(out)
     w.writerow(SESSION_COLUMNS)
     for s in read_ndjson(f"{a.data}/sessions.ndjson"):
-        if not (min_end <= ts(s["$end_timestamp"]) < end):
+        s_end = ts(s["$end_timestamp"])
+        if s.get("max_inserted_at") is None:
+            continue
+        arrived = max(ts(s["max_inserted_at"]), s_end)
+        if not (min_end <= s_end and start <= arrived < end):
             continue
         row = []
         for c in SESSION_COLUMNS:
-            v = s.get(c if c in ("team_id", "session_id", "distinct_id") else "$" + c)
-            if c in ("start_timestamp", "end_timestamp") and v is not None:
+            v = s.get(c if c in SESSION_PLAIN else "$" + c)
+            if c in SESSION_TIMES and v is not None:
                 v = ts(v).isoformat()
             elif c == "urls":
                 v = pg_text_array(v)
@@ -162,7 +179,8 @@ def main():
     p.add_argument("--model", default="events", choices=["events", "persons", "sessions"])
     p.add_argument("--start", default="1970-01-01T00:00:00Z")
     p.add_argument("--end", default="2100-01-01T00:00:00Z")
-    p.add_argument("--lookback-hours", type=float, default=24 * 7)
+    p.add_argument("--lookback-hours", type=float, default=None,
+                   help="default: 168 (7 days) for events, 72 (3 days) for sessions")
     p.add_argument("--include", nargs="*", default=[])
     p.add_argument("--exclude", nargs="*", default=[])
     p.add_argument("--dedupe", action="store_true", help="one row per uuid (merge mode): the last copy")

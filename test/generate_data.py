@@ -21,6 +21,9 @@ What the events contain, on purpose:
     tie-breaker of a (timestamp, uuid) keyset cursor); a few timestamps are written with a
     non-UTC offset or millisecond precision.
   * created_at = timestamp + 0.05..30 s; about 2 % are late: created_at is 1..72 hours later.
+
+Sessions have every field of PostHog's v2 sessions table (see v2_fields): max_inserted_at is the
+session's end plus an ingestion delay, some sessions arrive hours late, some have no $is_bounce.
 """
 
 import argparse
@@ -128,6 +131,43 @@ def build_extra_kinds():
 
 
 EXTRAS = build_extra_kinds()
+
+
+CLICK_IDS = ["gclsrc", "dclid", "gbraid", "wbraid", "msclkid", "twclid", "li_fat_id", "mc_cid", "igshid",
+             "ttclid", "_kx", "irclid"]
+SESSION_REFERRERS = {"$direct": None, "www.google.com": "https://www.google.com/",
+             "news.ycombinator.com": "https://news.ycombinator.com/item?id=4242",
+             "t.co": "https://t.co/AbC123xyz"}
+
+
+def v2_fields(row, sid, s_start, dur, host, utm, g):
+    """The rest of the v2 sessions table's fields (posthog/hogql/database/schema/sessions_v2.py),
+    drawn from g.  max_inserted_at is when the session last received data: its end plus an
+    ingestion delay of a second to a few minutes; about 3 % arrive late (1 to 30 hours after
+    they ended); about 1 % are from before PostHog stamped it (the epoch).  About 5 % have no
+    $is_bounce (null), as the real PostHog can answer."""
+    end_us = parse_ts(row["$end_timestamp"])
+    x = g.random()
+    if x < 0.03:
+        delay = int((1 + g.random() * 29) * 3600 * 1000000)
+    else:
+        delay = int((1 + g.random() * 300) * 1000000)
+    row["max_inserted_at"] = fmt_us(0) if 0.03 <= x < 0.04 else fmt_us(end_us + delay)
+    # toUInt128(toUUID(session_id)): the UUID's 128 bits, as decimal text
+    row["session_id_v7"] = str(int(sid.replace("-", ""), 16))
+    row["$entry_referrer"] = SESSION_REFERRERS.get(row["$entry_referring_domain"])
+    for name in CLICK_IDS:
+        row["$entry_" + name] = ("%s-%08x" % (name.strip("_"), g.getrandbits(32))
+                                 if g.random() < (0.15 if utm else 0.02) else None)
+    row["duration"] = dur
+    row["$page_screen_autocapture_count_up_to"] = (
+        1 if row["$pageview_count"] + row["$autocapture_count"] + row["$screen_count"] > 0 else 0)
+    row["$exit_current_url"] = row["$end_current_url"]
+    row["$exit_pathname"] = row["$end_pathname"]
+    if g.random() < 0.05:
+        row["$is_bounce"] = None
+    if g.random() < 0.02:  # a key absent from the line reads as NULL
+        row.pop("$entry_referrer")
 
 
 def main(argv=None):
@@ -238,6 +278,9 @@ def main(argv=None):
         sess.append((s_start, sid, d))
     sess.sort()
     sess_starts = [s[0] for s in sess]
+    # the v2 fields draw from their own generator, so the rest of the data (events
+    # above all) is the same as before they were added
+    v2 = random.Random(args.seed * 7919 + 17)
     with open(os.path.join(args.out, "sessions.ndjson"), "w", encoding="utf-8", newline="\n") as fs:
         for s_start, sid, d in sess:
             dur = int(r() * 3 * 3600) if r() < 0.8 else 0
@@ -274,6 +317,7 @@ def main(argv=None):
             }
             if r() < 0.05:  # a key absent from the line must read as NULL
                 row.pop("$entry_utm_term")
+            v2_fields(row, sid, s_start, dur, host, utm, v2)
             fs.write(json.dumps(row, ensure_ascii=False) + "\n")
 
     # ---- events (streamed)

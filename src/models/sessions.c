@@ -4,13 +4,16 @@
  *		The sessions model: one row per session, kept up to date while the
  *		session grows.
  *
- * A session changes as long as its events arrive, so every run re-pulls
- * the sessions whose end_timestamp falls in [start - lookback, end) and
- * merges them on (team_id, session_id), updating a row only when the
- * incoming end_timestamp is later.  Pages follow a keyset cursor on
- * session_id (the pager, paging.c, runs the loop).  The whole interval is
- * staged and merged in one statement (see destination.c), so readers never
- * see half a merge.
+ * A session changes as long as its events arrive.  As PostHog's own
+ * sessions export does, a run takes the sessions whose data arrived in the
+ * interval: greatest(max_inserted_at, $end_timestamp) in [start, end),
+ * with end_timestamp >= start - lookback as a bound on the scan.  A
+ * session that grows, or arrives late, is taken again by the interval in
+ * which its new data arrived, and merged on (team_id, session_id),
+ * updating a row only when the incoming end_timestamp is later.  Pages
+ * follow a keyset cursor on session_id (the pager, paging.c, runs the
+ * loop).  The whole interval is staged and merged in one statement (see
+ * destination.c), so readers never see half a merge.
  *
  *-------------------------------------------------------------------------
  */
@@ -22,9 +25,17 @@
 
 #include "models/models.h"
 
-/* Destination columns, and the HogQL that selects each (same order). */
+/*
+ * Destination columns: the fields PostHog's own sessions batch export
+ * writes (products/batch_exports/backend/temporal/sql/sessions.py), named
+ * as it names them (HogQL's field without the "$") and typed as the
+ * Postgres table it creates declares them (BIGINT for ClickHouse's Int64
+ * and UInt64, DOUBLE PRECISION, TIMESTAMPTZ, TEXT[]), plus max_inserted_at
+ * and entry_referrer, which v2 has and PostHog's export leaves out.  The
+ * first thirty are the columns of earlier versions, in their order.
+ */
 static const PhxModelColumn sessions_columns[] = {
-	{"team_id", INT4OID, "pg_catalog.int4 NOT NULL"},
+	{"team_id", INT8OID, "pg_catalog.int8 NOT NULL"},
 	{"session_id", TEXTOID, "pg_catalog.text NOT NULL"},
 	{"distinct_id", TEXTOID, "pg_catalog.text"},
 	{"start_timestamp", TIMESTAMPTZOID, "pg_catalog.timestamptz"},
@@ -54,6 +65,26 @@ static const PhxModelColumn sessions_columns[] = {
 	{"is_bounce", BOOLOID, "pg_catalog.bool"},
 	{"last_external_click_url", TEXTOID, "pg_catalog.text"},
 	{"vitals_lcp", FLOAT8OID, "pg_catalog.float8"},
+	/* v2 fields added in 0.2.0 */
+	{"session_id_v7", TEXTOID, "pg_catalog.text"},
+	{"max_inserted_at", TIMESTAMPTZOID, "pg_catalog.timestamptz"},
+	{"entry_referrer", TEXTOID, "pg_catalog.text"},
+	{"entry_gclsrc", TEXTOID, "pg_catalog.text"},
+	{"entry_dclid", TEXTOID, "pg_catalog.text"},
+	{"entry_gbraid", TEXTOID, "pg_catalog.text"},
+	{"entry_wbraid", TEXTOID, "pg_catalog.text"},
+	{"entry_msclkid", TEXTOID, "pg_catalog.text"},
+	{"entry_twclid", TEXTOID, "pg_catalog.text"},
+	{"entry_li_fat_id", TEXTOID, "pg_catalog.text"},
+	{"entry_mc_cid", TEXTOID, "pg_catalog.text"},
+	{"entry_igshid", TEXTOID, "pg_catalog.text"},
+	{"entry_ttclid", TEXTOID, "pg_catalog.text"},
+	{"entry__kx", TEXTOID, "pg_catalog.text"},
+	{"entry_irclid", TEXTOID, "pg_catalog.text"},
+	{"duration", INT8OID, "pg_catalog.int8"},
+	{"page_screen_autocapture_count_up_to", INT8OID, "pg_catalog.int8"},
+	{"exit_current_url", TEXTOID, "pg_catalog.text"},
+	{"exit_pathname", TEXTOID, "pg_catalog.text"},
 };
 
 #define S_NCOLUMNS lengthof(sessions_columns)
@@ -70,8 +101,14 @@ static const PhxKeyColumn row_keys[] = {
 };
 
 /*
- * What the query selects for each column: HogQL's session columns carry a
- * "$" that the destination drops; datetimes are converted to UTC.
+ * What the query selects for each column (same order), all fields of
+ * PostHog's v2 sessions table (posthog/hogql/database/schema/sessions_v2.py).
+ * Datetimes are converted to UTC; session_id_v7 is a UInt128, which the
+ * query API cannot serialize, so it travels as its decimal text, as in
+ * PostHog's own export.  An expression is aliased only when it is not the
+ * column's name already: "team_id" is a reserved alias in HogQL
+ * (RESERVED_KEYWORDS in posthog/hogql/constants.py), so "team_id AS
+ * team_id" is a syntax error on the real PostHog.
  */
 static const char *const select_exprs[S_NCOLUMNS] = {
 	"team_id", "session_id", "distinct_id",
@@ -86,24 +123,43 @@ static const char *const select_exprs[S_NCOLUMNS] = {
 	"$pageview_count", "$autocapture_count", "$screen_count",
 	"$channel_type", "$session_duration", "$is_bounce", "$last_external_click_url",
 	"$vitals_lcp",
+	"toString(session_id_v7)", "toTimeZone(max_inserted_at, 'UTC')", "$entry_referrer",
+	"$entry_gclsrc", "$entry_dclid", "$entry_gbraid", "$entry_wbraid", "$entry_msclkid",
+	"$entry_twclid", "$entry_li_fat_id", "$entry_mc_cid", "$entry_igshid", "$entry_ttclid",
+	"$entry__kx", "$entry_irclid",
+	"duration", "$page_screen_autocapture_count_up_to",
+	"$exit_current_url", "$exit_pathname",
 };
 
 static const char *const sessions_key[] = {"team_id", "session_id", NULL};
 static const char *const sessions_versions[] = {"end_timestamp", NULL};
 
 /*
- * What the pager needs: the window of end_timestamp, and the paging
- * description, which holds the column names the response must have.
+ * What the pager needs: the interval, the bound on end_timestamp, and the
+ * paging description, which holds the column names the response must have.
  */
 typedef struct SessionsState
 {
-	TimestampTz min_end;
+	TimestampTz start;
 	TimestampTz end;
+	TimestampTz min_end;
 	PhxPaging	paging;
 	const char *columns[S_NCOLUMNS];
 } SessionsState;
 
-/* The request for a page: the window's sessions after the cursor (session_id). */
+/*
+ * The request for a page: the interval's sessions after the cursor
+ * (session_id).  A session belongs to [start, end) when
+ * greatest(max_inserted_at, $end_timestamp) is in it, PostHog's own rule
+ * (SESSIONS_INSERTED_AT_SQL in its sessions export): a session that grows
+ * or arrives late is exported again in the interval in which its data
+ * arrived.  The test is written out as comparisons (greatest(a, b) >= s is
+ * a >= s OR b >= s; greatest(a, b) < e is a < e AND b < e), which is the
+ * same selection; max_inserted_at is never NULL in PostHog (the epoch for
+ * sessions from before it existed, so $end_timestamp decides).  The bounds
+ * on $end_timestamp are what PostHog's HogQL pushes into the scan of
+ * raw_sessions: without them ClickHouse reads the whole table.
+ */
 static void
 build_query(void *arg, const PhxKey *cursor, int page_size, PhxQuery *q)
 {
@@ -112,13 +168,20 @@ build_query(void *arg, const PhxKey *cursor, int page_size, PhxQuery *q)
 	phx_query_init(q);
 	appendStringInfoString(&q->text, "SELECT ");
 	for (int i = 0; i < S_NCOLUMNS; i++)
-		appendStringInfo(&q->text, "%s%s AS %s", i ? ", " : "", select_exprs[i],
-						 sessions_columns[i].name);
+	{
+		appendStringInfo(&q->text, "%s%s", i ? ", " : "", select_exprs[i]);
+		if (strcmp(select_exprs[i], sessions_columns[i].name) != 0)
+			appendStringInfo(&q->text, " AS %s", sessions_columns[i].name);
+	}
 	appendStringInfoString(&q->text,
 						   " FROM sessions"
 						   " WHERE $end_timestamp >= toDateTime64({min_end}, 6, 'UTC')"
-						   " AND $end_timestamp < toDateTime64({end}, 6, 'UTC')");
+						   " AND $end_timestamp < toDateTime64({end}, 6, 'UTC')"
+						   " AND (max_inserted_at >= toDateTime64({start}, 6, 'UTC')"
+						   " OR $end_timestamp >= toDateTime64({start}, 6, 'UTC'))"
+						   " AND max_inserted_at < toDateTime64({end}, 6, 'UTC')");
 	phx_value_timestamp(q, "min_end", st->min_end);
+	phx_value_timestamp(q, "start", st->start);
 	phx_value_timestamp(q, "end", st->end);
 	if (cursor)
 	{
@@ -174,13 +237,20 @@ static const PhxPaging sessions_paging = {
 	.fill_page = fill_page,
 };
 
-/* The sessions that ended in [start - lookback, end). */
+/*
+ * The sessions whose data arrived in [start, end) (see build_query), among
+ * those that ended at or after start - lookback: the export's lookback is
+ * only a bound on the scan, as PostHog's SESSIONS_LOOKBACK_DAYS (3 days)
+ * is for its regular runs.  A session whose data arrives more than
+ * lookback after it ended is not exported again.
+ */
 static void *
 sessions_begin(PhxExport *exp, PhxServerConfig *cfg, TimestampTz start,
 			   TimestampTz end, List *cursor)
 {
 	SessionsState *st = palloc0(sizeof(SessionsState));
 
+	st->start = start;
 	st->end = end;
 	st->min_end = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_mi_interval,
 														  TimestampTzGetDatum(start),
@@ -206,7 +276,7 @@ const PhxModel phx_sessions_model = {
 	.merge_key = sessions_key,
 	.merge_versions = sessions_versions,
 	.staged = true,
-	.default_lookback_hours = 24,
+	.default_lookback_hours = 72,
 	.begin = sessions_begin,
 	.next_page = phx_pager_next_page,
 	.earliest = sessions_earliest,

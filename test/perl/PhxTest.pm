@@ -185,14 +185,18 @@ my %model_columns = (
 		distinct_id:text team_id:int ip:text site_url:text timestamp:timestamptz)],
 	persons => [qw(team_id:int distinct_id:text person_id:text properties:jsonb
 		person_distinct_id_version:bigint person_version:bigint created_at:timestamptz is_deleted:bool)],
-	sessions => [qw(team_id:int session_id:text distinct_id:text start_timestamp:timestamptz
+	sessions => [qw(team_id:bigint session_id:text distinct_id:text start_timestamp:timestamptz
 		end_timestamp:timestamptz urls:text[] num_uniq_urls:bigint entry_current_url:text
 		entry_pathname:text entry_hostname:text end_current_url:text end_pathname:text
 		end_hostname:text entry_referring_domain:text entry_utm_source:text entry_utm_campaign:text
 		entry_utm_medium:text entry_utm_term:text entry_utm_content:text entry_gclid:text
 		entry_gad_source:text entry_fbclid:text pageview_count:bigint autocapture_count:bigint
 		screen_count:bigint channel_type:text session_duration:bigint is_bounce:bool
-		last_external_click_url:text vitals_lcp:float8)],
+		last_external_click_url:text vitals_lcp:float8 session_id_v7:text max_inserted_at:timestamptz
+		entry_referrer:text entry_gclsrc:text entry_dclid:text entry_gbraid:text entry_wbraid:text
+		entry_msclkid:text entry_twclid:text entry_li_fat_id:text entry_mc_cid:text entry_igshid:text
+		entry_ttclid:text entry__kx:text entry_irclid:text duration:bigint
+		page_screen_autocapture_count_up_to:bigint exit_current_url:text exit_pathname:text)],
 );
 
 # Compares a destination table with what the source files say it must

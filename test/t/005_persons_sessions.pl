@@ -162,7 +162,7 @@ like($err, qr/no primary key or unique index on \(team_id, distinct_id\)/, 'with
 # --- sessions -------------------------------------------------------------------
 sub session { my ($id, $start, $end, %o) = @_;
 	return { session_id => $id, team_id => 1, distinct_id => "user-$id", '$start_timestamp' => $start,
-		'$end_timestamp' => $end, '$urls' => $o{urls} // ['https://example.com/'], '$num_uniq_urls' => scalar(@{ $o{urls} // [1] }),
+		'$end_timestamp' => $end, max_inserted_at => $o{arrived} // $end, '$urls' => $o{urls} // ['https://example.com/'], '$num_uniq_urls' => scalar(@{ $o{urls} // [1] }),
 		'$entry_current_url' => 'https://example.com/?utm_source=news', '$entry_pathname' => '/',
 		'$entry_hostname' => 'example.com', '$end_current_url' => 'https://example.com/end',
 		'$end_pathname' => '/end', '$end_hostname' => 'example.com', '$entry_referring_domain' => '$direct',
@@ -170,8 +170,11 @@ sub session { my ($id, $start, $end, %o) = @_;
 		'$autocapture_count' => 0, '$screen_count' => 0, '$channel_type' => 'Email',
 		'$session_duration' => $o{duration} // 60, '$is_bounce' => $o{bounce} ? $t : $f,
 		'$last_external_click_url' => undef, '$vitals_lcp' => 1.25 }; }
+# a run takes the sessions whose data arrived in its interval (max_inserted_at,
+# or end_timestamp if later): s-1 ended before the interval but arrived in it
 write_ndjson('sessions.ndjson',
-	session('s-1', '2026-11-20T00:10:00Z', '2026-11-20T00:50:00+01:00', urls => [ 'https://example.com/a "quoted"', 'https://example.com/b' ]),
+	session('s-1', '2026-11-20T00:10:00Z', '2026-11-20T00:50:00+01:00', arrived => '2026-11-20T00:30:00Z',
+		urls => [ 'https://example.com/a "quoted"', 'https://example.com/b' ]),
 	session('s-2', '2026-11-20T00:20:00Z', '2026-11-20T00:40:00Z', bounce => 1),
 	session('s-3', '2026-11-20T01:05:00Z', '2026-11-20T01:30:00Z'));
 emu_reload($emu);
@@ -180,9 +183,10 @@ psql_ok($node, $call->('sessions', '2026-11-20 00:00+00', '2026-11-20 01:00+00')
 my ($expected, $missing, $extra) = compare_with_source($node, $emu, model => 'sessions',
 	start => '2026-11-20T00:00:00Z', end => '2026-11-20T01:00:00Z', lookback_hours => 24);
 is("$expected $missing/$extra", '2 0/0', 'sessions of the first interval equal the source column by column');
-# s-2 grows into the second interval
+# s-2 grows into the second interval; s-1 arrives again, with an earlier end_timestamp
 write_ndjson('sessions.ndjson',
-	session('s-1', '2026-11-20T00:10:00Z', '2026-11-19T23:50:00Z', urls => [ 'https://example.com/a "quoted"', 'https://example.com/b' ]),
+	session('s-1', '2026-11-20T00:10:00Z', '2026-11-19T23:50:00Z', arrived => '2026-11-20T01:10:00Z',
+		urls => [ 'https://example.com/a "quoted"', 'https://example.com/b' ]),
 	session('s-2', '2026-11-20T00:20:00Z', '2026-11-20T01:20:00Z', pageviews => 5, duration => 3600,
 		urls => [ 'https://example.com/', 'https://example.com/more' ]),
 	session('s-3', '2026-11-20T01:05:00Z', '2026-11-20T01:30:00Z'));

@@ -191,13 +191,17 @@ my @s_cols = qw(team_id session_id distinct_id start_timestamp end_timestamp url
 	entry_current_url entry_pathname entry_hostname end_current_url end_pathname end_hostname
 	entry_referring_domain entry_utm_source entry_utm_campaign entry_utm_medium entry_utm_term
 	entry_utm_content entry_gclid entry_gad_source entry_fbclid pageview_count autocapture_count
-	screen_count channel_type session_duration is_bounce last_external_click_url vitals_lcp);
+	screen_count channel_type session_duration is_bounce last_external_click_url vitals_lcp
+	session_id_v7 max_inserted_at entry_referrer entry_gclsrc entry_dclid entry_gbraid entry_wbraid
+	entry_msclkid entry_twclid entry_li_fat_id entry_mc_cid entry_igshid entry_ttclid entry__kx
+	entry_irclid duration page_screen_autocapture_count_up_to exit_current_url exit_pathname);
 my $session = sub {
 	my (%o) = @_;
 	my $sid = exists $o{sid} ? $o{sid} : "\"s-$o{n}\"";
 	my $team = exists $o{team} ? $o{team} : 1;
 	return "[$team, $sid, \"u\", \"2026-11-20T00:10:00Z\", \"2026-11-20T00:20:00Z\", [\"https://example.com/\"], 1, "
-	  . join(', ', ('null') x 15) . ', 1, 0, 0, "Direct", 600, false, null, 1.5]';
+	  . join(', ', ('null') x 15) . ', 1, 0, 0, "Direct", 600, false, null, 1.5, "42", "2026-11-20T00:21:00Z", '
+	  . join(', ', ('null') x 13) . ', 600, 1, null, null]';
 };
 
 fails_cleanly(name => 's_null_sid', model => 'sessions',
