@@ -187,7 +187,7 @@ first_full_period(PhxExport *exp)
 	return phx_interval_next(exp, phx_interval_floor(exp, GetCurrentTimestamp()));
 }
 
-/* The model's default lookback: 7 days for events, 1 day for sessions. */
+/* The model's default lookback: 7 days for events, 3 days for sessions (the bound of their scan). */
 static Interval
 default_lookback(const PhxModel *m)
 {
