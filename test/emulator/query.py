@@ -136,7 +136,8 @@ def response_body(res, hogql, results_override=None):
     rows = res["texts"] if results_override is None else results_override
     tail = "".join((
         '], "columns": ', _dumps(res["columns"]),
-        ', "types": ', _dumps(res["types"]), ', "hasMore": ', {True: "true", False: "false", None: "null"}[res["has_more"]],
+        ', "types": ', _dumps(res["types"]),
+        ', "hasMore": ', {True: "true", False: "false", None: "null"}[res["has_more"]],
         ', "limit": ', str(res["limit"]), ', "offset": 0, "hogql": ', _dumps(hogql),
         ', "clickhouse": ', _dumps(res["sql"]), ', "timings": [], "is_cached": false, "last_refresh": ',
         _dumps(now_rfc3339()), ', "query_status": null}'))

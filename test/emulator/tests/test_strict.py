@@ -97,7 +97,8 @@ class TestStrict(Base):
 
     def test_fault_kinds(self):
         kinds = [
-            ("memory_limit_512", 512, "server_error", "clickhouse_memory_limit_exceeded", "This query ran out of memory"),
+            ("memory_limit_512", 512, "server_error", "clickhouse_memory_limit_exceeded",
+             "This query ran out of memory"),
             ("memory_limit_400", 400, "validation_error", "memory_limit_exceeded", "Memory limit (for query)"),
             ("estimated_time_512", 512, "server_error", "error", "Estimated query execution time"),
             ("timeout_504", 504, "server_error", "error", "Query has hit the max execution time"),
