@@ -7,7 +7,11 @@ the destination, column by column, with EXCEPT ALL both ways.
 
   expected_rows.py --data DIR --model events --start RFC3339 --end RFC3339
                    [--lookback-hours H] [--include E ...] [--exclude E ...]
-                   [--dedupe]
+                   [--dedupe] [--team-id 1]
+
+Only rows of the project's team (--team-id, default 1) count: PostHog never returns another team's
+rows, and the data files may hold some (generate_data.py --other-team-rows).  A row without a team_id is
+taken as the team's, as the emulator does.
 
 Sessions: see sessions().
 
@@ -21,6 +25,15 @@ import csv
 import json
 import sys
 from datetime import datetime, timedelta, timezone
+
+
+TEAM = {"id": 1}  # --team-id
+
+
+def own_team(row):
+    """Whether a data file row belongs to the project's team."""
+    t = row.get("team_id")
+    return t is None or t == TEAM["id"]
 
 
 def ts(s):
@@ -55,6 +68,8 @@ def events(a, out):
             if not line.strip():
                 continue
             e = json.loads(line)
+            if not own_team(e):
+                continue
             created, t = ts(e["created_at"]), ts(e["timestamp"])
             if not (start <= created < end and t >= min_ts):
                 continue
@@ -89,7 +104,7 @@ def events(a, out):
 def read_ndjson(path):
     try:
         with open(path, encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
+            return [r for r in (json.loads(line) for line in f if line.strip()) if own_team(r)]
     except FileNotFoundError:
         return []
 
@@ -184,7 +199,9 @@ def main():
     p.add_argument("--include", nargs="*", default=[])
     p.add_argument("--exclude", nargs="*", default=[])
     p.add_argument("--dedupe", action="store_true", help="one row per uuid (merge mode): the last copy")
+    p.add_argument("--team-id", type=int, default=1, help="the project's team (default %(default)s)")
     a = p.parse_args()
+    TEAM["id"] = a.team_id
     {"events": events, "persons": persons, "sessions": sessions}[a.model](a, sys.stdout)
 
 

@@ -2,7 +2,7 @@
 """Write realistic sample data for the PostHog emulator (NDJSON, one JSON object a line).
 
     python3 test/generate_data.py --out DIR --events N [--persons N] [--sessions N] [--seed S]
-        [--start RFC3339] [--end RFC3339] [--team-id 1]
+        [--start RFC3339] [--end RFC3339] [--team-id 1] [--other-team-rows 25] [--other-team-id T]
 
 Files: events.ndjson, persons.ndjson (raw_persons: every version of every person),
 person_distinct_ids.ndjson (raw_person_distinct_ids: every version of every mapping),
@@ -21,6 +21,12 @@ What the events contain, on purpose:
     tie-breaker of a (timestamp, uuid) keyset cursor); a few timestamps are written with a
     non-UTC offset or millisecond precision.
   * created_at = timestamp + 0.05..30 s; about 2 % are late: created_at is 1..72 hours later.
+
+  * rows of another team (--other-team-rows, default 25 a file; 0 for none): copies of rows of the team,
+    changed to team --other-team-id (default: the team + 1) with new uuids / person ids / session ids and
+    "other_team" marks, appended to each file.  Their times fall in the same windows, and their mappings
+    reuse the team's distinct ids, so only a team filter keeps them out of an export.  PostHog scopes
+    every query to the project's team: the emulator never returns them, and the oracle leaves them out.
 
 Sessions have every field of PostHog's v2 sessions table (see v2_fields): max_inserted_at is the
 session's end plus an ingestion delay, some sessions arrive hours late, some have no $is_bounce.
@@ -168,6 +174,74 @@ def v2_fields(row, sid, s_start, dur, host, utm, g):
         row["$is_bounce"] = None
     if g.random() < 0.02:  # a key absent from the line reads as NULL
         row.pop("$entry_referrer")
+def _sample_lines(path, n, rng):
+    """n lines of the file's first 20 * n (whole JSON objects), chosen with rng; fewer if the file is short."""
+    head = []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    head.append(line)
+                if len(head) >= 20 * n:
+                    break
+    except FileNotFoundError:
+        return []
+    return [head[i] for i in sorted(rng.sample(range(len(head)), min(n, len(head))))]
+
+
+def add_other_team_rows(out, other_team, n, seed):
+    """Append to each data file up to n copies of its rows, moved to team other_team (see the docstring).
+
+    Works on the rows as written (whatever columns they have), with an RNG of its own, so the team's rows
+    are the same with or without them."""
+    rng = random.Random(seed * 7919 + 17)
+    ids = Ids(rng)
+
+    def append(name, rows):
+        with open(os.path.join(out, name), "a", encoding="utf-8", newline="\n") as fh:
+            for row in rows:
+                line = json.dumps(row, ensure_ascii=False)
+                fh.write(_SURR.sub(lambda m: "\\u%04x" % ord(m.group()), line) + "\n")
+
+    new_pid = {}
+    persons = []
+    for line in _sample_lines(os.path.join(out, "persons.ndjson"), n, rng):
+        row = json.loads(line)
+        new_pid.setdefault(row.get("id"), ids.uuid4())
+        row.update(id=new_pid[row.get("id")], team_id=other_team)
+        if isinstance(row.get("properties"), dict):
+            row["properties"] = dict(row["properties"], other_team=True)
+        persons.append(row)
+    append("persons.ndjson", persons)
+    maps = []
+    targets = list(new_pid.values()) or [ids.uuid4()]
+    for line in _sample_lines(os.path.join(out, "person_distinct_ids.ndjson"), n, rng):
+        row = json.loads(line)  # the same distinct id in another team: a different person
+        row.update(team_id=other_team, person_id=targets[int(rng.random() * len(targets))])
+        maps.append(row)
+    append("person_distinct_ids.ndjson", maps)
+    sessions = []
+    for line in _sample_lines(os.path.join(out, "sessions.ndjson"), n, rng):
+        row = json.loads(line)
+        sid = row.get("session_id")
+        if isinstance(sid, str) and len(sid) == 36:  # keep the UUIDv7 time prefix, new random bits
+            row["session_id"] = sid[:14] + ids.uuid4()[14:]
+        else:
+            row["session_id"] = ids.uuid4()
+        if "session_id_v7" in row:
+            row["session_id_v7"] = row["session_id"]
+        row["team_id"] = other_team
+        row["distinct_id"] = "other-team-%s" % row.get("distinct_id")
+        sessions.append(row)
+    append("sessions.ndjson", sessions)
+    events = []
+    for line in _sample_lines(os.path.join(out, "events.ndjson"), n, rng):
+        row = json.loads(line)
+        row.update(uuid=ids.uuid4(), team_id=other_team)
+        if isinstance(row.get("properties"), dict):
+            row["properties"] = dict(row["properties"], other_team=True)
+        events.append(row)
+    append("events.ndjson", events)
 
 
 def main(argv=None):
@@ -180,7 +254,15 @@ def main(argv=None):
     ap.add_argument("--start", default="2026-11-01T00:00:00Z", help="RFC 3339 (default %(default)s)")
     ap.add_argument("--end", help="RFC 3339, exclusive (default: start + 30 days)")
     ap.add_argument("--team-id", type=int, default=1)
+    ap.add_argument("--other-team-rows", type=int, default=25,
+                    help="rows of another team added to each file (default %(default)s; 0: none)")
+    ap.add_argument("--other-team-id", type=int, help="that team (default: --team-id + 1)")
     args = ap.parse_args(argv)
+    if args.other_team_rows < 0:
+        ap.error("--other-team-rows must be >= 0")
+    other_team = args.other_team_id if args.other_team_id is not None else args.team_id + 1
+    if args.other_team_rows and other_team == args.team_id:
+        ap.error("--other-team-id must differ from --team-id")
 
     start = parse_ts(args.start)
     end = parse_ts(args.end) if args.end else start + 30 * 86400 * 1000000
@@ -485,6 +567,8 @@ def main(argv=None):
             out.append("")
             fe.write("\n".join(out))
     # note: fmt_us_ms truncates to ms in the text; the emulator reads that as the timestamp.
+    if args.other_team_rows:
+        add_other_team_rows(args.out, other_team, args.other_team_rows, args.seed)
     sys.stderr.write("generate_data: %d events, %d persons, %d sessions in %s (%.1f s); special events: %s\n"
                      % (n_events, n_persons, n_sessions, args.out, time.monotonic() - t0,
                         json.dumps(stats)))

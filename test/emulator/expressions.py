@@ -2,9 +2,9 @@
 
 Every value is bound as a named parameter.  translate.Translator adds the SELECT level on top."""
 
-from errors import HogQLError
+from errors import HogQLError, HogQLQueryError
 from hogtypes import K_ARRAY, K_BOOL, K_DATETIME, K_FLOAT, K_INT, K_JSON, K_NOTHING, K_STRING, K_TUPLE, \
-    K_UINT8, K_UINT64, K_UUID, NUMERIC, T
+    K_INT8, K_UINT8, K_UINT64, K_UUID, NUMERIC, T
 from values import canonical_uuid, get_tz, has_surrogates, parse_datetime_us, truncate_us
 
 
@@ -109,8 +109,7 @@ class ExprTranslator:
             src = scope.sources[name]
             col = src.columns.get(chain[1])
             if col is None:
-                raise HogQLError("Unable to resolve field: %s (table `%s` has no column `%s`)"
-                                 % (".".join(chain), name, chain[1]))
+                raise HogQLQueryError("Field not found: %s" % chain[1])  # PostHog's text
             te = TE(col.sql, col.t, kind="field", maybe_null=col.maybe_null, name=".".join(chain[:2]),
                     qsql=col.qsql)
             rest = chain[2:]
@@ -119,7 +118,7 @@ class ExprTranslator:
         else:
             found = [s for s in scope.order if name in s.columns]
             if not found:
-                raise HogQLError("Unable to resolve field: %s" % name)
+                raise HogQLQueryError("Unable to resolve field: %s" % name)  # PostHog's text
             if len(found) > 1:
                 raise HogQLError("Ambiguous query. Found multiple sources for field: %s" % name)
             col = found[0].columns[name]
@@ -201,7 +200,7 @@ class ExprTranslator:
                 except ValueError as ex:
                     raise HogQLError(str(ex))
                 return TE(self.bind(key), T(K_UUID), kind="const", const=True, value=v)
-            if tk in (K_INT, K_UINT8, K_UINT64, K_BOOL) and isinstance(v, str):
+            if tk in (K_INT, K_INT8, K_UINT8, K_UINT64, K_BOOL) and isinstance(v, str):
                 try:
                     n = int(v)
                 except ValueError:
@@ -227,7 +226,7 @@ class ExprTranslator:
         ka, kb = a.t.kind, b.t.kind
         if K_NOTHING in (ka, kb):
             return
-        groups = [(K_INT, K_UINT8, K_UINT64, K_FLOAT, K_BOOL), (K_STRING, K_JSON), (K_DATETIME,), (K_UUID,),
+        groups = [(K_INT, K_INT8, K_UINT8, K_UINT64, K_FLOAT, K_BOOL), (K_STRING, K_JSON), (K_DATETIME,), (K_UUID,),
                   (K_ARRAY,)]
         for g in groups:
             if ka in g and kb in g:
@@ -439,7 +438,7 @@ class ExprTranslator:
         if k == K_STRING:
             return TE("_parse_dt(%s, %s, %d)" % (x.sql, self.bind(tzr), eff), t.with_(nullable=True),
                       kind="func", children=[x])
-        if k in (K_INT, K_UINT64, K_UINT8):
+        if k in (K_INT, K_INT8, K_UINT64, K_UINT8):
             sql = "(%s * 1000000)" % x.sql
             return TE(sql, t.with_(nullable=x.t.nullable), kind="func", children=[x])
         raise HogQLError("Illegal type %s of the first argument of %s" % (x.t.ch(), fname))
@@ -485,7 +484,7 @@ class ExprTranslator:
             return TE(x.sql, t, kind="func", children=[x])
         if k == K_UUID:
             return TE(self.uuid.from_key_sql(x.sql), t, kind="func", children=[x])
-        if k in (K_INT, K_UINT8, K_UINT64):
+        if k in (K_INT, K_INT8, K_UINT8, K_UINT64):
             return TE("CAST(%s AS TEXT)" % x.sql, t, kind="func", children=[x])
         if k == K_FLOAT:
             return TE("_float_str(%s)" % x.sql, t, kind="func", children=[x])

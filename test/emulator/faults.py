@@ -1,5 +1,13 @@
 """Fault injection: fault rules (selectors, counts, actions), matching them to request numbers, canned error
-bodies and the gzip bomb."""
+bodies and the gzip bomb.
+
+A rule's "kind" answers with one of PostHog's ClickHouse failures, status and body as PostHog sends them
+(posthog/errors.py maps ClickHouse errors to the exceptions of posthog/exceptions.py; drf-exceptions-hog
+renders an APIException as type "server_error" when it is not a DRF validation/auth/throttle error, code
+its default_code or "error", detail its default_detail).  The 500 forms of timeout and capacity are the
+same exceptions in PostHog versions where they had no status_code of their own (APIException's 500); the
+400 memory-limit form is versions that exposed ClickHouse's MEMORY_LIMIT_EXCEEDED as a ValidationError
+with code_name "memory_limit_exceeded"."""
 
 import base64
 import threading
@@ -9,8 +17,8 @@ from errors import ApiError
 
 
 FAULT_SELECTORS = ("on_request", "every", "from_request")
-FAULT_ACTIONS = ("status", "delay", "truncate", "drop", "malformed", "wrong_columns", "body_b64", "gzip_bomb",
-                 "content_length")
+FAULT_ACTIONS = ("status", "kind", "delay", "truncate", "drop", "malformed", "wrong_columns", "body_b64",
+                 "gzip_bomb", "content_length")
 FAULT_KEYS = set(FAULT_SELECTORS) | set(FAULT_ACTIONS) | {"times", "retry_after", "detail", "code", "type",
                                                            "retry_after_header", "location", "hold"}
 
@@ -32,6 +40,31 @@ STATUS_BODIES = {
           "Estimated query execution time is too long. Try reducing its scope by changing the time range."),
 }
 REASONS = {512: "Estimated Query Execution Time Too Long", 429: "Too Many Requests"}
+
+_TIMEOUT = ("Query has hit the max execution time before completing. See our docs for how to improve your query "
+            "performance. You may need to materialize.")
+_CAPACITY = ("Queries are a little too busy right now. We're working to free up resources. Please try again "
+             "later.")
+# kind -> (status, type, code, detail)
+KINDS = {
+    "memory_limit_512": (512, "server_error", "clickhouse_memory_limit_exceeded",
+                         "This query ran out of memory before it could finish, usually because it's scanning too "
+                         "much data. Try a shorter date range or narrower filters, or see our docs for more ways "
+                         "to speed it up: https://posthog.com/docs/product-analytics/troubleshooting"
+                         "#how-do-i-speed-up-my-insights-and-queries"),
+    "memory_limit_400": (400, "validation_error", "memory_limit_exceeded",
+                         "Memory limit (for query) exceeded: would use 9.32 GiB (attempt to allocate chunk of "
+                         "4194304 bytes), maximum: 9.31 GiB.: While executing AggregatingTransform. "
+                         "(MEMORY_LIMIT_EXCEEDED)"),
+    "estimated_time_512": (512, "server_error", "error",
+                           "Estimated query execution time (34.5 seconds) is too long. Try reducing its scope by "
+                           "changing the time range."),
+    "timeout_504": (504, "server_error", "error", _TIMEOUT),
+    "timeout_500": (500, "server_error", "error", _TIMEOUT),
+    "capacity_503": (503, "server_error", "error", _CAPACITY),
+    "capacity_500": (500, "server_error", "error", _CAPACITY),
+    "query_size_500": (500, "server_error", "error", "Query size exceeded."),
+}
 
 
 class FaultRule:
@@ -63,6 +96,12 @@ class FaultRule:
         elif not isinstance(times, int) or isinstance(times, bool) or times < 1:
             raise ValueError("times must be an integer >= 1")
         self.remaining = times
+        kind = spec.get("kind")
+        if kind is not None:
+            if kind not in KINDS:
+                raise ValueError("kind must be one of %s" % ", ".join(sorted(KINDS)))
+            if spec.get("status") is not None:
+                raise ValueError('"kind" sets the status: give one of "kind", "status"')
         st = spec.get("status")
         if st is not None and (not isinstance(st, int) or not (400 <= st <= 599 or 301 <= st <= 308)):
             raise ValueError("status must be a redirect 301..308 or an HTTP error status 400..599")
@@ -115,7 +154,7 @@ class Faults:
                     s = r.spec
                     act["rules"].append(s)
                     act["delay"] += float(s.get("delay", 0) or 0)
-                    if s.get("status") is not None and act["status"] is None:
+                    if (s.get("status") is not None or s.get("kind") is not None) and act["status"] is None:
                         act["status"] = s
                     if s.get("body_b64") is not None and act.get("body") is None:
                         act["body"] = base64.b64decode(s["body_b64"])
@@ -154,8 +193,11 @@ def gzip_bomb(mib):
 
 
 def fault_error(spec):
-    st = spec["status"]
-    type_, code, detail = STATUS_BODIES.get(st, ("server_error", "error", "Emulated fault (HTTP %d)." % st))
+    if spec.get("kind") is not None:
+        st, type_, code, detail = KINDS[spec["kind"]]
+    else:
+        st = spec["status"]
+        type_, code, detail = STATUS_BODIES.get(st, ("server_error", "error", "Emulated fault (HTTP %d)." % st))
     headers = {}
     if st == 429:
         ra = spec.get("retry_after", 1)

@@ -166,7 +166,8 @@ class Handler(BaseHTTPRequestHandler):
             return 400
         if path == "/_emulator/health" and cmd == "GET":
             snap = srv.store.current
-            self.send_obj(200, {"ok": True, "tables": snap.counts, "data": srv.store.data_dir}, compress=False)
+            self.send_obj(200, {"ok": True, "tables": snap.counts, "data": srv.store.data_dir,
+                                "team_id": srv.store.team_id, "other_team_rows": snap.other_team}, compress=False)
             return 200
         if path == "/_emulator/requests" and cmd == "GET":
             with srv.req_lock:
@@ -202,7 +203,8 @@ class Handler(BaseHTTPRequestHandler):
             except (LoadError, OSError, sqlite3.Error) as ex:
                 self.send_obj(500, {"ok": False, "error": str(ex)}, compress=False)
                 return 500
-            self.send_obj(200, {"ok": True, "tables": snap.counts, "ms": round(snap.load_ms, 1)}, compress=False)
+            self.send_obj(200, {"ok": True, "tables": snap.counts, "other_team_rows": snap.other_team,
+                                "ms": round(snap.load_ms, 1)}, compress=False)
             return 200
         self.send_obj(404, {"ok": False, "error": "unknown control endpoint %s %s" % (cmd, path)}, compress=False)
         return 404
@@ -216,6 +218,7 @@ class Handler(BaseHTTPRequestHandler):
         entry = {"n": None, "path": self.path.split("?", 1)[0], "status": None, "error": None, "query": None, "values": None, "refresh": None,
                  "name": None, "auth_scheme": scheme, "accept_encoding": self.headers.get("Accept-Encoding"),
                  "force_blocking": False, "kind": None, "rows": None, "has_more": None, "fault": None,
+                 "query_bytes": None,
                  "ms": None, "time": now_rfc3339()}
         body = None
         try:
@@ -302,7 +305,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.send_bytes(200, bad, truncate=truncate)
                 return
             try:
-                res = self.handle_query(project, auth, raw, body, "wrong_columns" in flags)
+                res = self.handle_query(project, auth, raw, body, "wrong_columns" in flags, entry)
             except ApiError as err:
                 entry["error"] = err.body()
                 mark(err.status)
@@ -335,7 +338,7 @@ class Handler(BaseHTTPRequestHandler):
             st = state["status"]
             self.log_line(st if st is not None else "dropped", state["rows"], ms, extra)
 
-    def handle_query(self, project, auth, raw, body, drop_last_cell=False):
+    def handle_query(self, project, auth, raw, body, drop_last_cell=False, info=None):
         cfg = self.server.cfg
         if not auth:
             raise ApiError(401, "authentication_error", "not_authenticated",
@@ -383,4 +386,4 @@ class Handler(BaseHTTPRequestHandler):
                                                     "lazy_async", True, False):
             raise ApiError(400, "validation_error", "invalid_input", "Invalid refresh value %r" % (refresh,),
                            "refresh")
-        return run_query(cfg, self.server.store, text, values, drop_last_cell)
+        return run_query(cfg, self.server.store, text, values, drop_last_cell, info)

@@ -2,7 +2,7 @@
 
 import re
 
-from errors import HogQLError
+from errors import HogQLError, HogQLSyntaxError
 from lexer import tokenize
 
 
@@ -27,6 +27,11 @@ UNSUPPORTED_CLAUSES = {"UNION", "SETTINGS", "PREWHERE", "ARRAY", "WITH", "SAMPLE
                        "WINDOW", "QUALIFY", "INTO", "EXCEPT", "INTERSECT", "RIGHT", "FULL", "CROSS",
                        "USING", "ANY", "ALL", "SEMI", "ANTI", "ASOF", "GLOBAL", "PASTE"}
 CMP_OPS = {"=", "==", "!=", "<>", "<", "<=", ">", ">="}
+# posthog/hogql/constants.py: RESERVED_KEYWORDS = [*KEYWORDS, "team_id"] with KEYWORDS = ["true", "false", "null"];
+# the parser rejects an alias (of a column or a table) equal to one of them, compared in lower case.  The
+# newest parser lets a quoted alias through; older ones strip the quotes first and reject it too, and so does
+# the emulator.
+RESERVED_ALIASES = ("true", "false", "null", "team_id")
 
 
 class Parser:
@@ -82,7 +87,7 @@ class Parser:
     def error(self, msg, tok=None):
         t = tok or self.peek()
         got = "end of query" if t.kind == "eof" else repr(t.value)
-        raise HogQLError("Syntax error at position %d (near %s): %s" % (t.pos, got, msg))
+        raise HogQLSyntaxError("Syntax error at position %d (near %s): %s" % (t.pos, got, msg))
 
     def unsupported(self, what, tok=None):
         t = tok or self.peek()
@@ -199,11 +204,16 @@ class Parser:
 
     def parse_alias_name(self):
         t = self.next()
-        if t.kind == "qid":
-            return t.value
-        if t.kind == "id" and t.upper not in CLAUSE_WORDS:
-            return t.value
+        if t.kind == "qid" or (t.kind == "id" and t.upper not in CLAUSE_WORDS):
+            return self.check_alias(t)
         self.error("expected an alias name", t)
+
+    @staticmethod
+    def check_alias(t):
+        """The alias of token t, unless it is one of PostHog's reserved keywords (its SyntaxError text)."""
+        if t.value.lower() in RESERVED_ALIASES:
+            raise HogQLSyntaxError("\"%s\" cannot be an alias or identifier, as it's a reserved keyword" % t.value)
+        return t.value
 
     def parse_source(self):
         t = self.peek()
@@ -233,7 +243,7 @@ class Parser:
             t = self.peek()
             if t.kind == "qid" or (t.kind == "id" and t.upper not in CLAUSE_WORDS):
                 self.next()
-                src[2] = t.value
+                src[2] = self.check_alias(t)
         return tuple(src)
 
     def parse_expr_list(self):

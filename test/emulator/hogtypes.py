@@ -30,10 +30,13 @@ class T:
         return "Nullable(%s)" % base if self.nullable else base
 
 
-K_STRING, K_JSON, K_INT, K_UINT8, K_UINT64, K_FLOAT, K_BOOL, K_DATETIME, K_UUID, K_ARRAY, K_NOTHING, K_TUPLE = range(12)
-CH_NAMES = {K_STRING: "String", K_JSON: "String", K_INT: "Int64", K_UINT8: "UInt8", K_UINT64: "UInt64",
+K_STRING, K_JSON, K_INT, K_UINT8, K_UINT64, K_FLOAT, K_BOOL, K_DATETIME, K_UUID, K_ARRAY, K_NOTHING, K_TUPLE, \
+    K_INT8 = range(13)
+# K_INT8: ClickHouse Int8 columns such as is_deleted / is_identified of the person tables; PostHog returns
+# them as the numbers 0/1, unlike HogQL Boolean columns (true/false)
+CH_NAMES = {K_STRING: "String", K_JSON: "String", K_INT: "Int64", K_UINT8: "UInt8", K_UINT64: "UInt64", K_INT8: "Int8",
             K_FLOAT: "Float64", K_BOOL: "Bool", K_UUID: "UUID", K_ARRAY: "Array(String)"}
-NUMERIC = (K_INT, K_UINT8, K_UINT64, K_FLOAT, K_BOOL)
+NUMERIC = (K_INT, K_INT8, K_UINT8, K_UINT64, K_FLOAT, K_BOOL)
 
 
 class Column:

@@ -2,7 +2,7 @@
 
 import re
 
-from errors import HogQLError
+from errors import HogQLSyntaxError
 
 
 _TOKEN_RE = re.compile(r"""
@@ -66,8 +66,8 @@ def tokenize(text):
         if not m:
             c = text[pos]
             if c in "'`\"":
-                raise HogQLError("Syntax error at position %d: unterminated quoted text" % pos)
-            raise HogQLError("Syntax error at position %d: unexpected character %r" % (pos, c))
+                raise HogQLSyntaxError("Syntax error at position %d: unterminated quoted text" % pos)
+            raise HogQLSyntaxError("Syntax error at position %d: unexpected character %r" % (pos, c))
         kind = m.lastgroup
         v = m.group()
         if kind == "ws":

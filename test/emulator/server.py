@@ -6,19 +6,30 @@ Standard library only (Python 3.11).
         [--project-timezone UTC] [--host 127.0.0.1] [--port-file F] [--tls-cert F --tls-key F]
         [--forbidden-key K ...] [--fault JSON ...] [--bool-as-int] [--uuid-order clickhouse|text]
         [--max-limit 50000] [--default-limit 100] [--gzip-level 1] [--cache-dir DIR] [--render-cache]
+        [--team-id T] [--max-query-size 262144] [--legacy-error-codes]
 
 POST /api/projects/{id}/query/ (trailing slash optional), Authorization: Bearer KEY, body
 {"query": {"kind": "HogQLQuery", "query": "...", "values": {...}}, "refresh": ..., "name": ...}.
 A subset of HogQL is tokenized, parsed, translated to SQLite SQL (every value bound as a parameter)
 and run on an in-memory SQLite database loaded from DIR/events.ndjson, persons.ndjson
 (raw_persons), person_distinct_ids.ndjson (raw_person_distinct_ids) and sessions.ndjson.
-Anything outside the subset is a 400 {"type": "validation_error", "code": "hogql_error", ...}.
+Anything outside the subset is a 400 {"type": "validation_error", "code": "hogql_error", ...}; as in PostHog,
+a syntax error or a reserved alias (AS true|false|null|team_id) has code "hogql_syntax_error", an unknown
+table or field "hogql_query_error" (--legacy-error-codes: "invalid_input" for all, as older versions say).
+A query whose text with its values printed in (see query.py) is over --max-query-size bytes (default
+262144, ClickHouse's max_query_size) is a 500 {"type": "server_error", "code": "error", "detail": "Query
+size exceeded."}.  Only rows of the project's team (--team-id, default the project id) exist for queries:
+data-file rows of other teams are left out at load.  Int8 columns (is_deleted, is_identified of the
+person tables) come back as 0/1, Boolean ones as true/false/null.  hasMore is null when the query has a
+LIMIT.
 
 Control endpoints (no auth):
-  GET  /_emulator/health    -> {"ok": true, "tables": {name: rows}, "data": DIR}
+  GET  /_emulator/health    -> {"ok": true, "tables": {name: rows}, "data": DIR, "team_id": T,
+                                "other_team_rows": {name: rows left out}}
   GET  /_emulator/requests  -> [{n, path, status, query, values, refresh, name, auth_scheme,
                                  accept_encoding, force_blocking, kind, rows, has_more, fault, error,
-                                 ms, time}, ...] since the last reset
+                                 query_bytes, ms, time}, ...] since the last reset (query_bytes: the
+                                 size of the text with its values, as checked against --max-query-size)
   POST /_emulator/reset     -> clears the request log, the request counter and all faults
   POST /_emulator/faults    {"faults": [rule, ...]} adds rules;  GET /_emulator/faults lists them
   POST /_emulator/reload    [{"data": DIR}] re-reads the NDJSON files
@@ -30,7 +41,9 @@ the body), "delay": seconds, "truncate": true, "drop": true, "malformed": true, 
 many MiB of JSON white space, sent gzip-compressed with Content-Encoding: gzip whatever the client asked
 for, chunked, without Content-Length: a decompression bomb of about 1/1000 of its size), "content_length": N (a 200 that announces
 Content-Length N but sends only its first bytes, then holds the connection for "hold" seconds, default
-0, and closes it).
+0, and closes it), "kind": one of PostHog's ClickHouse failures, with its exact status and body (see
+faults.KINDS: memory_limit_512, memory_limit_400, estimated_time_512, timeout_504, timeout_500,
+capacity_503, capacity_500, query_size_500).
 
 The modules beside this file, each imported by the ones above it (no cycles):
   server.py       this process               handler.py   one HTTP exchange, routes, control endpoints
@@ -53,7 +66,7 @@ import threading
 import time
 from http.server import ThreadingHTTPServer
 
-from errors import HogQLError
+from errors import LEGACY_CODES, HogQLError
 from faults import Faults
 from handler import Handler
 from store import LoadError, Store
@@ -136,6 +149,13 @@ def main(argv=None):
     ap.add_argument("--gzip-level", type=int, default=1)
     ap.add_argument("--cache-dir", help="keep a copy of the loaded database here (keyed by the data files' "
                                         "paths, sizes and mtimes) and start from it next time")
+    ap.add_argument("--team-id", type=int, help="the project's team: the only team whose rows queries see "
+                                                "(default: the project id, as for a project's first environment)")
+    ap.add_argument("--max-query-size", type=int, default=262144,
+                    help="bytes of query text, values substituted, above which a query is a 500 "
+                         "QuerySizeExceeded (ClickHouse's max_query_size; default %(default)s)")
+    ap.add_argument("--legacy-error-codes", action="store_true",
+                    help='HogQL errors with code "invalid_input" (PostHog versions without error code names)')
     ap.add_argument("--render-cache", action="store_true",
                     help="keep the JSON text of every row served, and serve it again without rendering "
                          "(for benchmarks: a second pass over the same rows costs only the keyset scan)")
@@ -151,6 +171,11 @@ def main(argv=None):
     cfg.default_limit = args.default_limit
     cfg.gzip_level = args.gzip_level
     cfg.render_cache = args.render_cache
+    cfg.max_query_size = args.max_query_size
+    cfg.team_id = args.team_id if args.team_id is not None else args.project_id
+    LEGACY_CODES["on"] = args.legacy_error_codes
+    if cfg.max_query_size < 1:
+        ap.error("--max-query-size must be at least 1")
     try:
         get_tz(cfg.project_tz)
     except HogQLError as ex:
@@ -168,7 +193,8 @@ def main(argv=None):
     except ValueError as ex:
         ap.error("--fault: %s" % ex)
 
-    store = Store(args.data, cfg.project_tz, UuidMode(args.uuid_order == "clickhouse"), log, args.cache_dir)
+    store = Store(args.data, cfg.project_tz, UuidMode(args.uuid_order == "clickhouse"), log, args.cache_dir,
+                  cfg.team_id)
     try:
         store.load()
     except (LoadError, OSError, sqlite3.Error) as ex:

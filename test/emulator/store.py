@@ -1,6 +1,10 @@
 """The data: NDJSON data files loaded into an in-memory SQLite database (optionally cached), one snapshot
 per load.
 
+Only rows of the project's team are loaded (a row whose team_id is another team's is counted and left out):
+like PostHog, which scopes every query to the project's team, no query can see another team's rows,
+whatever its WHERE says.  A row without a team_id is taken as the project's.
+
 JSON columns are stored as the JSON string literal of their text, so result rows are rendered to JSON inside
 SQLite."""
 
@@ -11,7 +15,7 @@ import sqlite3
 import threading
 import time
 
-from hogtypes import K_ARRAY, K_BOOL, K_DATETIME, K_FLOAT, K_INT, K_JSON, K_STRING, K_UUID, Column, T
+from hogtypes import K_ARRAY, K_BOOL, K_DATETIME, K_FLOAT, K_INT, K_INT8, K_JSON, K_STRING, K_UUID, Column, T
 from sqlfuncs import register_functions
 from values import SURROGATE_RE, UUID_RE, canonical_uuid, dumps_inner, parse_rfc3339_us
 
@@ -39,7 +43,7 @@ TABLES = {
         "file": "persons.ndjson",
         "cols": [
             _col("id", K_UUID), _col("team_id", K_INT), _col("created_at", K_DATETIME, prec=3),
-            _col("is_identified", K_BOOL), _col("is_deleted", K_BOOL), _col("version", K_INT),
+            _col("is_identified", K_INT8), _col("is_deleted", K_INT8), _col("version", K_INT),
             _col("properties", K_JSON),
         ],
         "indexes": [("id", "version"), ("created_at",)],
@@ -48,7 +52,7 @@ TABLES = {
         "file": "person_distinct_ids.ndjson",
         "cols": [
             _col("team_id", K_INT), _col("distinct_id", K_STRING), _col("person_id", K_UUID),
-            _col("is_deleted", K_BOOL), _col("version", K_INT),
+            _col("is_deleted", K_INT8), _col("version", K_INT),
         ],
         "indexes": [("distinct_id", "version"), ("person_id",)],
     },
@@ -87,11 +91,11 @@ TABLES = {
     },
 }
 
-SQL_TYPES = {K_STRING: "TEXT", K_JSON: "TEXT", K_INT: "INTEGER", K_FLOAT: "REAL", K_BOOL: "INTEGER",
+SQL_TYPES = {K_STRING: "TEXT", K_JSON: "TEXT", K_INT: "INTEGER", K_FLOAT: "REAL", K_BOOL: "INTEGER", K_INT8: "INTEGER",
              K_DATETIME: "INTEGER", K_UUID: "TEXT", K_ARRAY: "TEXT"}
 
 
-CACHE_FORMAT = 2  # bump when the stored layout changes
+CACHE_FORMAT = 3  # bump when the stored layout changes
 
 
 class LoadError(Exception):
@@ -143,7 +147,8 @@ def make_converter(kind, uuid_mode, fast):
             if not isinstance(v, list):
                 raise ValueError("expected an array")
             return dumps_inner(v)
-    elif kind == K_BOOL:
+    elif kind in (K_BOOL, K_INT8):
+        # a data file may write a flag as true/false or 0/1, whatever the column's type
         def f(v):
             if isinstance(v, str):
                 lv = v.lower()
@@ -241,12 +246,13 @@ class Snapshot:
     (Several connections to a shared-cache in-memory database deadlock when one of them is closed,
     or garbage-collected, while another runs a query that calls back into Python.)"""
 
-    def __init__(self, gen, conn, schema, counts, load_ms):
+    def __init__(self, gen, conn, schema, counts, load_ms, other_team=None):
         self.gen = gen
         self.conn = conn
         self.lock = threading.Lock()
         self.schema = schema
         self.counts = counts
+        self.other_team = other_team or {}  # table -> rows of other teams left out
         self.load_ms = load_ms
         self.closed = False
         self.rendered = {}  # --render-cache: (row SQL, its parameters) -> {rowid: JSON text}
@@ -258,7 +264,8 @@ class Snapshot:
 
 
 class Store:
-    def __init__(self, data_dir, project_tz, uuid_mode, log, cache_dir=None):
+    def __init__(self, data_dir, project_tz, uuid_mode, log, cache_dir=None, team_id=1):
+        self.team_id = team_id
         self.cache_dir = cache_dir
         self.data_dir = data_dir
         self.project_tz = project_tz
@@ -298,7 +305,7 @@ class Store:
                             dst.close()
                         os.replace(tmp, cached)
                         how += " (cached in %s)" % cached
-                schema, counts = self._describe(conn)
+                schema, counts, other = self._describe(conn)
                 conn.execute("PRAGMA query_only=ON")
                 register_functions(conn, self.uuid_mode)
             except Exception:
@@ -306,17 +313,19 @@ class Store:
                 raise
             ms = (time.monotonic() - t0) * 1000
             old = self.current
-            self.current = Snapshot(gen, conn, schema, counts, ms)
+            self.current = Snapshot(gen, conn, schema, counts, ms, other)
             if old is not None:
                 old.close()  # waits for a query still running on it
-            self.log("loaded data %s in %.0f ms: %s" % (
-                how, ms, ", ".join("%s=%d" % kv for kv in counts.items())))
+            self.log("loaded data %s in %.0f ms: %s (team %d; rows of other teams left out: %s)" % (
+                how, ms, ", ".join("%s=%d" % kv for kv in counts.items()), self.team_id,
+                ", ".join("%s=%d" % kv for kv in other.items())))
             return self.current
 
     def _fill(self, conn):
         conn.execute("PRAGMA journal_mode=OFF")
         conn.execute("PRAGMA synchronous=OFF")
         conn.execute('CREATE TABLE "__emulator_meta" (tname TEXT, col TEXT, has_null INTEGER, n INTEGER)')
+        conn.execute('CREATE TABLE "__emulator_other_team" (tname TEXT, n INTEGER)')
         for tname, spec in TABLES.items():
             cols = spec["cols"]
             names = [c[0] for c in cols]
@@ -327,9 +336,11 @@ class Store:
             plan = [(c[0], c[1], derived.get(c[0]), self.uuid_mode) for c in cols]
             ins = 'INSERT INTO "%s" VALUES (%s)' % (tname, ", ".join(
                 "nullif(json_quote(?), 'null')" if c[1] == K_JSON else "?" for c in cols))
-            n = 0
+            n = skipped = 0
+            team_idx = names.index("team_id") if "team_id" in names else None
             if os.path.exists(path):
-                n = self._load_file(conn, path, ins, plan)
+                n, skipped = self._load_file(conn, path, ins, plan, team_idx, self.team_id)
+            conn.execute('INSERT INTO "__emulator_other_team" VALUES (?, ?)', (tname, skipped))
             for idx in spec.get("indexes", []):
                 conn.execute('CREATE INDEX "%s_%s" ON "%s" (%s)' % (
                     tname, "_".join(x.strip("$") for x in idx), tname, ", ".join('"%s"' % x for x in idx)))
@@ -343,6 +354,7 @@ class Store:
     def _describe(self, conn):
         """Schema (with the per-column 'holds NULLs' flags) and row counts of a loaded database."""
         meta = {(t, c): (hn, n) for t, c, hn, n in conn.execute('SELECT * FROM "__emulator_meta"')}
+        other = dict(conn.execute('SELECT tname, n FROM "__emulator_other_team"').fetchall())
         schema = {}
         counts = {}
         tz = self.project_tz
@@ -353,7 +365,7 @@ class Store:
                                      c[3] if c[1] == K_DATETIME else None, c[2]), bool(meta[(tname, c[0])][0]))
                 for c in cols]
             counts[tname] = meta[(tname, cols[0][0])][1]
-        return schema, counts
+        return schema, counts, other
 
     def cache_path(self):
         if not self.cache_dir:
@@ -366,15 +378,16 @@ class Store:
                 files.append([os.path.abspath(path), st.st_size, st.st_mtime_ns])
             except FileNotFoundError:
                 files.append([os.path.abspath(path), None, None])
-        key = json.dumps([CACHE_FORMAT, self.uuid_mode.ch, files])
+        key = json.dumps([CACHE_FORMAT, self.uuid_mode.ch, self.team_id, files])
         digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:24]
         return os.path.join(self.cache_dir, "posthog-emulator-%s.sqlite" % digest)
 
     @staticmethod
-    def _load_file(conn, path, ins, plan):
+    def _load_file(conn, path, ins, plan, team_idx, team_id):
+        """Insert the rows of one data file; returns (rows loaded, rows of other teams left out)."""
         fast_row = build_row_function(plan, fast=True)
         slow_row = build_row_function(plan, fast=False)
-        state = {"line": 0}
+        state = {"line": 0, "skipped": 0}
         loads = json.loads
 
         def rows():
@@ -386,10 +399,11 @@ class Store:
                     lineno += 1
                     try:
                         obj = loads(line)
-                        if "\\u" in line:
-                            yield slow_row(obj)
-                        else:
-                            yield fast_row(obj)
+                        row = slow_row(obj) if "\\u" in line else fast_row(obj)
+                        if team_idx is not None and row[team_idx] is not None and row[team_idx] != team_id:
+                            state["skipped"] += 1
+                            continue
+                        yield row
                     except Exception as ex:
                         if not line.strip():
                             continue
@@ -409,7 +423,7 @@ class Store:
                 break
             cur.executemany(ins, batch)
             n += len(batch)
-        return n
+        return n, state["skipped"]
 
     def snapshot(self):
         return self.current

@@ -2,10 +2,10 @@
 
 from datetime import timezone
 
-from errors import HogQLError
+from errors import HogQLError, HogQLQueryError
 from expressions import ExprTranslator
 from hogql import print_expr
-from hogtypes import K_ARRAY, K_BOOL, K_DATETIME, K_FLOAT, K_INT, K_JSON, K_STRING, K_UINT8, K_UINT64, K_UUID, \
+from hogtypes import K_ARRAY, K_BOOL, K_DATETIME, K_FLOAT, K_INT, K_JSON, K_STRING, K_INT8, K_UINT8, K_UINT64, K_UUID, \
     Column
 from values import get_tz
 
@@ -27,7 +27,7 @@ class Scope:
 class TopPlan:
     """The top-level SELECT, kept in parts so that it can be run in one or two steps."""
 
-    def __init__(self, cols, from_sql, where_sql, tail, limit, single, table):
+    def __init__(self, cols, from_sql, where_sql, tail, limit, single, table, explicit_limit=False):
         self.cols = cols
         self.from_sql = from_sql
         self.where_sql = where_sql
@@ -35,6 +35,7 @@ class TopPlan:
         self.limit = limit
         self.single = single      # the Source when the query reads one table, unaggregated, ordered
         self.table = table
+        self.explicit_limit = explicit_limit  # the query says LIMIT (then hasMore is null)
 
 
 class Translator(ExprTranslator):
@@ -156,7 +157,7 @@ class Translator(ExprTranslator):
                     and not is_agg and orders:
                 single = scope.order[0]
             return TopPlan(cols, from_sql, where_sql, tail, effective, single,
-                           sel["from_"][1] if single is not None else None)
+                           sel["from_"][1] if single is not None else None, limit is not None)
         if limit is not None:
             tail += " LIMIT " + self.bind(limit)
         sql = "SELECT " + ", ".join("%s AS %s" % (te.sql, c) for _, c, te in cols) + from_sql + where_sql + tail
@@ -172,7 +173,7 @@ class Translator(ExprTranslator):
             return "json_quote(%s)" % x
         if k == K_UUID:
             return "json_quote(%s)" % self.uuid.from_key_sql(x)
-        if k in (K_INT, K_UINT8, K_UINT64, K_FLOAT):
+        if k in (K_INT, K_INT8, K_UINT8, K_UINT64, K_FLOAT):
             return "json_quote(%s)" % x
         if k == K_BOOL:
             if bool_as_int:
@@ -210,8 +211,7 @@ class Translator(ExprTranslator):
         if kind == "table":
             cols = self.schema.get(what)
             if cols is None:
-                raise HogQLError("Unknown table `%s`. The emulator knows: %s"
-                                 % (what, ", ".join(sorted(self.schema))))
+                raise HogQLQueryError('Unknown table "%s".' % what)  # PostHog's text
             columns = {}
             for c in cols:
                 t = c.t.with_(nullable=c.t.nullable or nullable)

@@ -24,6 +24,7 @@ PROJECT = 7
 TZ = "America/New_York"
 N_GENERATED = 3000
 N_BULK = 48000
+N_OTHER_TEAM = 40  # rows of another team in each data file
 
 EVENTS_QUERY = """SELECT uuid, event, properties, elements_chain, distinct_id, team_id, toTimeZone(timestamp, 'UTC') AS timestamp
 FROM events
@@ -186,14 +187,19 @@ class Base(unittest.TestCase):
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="emu-selftest-")
         cls.data = os.path.join(cls.tmp, "data")
+        # the project's team is the project id; the generator adds rows of team PROJECT + 1 to every file
         subprocess.run([sys.executable, GENERATOR, "--out", cls.data, "--events", str(N_GENERATED), "--seed", "11",
-                        "--start", "2026-11-01T00:00:00Z", "--end", "2026-12-01T00:00:00Z"], check=True,
+                        "--start", "2026-11-01T00:00:00Z", "--end", "2026-12-01T00:00:00Z",
+                        "--team-id", str(PROJECT), "--other-team-rows", str(N_OTHER_TEAM)], check=True,
                        stderr=subprocess.DEVNULL)
-        write_bulk_events(os.path.join(cls.data, "events.ndjson"), N_BULK, 5)
-        cls.events = read_ndjson(os.path.join(cls.data, "events.ndjson"))
-        cls.persons = read_ndjson(os.path.join(cls.data, "persons.ndjson"))
-        cls.pdis = read_ndjson(os.path.join(cls.data, "person_distinct_ids.ndjson"))
-        cls.sessions = read_ndjson(os.path.join(cls.data, "sessions.ndjson"))
+        write_bulk_events(os.path.join(cls.data, "events.ndjson"), N_BULK, 5, team=PROJECT)
+        cls.all_rows = {}
+        for name, f in (("events", "events"), ("persons", "persons"), ("pdis", "person_distinct_ids"),
+                        ("sessions", "sessions")):
+            rows = read_ndjson(os.path.join(cls.data, f + ".ndjson"))
+            cls.all_rows[name] = rows
+            # what a query can see: the rows of the project's team only
+            setattr(cls, name, [r for r in rows if r.get("team_id") == PROJECT])
         cls.emu = Emulator(cls.data, ["--project-id", str(PROJECT), "--project-timezone", TZ,
                                       "--forbidden-key", FORBIDDEN])
 

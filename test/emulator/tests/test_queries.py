@@ -15,26 +15,31 @@ class TestQueries(Base):
     def test_limit_default_and_cap(self):
         total = len(self.events)
         self.assertGreater(total, 50000)
+        # hasMore is computed only without a LIMIT; with one it is null (as in PostHog)
         b = self.ok("SELECT uuid FROM events")
         self.assertEqual(len(b["results"]), 100)
         self.assertEqual(b["limit"], 100)
-        self.assertTrue(b["hasMore"])
+        self.assertIs(b["hasMore"], True)
+        n = sum(1 for e in self.events if e["event"] == "signed_up")
+        self.assertLess(n, 100)
+        b = self.ok("SELECT uuid FROM events WHERE event = 'signed_up'")
+        self.assertEqual(len(b["results"]), n)
+        self.assertIs(b["hasMore"], False)
         b = self.ok("SELECT uuid, event FROM events ORDER BY timestamp, uuid LIMIT 60000")
         self.assertEqual(len(b["results"]), 50000)
         self.assertEqual(b["limit"], 50000)
-        self.assertTrue(b["hasMore"])
+        self.assertIsNone(b["hasMore"])
         b = self.ok("SELECT uuid FROM events WHERE event = 'signed_up' LIMIT 50000")
-        n = sum(1 for e in self.events if e["event"] == "signed_up")
         self.assertEqual(len(b["results"]), n)
-        self.assertFalse(b["hasMore"])
-        b = self.ok("SELECT uuid FROM events WHERE event = 'signed_up' LIMIT {n}", {"n": n})
-        self.assertEqual(len(b["results"]), n)
-        self.assertFalse(b["hasMore"])
+        self.assertIsNone(b["hasMore"])
         b = self.ok("SELECT uuid FROM events WHERE event = 'signed_up' LIMIT {n}", {"n": n - 1})
-        self.assertTrue(b["hasMore"])
+        self.assertEqual(len(b["results"]), n - 1)
+        self.assertIsNone(b["hasMore"])
         b = self.ok("SELECT uuid FROM events LIMIT 0")
         self.assertEqual(b["results"], [])
-        self.assertTrue(b["hasMore"])
+        self.assertIsNone(b["hasMore"])
+        st, log = self.emu.control("GET", "requests")
+        self.assertEqual([e["has_more"] for e in log], [True, False, None, None, None, None])
 
     def test_response_shape(self):
         b = self.ok("SELECT uuid, event, toTimeZone(timestamp, 'UTC') AS timestamp FROM events "
@@ -65,9 +70,9 @@ class TestQueries(Base):
             self.assertEqual(st, 200, b)
             pages += 1
             rows.extend(b["results"])
-            if not b["hasMore"]:
+            self.assertIsNone(b["hasMore"])  # the query has a LIMIT: a short page is the last one
+            if len(b["results"]) < page:
                 break
-            self.assertEqual(len(b["results"]), page)
             last = b["results"][-1]
             ts = parse_instant(last[6]).astimezone(timezone.utc)
             cursor = (ts.strftime("%Y-%m-%d %H:%M:%S.%f"), last[0])
@@ -210,7 +215,7 @@ class TestQueries(Base):
                     "FROM events WHERE uuid = toUUID({U})", {"u": e["uuid"], "U": e["uuid"].upper()})
         r = b["results"][0]
         ts = parse_instant(e["timestamp"]).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
-        self.assertEqual(r, [e["uuid"], e["uuid"], "1", e["event"], e["person_id"], 0, 1, ts, 1])
+        self.assertEqual(r, [e["uuid"], e["uuid"], str(PROJECT), e["event"], e["person_id"], 0, 1, ts, 1])
         self.assertEqual(b["types"][1], ["u2", "UUID"])
         b = self.ok("SELECT max(timestamp), min(toTimeZone(timestamp, 'UTC')), count(uuid), count(*) FROM events "
                     "WHERE event = 'signed_up'")
@@ -219,7 +224,7 @@ class TestQueries(Base):
         self.assertEqual(us_of(b["results"][0][1]), min(us_of(x["timestamp"]) for x in sel))
         self.assertEqual(b["results"][0][2:], [len(sel), len(sel)])
         b = self.ok("SELECT `event`, count() AS `n` FROM events AS e WHERE e.team_id = {t} AND true "
-                    "GROUP BY event HAVING n >= 1 ORDER BY n DESC, event ASC LIMIT 3", {"t": 1})
+                    "GROUP BY event HAVING n >= 1 ORDER BY n DESC, event ASC LIMIT 3", {"t": PROJECT})
         self.assertEqual(b["columns"], ["event", "n"])
         self.assertEqual(b["results"][0], ["bulk_event", N_BULK])
 
@@ -238,19 +243,21 @@ class TestQueries(Base):
             if cur is None or p["version"] > cur["version"]:
                 want[p["id"]] = p
         self.assertEqual(len(b["results"]), len(want))
-        self.assertEqual(b["types"][3], ["is_deleted", "Bool"])
+        # is_deleted is Int8 in ClickHouse: 0/1, not true/false (the data file says true/false)
+        self.assertEqual(b["types"][3], ["is_deleted", "Int8"])
         for pid, props, ver, deleted, created in b["results"]:
             w = want[pid]
             self.assertEqual(json.loads(props), w["properties"])
             self.assertEqual(ver, w["version"])
-            self.assertIs(deleted, w["is_deleted"])
+            self.assertIs(type(deleted), int)
+            self.assertEqual(deleted, int(w["is_deleted"]))
             self.assertEqual(us_of(created), us_of(w["created_at"]))
-        self.assertIn(True, [r[3] for r in b["results"]])
+        self.assertIn(1, [r[3] for r in b["results"]])
         # the persons model shape: collapsed distinct ids LEFT JOIN collapsed persons
         q = """
         SELECT pdi.distinct_id AS distinct_id, pdi.person_id AS person_id, p.properties AS properties,
                pdi.version AS person_distinct_id_version, p.version AS person_version,
-               p.created_at AS created_at, pdi.is_deleted AS is_deleted, pdi.team_id AS team_id
+               p.created_at AS created_at, pdi.is_deleted AS is_deleted, pdi.team_id
         FROM (
             SELECT team_id, distinct_id, argMax(person_id, version) AS person_id,
                    argMax(is_deleted, version) AS is_deleted, max(version) AS version
@@ -268,7 +275,7 @@ class TestQueries(Base):
         WHERE pdi.distinct_id > {cursor}
         ORDER BY pdi.distinct_id
         LIMIT 50000"""
-        b = self.ok(q, {"team": 1, "cursor": ""})
+        b = self.ok(q, {"team": PROJECT, "cursor": ""})
         want_pdi = {}
         for d in self.pdis:
             cur = want_pdi.get(d["distinct_id"])
@@ -277,7 +284,7 @@ class TestQueries(Base):
         self.assertEqual([r[0] for r in b["results"]], sorted(want_pdi))
         for did, pid, props, dv, pv, created, deleted, team in b["results"]:
             w = want_pdi[did]
-            self.assertEqual((pid, dv, deleted, team), (w["person_id"], w["version"], w["is_deleted"], 1))
+            self.assertEqual((pid, dv, deleted, team), (w["person_id"], w["version"], int(w["is_deleted"]), PROJECT))
             self.assertEqual(pv, want[pid]["version"])
             self.assertEqual(json.loads(props), want[pid]["properties"])
         # a bare column that is neither grouped nor aggregated is an error, as in ClickHouse
@@ -339,7 +346,7 @@ class TestQueries(Base):
             saved = fh.read()
         try:
             with open(path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps({"session_id": "reload-test", "team_id": 1, "distinct_id": "x",
+                fh.write(json.dumps({"session_id": "reload-test", "team_id": PROJECT, "distinct_id": "x",
                                      "$start_timestamp": "2026-11-01T00:00:00Z",
                                      "$end_timestamp": "2026-11-01T00:00:01Z"}) + "\n")
             st, body = self.emu.control("POST", "reload")

@@ -49,3 +49,8 @@ class TestSecondInstance(unittest.TestCase):
         self.assertTrue(all(r[0] in (0, 1) and r[1] in (0, 1) and not isinstance(r[0], bool) for r in b["results"]))
         self.assertTrue(all(r[2].endswith("Z") for r in b["results"]))
         self.assertEqual(b["types"][2][1], "DateTime64(3, 'UTC')")
+        # --bool-as-int renders Boolean columns ($is_bounce) as 1/0 too
+        st, b, _ = self.emu.query("SELECT $is_bounce FROM sessions LIMIT 50", project=1)
+        self.assertEqual(st, 200)
+        self.assertTrue(b["results"])
+        self.assertTrue(all(r[0] in (0, 1) and not isinstance(r[0], bool) for r in b["results"]))
