@@ -21,7 +21,6 @@ What the events contain, on purpose:
     tie-breaker of a (timestamp, uuid) keyset cursor); a few timestamps are written with a
     non-UTC offset or millisecond precision.
   * created_at = timestamp + 0.05..30 s; about 2 % are late: created_at is 1..72 hours later.
-
   * rows of another team (--other-team-rows, default 25 a file; 0 for none): copies of rows of the team,
     changed to team --other-team-id (default: the team + 1) with new uuids / person ids / session ids and
     "other_team" marks, appended to each file.  Their times fall in the same windows, and their mappings
