@@ -52,5 +52,7 @@ class TestSecondInstance(unittest.TestCase):
         # --bool-as-int renders Boolean columns ($is_bounce) as 1/0 too
         st, b, _ = self.emu.query("SELECT $is_bounce FROM sessions LIMIT 50", project=1)
         self.assertEqual(st, 200)
-        self.assertTrue(b["results"])
-        self.assertTrue(all(r[0] in (0, 1) and not isinstance(r[0], bool) for r in b["results"]))
+        self.assertTrue(any(r[0] is not None for r in b["results"]))
+        # $is_bounce may be null (as the real PostHog can answer); the others are 1/0
+        self.assertTrue(all(r[0] is None or (r[0] in (0, 1) and not isinstance(r[0], bool))
+                            for r in b["results"]))
