@@ -14,6 +14,11 @@
  * All of this runs as the export's owner, so the export can only write
  * where that role could write by hand.
  *
+ * A staged model with an auxiliary stage (persons) has a second staging
+ * table for its second scan; the statement that merges the stage reads
+ * the main stage LEFT JOINed to the auxiliary one, as the model's
+ * PhxAuxStage describes (identifiers quoted, no values in the text).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -50,6 +55,8 @@ struct PhxDestination
 	bool		merge;
 	char	   *stage_sql;		/* INSERT from the stage into the table */
 	SPIPlanPtr	stage_plan;		/* its plan, once the stage exists */
+	PhxModel	aux_model;		/* the auxiliary stage's columns, as a model
+								 * for the bulk writer (ncolumns 0: none) */
 };
 
 static void
@@ -223,6 +230,67 @@ append_on_conflict(StringInfo sql, PhxDestination *dest, const char *keylist)
 
 #define STAGE_NAME "posthog_export_stage"
 #define STAGE_TABLE "pg_temp." STAGE_NAME
+#define AUX_STAGE_NAME "posthog_export_stage_aux"
+#define AUX_STAGE_TABLE "pg_temp." AUX_STAGE_NAME
+
+/*
+ * The expression the merge reads model column i from: the main stage's
+ * column (u), or what the auxiliary stage (a) makes of it.
+ */
+static char *
+source_expr(PhxDestination *dest, int i)
+{
+	const PhxAuxStage *aux = dest->model->aux;
+	const char *name = dest->model->columns[i].name;
+
+	for (int c = 0; aux && c < aux->ncolumns; c++)
+	{
+		const char *qa = quote_identifier(aux->columns[c].name);
+
+		if (strcmp(aux->fills[c].model_column, name) != 0)
+			continue;
+		if (aux->fills[c].how == PHX_AUX_FILL)
+			return psprintf("a.%s", qa);
+		if (aux->fills[c].how == PHX_AUX_OR)
+			return psprintf("(u.%s OR COALESCE(a.%s, false))", quote_identifier(name), qa);
+	}
+	return psprintf("u.%s", quote_identifier(name));
+}
+
+/*
+ * " LEFT JOIN <auxiliary stage> AS a ON a.<key> = u.<column>", checking
+ * the model's description (a model's mistake, so an internal error).
+ */
+static void
+append_aux_join(StringInfo sql, const PhxModel *model)
+{
+	const PhxAuxStage *aux = model->aux;
+	int			nkeys = 0;
+
+	if (!model->staged)
+		elog(ERROR, "model %s has an auxiliary stage but is not staged", model->name);
+	for (int c = 0; c < aux->ncolumns; c++)
+	{
+		const char *target = aux->fills[c].model_column;
+		int			m;
+
+		for (m = 0; m < model->ncolumns; m++)
+			if (strcmp(model->columns[m].name, target) == 0)
+				break;
+		if (m == model->ncolumns ||
+			model->columns[m].type != aux->columns[c].type ||
+			(aux->fills[c].how == PHX_AUX_OR && aux->columns[c].type != BOOLOID))
+			elog(ERROR, "auxiliary column %s of model %s does not match model column %s",
+				 aux->columns[c].name, model->name, target);
+		if (aux->fills[c].how != PHX_AUX_KEY)
+			continue;
+		appendStringInfo(sql, " LEFT JOIN " AUX_STAGE_TABLE " AS a ON a.%s = u.%s",
+						 quote_identifier(aux->columns[c].name), quote_identifier(target));
+		nkeys++;
+	}
+	if (nkeys != 1)
+		elog(ERROR, "the auxiliary stage of model %s needs one key column, not %d", model->name, nkeys);
+}
 
 /*
  * The destination table, opened with AccessShareLock, once the role has
@@ -294,12 +362,12 @@ map_columns(PhxDestination *dest, TupleDesc desc, StringInfo cols, StringInfo ca
 		dest->used[nused++] = i;
 		appendStringInfo(cols, "%s%s", sep, q);
 		if (needs_explicit_cast(col->type, att->atttypid))
-			appendStringInfo(casts, "%su.%s::%s", sep, q,
+			appendStringInfo(casts, "%s%s::%s", sep, source_expr(dest, i),
 							 format_type_extended(att->atttypid, att->atttypmod,
 												  FORMAT_TYPE_TYPEMOD_GIVEN |
 												  FORMAT_TYPE_FORCE_QUALIFY));
 		else
-			appendStringInfo(casts, "%su.%s", sep, q);
+			appendStringInfo(casts, "%s%s", sep, source_expr(dest, i));
 	}
 	dest->nused = nused;
 	if (nused == 0)
@@ -380,38 +448,58 @@ phx_destination_open(PhxExport *exp, const PhxModel *model)
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "INSERT INTO %s AS t (%s) SELECT %s FROM " STAGE_TABLE " AS u",
 					 qualified, cols.data, casts.data);
+	if (model->aux)
+	{
+		append_aux_join(&sql, model);
+		dest->aux_model.name = model->name;
+		dest->aux_model.columns = model->aux->columns;
+		dest->aux_model.ncolumns = model->aux->ncolumns;
+	}
 	if (dest->merge)
 		append_on_conflict(&sql, dest, column_list(model, model->merge_key));
 	dest->stage_sql = sql.data;
 	return dest;
 }
 
-/*
- * The temporary table rows are staged in, created on first use: one
- * column per model column, of the model's type, so rows are written into
- * it exactly as they would be into the table.  It lives in this session's
- * temporary schema, so concurrent runs never meet in it.
- */
-static Oid
-stage_relid(PhxDestination *dest)
+/* (Re)creates a staging table with the columns, of their types, of "model". */
+static void
+create_stage(const char *name, const PhxModel *model)
 {
 	StringInfoData sql;
-	RangeVar   *rv = makeRangeVar("pg_temp", STAGE_NAME, -1);
 
-	if (dest->stage_plan != NULL)
-		return RangeVarGetRelid(rv, NoLock, false);
-
-	if (OidIsValid(RangeVarGetRelid(rv, NoLock, true)))
-		spi_exec_or_error("DROP TABLE " STAGE_TABLE);
+	if (OidIsValid(RangeVarGetRelid(makeRangeVar("pg_temp", (char *) name, -1), NoLock, true)))
+		spi_exec_or_error(psprintf("DROP TABLE pg_temp.%s", name));
 	initStringInfo(&sql);
-	appendStringInfoString(&sql, "CREATE TEMPORARY TABLE " STAGE_NAME " (");
-	for (int i = 0; i < dest->model->ncolumns; i++)
+	appendStringInfo(&sql, "CREATE TEMPORARY TABLE %s (", name);
+	for (int i = 0; i < model->ncolumns; i++)
 		appendStringInfo(&sql, "%s%s %s", i ? ", " : "",
-						 quote_identifier(dest->model->columns[i].name),
-						 format_type_extended(dest->model->columns[i].type, -1,
+						 quote_identifier(model->columns[i].name),
+						 format_type_extended(model->columns[i].type, -1,
 											  FORMAT_TYPE_FORCE_QUALIFY));
 	appendStringInfoChar(&sql, ')');
 	spi_exec_or_error(sql.data);
+}
+
+/*
+ * The temporary table rows are staged in (or, with "aux", the auxiliary
+ * stage), created on first use with the other: one column per model
+ * column, of the model's type, so rows are written into it exactly as
+ * they would be into the table.  It lives in this session's temporary
+ * schema, so concurrent runs never meet in it.
+ */
+static Oid
+stage_relid(PhxDestination *dest, bool aux)
+{
+	RangeVar   *rv = makeRangeVar("pg_temp", aux ? AUX_STAGE_NAME : STAGE_NAME, -1);
+
+	if (aux && dest->aux_model.ncolumns == 0)
+		elog(ERROR, "model %s sent a page for an auxiliary stage it does not have", dest->model->name);
+	if (dest->stage_plan != NULL)
+		return RangeVarGetRelid(rv, NoLock, false);
+
+	create_stage(STAGE_NAME, dest->model);
+	if (dest->aux_model.ncolumns > 0)
+		create_stage(AUX_STAGE_NAME, &dest->aux_model);
 
 	dest->stage_plan = SPI_prepare(dest->stage_sql, 0, NULL);
 	if (dest->stage_plan == NULL)
@@ -472,6 +560,7 @@ direct_write(PhxDestination *dest)
 uint64
 phx_destination_insert(PhxDestination *dest, PhxModelPage *page)
 {
+	const PhxModel *model;
 	PhxRowContext rc;
 	PhxBulkInsert *bi;
 	MemoryContext row_cxt;
@@ -488,9 +577,10 @@ phx_destination_insert(PhxDestination *dest, PhxModelPage *page)
 	direct = direct_write(dest);
 	pushed = phx_snapshot_ensure();
 	phx_row_context_push(&rc, page->what, dest->export_name, page->page_no);
-	bi = phx_bulk_insert_begin(direct ? dest->relid : stage_relid(dest), dest->model, &rc);
-	values = palloc(sizeof(Datum) * dest->model->ncolumns);
-	nulls = palloc(sizeof(bool) * dest->model->ncolumns);
+	model = page->aux ? &dest->aux_model : dest->model;
+	bi = phx_bulk_insert_begin(direct ? dest->relid : stage_relid(dest, page->aux), model, &rc);
+	values = palloc(sizeof(Datum) * model->ncolumns);
+	nulls = palloc(sizeof(bool) * model->ncolumns);
 
 	/*
 	 * jsonb input leaves a parse tree several times the size of its text:
@@ -530,9 +620,16 @@ phx_destination_finish(PhxDestination *dest)
 
 	if (dest->stage_plan == NULL)
 		return 0;
+	if (dest->aux_model.ncolumns > 0)
+	{
+		/* temporary tables have no statistics: the join is planned on them */
+		spi_exec_or_error("ANALYZE " STAGE_TABLE ", " AUX_STAGE_TABLE);
+	}
 	if (dest->model->staged)
 		written = write_stage(dest);
 	spi_exec_or_error("DROP TABLE " STAGE_TABLE);
+	if (dest->aux_model.ncolumns > 0)
+		spi_exec_or_error("DROP TABLE " AUX_STAGE_TABLE);
 	return written;
 }
 
