@@ -17,7 +17,7 @@
  * A staged model with an auxiliary stage (persons) has a second staging
  * table for its second scan; the statement that merges the stage reads
  * the main stage LEFT JOINed to the auxiliary one, as the model's
- * PhxAuxStage describes (identifiers quoted, no values in the text).
+ * PhxAuxStage describes (merge_sql.c writes that statement).
  *
  *-------------------------------------------------------------------------
  */
@@ -70,17 +70,6 @@ spi_exec_or_error(const char *sql)
 		elog(ERROR, "SPI_execute failed for \"%s\": %s", sql, SPI_result_code_string(rc));
 }
 
-static char *
-column_list(const PhxModel *model, const char *const *names)
-{
-	StringInfoData buf;
-
-	initStringInfo(&buf);
-	for (int i = 0; names[i]; i++)
-		appendStringInfo(&buf, "%s%s", i ? ", " : "", quote_identifier(names[i]));
-	return buf.data;
-}
-
 static void
 create_table(PhxExport *exp, const PhxModel *model, const char *qualified)
 {
@@ -108,7 +97,7 @@ create_table(PhxExport *exp, const PhxModel *model, const char *qualified)
 						 quote_identifier(model->columns[i].name),
 						 model->columns[i].create_type);
 	if (model->merge_key && (strcmp(exp->mode, "merge") == 0))
-		appendStringInfo(&sql, ", PRIMARY KEY (%s)", column_list(model, model->merge_key));
+		appendStringInfo(&sql, ", PRIMARY KEY (%s)", phx_column_list(model->merge_key));
 	appendStringInfoChar(&sql, ')');
 	spi_exec_or_error(sql.data);
 }
@@ -175,122 +164,10 @@ needs_explicit_cast(Oid model_type, Oid dest_type)
 	return !can_coerce_type(1, &model_type, &dest_type, COERCION_ASSIGNMENT);
 }
 
-static bool
-name_in(const char *name, const char *const *list)
-{
-	for (int i = 0; list && list[i]; i++)
-		if (strcmp(list[i], name) == 0)
-			return true;
-	return false;
-}
-
-/*
- * The ON CONFLICT clause of a merge: update the non-key columns, but only
- * when a version column present in the table grows (an older version that
- * arrives late never overwrites a newer one), or, without version columns,
- * when something changed, so unchanged rows are never rewritten.
- */
-static void
-append_on_conflict(StringInfo sql, PhxDestination *dest, const char *keylist)
-{
-	const PhxModel *model = dest->model;
-	StringInfoData set;
-	StringInfoData lhs;
-	StringInfoData rhs;
-	StringInfoData versions;
-
-	initStringInfo(&set);
-	initStringInfo(&lhs);
-	initStringInfo(&rhs);
-	initStringInfo(&versions);
-	for (int n = 0; n < dest->nused; n++)
-	{
-		const char *q = quote_identifier(model->columns[dest->used[n]].name);
-		const char *name = model->columns[dest->used[n]].name;
-
-		if (name_in(name, model->merge_key))
-			continue;
-		appendStringInfo(&set, "%s%s = EXCLUDED.%s", set.len ? ", " : "", q, q);
-		appendStringInfo(&lhs, "%st.%s", lhs.len ? ", " : "", q);
-		appendStringInfo(&rhs, "%sEXCLUDED.%s", rhs.len ? ", " : "", q);
-		if (name_in(name, model->merge_versions))
-			appendStringInfo(&versions, "%sEXCLUDED.%s > t.%s OR (t.%s IS NULL AND EXCLUDED.%s IS NOT NULL)",
-							 versions.len ? " OR " : "", q, q, q, q);
-	}
-	appendStringInfo(sql, " ON CONFLICT (%s) DO ", keylist);
-	if (set.len == 0)
-		appendStringInfoString(sql, "NOTHING");
-	else if (versions.len > 0)
-		appendStringInfo(sql, "UPDATE SET %s WHERE %s", set.data, versions.data);
-	else
-		appendStringInfo(sql, "UPDATE SET %s WHERE ROW(%s) IS DISTINCT FROM ROW(%s)",
-						 set.data, lhs.data, rhs.data);
-}
-
-
 #define STAGE_NAME "posthog_export_stage"
 #define STAGE_TABLE "pg_temp." STAGE_NAME
 #define AUX_STAGE_NAME "posthog_export_stage_aux"
 #define AUX_STAGE_TABLE "pg_temp." AUX_STAGE_NAME
-
-/*
- * The expression the merge reads model column i from: the main stage's
- * column (u), or what the auxiliary stage (a) makes of it.
- */
-static char *
-source_expr(PhxDestination *dest, int i)
-{
-	const PhxAuxStage *aux = dest->model->aux;
-	const char *name = dest->model->columns[i].name;
-
-	for (int c = 0; aux && c < aux->ncolumns; c++)
-	{
-		const char *qa = quote_identifier(aux->columns[c].name);
-
-		if (strcmp(aux->fills[c].model_column, name) != 0)
-			continue;
-		if (aux->fills[c].how == PHX_AUX_FILL)
-			return psprintf("a.%s", qa);
-		if (aux->fills[c].how == PHX_AUX_OR)
-			return psprintf("(u.%s OR COALESCE(a.%s, false))", quote_identifier(name), qa);
-	}
-	return psprintf("u.%s", quote_identifier(name));
-}
-
-/*
- * " LEFT JOIN <auxiliary stage> AS a ON a.<key> = u.<column>", checking
- * the model's description (a model's mistake, so an internal error).
- */
-static void
-append_aux_join(StringInfo sql, const PhxModel *model)
-{
-	const PhxAuxStage *aux = model->aux;
-	int			nkeys = 0;
-
-	if (!model->staged)
-		elog(ERROR, "model %s has an auxiliary stage but is not staged", model->name);
-	for (int c = 0; c < aux->ncolumns; c++)
-	{
-		const char *target = aux->fills[c].model_column;
-		int			m;
-
-		for (m = 0; m < model->ncolumns; m++)
-			if (strcmp(model->columns[m].name, target) == 0)
-				break;
-		if (m == model->ncolumns ||
-			model->columns[m].type != aux->columns[c].type ||
-			(aux->fills[c].how == PHX_AUX_OR && aux->columns[c].type != BOOLOID))
-			elog(ERROR, "auxiliary column %s of model %s does not match model column %s",
-				 aux->columns[c].name, model->name, target);
-		if (aux->fills[c].how != PHX_AUX_KEY)
-			continue;
-		appendStringInfo(sql, " LEFT JOIN " AUX_STAGE_TABLE " AS a ON a.%s = u.%s",
-						 quote_identifier(aux->columns[c].name), quote_identifier(target));
-		nkeys++;
-	}
-	if (nkeys != 1)
-		elog(ERROR, "the auxiliary stage of model %s needs one key column, not %d", model->name, nkeys);
-}
 
 /*
  * The destination table, opened with AccessShareLock, once the role has
@@ -362,12 +239,12 @@ map_columns(PhxDestination *dest, TupleDesc desc, StringInfo cols, StringInfo ca
 		dest->used[nused++] = i;
 		appendStringInfo(cols, "%s%s", sep, q);
 		if (needs_explicit_cast(col->type, att->atttypid))
-			appendStringInfo(casts, "%s%s::%s", sep, source_expr(dest, i),
+			appendStringInfo(casts, "%s%s::%s", sep, phx_stage_source_expr(dest->model, i),
 							 format_type_extended(att->atttypid, att->atttypmod,
 												  FORMAT_TYPE_TYPEMOD_GIVEN |
 												  FORMAT_TYPE_FORCE_QUALIFY));
 		else
-			appendStringInfo(casts, "%s%s", sep, source_expr(dest, i));
+			appendStringInfo(casts, "%s%s", sep, phx_stage_source_expr(dest->model, i));
 	}
 	dest->nused = nused;
 	if (nused == 0)
@@ -390,7 +267,7 @@ static void
 check_merge_key(PhxDestination *dest, Relation rel)
 {
 	const PhxModel *model = dest->model;
-	char	   *keylist = column_list(model, model->merge_key);
+	char	   *keylist = phx_column_list(model->merge_key);
 	bool		keys_present = true;
 
 	for (int k = 0; model->merge_key[k]; k++)
@@ -450,13 +327,13 @@ phx_destination_open(PhxExport *exp, const PhxModel *model)
 					 qualified, cols.data, casts.data);
 	if (model->aux)
 	{
-		append_aux_join(&sql, model);
+		phx_append_aux_join(&sql, model, AUX_STAGE_TABLE);
 		dest->aux_model.name = model->name;
 		dest->aux_model.columns = model->aux->columns;
 		dest->aux_model.ncolumns = model->aux->ncolumns;
 	}
 	if (dest->merge)
-		append_on_conflict(&sql, dest, column_list(model, model->merge_key));
+		phx_append_on_conflict(&sql, model, dest->used, dest->nused);
 	dest->stage_sql = sql.data;
 	return dest;
 }
