@@ -258,8 +258,9 @@ fails_cleanly(name => 'p_null_pid', model => 'persons',
 
 fails_cleanly(name => 'p_null_id', model => 'persons',
 	serve => [ 1 => body(\@m_cols, [ map { $mapping->(n => $_) } 1 .. 3 ], 0),
-		2 => body(\@p_cols, [ $person->(n => 1), $person->(n => 2), $person->(id => 'null') ], 0) ],
-	error => qr/PostHog returned a person without id \(NULL\) ${\ $at->(3, 2, 'p_null_id')}/);
+		# a full page of mappings (page_size 3): request 2 is their empty last page
+		3 => body(\@p_cols, [ $person->(n => 1), $person->(n => 2), $person->(id => 'null') ], 0) ],
+	error => qr/PostHog returned a person without id \(NULL\) ${\ $at->(3, 3, 'p_null_id')}/);
 
 # a string team id, with text that would change the next request were it
 # pasted into its JSON as it came
