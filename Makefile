@@ -33,6 +33,7 @@ OBJS = \
 	src/store/runs.o \
 	src/store/row_context.o \
 	src/store/destination.o \
+	src/store/merge_sql.o \
 	src/store/bulk_insert.o \
 	src/run/intervals.o \
 	src/run/failure_policy.o \

@@ -34,6 +34,43 @@ typedef struct PhxModelColumn
 } PhxModelColumn;
 
 /*
+ * How a column of an auxiliary stage (see PhxAuxStage) takes part in the
+ * final merge.
+ */
+typedef enum PhxAuxHow
+{
+	PHX_AUX_KEY,				/* the join key: equal to model_column of the
+								 * main stage */
+	PHX_AUX_FILL,				/* fills model_column (NULL when no auxiliary
+								 * row matches) */
+	PHX_AUX_OR					/* a boolean: model_column becomes the main
+								 * value OR this one (no match: the main
+								 * value) */
+} PhxAuxHow;
+
+typedef struct PhxAuxFill
+{
+	PhxAuxHow	how;
+	const char *model_column;	/* a name in the model's columns */
+} PhxAuxFill;
+
+/*
+ * A second scan a staged model joins its rows with at the merge (persons:
+ * the persons, joined to the mappings by person id).  Pages marked aux
+ * carry rows of these columns; they are staged apart, and the one
+ * statement that merges the stage reads the main stage LEFT JOINed to the
+ * auxiliary one, each model column taken from the main stage unless an
+ * auxiliary column fills it.  The join key must identify an auxiliary row
+ * (the scan's keyset guarantees it).  Column types are the model's.
+ */
+typedef struct PhxAuxStage
+{
+	const PhxModelColumn *columns;	/* create_type is not used */
+	const PhxAuxFill *fills;	/* one per column, in order */
+	int			ncolumns;
+} PhxAuxStage;
+
+/*
  * A page fetched from PostHog.  Its rows are converted on demand, one at a
  * time, so a page never exists as datums all at once.
  */
@@ -51,6 +88,8 @@ typedef struct PhxModelPage
 	void	   *arg;
 	const char *what;			/* "event", "session" ... in error messages */
 	int			page_no;		/* 1-based, within the run */
+	bool		aux;			/* rows of the model's auxiliary stage, indexed
+								 * by its columns */
 
 	int64		bytes;			/* response bytes received for the page */
 	bool		has_more;
@@ -76,6 +115,8 @@ typedef struct PhxModel
 	 * reader never sees half a merge and a failed run changes nothing.
 	 */
 	bool		staged;
+	/* a staged model's second scan, joined at the merge; NULL: none */
+	const PhxAuxStage *aux;
 	int			default_lookback_hours;
 
 	/*
@@ -214,6 +255,7 @@ typedef struct PhxPager PhxPager;
 extern PhxPager *phx_pager_begin(const PhxPaging *paging, void *arg, PhxExport *exp,
 								 PhxServerConfig *cfg, List *cursor);
 extern PhxModelPage *phx_pager_next_page(void *pager);
+extern void phx_pager_number_after(PhxPager *pager, const PhxPager *before);
 extern TimestampTz phx_query_earliest(PhxExport *exp, PhxServerConfig *cfg, const char *hogql,
 									  TimestampTz fallback);
 

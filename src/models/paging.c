@@ -224,3 +224,14 @@ phx_query_earliest(PhxExport *exp, PhxServerConfig *cfg, const char *hogql, Time
 		return fallback - 1;
 	return result;
 }
+
+/*
+ * For a model that reads two scans one after the other (persons): numbers
+ * this pager's pages after those "before" has read, so a page number (in
+ * request labels and error messages) names one page of the run.
+ */
+void
+phx_pager_number_after(PhxPager *pager, const PhxPager *before)
+{
+	pager->page_no = before->page_no;
+}

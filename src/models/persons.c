@@ -7,22 +7,42 @@
  *
  * How a run finds what changed: it does not.  PostHog's HogQL tables
  * expose no modification time for persons, so every run makes a full
- * keyset pass over raw_person_distinct_ids (collapsed to the latest version
- * of each mapping on PostHog's side) and, per page, one query for the
- * latest version of the persons that page names.  The merge then writes
- * only rows whose person_version or person_distinct_id_version grew, so the
- * cost of a run is reading every mapping once, while writes stay
- * proportional to what changed.  A backfill "from the beginning" is the
- * same pass.  Only the mappings query is keyset-paged (by the pager,
- * paging.c); the persons query of a page is made when the page is filled.
+ * pass, and the merge writes only rows whose person_version or
+ * person_distinct_id_version grew: the cost of a run is reading every
+ * mapping and every person once, while writes stay proportional to what
+ * changed.  A backfill "from the beginning" is the same pass.
+ *
+ * The pass is two keyset scans, one after the other, each paged by the
+ * pager (paging.c), so no query grows with the page (a page of mappings
+ * naming its persons in an IN list would, past ClickHouse's 256 KiB
+ * max_query_size at the default page size):
+ *
+ *	1. the mappings, raw_person_distinct_ids collapsed to the latest
+ *	   version of each (team_id, distinct_id), in that order;
+ *	2. the persons, raw_persons collapsed to the latest version of each id
+ *	   (the keyset filter is applied before GROUP BY id, so each page reads
+ *	   only the persons after the cursor), in ClickHouse's UUID order.
+ *
+ * Mappings first: a person exists before its mappings point to it, so a
+ * mapping read in scan 1 finds its person in scan 2.  The model is
+ * staged: the mappings go to the destination's stage, the persons to its
+ * auxiliary stage (PhxAuxStage), and the store merges, in one statement at
+ * the end of the pass, the mappings LEFT JOINed to their persons by id.
+ * That join is why the pass needs no lookup per page, and it gives the
+ * rows a lookup gave: a mapping whose person PostHog does not have keeps
+ * NULL person columns; is_deleted is the mapping's or the person's.
+ *
+ * (A streaming merge join inside the model was the alternative; it would
+ * need the mappings in person id order, which collapsing by
+ * (team_id, distinct_id) cannot give without aggregating every mapping for
+ * every page.)
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
-#include "utils/builtins.h"
-#include "utils/hsearch.h"
+#include "mb/pg_wchar.h"
 #include "utils/timestamp.h"
 
 #include "models/models.h"
@@ -61,10 +81,10 @@ static const char *const pdi_columns[] = {"team_id", "distinct_id", "person_id",
 static const char *const person_columns[] = {"id", "properties", "created_at", "is_deleted", "version"};
 
 /*
- * Keys of the mappings: the keyset the pages follow, and what every row
- * must have (the person id goes into the persons query).
+ * Keys of the mappings: the keyset their pages follow, and what every row
+ * must have (the person id is the join key).
  */
-static const PhxKeyColumn keyset[] = {
+static const PhxKeyColumn mapping_keyset[] = {
 	{0, "team_id", PHX_KEY_INT},
 	{1, "distinct_id", PHX_KEY_TEXT},
 };
@@ -73,15 +93,51 @@ static const PhxKeyColumn mapping_keys[] = {
 	{1, "distinct_id", PHX_KEY_TEXT},
 	{2, "person_id", PHX_KEY_UUID},
 };
-static const PhxKeyColumn person_keys[] = {
+
+/* Keys of the persons: the id is both keyset and join key. */
+static const PhxKeyColumn person_keyset[] = {
 	{0, "id", PHX_KEY_UUID},
 };
 
-/* What the pager needs besides the paging description. */
+/* The auxiliary stage: a person's columns, joined on person_id = id. */
+enum
+{
+	A_ID,
+	A_PROPERTIES,
+	A_CREATED_AT,
+	A_IS_DELETED,
+	A_VERSION,
+	A_NCOLUMNS
+};
+
+static const PhxModelColumn person_stage_columns[A_NCOLUMNS] = {
+	{"id", TEXTOID, NULL},
+	{"properties", JSONBOID, NULL},
+	{"created_at", TIMESTAMPTZOID, NULL},
+	{"is_deleted", BOOLOID, NULL},
+	{"version", INT8OID, NULL},
+};
+
+static const PhxAuxFill person_stage_fills[A_NCOLUMNS] = {
+	{PHX_AUX_KEY, "person_id"},
+	{PHX_AUX_FILL, "properties"},
+	{PHX_AUX_FILL, "created_at"},
+	{PHX_AUX_OR, "is_deleted"},
+	{PHX_AUX_FILL, "person_version"},
+};
+
+static const PhxAuxStage person_stage = {
+	.columns = person_stage_columns,
+	.fills = person_stage_fills,
+	.ncolumns = A_NCOLUMNS,
+};
+
+/* The two scans of a pass, the mappings first. */
 typedef struct PersonsState
 {
-	PhxExport  *exp;
-	PhxServerConfig *cfg;		/* for the persons query */
+	PhxPager   *mappings;
+	PhxPager   *persons;
+	bool		mappings_done;
 } PersonsState;
 
 /* The request for a page of mappings after the cursor (team_id, distinct_id). */
@@ -105,175 +161,193 @@ build_mappings_query(void *arg, const PhxKey *cursor, int page_size, PhxQuery *q
 					 page_size);
 }
 
-typedef struct PersonEntry
+/*
+ * The request for a page of persons after the cursor (id): every version
+ * of the persons after it, collapsed to the latest.  The filter comes
+ * before GROUP BY, as all versions of a person share its id.
+ */
+static void
+build_persons_query(void *arg, const PhxKey *cursor, int page_size, PhxQuery *q)
 {
-	char		id[64];			/* person uuid, the hash key */
-	int			row;			/* in the persons page */
-} PersonEntry;
-
-/* The latest version of each person a page of mappings points to. */
-static PhxPage *
-fetch_persons(PersonsState *st, int page_no, List *ids, int64 *bytes)
-{
-	PhxQuery	q;
-	PhxPage    *page;
-	PhxKeySource src;
-
-	phx_query_init(&q);
-	appendStringInfoString(&q.text,
+	phx_query_init(q);
+	appendStringInfoString(&q->text,
 						   "SELECT id, argMax(properties, version) AS properties, "
 						   "toTimeZone(argMax(created_at, version), 'UTC') AS created_at, "
 						   "argMax(is_deleted, version) AS is_deleted, max(version) AS version "
-						   "FROM raw_persons WHERE id IN {person_ids} GROUP BY id");
-	/* without a LIMIT PostHog returns 100 rows; a page names at most page_size persons */
-	appendStringInfo(&q.text, " LIMIT %d", Max(list_length(ids), 1));
-	phx_value_text_array(&q, "person_ids", ids);
-	page = phx_http_query(st->cfg, &q, psprintf("posthog_export %s persons of page %d",
-												st->exp->name, page_no),
-						  NULL, NULL, bytes);
-	phx_check_columns(page, person_columns, lengthof(person_columns), "persons");
-	src.page = page;
-	src.what = "a person";
-	src.export_name = st->exp->name;
-	src.page_no = page_no;
-	phx_key_check_rows(&src, person_keys, lengthof(person_keys));
-	return page;
+						   "FROM raw_persons");
+	if (cursor)
+	{
+		appendStringInfoString(&q->text, " WHERE id > {cursor_id}");
+		phx_value_text(q, "cursor_id", cursor[0].str);
+	}
+	appendStringInfo(&q->text, " GROUP BY id ORDER BY id LIMIT %d", page_size);
 }
 
-/* A fetched page of mappings and the persons they point to. */
-typedef struct PersonsPage
+/*
+ * is_deleted, of a mapping or a person: ClickHouse's Int8, which PostHog
+ * sends as 0 or 1 (some versions as true or false); NULL counts as not
+ * deleted.  Anything else is an error (the row context names the row).
+ */
+static bool
+deleted_flag(PhxCell *cell, const char *query)
 {
-	PhxPage    *mappings;
-	PhxPage    *persons;		/* NULL when no mapping names a person */
-	HTAB	   *byid;			/* person id -> row of persons */
-} PersonsPage;
+	if (cell->kind == PHX_CELL_NULL)
+		return false;
+	if (cell->kind == PHX_CELL_BOOL)
+		return cell->val[0] == 't';
+	if (cell->kind == PHX_CELL_NUMBER && cell->len == 1 &&
+		(cell->val[0] == '0' || cell->val[0] == '1'))
+		return cell->val[0] == '1';
+	ereport(ERROR,
+			(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+			 errmsg("PostHog returned %s for column \"is_deleted\" of the %s query, where 0, 1, true or false was expected",
+					phx_cell_kind_name(cell), query),
+			 errdetail("PostHog sent: %.*s", pg_mbcliplen(cell->val, cell->len, 64), cell->val)));
+	return false;				/* keep compiler quiet */
+}
 
 static const char *
-persons_row_key(void *arg, int r)
+mapping_row_key(void *arg, int r)
 {
-	PersonsPage *pp = (PersonsPage *) arg;
-	PhxCell    *did = PHX_CELL(pp->mappings, r, 1);
+	PhxCell    *did = PHX_CELL((PhxPage *) arg, r, 1);
 
 	return (did->kind == PHX_CELL_STRING) ? did->val : NULL;
 }
 
-/* One row per mapping, with the person it points to. */
+/*
+ * A mapping into the main stage: the person's columns are left NULL, the
+ * merge fills them from the auxiliary stage.
+ */
 static void
-persons_get_row(void *arg, int r, Datum *values, bool *nulls)
+mapping_get_row(void *arg, int r, Datum *values, bool *nulls)
 {
-	PersonsPage *pp = (PersonsPage *) arg;
-	PhxPage    *mappings = pp->mappings;
-	PhxPage    *persons = pp->persons;
-	PhxCell    *did = PHX_CELL(mappings, r, 1);
-	PhxCell    *pid = PHX_CELL(mappings, r, 2);
-	PersonEntry *person = NULL;
-	bool		mapping_deleted;
-	bool		isnull;
+	PhxPage    *mappings = (PhxPage *) arg;
 
 	/* the keys (team_id, distinct_id, person_id) were checked by the pager */
 	values[P_TEAM_ID] = phx_cell_datum(PHX_CELL(mappings, r, 0), INT4OID, "team_id", &nulls[P_TEAM_ID]);
-	values[P_DISTINCT_ID] = phx_cell_datum(did, TEXTOID, "distinct_id", &nulls[P_DISTINCT_ID]);
-	values[P_PERSON_ID] = phx_cell_datum(pid, TEXTOID, "person_id", &nulls[P_PERSON_ID]);
+	values[P_DISTINCT_ID] = phx_cell_datum(PHX_CELL(mappings, r, 1), TEXTOID, "distinct_id", &nulls[P_DISTINCT_ID]);
+	values[P_PERSON_ID] = phx_cell_datum(PHX_CELL(mappings, r, 2), TEXTOID, "person_id", &nulls[P_PERSON_ID]);
 	values[P_PDI_VERSION] = phx_cell_datum(PHX_CELL(mappings, r, 4), INT8OID, "version", &nulls[P_PDI_VERSION]);
-	mapping_deleted = DatumGetBool(phx_cell_datum(PHX_CELL(mappings, r, 3), BOOLOID, "is_deleted", &isnull));
-	if (isnull)
-		mapping_deleted = false;
-
-	if (pp->byid && pid->kind == PHX_CELL_STRING && pid->len < sizeof(person->id))
-		person = hash_search(pp->byid, pid->val, HASH_FIND, NULL);
-	if (person)
-	{
-		int			pr = person->row;
-		bool		person_deleted;
-
-		values[P_PROPERTIES] = phx_cell_datum(PHX_CELL(persons, pr, 1), JSONBOID, "properties", &nulls[P_PROPERTIES]);
-		values[P_CREATED_AT] = phx_cell_datum(PHX_CELL(persons, pr, 2), TIMESTAMPTZOID, "created_at", &nulls[P_CREATED_AT]);
-		person_deleted = DatumGetBool(phx_cell_datum(PHX_CELL(persons, pr, 3), BOOLOID, "is_deleted", &isnull));
-		if (isnull)
-			person_deleted = false;
-		values[P_PERSON_VERSION] = phx_cell_datum(PHX_CELL(persons, pr, 4), INT8OID, "version", &nulls[P_PERSON_VERSION]);
-		values[P_IS_DELETED] = BoolGetDatum(mapping_deleted || person_deleted);
-	}
-	else
-	{
-		/* a mapping to a person PostHog does not have (any more) */
-		nulls[P_PROPERTIES] = nulls[P_CREATED_AT] = nulls[P_PERSON_VERSION] = true;
-		values[P_PROPERTIES] = values[P_CREATED_AT] = values[P_PERSON_VERSION] = (Datum) 0;
-		values[P_IS_DELETED] = BoolGetDatum(mapping_deleted);
-	}
+	values[P_IS_DELETED] = BoolGetDatum(deleted_flag(PHX_CELL(mappings, r, 3), "person_distinct_ids"));
 	nulls[P_IS_DELETED] = false;
+
+	nulls[P_PROPERTIES] = nulls[P_CREATED_AT] = nulls[P_PERSON_VERSION] = true;
+	values[P_PROPERTIES] = values[P_CREATED_AT] = values[P_PERSON_VERSION] = (Datum) 0;
 }
 
-/*
- * A checked page of mappings (src) and the persons it points to, fetched
- * in one query, into one row per mapping.
- */
 static void
-fill_page(void *arg, const PhxKeySource *src, PhxModelPage *mp)
+fill_mappings_page(void *arg, const PhxKeySource *src, PhxModelPage *mp)
 {
-	PersonsState *st = (PersonsState *) arg;
-	PhxPage    *mappings = src->page;
-	PersonsPage *pp = palloc0(sizeof(PersonsPage));
-	List	   *ids = NIL;
-
-	pp->mappings = mappings;
-	for (int r = 0; r < mappings->nrows; r++)
-		ids = lappend(ids, PHX_CELL(mappings, r, 2)->val);
-	if (ids != NIL)
-	{
-		HASHCTL		ctl;
-
-		pp->persons = fetch_persons(st, src->page_no, list_copy(ids), &mp->bytes);
-		memset(&ctl, 0, sizeof(ctl));
-		ctl.keysize = sizeof(((PersonEntry *) 0)->id);
-		ctl.entrysize = sizeof(PersonEntry);
-		ctl.hcxt = CurrentMemoryContext;
-		pp->byid = hash_create("posthog_export persons", pp->persons->nrows + 1, &ctl,
-							   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-		for (int r = 0; r < pp->persons->nrows; r++)
-		{
-			PhxCell    *id = PHX_CELL(pp->persons, r, 0);
-			PersonEntry *e;
-
-			/* checked: a UUID, which fits the key */
-			e = hash_search(pp->byid, id->val, HASH_ENTER, NULL);
-			e->row = r;
-		}
-	}
-
-	mp->nrows = mappings->nrows;
-	mp->get_row = persons_get_row;
-	mp->row_key = persons_row_key;
-	mp->arg = pp;
+	mp->nrows = src->page->nrows;
+	mp->get_row = mapping_get_row;
+	mp->row_key = mapping_row_key;
+	mp->arg = src->page;
 }
 
-static const PhxPaging persons_paging = {
+static const char *
+person_row_key(void *arg, int r)
+{
+	PhxCell    *id = PHX_CELL((PhxPage *) arg, r, 0);
+
+	return (id->kind == PHX_CELL_STRING) ? id->val : NULL;
+}
+
+/* A person into the auxiliary stage (columns person_stage_columns). */
+static void
+person_get_row(void *arg, int r, Datum *values, bool *nulls)
+{
+	PhxPage    *persons = (PhxPage *) arg;
+
+	/* the id was checked by the pager: a canonical UUID */
+	values[A_ID] = phx_cell_datum(PHX_CELL(persons, r, 0), TEXTOID, "id", &nulls[A_ID]);
+	values[A_PROPERTIES] = phx_cell_datum(PHX_CELL(persons, r, 1), JSONBOID, "properties", &nulls[A_PROPERTIES]);
+	values[A_CREATED_AT] = phx_cell_datum(PHX_CELL(persons, r, 2), TIMESTAMPTZOID, "created_at", &nulls[A_CREATED_AT]);
+	values[A_IS_DELETED] = BoolGetDatum(deleted_flag(PHX_CELL(persons, r, 3), "persons"));
+	nulls[A_IS_DELETED] = false;
+	values[A_VERSION] = phx_cell_datum(PHX_CELL(persons, r, 4), INT8OID, "version", &nulls[A_VERSION]);
+}
+
+static void
+fill_persons_page(void *arg, const PhxKeySource *src, PhxModelPage *mp)
+{
+	mp->nrows = src->page->nrows;
+	mp->get_row = person_get_row;
+	mp->row_key = person_row_key;
+	mp->arg = src->page;
+	mp->aux = true;
+}
+
+/* Both scans: full pages from the first, one request at a time. */
+static const PhxPaging mappings_paging = {
 	.query_name = "person_distinct_ids",
 	.columns = pdi_columns,
 	.ncolumns = lengthof(pdi_columns),
 	.row_what = "a person mapping",
 	.page_what = "distinct_id",
-	.keyset = keyset,
-	.nkeys = lengthof(keyset),
+	.keyset = mapping_keyset,
+	.nkeys = lengthof(mapping_keyset),
 	.row_keys = mapping_keys,
 	.nrow_keys = lengthof(mapping_keys),
-	/* full pages from the first, one request at a time (only events ramp and prefetch) */
 	.ramp = false,
 	.prefetch = false,
 	.build_query = build_mappings_query,
-	.fill_page = fill_page,
+	.fill_page = fill_mappings_page,
 };
 
-/* Every run reads every mapping: start and end do not narrow the query. */
+static const PhxPaging persons_paging = {
+	.query_name = "persons",
+	.columns = person_columns,
+	.ncolumns = lengthof(person_columns),
+	.row_what = "a person",
+	.page_what = "person",
+	.keyset = person_keyset,
+	.nkeys = lengthof(person_keyset),
+	.row_keys = person_keyset,
+	.nrow_keys = lengthof(person_keyset),
+	.ramp = false,
+	.prefetch = false,
+	.build_query = build_persons_query,
+	.fill_page = fill_persons_page,
+};
+
+/*
+ * Every run reads everything: start and end do not narrow the queries, and
+ * the pass always starts from the beginning (a staged model's run is
+ * atomic, so there is no cursor to resume from).
+ */
 static void *
 persons_begin(PhxExport *exp, PhxServerConfig *cfg, TimestampTz start,
 			  TimestampTz end, List *cursor)
 {
 	PersonsState *st = palloc0(sizeof(PersonsState));
 
-	st->exp = exp;
-	st->cfg = cfg;
-	return phx_pager_begin(&persons_paging, st, exp, cfg, cursor);
+	st->mappings = phx_pager_begin(&mappings_paging, st, exp, cfg, NIL);
+	st->persons = phx_pager_begin(&persons_paging, st, exp, cfg, NIL);
+	return st;
+}
+
+/*
+ * The next page of the pass: the mappings, then the persons.  The last
+ * page of mappings says there is more, as the persons follow.
+ */
+static PhxModelPage *
+persons_next_page(void *state)
+{
+	PersonsState *st = (PersonsState *) state;
+	PhxModelPage *mp;
+
+	if (!st->mappings_done)
+	{
+		mp = phx_pager_next_page(st->mappings);
+		if (!mp->has_more)
+		{
+			st->mappings_done = true;
+			phx_pager_number_after(st->persons, st->mappings);
+			mp->has_more = true;
+		}
+		return mp;
+	}
+	return phx_pager_next_page(st->persons);
 }
 
 /* Every run is a full pass: the last interval before end covers everything. */
@@ -290,8 +364,9 @@ const PhxModel phx_persons_model = {
 	.merge_key = persons_key,
 	.merge_versions = persons_versions,
 	.staged = true,
+	.aux = &person_stage,
 	.default_lookback_hours = 0,
 	.begin = persons_begin,
-	.next_page = phx_pager_next_page,
+	.next_page = persons_next_page,
 	.earliest = persons_earliest,
 };

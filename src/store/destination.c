@@ -14,6 +14,11 @@
  * All of this runs as the export's owner, so the export can only write
  * where that role could write by hand.
  *
+ * A staged model with an auxiliary stage (persons) has a second staging
+ * table for its second scan; the statement that merges the stage reads
+ * the main stage LEFT JOINed to the auxiliary one, as the model's
+ * PhxAuxStage describes (merge_sql.c writes that statement).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -50,6 +55,8 @@ struct PhxDestination
 	bool		merge;
 	char	   *stage_sql;		/* INSERT from the stage into the table */
 	SPIPlanPtr	stage_plan;		/* its plan, once the stage exists */
+	PhxModel	aux_model;		/* the auxiliary stage's columns, as a model
+								 * for the bulk writer (ncolumns 0: none) */
 };
 
 static void
@@ -61,17 +68,6 @@ spi_exec_or_error(const char *sql)
 	phx_snapshot_release(pushed);
 	if (rc < 0)
 		elog(ERROR, "SPI_execute failed for \"%s\": %s", sql, SPI_result_code_string(rc));
-}
-
-static char *
-column_list(const PhxModel *model, const char *const *names)
-{
-	StringInfoData buf;
-
-	initStringInfo(&buf);
-	for (int i = 0; names[i]; i++)
-		appendStringInfo(&buf, "%s%s", i ? ", " : "", quote_identifier(names[i]));
-	return buf.data;
 }
 
 static void
@@ -101,7 +97,7 @@ create_table(PhxExport *exp, const PhxModel *model, const char *qualified)
 						 quote_identifier(model->columns[i].name),
 						 model->columns[i].create_type);
 	if (model->merge_key && (strcmp(exp->mode, "merge") == 0))
-		appendStringInfo(&sql, ", PRIMARY KEY (%s)", column_list(model, model->merge_key));
+		appendStringInfo(&sql, ", PRIMARY KEY (%s)", phx_column_list(model->merge_key));
 	appendStringInfoChar(&sql, ')');
 	spi_exec_or_error(sql.data);
 }
@@ -168,61 +164,10 @@ needs_explicit_cast(Oid model_type, Oid dest_type)
 	return !can_coerce_type(1, &model_type, &dest_type, COERCION_ASSIGNMENT);
 }
 
-static bool
-name_in(const char *name, const char *const *list)
-{
-	for (int i = 0; list && list[i]; i++)
-		if (strcmp(list[i], name) == 0)
-			return true;
-	return false;
-}
-
-/*
- * The ON CONFLICT clause of a merge: update the non-key columns, but only
- * when a version column present in the table grows (an older version that
- * arrives late never overwrites a newer one), or, without version columns,
- * when something changed, so unchanged rows are never rewritten.
- */
-static void
-append_on_conflict(StringInfo sql, PhxDestination *dest, const char *keylist)
-{
-	const PhxModel *model = dest->model;
-	StringInfoData set;
-	StringInfoData lhs;
-	StringInfoData rhs;
-	StringInfoData versions;
-
-	initStringInfo(&set);
-	initStringInfo(&lhs);
-	initStringInfo(&rhs);
-	initStringInfo(&versions);
-	for (int n = 0; n < dest->nused; n++)
-	{
-		const char *q = quote_identifier(model->columns[dest->used[n]].name);
-		const char *name = model->columns[dest->used[n]].name;
-
-		if (name_in(name, model->merge_key))
-			continue;
-		appendStringInfo(&set, "%s%s = EXCLUDED.%s", set.len ? ", " : "", q, q);
-		appendStringInfo(&lhs, "%st.%s", lhs.len ? ", " : "", q);
-		appendStringInfo(&rhs, "%sEXCLUDED.%s", rhs.len ? ", " : "", q);
-		if (name_in(name, model->merge_versions))
-			appendStringInfo(&versions, "%sEXCLUDED.%s > t.%s OR (t.%s IS NULL AND EXCLUDED.%s IS NOT NULL)",
-							 versions.len ? " OR " : "", q, q, q, q);
-	}
-	appendStringInfo(sql, " ON CONFLICT (%s) DO ", keylist);
-	if (set.len == 0)
-		appendStringInfoString(sql, "NOTHING");
-	else if (versions.len > 0)
-		appendStringInfo(sql, "UPDATE SET %s WHERE %s", set.data, versions.data);
-	else
-		appendStringInfo(sql, "UPDATE SET %s WHERE ROW(%s) IS DISTINCT FROM ROW(%s)",
-						 set.data, lhs.data, rhs.data);
-}
-
-
 #define STAGE_NAME "posthog_export_stage"
 #define STAGE_TABLE "pg_temp." STAGE_NAME
+#define AUX_STAGE_NAME "posthog_export_stage_aux"
+#define AUX_STAGE_TABLE "pg_temp." AUX_STAGE_NAME
 
 /*
  * The destination table, opened with AccessShareLock, once the role has
@@ -295,14 +240,15 @@ map_columns(PhxDestination *dest, TupleDesc desc, StringInfo cols, StringInfo ca
 		appendStringInfo(cols, "%s%s", sep, q);
 		if (col->type == TIMESTAMPTZOID && getBaseType(att->atttypid) == TIMESTAMPOID)
 			/* UTC wall time, as PostHog's export and the bulk writer write it */
-			appendStringInfo(casts, "%spg_catalog.timezone('UTC', u.%s)", sep, q);
+			appendStringInfo(casts, "%spg_catalog.timezone('UTC', %s)", sep,
+							 phx_stage_source_expr(dest->model, i));
 		else if (needs_explicit_cast(col->type, att->atttypid))
-			appendStringInfo(casts, "%su.%s::%s", sep, q,
+			appendStringInfo(casts, "%s%s::%s", sep, phx_stage_source_expr(dest->model, i),
 							 format_type_extended(att->atttypid, att->atttypmod,
 												  FORMAT_TYPE_TYPEMOD_GIVEN |
 												  FORMAT_TYPE_FORCE_QUALIFY));
 		else
-			appendStringInfo(casts, "%su.%s", sep, q);
+			appendStringInfo(casts, "%s%s", sep, phx_stage_source_expr(dest->model, i));
 	}
 	dest->nused = nused;
 	if (nused == 0)
@@ -325,7 +271,7 @@ static void
 check_merge_key(PhxDestination *dest, Relation rel)
 {
 	const PhxModel *model = dest->model;
-	char	   *keylist = column_list(model, model->merge_key);
+	char	   *keylist = phx_column_list(model->merge_key);
 	bool		keys_present = true;
 
 	for (int k = 0; model->merge_key[k]; k++)
@@ -383,38 +329,58 @@ phx_destination_open(PhxExport *exp, const PhxModel *model)
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "INSERT INTO %s AS t (%s) SELECT %s FROM " STAGE_TABLE " AS u",
 					 qualified, cols.data, casts.data);
+	if (model->aux)
+	{
+		phx_append_aux_join(&sql, model, AUX_STAGE_TABLE);
+		dest->aux_model.name = model->name;
+		dest->aux_model.columns = model->aux->columns;
+		dest->aux_model.ncolumns = model->aux->ncolumns;
+	}
 	if (dest->merge)
-		append_on_conflict(&sql, dest, column_list(model, model->merge_key));
+		phx_append_on_conflict(&sql, model, dest->used, dest->nused);
 	dest->stage_sql = sql.data;
 	return dest;
 }
 
-/*
- * The temporary table rows are staged in, created on first use: one
- * column per model column, of the model's type, so rows are written into
- * it exactly as they would be into the table.  It lives in this session's
- * temporary schema, so concurrent runs never meet in it.
- */
-static Oid
-stage_relid(PhxDestination *dest)
+/* (Re)creates a staging table with the columns, of their types, of "model". */
+static void
+create_stage(const char *name, const PhxModel *model)
 {
 	StringInfoData sql;
-	RangeVar   *rv = makeRangeVar("pg_temp", STAGE_NAME, -1);
 
-	if (dest->stage_plan != NULL)
-		return RangeVarGetRelid(rv, NoLock, false);
-
-	if (OidIsValid(RangeVarGetRelid(rv, NoLock, true)))
-		spi_exec_or_error("DROP TABLE " STAGE_TABLE);
+	if (OidIsValid(RangeVarGetRelid(makeRangeVar("pg_temp", (char *) name, -1), NoLock, true)))
+		spi_exec_or_error(psprintf("DROP TABLE pg_temp.%s", name));
 	initStringInfo(&sql);
-	appendStringInfoString(&sql, "CREATE TEMPORARY TABLE " STAGE_NAME " (");
-	for (int i = 0; i < dest->model->ncolumns; i++)
+	appendStringInfo(&sql, "CREATE TEMPORARY TABLE %s (", name);
+	for (int i = 0; i < model->ncolumns; i++)
 		appendStringInfo(&sql, "%s%s %s", i ? ", " : "",
-						 quote_identifier(dest->model->columns[i].name),
-						 format_type_extended(dest->model->columns[i].type, -1,
+						 quote_identifier(model->columns[i].name),
+						 format_type_extended(model->columns[i].type, -1,
 											  FORMAT_TYPE_FORCE_QUALIFY));
 	appendStringInfoChar(&sql, ')');
 	spi_exec_or_error(sql.data);
+}
+
+/*
+ * The temporary table rows are staged in (or, with "aux", the auxiliary
+ * stage), created on first use with the other: one column per model
+ * column, of the model's type, so rows are written into it exactly as
+ * they would be into the table.  It lives in this session's temporary
+ * schema, so concurrent runs never meet in it.
+ */
+static Oid
+stage_relid(PhxDestination *dest, bool aux)
+{
+	RangeVar   *rv = makeRangeVar("pg_temp", aux ? AUX_STAGE_NAME : STAGE_NAME, -1);
+
+	if (aux && dest->aux_model.ncolumns == 0)
+		elog(ERROR, "model %s sent a page for an auxiliary stage it does not have", dest->model->name);
+	if (dest->stage_plan != NULL)
+		return RangeVarGetRelid(rv, NoLock, false);
+
+	create_stage(STAGE_NAME, dest->model);
+	if (dest->aux_model.ncolumns > 0)
+		create_stage(AUX_STAGE_NAME, &dest->aux_model);
 
 	dest->stage_plan = SPI_prepare(dest->stage_sql, 0, NULL);
 	if (dest->stage_plan == NULL)
@@ -475,6 +441,7 @@ direct_write(PhxDestination *dest)
 uint64
 phx_destination_insert(PhxDestination *dest, PhxModelPage *page)
 {
+	const PhxModel *model;
 	PhxRowContext rc;
 	PhxBulkInsert *bi;
 	MemoryContext row_cxt;
@@ -491,9 +458,10 @@ phx_destination_insert(PhxDestination *dest, PhxModelPage *page)
 	direct = direct_write(dest);
 	pushed = phx_snapshot_ensure();
 	phx_row_context_push(&rc, page->what, dest->export_name, page->page_no);
-	bi = phx_bulk_insert_begin(direct ? dest->relid : stage_relid(dest), dest->model, &rc);
-	values = palloc(sizeof(Datum) * dest->model->ncolumns);
-	nulls = palloc(sizeof(bool) * dest->model->ncolumns);
+	model = page->aux ? &dest->aux_model : dest->model;
+	bi = phx_bulk_insert_begin(direct ? dest->relid : stage_relid(dest, page->aux), model, &rc);
+	values = palloc(sizeof(Datum) * model->ncolumns);
+	nulls = palloc(sizeof(bool) * model->ncolumns);
 
 	/*
 	 * jsonb input leaves a parse tree several times the size of its text:
@@ -533,9 +501,16 @@ phx_destination_finish(PhxDestination *dest)
 
 	if (dest->stage_plan == NULL)
 		return 0;
+	if (dest->aux_model.ncolumns > 0)
+	{
+		/* temporary tables have no statistics: the join is planned on them */
+		spi_exec_or_error("ANALYZE " STAGE_TABLE ", " AUX_STAGE_TABLE);
+	}
 	if (dest->model->staged)
 		written = write_stage(dest);
 	spi_exec_or_error("DROP TABLE " STAGE_TABLE);
+	if (dest->aux_model.ncolumns > 0)
+		spi_exec_or_error("DROP TABLE " AUX_STAGE_TABLE);
 	return written;
 }
 

@@ -10,6 +10,7 @@
  *   runs.c          the runs table: an interval's counters and cursor
  *   destination.c   the table an export's rows land in: create, stage,
  *                   merge or append
+ *   merge_sql.c     the text of the statement that writes a stage into it
  *   bulk_insert.c   rows into a table through the multi-insert path
  *   row_context.c   the error context naming the row being written
  *
@@ -137,6 +138,15 @@ extern PhxDestination *phx_destination_open(PhxExport *exp, const PhxModel *mode
 extern uint64 phx_destination_insert(PhxDestination *dest, PhxModelPage *page);
 extern uint64 phx_destination_finish(PhxDestination *dest);
 extern void phx_destination_close(PhxDestination *dest);
+
+/* ------------------------------------------------------------------------
+ * merge_sql.c
+ * ------------------------------------------------------------------------
+ */
+extern char *phx_column_list(const char *const *names);
+extern char *phx_stage_source_expr(const PhxModel *model, int i);
+extern void phx_append_aux_join(StringInfo sql, const PhxModel *model, const char *aux_table);
+extern void phx_append_on_conflict(StringInfo sql, const PhxModel *model, const int *used, int nused);
 
 /* ------------------------------------------------------------------------
  * bulk_insert.c

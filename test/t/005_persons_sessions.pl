@@ -71,7 +71,7 @@ like($node->safe_psql('postgres', q{SELECT pg_get_constraintdef(oid) FROM pg_con
 psql_ok($node, $call->('persons', '2026-11-20 00:00+00', '2026-11-20 01:00+00'), 'first run');
 persons_equal('first run');
 is($node->safe_psql('postgres', q{SELECT rows_written || ' ' || pages FROM posthog_export.runs WHERE export_name = 'persons'}),
-	'254 2', 'every mapping written, in two pages');
+	'254 4', 'every mapping written; the pass reads two pages of mappings, then two of persons');
 is($node->safe_psql('postgres', q{SELECT properties->>'plan' FROM posthog_exports.persons WHERE distinct_id = 'anon-1'}),
 	'pro', 'a person\'s latest properties');
 
@@ -81,7 +81,7 @@ emu_reload($emu);
 psql_ok($node, $call->('persons', '2026-11-20 01:00+00', '2026-11-20 02:00+00'), 'follow-up run');
 persons_equal('follow-up');
 is($node->safe_psql('postgres', q{SELECT rows || ' ' || rows_written FROM posthog_export.runs WHERE export_name = 'persons' AND interval_start = '2026-11-20 01:00+00'}),
-	'254 1', 'a full pass reads every mapping but writes only the changed row');
+	'507 1', 'a full pass reads every mapping (254) and every person (253) but writes only the changed row');
 
 # --- a late older version never wins ----------------------------------------
 add_ndjson('persons.ndjson', person($P1, 0, { email => 'a@example.com', plan => 'stale' }));
