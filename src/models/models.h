@@ -5,8 +5,8 @@
  *		paging), and the models themselves.
  *
  *   registry.c       the models by name
- *   paging.c         the one keyset paging loop (page sizes, 504/512
- *                    shrinking, has-more, cursor, prefetch) and the
+ *   paging.c         the one keyset paging loop (page sizes,
+ *                    shrinking a too-big page, has-more, cursor, prefetch) and the
  *                    earliest-data query
  *   keys.c           keys checked before use; the keyset cursor
  *   cell_convert.c   cells -> datums; a response's columns checked
@@ -236,8 +236,8 @@ typedef struct PhxPaging
 
 	/*
 	 * The request for up to page_size rows after cursor (nkeys keys, NULL
-	 * for the first page).  Called again with a smaller page_size on
-	 * 504/512.
+	 * for the first page).  Called again with a smaller page_size when
+	 * PostHog says the query was too big for one page.
 	 */
 	void		(*build_query) (void *arg, const PhxKey *cursor, int page_size,
 								PhxQuery *q);

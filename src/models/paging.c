@@ -11,8 +11,10 @@
  *
  *	- numbers the pages and labels their requests
  *	  ("posthog_export <export> page <n>");
- *	- on 504/512 (too slow or too big) halves the page and rebuilds the
- *	  query, and the page stays that small for the rest of the interval;
+ *	- when PostHog says the query was too big for one page (out of
+ *	  memory, too slow, too large: posthog/query_client.c decides) halves
+ *	  the page and rebuilds the query, and the page stays that small for
+ *	  the rest of the interval;
  *	- checks the response's columns and every row's keys, then moves the
  *	  keyset cursor to the page's last row (a page that does not move it
  *	  forward is an error before anything of it is used);
@@ -36,7 +38,7 @@
  */
 #define FIRST_PAGE_ROWS 5000
 
-/* The smallest page 504/512 halve it to. */
+/* The smallest page a too-big query halves it to. */
 #define MIN_PAGE_ROWS 10
 
 struct PhxPager
@@ -100,7 +102,7 @@ page_label(PhxPager *pg, int page_no)
 }
 
 /*
- * PostHog answered 504 or 512 (the query was too slow or too big): halve
+ * PostHog answered that the query was too big for one page: halve
  * the page, down to MIN_PAGE_ROWS, keep it that small for the rest of the
  * interval, and rebuild the query; false once it cannot shrink any more.
  */
