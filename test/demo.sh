@@ -32,7 +32,8 @@ day_end=$(date -u +%Y-%m-%dT00:00:00Z)
 day_start=$(date -u -d "$day_end - 1 day" +%Y-%m-%dT00:00:00Z)
 
 echo "== generating 20,000 sample events for $day_start .. $day_end"
-python3 test/generate_data.py --out "$work/source" --events 20000 --start "$day_start" --end "$day_end" --seed 2026 >/dev/null
+python3 test/generate_data.py --out "$work/source" --events 20000 --start "$day_start" --end "$day_end" --seed 2026 \
+  --team-id 12345 >/dev/null
 
 echo "== starting the PostHog emulator"
 api_key="phx_demo_$(od -An -tx1 -N8 /dev/urandom | tr -d ' \n')"
@@ -78,5 +79,11 @@ SELECT uuid, event, distinct_id, ip, timestamp, jsonb_path_query_first(propertie
 CALL posthog_export.run_export('events', '$day_start', '$day_end');
 SELECT count(*) AS rows_in_table, (SELECT sum(rows) FROM posthog_export.runs) AS rows_exported
   FROM posthog_exports.events;
+-- a demo that exported nothing has shown nothing: fail it
+DO \$\$BEGIN
+  IF NOT EXISTS (SELECT 1 FROM posthog_exports.events) THEN
+    RAISE EXCEPTION 'the demo exported no events';
+  END IF;
+END\$\$;
 SQL
 echo "== done (the cluster, the emulator and their files are removed now)"
