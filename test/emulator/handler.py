@@ -167,7 +167,8 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/_emulator/health" and cmd == "GET":
             snap = srv.store.current
             self.send_obj(200, {"ok": True, "tables": snap.counts, "data": srv.store.data_dir,
-                                "team_id": srv.store.team_id, "other_team_rows": snap.other_team}, compress=False)
+                                "team_id": srv.store.team_id, "other_team_rows": snap.other_team,
+                                "delayed_rows": snap.delayed}, compress=False)
             return 200
         if path == "/_emulator/requests" and cmd == "GET":
             with srv.req_lock:
@@ -179,6 +180,7 @@ class Handler(BaseHTTPRequestHandler):
                 srv.requests = []
                 srv.counter = 0
             srv.faults.clear()
+            srv.limits.reset()
             self.send_obj(200, {"ok": True}, compress=False)
             return 200
         if path == "/_emulator/faults" and cmd == "POST":
@@ -195,6 +197,17 @@ class Handler(BaseHTTPRequestHandler):
             return 200
         if path == "/_emulator/faults" and cmd == "GET":
             self.send_obj(200, srv.faults.describe(), compress=False)
+            return 200
+        if path == "/_emulator/config" and cmd == "POST":
+            try:
+                srv.limits.configure(data)
+            except ValueError as ex:
+                self.send_obj(400, {"ok": False, "error": str(ex)}, compress=False)
+                return 400
+            self.send_obj(200, dict(srv.limits.describe(), ok=True), compress=False)
+            return 200
+        if path == "/_emulator/config" and cmd == "GET":
+            self.send_obj(200, srv.limits.describe(), compress=False)
             return 200
         if path == "/_emulator/reload" and cmd == "POST":
             ddir = data.get("data") if isinstance(data, dict) else None
@@ -218,7 +231,7 @@ class Handler(BaseHTTPRequestHandler):
         entry = {"n": None, "path": self.path.split("?", 1)[0], "status": None, "error": None, "query": None, "values": None, "refresh": None,
                  "name": None, "auth_scheme": scheme, "accept_encoding": self.headers.get("Accept-Encoding"),
                  "force_blocking": False, "kind": None, "rows": None, "has_more": None, "fault": None,
-                 "query_bytes": None,
+                 "query_bytes": None, "throttled": False, "throttle_reason": None,
                  "ms": None, "time": now_rfc3339()}
         body = None
         try:
@@ -239,7 +252,18 @@ class Handler(BaseHTTPRequestHandler):
             n = srv.counter
             entry["n"] = n
             srv.requests.append(entry)
-        act = srv.faults.match(n)
+        # PostHog's request budget and concurrency limit (limits.py), after authentication as in DRF:
+        # only a request with the right key for this project is counted or throttled
+        limit_err = None
+        admitted = False
+        if auth and len(auth.split()) == 2 and auth.split()[0].lower() == "bearer" \
+                and auth.split()[1] == srv.cfg.api_key and project == str(srv.cfg.project_id):
+            limit_err, reason = srv.limits.admit(auth.split()[1])
+            admitted = limit_err is None
+            if limit_err is not None:
+                entry["throttled"] = True
+                entry["throttle_reason"] = reason
+        act = srv.faults.match(n) if limit_err is None else None
         flags = act["flags"] if act else set()
         if act:
             entry["fault"] = act["rules"]
@@ -254,6 +278,11 @@ class Handler(BaseHTTPRequestHandler):
             entry["ms"] = round((time.monotonic() - t0) * 1000, 1)
 
         try:
+            if limit_err is not None:
+                entry["error"] = limit_err.body()
+                mark(429)
+                self.send_obj(429, limit_err.body(), limit_err.headers)
+                return
             if act and act["delay"] > 0:
                 time.sleep(act["delay"])
             if "drop" in flags:
@@ -331,8 +360,12 @@ class Handler(BaseHTTPRequestHandler):
             except Exception:
                 self.close_connection = True
         finally:
+            if admitted:
+                srv.limits.release()
             ms = (time.monotonic() - t0) * 1000
             extra = " n=%d force_blocking=%s" % (n, "yes" if entry["force_blocking"] else "no")
+            if entry["throttled"]:
+                extra += " throttled=%s" % entry["throttle_reason"]
             if act:
                 extra += " fault=%s" % json.dumps(act["rules"], separators=(",", ":"))
             st = state["status"]

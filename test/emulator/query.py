@@ -85,6 +85,8 @@ def run_query(cfg, store, hogql, values, drop_last_cell=False, info=None):
         snap.lock.release()  # reloaded meanwhile: use the new data
         snap = store.snapshot()
     try:
+        if snap.delayed:  # rows with a _visible_at: show those whose time has come, hide the others
+            snap.sync_visibility(cfg.clock.now_us())
         conn = snap.conn
         if plan.single is not None:
             # Two steps: sort only (rowid, sort keys), then fetch the rendered rows by rowid.  SQLite's

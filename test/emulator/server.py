@@ -7,6 +7,7 @@ Standard library only (Python 3.11).
         [--forbidden-key K ...] [--fault JSON ...] [--bool-as-int] [--uuid-order clickhouse|text]
         [--max-limit 50000] [--default-limit 100] [--gzip-level 1] [--cache-dir DIR] [--render-cache]
         [--team-id T] [--max-query-size 262144] [--legacy-error-codes]
+        [--requests-per-hour N [--throttle-without-wait]] [--max-concurrent N]
 
 POST /api/projects/{id}/query/ (trailing slash optional), Authorization: Bearer KEY, body
 {"query": {"kind": "HogQLQuery", "query": "...", "values": {...}}, "refresh": ..., "name": ...}.
@@ -21,16 +22,24 @@ A query whose text with its values printed in (see query.py) is over --max-query
 size exceeded."}.  Only rows of the project's team (--team-id, default the project id) exist for queries:
 data-file rows of other teams are left out at load.  Int8 columns (is_deleted, is_identified of the
 person tables) come back as 0/1, Boolean ones as true/false/null.  hasMore is null when the query has a
-LIMIT.
+LIMIT.  A data row may carry "_visible_at" (RFC 3339, not a column): until the emulator's clock reaches it,
+no query sees the row (any table).  --requests-per-hour N: a budget per API key in a sliding hour, past it
+a 429 "Request was throttled. Expected available in N seconds." with Retry-After (--throttle-without-wait:
+"Request was throttled." only); --max-concurrent N: a query admitted while N are in flight is a 429 without
+a wait.  Both are off by default (see limits.py).
 
 Control endpoints (no auth):
   GET  /_emulator/health    -> {"ok": true, "tables": {name: rows}, "data": DIR, "team_id": T,
-                                "other_team_rows": {name: rows left out}}
+                                "other_team_rows": {name: rows left out},
+                                "delayed_rows": {name: rows with a _visible_at}}
   GET  /_emulator/requests  -> [{n, path, status, query, values, refresh, name, auth_scheme,
                                  accept_encoding, force_blocking, kind, rows, has_more, fault, error,
-                                 query_bytes, ms, time}, ...] since the last reset (query_bytes: the
+                                 query_bytes, throttled, throttle_reason, ms, time}, ...] since the last reset (query_bytes: the
                                  size of the text with its values, as checked against --max-query-size)
-  POST /_emulator/reset     -> clears the request log, the request counter and all faults
+  POST /_emulator/reset     -> clears the request log, the request counter, all faults and the budget's window
+  POST /_emulator/config    {"requests_per_hour": N|null, "throttle_wait": bool, "max_concurrent": N|null,
+                             "clock": RFC 3339|null, "clock_offset": seconds} changes the given settings;
+  GET  /_emulator/config    -> those settings, "in_flight", "requests_in_window" and the clock's time
   POST /_emulator/faults    {"faults": [rule, ...]} adds rules;  GET /_emulator/faults lists them
   POST /_emulator/reload    [{"data": DIR}] re-reads the NDJSON files
 Fault rule: one selector {"on_request": N} | {"from_request": N} | {"every": true}, optional
@@ -50,7 +59,8 @@ The modules beside this file, each imported by the ones above it (no cycles):
   faults.py       fault rules                query.py     run a query, build the response body
   translate.py    SELECT -> SQLite SQL       expressions.py  expressions and functions -> SQLite SQL
   hogql.py        parser (AST)               lexer.py     tokenizer
-  store.py        data files -> SQLite       sqlfuncs.py  SQLite functions the SQL calls
+  limits.py       clock, budget, concurrency store.py     data files -> SQLite
+  sqlfuncs.py     SQLite functions the SQL calls
   hogtypes.py     types and columns          values.py    datetimes, UUIDs, JSON text
   errors.py       ApiError, HogQLError
 """
@@ -69,6 +79,7 @@ from http.server import ThreadingHTTPServer
 from errors import LEGACY_CODES, HogQLError
 from faults import Faults
 from handler import Handler
+from limits import Clock, Limits
 from store import LoadError, Store
 from values import UuidMode, get_tz
 
@@ -82,8 +93,9 @@ class EmulatorServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 64
 
-    def __init__(self, addr, cfg, store, faults, ssl_ctx):
+    def __init__(self, addr, cfg, store, faults, ssl_ctx, limits):
         self.cfg = cfg
+        self.limits = limits
         self.store = store
         self.faults = faults
         self.ssl_ctx = ssl_ctx
@@ -159,6 +171,14 @@ def main(argv=None):
     ap.add_argument("--render-cache", action="store_true",
                     help="keep the JSON text of every row served, and serve it again without rendering "
                          "(for benchmarks: a second pass over the same rows costs only the keyset scan)")
+    ap.add_argument("--requests-per-hour", type=int,
+                    help="request budget per API key in a sliding hour; past it a 429 (PostHog: 120; "
+                         "default: no budget)")
+    ap.add_argument("--throttle-without-wait", action="store_true",
+                    help='a 429 past the budget says only "Request was throttled." (no wait, no Retry-After)')
+    ap.add_argument("--max-concurrent", type=int,
+                    help="queries of the project in flight at once; one more is a 429 without a wait "
+                         "(PostHog: 3; default: no limit)")
     args = ap.parse_args(argv)
 
     cfg = Config()
@@ -174,6 +194,11 @@ def main(argv=None):
     cfg.max_query_size = args.max_query_size
     cfg.team_id = args.team_id if args.team_id is not None else args.project_id
     LEGACY_CODES["on"] = args.legacy_error_codes
+    for opt in ("requests_per_hour", "max_concurrent"):
+        if getattr(args, opt) is not None and getattr(args, opt) < 1:
+            ap.error("--%s must be at least 1" % opt.replace("_", "-"))
+    cfg.clock = Clock()
+    limits = Limits(cfg.clock, args.requests_per_hour, not args.throttle_without_wait, args.max_concurrent)
     if cfg.max_query_size < 1:
         ap.error("--max-query-size must be at least 1")
     try:
@@ -209,7 +234,7 @@ def main(argv=None):
             ctx.verify_mode = ssl.CERT_REQUIRED
             ctx.load_verify_locations(args.tls_client_ca)
 
-    srv = EmulatorServer((args.host, args.port), cfg, store, faults, ctx)
+    srv = EmulatorServer((args.host, args.port), cfg, store, faults, ctx, limits)
     port = srv.server_address[1]
     if args.port_file:
         tmp = args.port_file + ".tmp"

@@ -95,7 +95,7 @@ SQL_TYPES = {K_STRING: "TEXT", K_JSON: "TEXT", K_INT: "INTEGER", K_FLOAT: "REAL"
              K_DATETIME: "INTEGER", K_UUID: "TEXT", K_ARRAY: "TEXT"}
 
 
-CACHE_FORMAT = 3  # bump when the stored layout changes
+CACHE_FORMAT = 4  # bump when the stored layout changes
 
 
 class LoadError(Exception):
@@ -246,7 +246,7 @@ class Snapshot:
     (Several connections to a shared-cache in-memory database deadlock when one of them is closed,
     or garbage-collected, while another runs a query that calls back into Python.)"""
 
-    def __init__(self, gen, conn, schema, counts, load_ms, other_team=None):
+    def __init__(self, gen, conn, schema, counts, load_ms, other_team=None, delayed=None):
         self.gen = gen
         self.conn = conn
         self.lock = threading.Lock()
@@ -256,6 +256,26 @@ class Snapshot:
         self.load_ms = load_ms
         self.closed = False
         self.rendered = {}  # --render-cache: (row SQL, its parameters) -> {rowid: JSON text}
+        self.delayed = delayed or {}  # table -> rows with a _visible_at
+
+    def sync_visibility(self, now_us):
+        """Called under self.lock: rows whose _visible_at is after now_us wait in "__pending_<table>", the
+        others are in the table itself (the clock may go back as well as forward)."""
+        if not self.delayed:
+            return
+        before = self.conn.total_changes
+        self.conn.execute("PRAGMA query_only=OFF")
+        try:
+            for tname in self.delayed:
+                for src, dst, cond in (("__pending_" + tname, tname, '"__visible_at" <= ?'),
+                                       (tname, "__pending_" + tname, '"__visible_at" > ?')):
+                    self.conn.execute('INSERT INTO "%s" SELECT * FROM "%s" WHERE %s' % (dst, src, cond), (now_us,))
+                    self.conn.execute('DELETE FROM "%s" WHERE %s' % (src, cond), (now_us,))
+            self.conn.commit()
+        finally:
+            self.conn.execute("PRAGMA query_only=ON")
+        if self.conn.total_changes != before:
+            self.rendered = {}  # rows moved: their rowids changed
 
     def close(self):
         with self.lock:
@@ -305,7 +325,7 @@ class Store:
                             dst.close()
                         os.replace(tmp, cached)
                         how += " (cached in %s)" % cached
-                schema, counts, other = self._describe(conn)
+                schema, counts, other, delayed = self._describe(conn)
                 conn.execute("PRAGMA query_only=ON")
                 register_functions(conn, self.uuid_mode)
             except Exception:
@@ -313,7 +333,7 @@ class Store:
                 raise
             ms = (time.monotonic() - t0) * 1000
             old = self.current
-            self.current = Snapshot(gen, conn, schema, counts, ms, other)
+            self.current = Snapshot(gen, conn, schema, counts, ms, other, delayed)
             if old is not None:
                 old.close()  # waits for a query still running on it
             self.log("loaded data %s in %.0f ms: %s (team %d; rows of other teams left out: %s)" % (
@@ -326,21 +346,32 @@ class Store:
         conn.execute("PRAGMA synchronous=OFF")
         conn.execute('CREATE TABLE "__emulator_meta" (tname TEXT, col TEXT, has_null INTEGER, n INTEGER)')
         conn.execute('CREATE TABLE "__emulator_other_team" (tname TEXT, n INTEGER)')
+        conn.execute('CREATE TABLE "__emulator_delayed" (tname TEXT, n INTEGER)')
         for tname, spec in TABLES.items():
             cols = spec["cols"]
             names = [c[0] for c in cols]
-            conn.execute('CREATE TABLE "%s" (%s)' % (
+            # "__visible_at" (a data row's "_visible_at", not a column for queries): see sync_visibility
+            conn.execute('CREATE TABLE "%s" (%s, "__visible_at" INTEGER)' % (
                 tname, ", ".join('"%s" %s' % (c[0], SQL_TYPES[c[1]]) for c in cols)))
             path = os.path.join(self.data_dir, spec["file"])
             derived = spec.get("derived", {})
             plan = [(c[0], c[1], derived.get(c[0]), self.uuid_mode) for c in cols]
-            ins = 'INSERT INTO "%s" VALUES (%s)' % (tname, ", ".join(
+            plan.append(("_visible_at", K_DATETIME, None, self.uuid_mode))
+            ins = 'INSERT INTO "%s" VALUES (%s, ?)' % (tname, ", ".join(
                 "nullif(json_quote(?), 'null')" if c[1] == K_JSON else "?" for c in cols))
             n = skipped = 0
             team_idx = names.index("team_id") if "team_id" in names else None
             if os.path.exists(path):
                 n, skipped = self._load_file(conn, path, ins, plan, team_idx, self.team_id)
             conn.execute('INSERT INTO "__emulator_other_team" VALUES (?, ?)', (tname, skipped))
+            delayed = conn.execute('SELECT count(*) FROM "%s" WHERE "__visible_at" IS NOT NULL' % tname).fetchone()[0]
+            if delayed:
+                conn.execute('INSERT INTO "__emulator_delayed" VALUES (?, ?)', (tname, delayed))
+                conn.execute('CREATE TABLE "__pending_%s" AS SELECT * FROM "%s" WHERE 0' % (tname, tname))
+                conn.execute('CREATE INDEX "%s_visible_at" ON "%s" ("__visible_at") WHERE "__visible_at" IS NOT NULL'
+                             % (tname, tname))
+                conn.execute('CREATE INDEX "__pending_%s_visible_at" ON "__pending_%s" ("__visible_at")'
+                             % (tname, tname))
             for idx in spec.get("indexes", []):
                 conn.execute('CREATE INDEX "%s_%s" ON "%s" (%s)' % (
                     tname, "_".join(x.strip("$") for x in idx), tname, ", ".join('"%s"' % x for x in idx)))
@@ -355,6 +386,7 @@ class Store:
         """Schema (with the per-column 'holds NULLs' flags) and row counts of a loaded database."""
         meta = {(t, c): (hn, n) for t, c, hn, n in conn.execute('SELECT * FROM "__emulator_meta"')}
         other = dict(conn.execute('SELECT tname, n FROM "__emulator_other_team"').fetchall())
+        delayed = dict(conn.execute('SELECT tname, n FROM "__emulator_delayed"').fetchall())
         schema = {}
         counts = {}
         tz = self.project_tz
@@ -365,7 +397,7 @@ class Store:
                                      c[3] if c[1] == K_DATETIME else None, c[2]), bool(meta[(tname, c[0])][0]))
                 for c in cols]
             counts[tname] = meta[(tname, cols[0][0])][1]
-        return schema, counts, other
+        return schema, counts, other, delayed
 
     def cache_path(self):
         if not self.cache_dir:
