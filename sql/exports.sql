@@ -22,6 +22,9 @@ SELECT posthog_export.create_export(name => 'ev', server => 'ph', lookback => '-
 SELECT posthog_export.create_export(name => '', server => 'ph');
 SELECT posthog_export.create_export(name => NULL, server => 'ph');
 SELECT posthog_export.create_export(name => 'ev', server => 'ph', include_events => ARRAY['a', NULL]);
+-- a list that would not fit in a PostHog query (ClickHouse's 256 KiB max_query_size)
+SELECT posthog_export.create_export(name => 'ev', server => 'ph',
+  exclude_events => (SELECT array_agg(repeat('e', 200) || i) FROM generate_series(1, 400) i));
 
 -- the issue's example; "interval" is a keyword, so named notation quotes it
 SELECT posthog_export.create_export(

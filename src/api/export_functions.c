@@ -43,6 +43,44 @@ text_arg(FunctionCallInfo fcinfo, int n, const char *argname, bool required)
 	return text_to_cstring(PG_GETARG_TEXT_PP(n));
 }
 
+/*
+ * The list travels as a HogQL value, which PostHog prints into the SQL it
+ * sends ClickHouse, whose max_query_size is 256 KiB: a list too long for
+ * that would fail every run, so it is refused here, leaving room for the
+ * rest of the query.
+ */
+#define PHX_MAX_EVENT_LIST_BYTES	65536
+
+static void
+check_event_list_size(ArrayType *arr, const char *argname)
+{
+	ArrayIterator it = array_create_iterator(arr, 0, NULL);
+	Datum		d;
+	bool		isnull;
+	int64		bytes = 0;
+
+	while (array_iterate(it, &d, &isnull))
+	{
+		text	   *t = DatumGetTextPP(d);
+		const char *p = VARDATA_ANY(t);
+		int			len = VARSIZE_ANY_EXHDR(t);
+
+		/* as ClickHouse gets it: quoted, escaped, separated by ", " */
+		bytes += len + 4;
+		for (int i = 0; i < len; i++)
+			if (p[i] == '\'' || p[i] == '\\')
+				bytes++;
+	}
+	array_free_iterator(it);
+	if (bytes > PHX_MAX_EVENT_LIST_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("%s is too long for a PostHog query", argname),
+				 errdetail("The event names take " INT64_FORMAT " bytes in the query PostHog runs; at most %d fit beside the rest of the query under ClickHouse's 256 KiB max_query_size.",
+						   bytes, PHX_MAX_EVENT_LIST_BYTES),
+				 errhint("List the few events you do not want in exclude_events, or export every event and filter in PostgreSQL.")));
+}
+
 /* An event list: NULL or empty means no filter; NULL elements are refused. */
 static Datum
 event_list_arg(FunctionCallInfo fcinfo, int n, const char *argname, bool *isnull)
@@ -63,6 +101,7 @@ event_list_arg(FunctionCallInfo fcinfo, int n, const char *argname, bool *isnull
 				 errmsg("%s must not contain nulls", argname)));
 	if (ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr)) == 0)
 		return (Datum) 0;
+	check_event_list_size(arr, argname);
 	*isnull = false;
 	return PointerGetDatum(arr);
 }
