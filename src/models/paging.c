@@ -88,11 +88,15 @@ phx_pager_begin(const PhxPaging *paging, void *arg, PhxExport *exp,
 	return pg;
 }
 
-/* The request of the current page size after the current cursor. */
+/*
+ * The request of the current page size after the current cursor; it
+ * carries its page size for the error that lists what was tried.
+ */
 static void
 build_query(PhxPager *pg, PhxQuery *q)
 {
 	pg->paging->build_query(pg->arg, pg->has_cursor ? pg->cursor : NULL, pg->page_size, q);
+	q->rows = pg->page_size;
 }
 
 static char *

@@ -25,6 +25,7 @@ phx_query_init(PhxQuery *q)
 	initStringInfo(&q->text);
 	initStringInfo(&q->values);
 	q->prefetched = 0;
+	q->rows = 0;
 }
 
 static void

@@ -140,6 +140,7 @@ typedef struct PhxQuery
 	StringInfoData values;		/* JSON members of "values", comma separated */
 	uint64		prefetched;		/* ticket of the phx_http_prefetch() that sent
 								 * this same query, or 0 */
+	int			rows;			/* the page size its LIMIT asks for, 0: none */
 } PhxQuery;
 
 extern void phx_query_init(PhxQuery *q);

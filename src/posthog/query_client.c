@@ -439,36 +439,10 @@ wait_before_retry(PhxServerConfig *cfg, Attempt *a, int retry)
 	phx_sleep_ms(wait_ms);
 }
 
-/*
- * The rows a request asks for: every paged query ends with "LIMIT n"
- * (n is ours, printed by the model), so the LIMIT read back from the text
- * is the page size the request was sent with; -1 without one.
- */
-static int
-query_rows(PhxQuery *q)
-{
-	const char *p = q->text.data;
-	const char *last = NULL;
-
-	while ((p = strstr(p, " LIMIT ")) != NULL)
-	{
-		last = p;
-		p++;
-	}
-	if (last == NULL)
-		return -1;
-	last += strlen(" LIMIT ");
-	if (*last < '0' || *last > '9')
-		return -1;
-	return (int) Min(strtol(last, NULL, 10), PG_INT32_MAX);
-}
-
 /* Appends what an attempt came to, and at which page size, to the list of what was tried. */
 static void
 note_attempt(StringInfo tried, PhxQuery *q, Attempt *a)
 {
-	int			rows = query_rows(q);
-
 	/* a page is shrunk at most ~13 times, retried max_retries times: keep the list readable */
 	if (tried->len > 1500)
 	{
@@ -486,8 +460,8 @@ note_attempt(StringInfo tried, PhxQuery *q, Attempt *a)
 		appendStringInfoString(tried, "an interruption");
 	else
 		appendStringInfoString(tried, "a network error");
-	if (rows >= 0)
-		appendStringInfo(tried, " at %d rows", rows);
+	if (q->rows > 0)
+		appendStringInfo(tried, " at %d rows", q->rows);
 }
 
 /*
@@ -501,13 +475,11 @@ static void
 report_smallest_page_failed(PhxServerConfig *cfg, PhxQuery *q, const char *label,
 							Attempt *a, StringInfo tried)
 {
-	int			rows = query_rows(q);
-
 	ereport(ERROR,
 			(errcode(ERRCODE_FDW_UNABLE_TO_CREATE_EXECUTION),
-			 rows >= 0 ?
+			 q->rows > 0 ?
 			 errmsg("PostHog server \"%s\" could not run \"%s\" at any page size, down to %d rows",
-					cfg->server_name, label, rows) :
+					cfg->server_name, label, q->rows) :
 			 errmsg("PostHog server \"%s\" could not run \"%s\" at any page size",
 					cfg->server_name, label),
 			 errdetail_internal("Answers, in order: %s. The last: %s", tried->data, a->problem),
@@ -576,7 +548,7 @@ phx_http_query(PhxServerConfig *cfg, PhxQuery *q, const char *label,
 			ereport(LOG,
 					(errcode(ERRCODE_FDW_ERROR),
 					 errmsg("posthog_export: PostHog server \"%s\" answered HTTP %ld; retrying \"%s\" with a smaller page (%d rows)",
-							cfg->server_name, a.xfer.status, label, query_rows(q)),
+							cfg->server_name, a.xfer.status, label, q->rows),
 					 errdetail_internal("%s", a.problem)));
 			continue;
 		}
