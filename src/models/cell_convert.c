@@ -40,6 +40,13 @@ phx_cell_kind_name(PhxCell *cell)
 	}
 }
 
+/* A string cell's text, or NULL for any other cell: a row's key in messages. */
+const char *
+phx_cell_string(const PhxCell *cell)
+{
+	return (cell->kind == PHX_CELL_STRING) ? cell->val : NULL;
+}
+
 pg_attribute_noreturn() static void
 bad_cell(PhxCell *cell, const char *column, const char *expected)
 {

@@ -158,19 +158,27 @@ cell_text(PhxCell *cell, const char *what, bool required)
 	return cell->val;
 }
 
+/* The value under a top-level key of an object; NULL when absent or JSON null. */
+static JsonbValue *
+top_member(Jsonb *jb, const char *key)
+{
+	JsonbValue *v;
+
+	if (jb == NULL || !JB_ROOT_IS_OBJECT(jb))
+		return NULL;
+	v = getKeyJsonValueFromContainer(&jb->root, key, strlen(key), NULL);
+	return (v == NULL || v->type == jbvNull) ? NULL : v;
+}
+
 /* The value under a top-level key as its own jsonb; absent or JSON null: SQL NULL. */
 static Datum
 jsonb_member(Jsonb *jb, const char *key, bool *isnull)
 {
-	JsonbValue *v;
+	JsonbValue *v = top_member(jb, key);
 
-	*isnull = true;
-	if (jb == NULL || !JB_ROOT_IS_OBJECT(jb))
+	*isnull = (v == NULL);
+	if (v == NULL)
 		return (Datum) 0;
-	v = getKeyJsonValueFromContainer(&jb->root, key, strlen(key), NULL);
-	if (v == NULL || v->type == jbvNull)
-		return (Datum) 0;
-	*isnull = false;
 	return JsonbPGetDatum(JsonbValueToJsonb(v));
 }
 
@@ -182,15 +190,10 @@ jsonb_member(Jsonb *jb, const char *key, bool *isnull)
 static Datum
 jsonb_member_text(Jsonb *jb, const char *key, bool *isnull)
 {
-	JsonbValue *v;
+	JsonbValue *v = top_member(jb, key);
 
 	*isnull = true;
-	if (jb == NULL || !JB_ROOT_IS_OBJECT(jb))
-		return (Datum) 0;
-	v = getKeyJsonValueFromContainer(&jb->root, key, strlen(key), NULL);
-	if (v == NULL || v->type == jbvNull)
-		return (Datum) 0;
-	if (v->type == jbvString && v->val.string.len == 0)
+	if (v == NULL || (v->type == jbvString && v->val.string.len == 0))
 		return (Datum) 0;
 	*isnull = false;
 	switch (v->type)
@@ -284,9 +287,8 @@ static const char *
 events_row_key(void *arg, int r)
 {
 	EventsPage *ep = (EventsPage *) arg;
-	PhxCell    *uuid = PHX_CELL(ep->src.page, ep->rows[r], Q_UUID);
 
-	return (uuid->kind == PHX_CELL_STRING) ? uuid->val : NULL;
+	return phx_cell_string(PHX_CELL(ep->src.page, ep->rows[r], Q_UUID));
 }
 
 /*

@@ -150,6 +150,7 @@ extern Jsonb *phx_jsonb_from_text(char *text, int len);
  * ------------------------------------------------------------------------
  */
 extern const char *phx_cell_kind_name(PhxCell *cell);
+extern const char *phx_cell_string(const PhxCell *cell);
 extern Jsonb *phx_cell_jsonb(PhxCell *cell, const char *column);
 extern Datum phx_cell_datum(PhxCell *cell, Oid type, const char *column, bool *isnull);
 extern void phx_check_columns(PhxPage *page, const char *const *expected, int n,

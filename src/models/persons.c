@@ -209,9 +209,7 @@ deleted_flag(PhxCell *cell, const char *query)
 static const char *
 mapping_row_key(void *arg, int r)
 {
-	PhxCell    *did = PHX_CELL((PhxPage *) arg, r, 1);
-
-	return (did->kind == PHX_CELL_STRING) ? did->val : NULL;
+	return phx_cell_string(PHX_CELL((PhxPage *) arg, r, 1));
 }
 
 /*
@@ -247,9 +245,7 @@ fill_mappings_page(void *arg, const PhxKeySource *src, PhxModelPage *mp)
 static const char *
 person_row_key(void *arg, int r)
 {
-	PhxCell    *id = PHX_CELL((PhxPage *) arg, r, 0);
-
-	return (id->kind == PHX_CELL_STRING) ? id->val : NULL;
+	return phx_cell_string(PHX_CELL((PhxPage *) arg, r, 0));
 }
 
 /* A person into the auxiliary stage (columns person_stage_columns). */

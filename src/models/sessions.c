@@ -194,9 +194,7 @@ build_query(void *arg, const PhxKey *cursor, int page_size, PhxQuery *q)
 static const char *
 sessions_row_key(void *arg, int r)
 {
-	PhxCell    *sid = PHX_CELL((PhxPage *) arg, r, S_SESSION_ID);
-
-	return (sid->kind == PHX_CELL_STRING) ? sid->val : NULL;
+	return phx_cell_string(PHX_CELL((PhxPage *) arg, r, S_SESSION_ID));
 }
 
 static void

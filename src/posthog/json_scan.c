@@ -314,6 +314,18 @@ phx_json_string(char *p, char *end, char **after, int *len_out, const char **pro
 	return start;
 }
 
+/* Steps over the string at c->p (its opening quote) without de-escaping it. */
+static void
+skip_raw_string(PhxJsonCursor *c)
+{
+	c->p++;
+	while (c->p < c->end && *c->p != '"')
+		c->p += (*c->p == '\\') ? 2 : 1;
+	if (c->p >= c->end)
+		phx_json_fail(c, "unterminated string");
+	c->p++;
+}
+
 /*
  * Skips any JSON value, returning its start; used for nested cells and
  * ignored members.  Strings are skipped without de-escaping them.
@@ -358,13 +370,7 @@ phx_json_skip_value(PhxJsonCursor *c)
 					{
 						if (c->p >= c->end || *c->p != '"')
 							phx_json_fail(c, "expected object key");
-						/* skip the key without de-escaping it */
-						c->p++;
-						while (c->p < c->end && *c->p != '"')
-							c->p += (*c->p == '\\') ? 2 : 1;
-						if (c->p >= c->end)
-							phx_json_fail(c, "unterminated string");
-						c->p++;
+						skip_raw_string(c);
 						phx_json_skip_ws(c);
 						if (c->p >= c->end || *c->p != ':')
 							phx_json_fail(c, "expected :");
@@ -376,12 +382,7 @@ phx_json_skip_value(PhxJsonCursor *c)
 				break;
 			}
 		case '"':
-			c->p++;
-			while (c->p < c->end && *c->p != '"')
-				c->p += (*c->p == '\\') ? 2 : 1;
-			if (c->p >= c->end)
-				phx_json_fail(c, "unterminated string");
-			c->p++;
+			skip_raw_string(c);
 			break;
 		case 't':
 			if (c->end - c->p < 4 || memcmp(c->p, "true", 4) != 0)

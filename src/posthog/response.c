@@ -98,6 +98,30 @@ accept_char(PhxJsonCursor *c, char ch)
 	return false;
 }
 
+/* A cursor at the start of a body. */
+static void
+cursor_init(PhxJsonCursor *c, char *body, size_t len)
+{
+	c->start = c->p = body;
+	c->end = body + len;
+	c->depth = 0;
+}
+
+/* The key of the next member of an object, de-escaped, and its ":". */
+static char *
+member_key(PhxJsonCursor *c)
+{
+	char	   *key;
+	int			klen;
+
+	phx_json_skip_ws(c);
+	if (c->p >= c->end || *c->p != '"')
+		phx_json_fail(c, "expected object key");
+	key = parse_string(c, &klen);
+	expect_char(c, ':', "expected :");
+	return key;
+}
+
 static void
 parse_columns(PhxJsonCursor *c, PhxPage *page)
 {
@@ -190,23 +214,14 @@ phx_parse_page(char *body, size_t len)
 	bool		have_columns = false;
 	int			width = 0;
 
-	c.start = c.p = body;
-	c.end = body + len;
-	c.depth = 0;
-
+	cursor_init(&c, body, len);
 	expect_char(&c, '{', "expected a JSON object");
 	if (!accept_char(&c, '}'))
 	{
 		do
 		{
-			char	   *key;
-			int			klen;
+			char	   *key = member_key(&c);
 
-			phx_json_skip_ws(&c);
-			if (c.p >= c.end || *c.p != '"')
-				phx_json_fail(&c, "expected object key");
-			key = parse_string(&c, &klen);
-			expect_char(&c, ':', "expected :");
 			if (strcmp(key, "results") == 0)
 			{
 				parse_results(&c, page, &width);
@@ -291,22 +306,14 @@ phx_parse_error_body(char *body, size_t len, char **code, char **detail)
 	{
 		PhxJsonCursor	c;
 
-		c.start = c.p = body;
-		c.end = body + len;
-		c.depth = 0;
+		cursor_init(&c, body, len);
 		expect_char(&c, '{', "expected a JSON object");
 		if (!accept_char(&c, '}'))
 		{
 			do
 			{
-				char	   *key;
-				int			klen;
+				char	   *key = member_key(&c);
 
-				phx_json_skip_ws(&c);
-				if (c.p >= c.end || *c.p != '"')
-					phx_json_fail(&c, "expected object key");
-				key = parse_string(&c, &klen);
-				expect_char(&c, ':', "expected :");
 				phx_json_skip_ws(&c);
 				if (c.p < c.end && *c.p == '"' &&
 					(strcmp(key, "code") == 0 || strcmp(key, "detail") == 0))
