@@ -90,8 +90,8 @@ phx_export_lookup(const char *name, bool missing_ok)
 
 	phx_catalog_arg_text(&args, name);
 	phx_catalog_exec("SELECT " EXPORT_COLUMNS
-				 " FROM posthog_export.exports WHERE name OPERATOR(pg_catalog.=) $1",
-				 &args);
+					 " FROM posthog_export.exports WHERE name OPERATOR(pg_catalog.=) $1",
+					 &args);
 
 	if (SPI_processed == 0)
 	{
@@ -125,8 +125,8 @@ phx_export_by_id(int32 export_id)
 
 	phx_catalog_arg(&args, INT4OID, Int32GetDatum(export_id), false);
 	phx_catalog_exec("SELECT " EXPORT_COLUMNS
-				 " FROM posthog_export.exports WHERE export_id OPERATOR(pg_catalog.=) $1",
-				 &args);
+					 " FROM posthog_export.exports WHERE export_id OPERATOR(pg_catalog.=) $1",
+					 &args);
 	if (SPI_processed > 0)
 		exp = export_from_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc);
 	SPI_freetuptable(SPI_tuptable);
@@ -145,7 +145,7 @@ phx_export_list(void)
 	Oid			me = GetUserId();
 
 	phx_catalog_exec("SELECT " EXPORT_COLUMNS " FROM posthog_export.exports "
-				 "WHERE NOT paused ORDER BY name", NULL);
+					 "WHERE NOT paused ORDER BY name", NULL);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		PhxExport  *exp = export_from_tuple(SPI_tuptable->vals[i], SPI_tuptable->tupdesc);
@@ -164,8 +164,8 @@ phx_export_has_backfill(int32 export_id)
 
 	phx_catalog_arg(&args, INT4OID, Int32GetDatum(export_id), false);
 	phx_catalog_exec("SELECT 1 FROM posthog_export.backfills WHERE export_id OPERATOR(pg_catalog.=) $1 "
-				 "AND status IN ('queued', 'running', 'failed') LIMIT 1",
-				 &args);
+					 "AND status IN ('queued', 'running', 'failed') LIMIT 1",
+					 &args);
 	return SPI_processed > 0;
 }
 
@@ -179,9 +179,9 @@ phx_backfill_next(PhxExport *exp)
 
 	phx_catalog_arg(&args, INT4OID, Int32GetDatum(exp->export_id), false);
 	phx_catalog_exec("SELECT backfill_id, next_start, end_at FROM posthog_export.backfills "
-				 "WHERE export_id OPERATOR(pg_catalog.=) $1 AND status IN ('queued', 'running', 'failed') "
-				 "ORDER BY backfill_id LIMIT 1",
-				 &args);
+					 "WHERE export_id OPERATOR(pg_catalog.=) $1 AND status IN ('queued', 'running', 'failed') "
+					 "ORDER BY backfill_id LIMIT 1",
+					 &args);
 	if (SPI_processed > 0)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[0];
@@ -204,10 +204,10 @@ phx_backfill_advance(PhxBackfill *b, TimestampTz next_start)
 	phx_catalog_arg(&args, INT8OID, Int64GetDatum(b->backfill_id), false);
 	phx_catalog_arg(&args, TIMESTAMPTZOID, TimestampTzGetDatum(next_start), false);
 	phx_catalog_exec("UPDATE posthog_export.backfills SET next_start = $2, "
-				 "status = CASE WHEN $2 OPERATOR(pg_catalog.>=) end_at THEN 'completed' ELSE 'running' END, "
-				 "finished_at = CASE WHEN $2 OPERATOR(pg_catalog.>=) end_at THEN pg_catalog.clock_timestamp() END "
-				 "WHERE backfill_id OPERATOR(pg_catalog.=) $1",
-				 &args);
+					 "status = CASE WHEN $2 OPERATOR(pg_catalog.>=) end_at THEN 'completed' ELSE 'running' END, "
+					 "finished_at = CASE WHEN $2 OPERATOR(pg_catalog.>=) end_at THEN pg_catalog.clock_timestamp() END "
+					 "WHERE backfill_id OPERATOR(pg_catalog.=) $1",
+					 &args);
 	b->next_start = next_start;
 }
 
@@ -220,8 +220,8 @@ phx_export_advance(PhxExport *exp, TimestampTz next_start)
 	phx_catalog_arg(&args, INT4OID, Int32GetDatum(exp->export_id), false);
 	phx_catalog_arg(&args, TIMESTAMPTZOID, TimestampTzGetDatum(next_start), false);
 	phx_catalog_exec("UPDATE posthog_export.exports SET next_interval_start = $2 "
-				 "WHERE export_id OPERATOR(pg_catalog.=) $1",
-				 &args);
+					 "WHERE export_id OPERATOR(pg_catalog.=) $1",
+					 &args);
 	exp->next_interval_start = next_start;
 }
 
@@ -241,9 +241,9 @@ phx_export_set_failures(PhxExport *exp, int32 failures, bool has_retry_at,
 	phx_catalog_arg(&args, BOOLOID, BoolGetDatum(pause), false);
 	phx_catalog_arg_text(&args, reason);
 	phx_catalog_exec("UPDATE posthog_export.exports SET consecutive_failures = $2, retry_at = $3, "
-				 "paused = paused OR $4, paused_reason = CASE WHEN $4 THEN $5 ELSE paused_reason END "
-				 "WHERE export_id OPERATOR(pg_catalog.=) $1",
-				 &args);
+					 "paused = paused OR $4, paused_reason = CASE WHEN $4 THEN $5 ELSE paused_reason END "
+					 "WHERE export_id OPERATOR(pg_catalog.=) $1",
+					 &args);
 	exp->consecutive_failures = failures;
 	exp->has_retry_at = has_retry_at;
 	exp->retry_at = retry_at;
@@ -258,7 +258,7 @@ phx_export_exists(const char *name)
 
 	phx_catalog_arg_text(&args, name);
 	phx_catalog_exec("SELECT 1 FROM posthog_export.exports WHERE name OPERATOR(pg_catalog.=) $1",
-				 &args);
+					 &args);
 	return SPI_processed > 0;
 }
 
@@ -288,13 +288,13 @@ phx_export_insert(PhxExport *exp, Datum include, bool include_null,
 	phx_catalog_arg(&args, TIMESTAMPTZOID, TimestampTzGetDatum(exp->next_interval_start), false);
 	phx_catalog_arg(&args, INT4OID, Int32GetDatum(0), false);
 	phx_catalog_exec("INSERT INTO posthog_export.exports (name, owner, server_name, model, mode, "
-				 "schema_name, table_name, \"interval\", include_events, exclude_events, lookback, "
-				 "timezone, start_offset, delay, exclude_window_start, exclude_window_end, "
-				 "next_interval_start, consecutive_failures) "
-				 "VALUES ($1, $2::pg_catalog.regrole, $3, $4, $5, $6, $7, $8, $9, $10, $11, "
-				 "$12, $13, $14, $15, $16, $17, $18) "
-				 "RETURNING export_id",
-				 &args);
+					 "schema_name, table_name, \"interval\", include_events, exclude_events, lookback, "
+					 "timezone, start_offset, delay, exclude_window_start, exclude_window_end, "
+					 "next_interval_start, consecutive_failures) "
+					 "VALUES ($1, $2::pg_catalog.regrole, $3, $4, $5, $6, $7, $8, $9, $10, $11, "
+					 "$12, $13, $14, $15, $16, $17, $18) "
+					 "RETURNING export_id",
+					 &args);
 	return DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
@@ -305,7 +305,7 @@ phx_export_delete(PhxExport *exp)
 
 	phx_catalog_arg(&args, INT4OID, Int32GetDatum(exp->export_id), false);
 	phx_catalog_exec("DELETE FROM posthog_export.exports WHERE export_id OPERATOR(pg_catalog.=) $1",
-				 &args);
+					 &args);
 }
 
 /* Writes the schedule settings (and, with set_events, the event filters) of exp. */
@@ -328,12 +328,12 @@ phx_export_update(PhxExport *exp, bool set_events, Datum include, bool include_n
 	phx_catalog_arg(&args, TIMESTAMPTZOID, TimestampTzGetDatum(exp->next_interval_start), false);
 	phx_catalog_arg(&args, BOOLOID, BoolGetDatum(set_events), false);
 	phx_catalog_exec("UPDATE posthog_export.exports SET \"interval\" = $2, timezone = $3, "
-				 "start_offset = $4, delay = $5, exclude_window_start = $6, exclude_window_end = $7, "
-				 "include_events = CASE WHEN $12 THEN $8 ELSE include_events END, "
-				 "exclude_events = CASE WHEN $12 THEN $9 ELSE exclude_events END, "
-				 "lookback = $10, next_interval_start = $11 "
-				 "WHERE export_id OPERATOR(pg_catalog.=) $1",
-				 &args);
+					 "start_offset = $4, delay = $5, exclude_window_start = $6, exclude_window_end = $7, "
+					 "include_events = CASE WHEN $12 THEN $8 ELSE include_events END, "
+					 "exclude_events = CASE WHEN $12 THEN $9 ELSE exclude_events END, "
+					 "lookback = $10, next_interval_start = $11 "
+					 "WHERE export_id OPERATOR(pg_catalog.=) $1",
+					 &args);
 }
 
 void
@@ -346,10 +346,10 @@ phx_export_set_paused(PhxExport *exp, bool paused, const char *reason)
 	phx_catalog_arg_text(&args, reason);
 	/* unpausing also forgets the failures that paused it */
 	phx_catalog_exec("UPDATE posthog_export.exports SET paused = $2, paused_reason = $3, "
-				 "consecutive_failures = CASE WHEN $2 THEN consecutive_failures ELSE 0 END, "
-				 "retry_at = CASE WHEN $2 THEN retry_at END "
-				 "WHERE export_id OPERATOR(pg_catalog.=) $1",
-				 &args);
+					 "consecutive_failures = CASE WHEN $2 THEN consecutive_failures ELSE 0 END, "
+					 "retry_at = CASE WHEN $2 THEN retry_at END "
+					 "WHERE export_id OPERATOR(pg_catalog.=) $1",
+					 &args);
 	exp->paused = paused;
 }
 
@@ -363,7 +363,7 @@ phx_backfill_insert(PhxExport *exp, TimestampTz start, TimestampTz end)
 	phx_catalog_arg(&args, TIMESTAMPTZOID, TimestampTzGetDatum(start), false);
 	phx_catalog_arg(&args, TIMESTAMPTZOID, TimestampTzGetDatum(end), false);
 	phx_catalog_exec("INSERT INTO posthog_export.backfills (export_id, start_at, end_at, next_start) "
-				 "VALUES ($1, $2, $3, $2) RETURNING backfill_id",
-				 &args);
+					 "VALUES ($1, $2, $3, $2) RETURNING backfill_id",
+					 &args);
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }

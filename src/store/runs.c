@@ -32,14 +32,14 @@ void
 phx_mark_interrupted_runs(void)
 {
 	phx_catalog_exec("UPDATE posthog_export.runs SET status = 'failed', "
-				 "crashes = crashes OPERATOR(pg_catalog.+) " RUN_DIED_UNDER_THIS_POSTMASTER ", "
-				 "error = 'interrupted: the run ended with its backend (server restart or crash); it resumes from its committed cursor', "
-				 "finished_at = pg_catalog.clock_timestamp() "
-				 "WHERE status = 'running' AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_locks l "
-				 "WHERE l.locktype = 'advisory' AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()) "
-				 "AND l.classid = " CppAsString2(PHX_ADVISORY_LOCK_KEY) " AND l.objid::pg_catalog.int4 OPERATOR(pg_catalog.=) runs.export_id "
-				 "AND l.objsubid = 2)",
-				 NULL);
+					 "crashes = crashes OPERATOR(pg_catalog.+) " RUN_DIED_UNDER_THIS_POSTMASTER ", "
+					 "error = 'interrupted: the run ended with its backend (server restart or crash); it resumes from its committed cursor', "
+					 "finished_at = pg_catalog.clock_timestamp() "
+					 "WHERE status = 'running' AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_locks l "
+					 "WHERE l.locktype = 'advisory' AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()) "
+					 "AND l.classid = " CppAsString2(PHX_ADVISORY_LOCK_KEY) " AND l.objid::pg_catalog.int4 OPERATOR(pg_catalog.=) runs.export_id "
+					 "AND l.objsubid = 2)",
+					 NULL);
 }
 
 static PhxRun *
@@ -82,15 +82,15 @@ phx_run_begin(PhxExport *exp, TimestampTz start, TimestampTz end,
 	phx_catalog_arg(&args, TIMESTAMPTZOID, TimestampTzGetDatum(end), false);
 	phx_catalog_arg_text(&args, trigger);
 	phx_catalog_exec("INSERT INTO posthog_export.runs "
-				 "(export_id, export_name, interval_start, interval_end, status, trigger) "
-				 "VALUES ($1, $2, $3, $4, 'pending', $5) "
-				 "ON CONFLICT (export_id, interval_start, interval_end) DO NOTHING",
-				 &args);
+					 "(export_id, export_name, interval_start, interval_end, status, trigger) "
+					 "VALUES ($1, $2, $3, $4, 'pending', $5) "
+					 "ON CONFLICT (export_id, interval_start, interval_end) DO NOTHING",
+					 &args);
 	phx_catalog_exec("SELECT " RUN_COLUMNS " FROM posthog_export.runs "
-				 "WHERE export_id OPERATOR(pg_catalog.=) $1 "
-				 "AND interval_start OPERATOR(pg_catalog.=) $3 "
-				 "AND interval_end OPERATOR(pg_catalog.=) $4 FOR UPDATE",
-				 &args);
+					 "WHERE export_id OPERATOR(pg_catalog.=) $1 "
+					 "AND interval_start OPERATOR(pg_catalog.=) $3 "
+					 "AND interval_end OPERATOR(pg_catalog.=) $4 FOR UPDATE",
+					 &args);
 	if (SPI_processed != 1)
 		elog(ERROR, "runs row of export \"%s\" vanished", exp->name);
 	run = run_from_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc);
@@ -109,16 +109,16 @@ phx_run_begin(PhxExport *exp, TimestampTz start, TimestampTz end,
 	 * same postmaster that was a crash or a kill, not a restart.
 	 */
 	phx_catalog_exec("UPDATE posthog_export.runs SET status = 'running', "
-				 "crashes = crashes OPERATOR(pg_catalog.+) " RUN_DIED_UNDER_THIS_POSTMASTER ", "
-				 "attempts = attempts OPERATOR(pg_catalog.+) 1, trigger = $3, "
-				 "started_at = pg_catalog.clock_timestamp(), finished_at = NULL, error = NULL, "
-				 "rows = CASE WHEN $2 THEN 0 ELSE rows END, "
-				 "rows_written = CASE WHEN $2 THEN 0 ELSE rows_written END, "
-				 "bytes = CASE WHEN $2 THEN 0 ELSE bytes END, "
-				 "pages = CASE WHEN $2 THEN 0 ELSE pages END, "
-				 "cursor = CASE WHEN $2 THEN NULL ELSE cursor END "
-				 "WHERE run_id OPERATOR(pg_catalog.=) $1 RETURNING " RUN_COLUMNS,
-				 &uargs);
+					 "crashes = crashes OPERATOR(pg_catalog.+) " RUN_DIED_UNDER_THIS_POSTMASTER ", "
+					 "attempts = attempts OPERATOR(pg_catalog.+) 1, trigger = $3, "
+					 "started_at = pg_catalog.clock_timestamp(), finished_at = NULL, error = NULL, "
+					 "rows = CASE WHEN $2 THEN 0 ELSE rows END, "
+					 "rows_written = CASE WHEN $2 THEN 0 ELSE rows_written END, "
+					 "bytes = CASE WHEN $2 THEN 0 ELSE bytes END, "
+					 "pages = CASE WHEN $2 THEN 0 ELSE pages END, "
+					 "cursor = CASE WHEN $2 THEN NULL ELSE cursor END "
+					 "WHERE run_id OPERATOR(pg_catalog.=) $1 RETURNING " RUN_COLUMNS,
+					 &uargs);
 	run = run_from_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc);
 	SPI_freetuptable(SPI_tuptable);
 	return run;
@@ -142,16 +142,16 @@ phx_run_progress(PhxRun *run, PhxRunDelta *delta, List *cursor, bool completed)
 	phx_catalog_arg(&args, INT4OID, Int32GetDatum(delta->pages), false);
 	phx_catalog_arg(&args, INT8OID, Int64GetDatum(delta->rows_written), false);
 	phx_catalog_exec("UPDATE posthog_export.runs SET "
-				 "rows = rows OPERATOR(pg_catalog.+) $2, "
-				 "bytes = bytes OPERATOR(pg_catalog.+) $3, "
-				 "pages = pages OPERATOR(pg_catalog.+) $6, "
-				 "rows_written = rows_written OPERATOR(pg_catalog.+) $7, "
-				 "cursor = COALESCE($4, cursor), "
-				 "status = CASE WHEN $5 THEN 'completed' ELSE status END, "
-				 "crashes = CASE WHEN $5 THEN 0 ELSE crashes END, "
-				 "finished_at = CASE WHEN $5 THEN pg_catalog.clock_timestamp() END "
-				 "WHERE run_id OPERATOR(pg_catalog.=) $1",
-				 &args);
+					 "rows = rows OPERATOR(pg_catalog.+) $2, "
+					 "bytes = bytes OPERATOR(pg_catalog.+) $3, "
+					 "pages = pages OPERATOR(pg_catalog.+) $6, "
+					 "rows_written = rows_written OPERATOR(pg_catalog.+) $7, "
+					 "cursor = COALESCE($4, cursor), "
+					 "status = CASE WHEN $5 THEN 'completed' ELSE status END, "
+					 "crashes = CASE WHEN $5 THEN 0 ELSE crashes END, "
+					 "finished_at = CASE WHEN $5 THEN pg_catalog.clock_timestamp() END "
+					 "WHERE run_id OPERATOR(pg_catalog.=) $1",
+					 &args);
 	run->rows += delta->rows;
 	run->bytes += delta->bytes;
 	run->pages += delta->pages;
@@ -168,8 +168,8 @@ phx_run_failed(PhxRun *run, const char *message)
 	phx_catalog_arg(&args, INT8OID, Int64GetDatum(run->run_id), false);
 	phx_catalog_arg_text(&args, message);
 	phx_catalog_exec("UPDATE posthog_export.runs SET status = 'failed', error = $2, crashes = 0, "
-				 "finished_at = pg_catalog.clock_timestamp() "
-				 "WHERE run_id OPERATOR(pg_catalog.=) $1",
-				 &args);
+					 "finished_at = pg_catalog.clock_timestamp() "
+					 "WHERE run_id OPERATOR(pg_catalog.=) $1",
+					 &args);
 	run->status = "failed";
 }
