@@ -15,6 +15,7 @@ OBJS = \
 	src/posthog/hogql.o \
 	src/posthog/query_client.o \
 	src/posthog/http_transport.o \
+	src/posthog/request_budget.o \
 	src/posthog/http_receive.o \
 	src/posthog/network_policy.o \
 	src/posthog/response.o \

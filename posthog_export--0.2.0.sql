@@ -81,6 +81,7 @@ CREATE TABLE @extschema@.runs (
     cursor         text[],
     error          text,
     crashes        integer NOT NULL DEFAULT 0,
+    waited         interval NOT NULL DEFAULT '0',
     UNIQUE (export_id, interval_start, interval_end),
     CHECK (interval_start < interval_end)
 );
@@ -92,6 +93,7 @@ COMMENT ON COLUMN @extschema@.runs.rows IS 'rows received from PostHog';
 COMMENT ON COLUMN @extschema@.runs.rows_written IS 'rows inserted or updated in the destination (a merge skips unchanged rows)';
 COMMENT ON COLUMN @extschema@.runs.cursor IS 'keyset position after the last committed page';
 COMMENT ON COLUMN @extschema@.runs.crashes IS 'backends that died running this interval in a row (crash or kill); at 2 the export pauses';
+COMMENT ON COLUMN @extschema@.runs.waited IS 'time its requests waited for PostHog''s request budget (requests_per_hour, max_concurrent_requests, a 429)';
 
 -- Any role may create and run exports of its own (given USAGE on a server);
 -- what it sees and does is limited to its own exports.
@@ -203,19 +205,21 @@ COMMENT ON PROCEDURE @extschema@.run_due IS 'run the due work of every export th
 CREATE FUNCTION @extschema@.progress_info(
     OUT pid integer, OUT export_id integer, OUT interval_start timestamptz,
     OUT interval_end timestamptz, OUT started_at timestamptz, OUT updated_at timestamptz,
-    OUT rows bigint, OUT bytes bigint, OUT pages integer, OUT current_page_bytes bigint)
+    OUT rows bigint, OUT bytes bigint, OUT pages integer, OUT current_page_bytes bigint,
+    OUT waiting_for text, OUT waiting_until timestamptz)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'posthog_export_progress_info'
 LANGUAGE C STRICT VOLATILE;
 
-
 -- Runs in flight, live, like pg_stat_progress_copy: rows and bytes so far
--- (committed or not), pages, the page being received, and the rate.
+-- (committed or not), pages, the page being received, the rate, and what a
+-- request waits for in PostHog's request budget (until when, if known).
 CREATE VIEW @extschema@.progress WITH (security_invoker = true) AS
 SELECT p.pid, e.name AS export_name, e.model, p.interval_start, p.interval_end,
        p.started_at, p.updated_at, p.rows, p.bytes, p.pages, p.current_page_bytes,
        round(p.rows / GREATEST(extract(epoch FROM pg_catalog.clock_timestamp() - p.started_at), 0.001))::bigint
-         AS rows_per_second
+         AS rows_per_second,
+       p.waiting_for, p.waiting_until
   FROM @extschema@.progress_info() p
   JOIN @extschema@.exports e ON e.export_id = p.export_id;
 
@@ -231,7 +235,9 @@ COMMENT ON FUNCTION @extschema@.next_run IS 'when the export runs next, as the s
 
 -- Per export: the last success, how far the exported data lags behind
 -- now, when it runs next (after its retry time and outside its exclude
--- window), and failures in a row.
+-- window), failures in a row, and whether PostHog's request budget is
+-- what holds it back: source_bound when a run of it waits for the budget
+-- now, or its last run waited for it most of the time.
 CREATE VIEW @extschema@.status WITH (security_invoker = true) AS
 SELECT e.name AS export_name, e.model, e."interval", e.paused, e.paused_reason,
        (SELECT max(r.finished_at) FROM @extschema@.runs r
@@ -242,7 +248,17 @@ SELECT e.name AS export_name, e.model, e."interval", e.paused, e.paused_reason,
        e.consecutive_failures AS failures_in_a_row,
        (SELECT count(*) FROM @extschema@.backfills b
          WHERE b.export_id = e.export_id AND b.status <> 'completed') AS backfills_pending,
-       EXISTS (SELECT 1 FROM @extschema@.progress_info() p WHERE p.export_id = e.export_id) AS running
+       EXISTS (SELECT 1 FROM @extschema@.progress_info() p WHERE p.export_id = e.export_id) AS running,
+       (SELECT p.waiting_for FROM @extschema@.progress_info() p
+         WHERE p.export_id = e.export_id AND p.waiting_for IS NOT NULL LIMIT 1) AS waiting_for,
+       (SELECT p.waiting_until FROM @extschema@.progress_info() p
+         WHERE p.export_id = e.export_id AND p.waiting_for IS NOT NULL LIMIT 1) AS waiting_until,
+       EXISTS (SELECT 1 FROM @extschema@.progress_info() p
+                WHERE p.export_id = e.export_id AND p.waiting_for IS NOT NULL)
+       OR COALESCE((SELECT r.waited * 2 > r.finished_at - r.started_at
+                      FROM @extschema@.runs r
+                     WHERE r.export_id = e.export_id AND r.status = 'completed'
+                     ORDER BY r.finished_at DESC LIMIT 1), false) AS source_bound
   FROM @extschema@.exports e;
 
 GRANT SELECT ON @extschema@.progress, @extschema@.status TO PUBLIC;

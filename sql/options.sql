@@ -22,6 +22,10 @@ CREATE SERVER s_bad FOREIGN DATA WRAPPER posthog_export OPTIONS (url 'https://us
 CREATE SERVER s_bad FOREIGN DATA WRAPPER posthog_export OPTIONS (url 'https://us.posthog.com', project_id '0');
 CREATE SERVER s_bad FOREIGN DATA WRAPPER posthog_export OPTIONS (url 'https://us.posthog.com', project_id '1', page_size '50001');
 CREATE SERVER s_bad FOREIGN DATA WRAPPER posthog_export OPTIONS (url 'https://us.posthog.com', project_id '1', page_size '0');
+-- PostHog's request budget: at least one request an hour, one at a time
+CREATE SERVER s_bad FOREIGN DATA WRAPPER posthog_export OPTIONS (url 'https://us.posthog.com', project_id '1', requests_per_hour '0');
+CREATE SERVER s_bad FOREIGN DATA WRAPPER posthog_export OPTIONS (url 'https://us.posthog.com', project_id '1', max_concurrent_requests '0');
+CREATE SERVER s_bad FOREIGN DATA WRAPPER posthog_export OPTIONS (url 'https://us.posthog.com', project_id '1', max_concurrent_requests '101');
 CREATE SERVER s_bad FOREIGN DATA WRAPPER posthog_export OPTIONS (url 'https://us.posthog.com', project_id '1', allow_http 'maybe');
 CREATE SERVER s_bad FOREIGN DATA WRAPPER posthog_export OPTIONS (url 'https://us.posthog.com', project_id '1', ca_file 'relative/ca.pem');
 CREATE SERVER s_bad FOREIGN DATA WRAPPER posthog_export OPTIONS (url 'https://us.posthog.com', project_id '1', timeout '-1');
@@ -42,6 +46,7 @@ CREATE SERVER posthog_us FOREIGN DATA WRAPPER posthog_export
   OPTIONS (url 'https://us.posthog.com/', project_id '12345', ca_file '/etc/ssl/certs/ca-certificates.crt',
            page_size '50000', connect_timeout '5', timeout '120', max_retries '3',
            retry_base_delay '500', max_response_size '104857600', compression 'false',
+           requests_per_hour '2400', max_concurrent_requests '3',
            verify 'ca', client_cert '/etc/posthog/client.pem', client_key '/etc/posthog/client.key',
            proxy 'http://proxy.internal:3128', allow_loopback 'false');
 ALTER SERVER posthog_us OPTIONS (SET page_size '1000');

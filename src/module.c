@@ -6,7 +6,8 @@
  *
  * Loaded by CREATE EXTENSION or a first call, the library only defines
  * its settings.  In shared_preload_libraries it also asks for shared
- * memory (database slots of the workers, live progress of runs) and
+ * memory (database slots of the workers, live progress of runs, PostHog's
+ * request budgets) and
  * registers the launcher, which keeps a scheduler in every database.
  *
  *-------------------------------------------------------------------------
@@ -20,6 +21,7 @@
 #include "storage/shmem.h"
 #include "utils/guc.h"
 
+#include "posthog/posthog.h"
 #include "worker/worker.h"
 
 PG_MODULE_MAGIC;
@@ -34,7 +36,9 @@ phx_shmem_request(void)
 {
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-	RequestAddinShmemSpace(add_size(phx_worker_shmem_size(), phx_progress_shmem_size()));
+	RequestAddinShmemSpace(add_size(add_size(phx_worker_shmem_size(), phx_progress_shmem_size()),
+									phx_budget_shmem_size()));
+	phx_budget_shmem_request();
 }
 
 static void
@@ -45,6 +49,7 @@ phx_shmem_startup(void)
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	phx_worker_shmem_init();
 	phx_progress_shmem_init();
+	phx_budget_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
 

@@ -155,7 +155,7 @@ def server_sql(port, page_size):
     return (f"DROP SERVER IF EXISTS s CASCADE; "
             f"CREATE SERVER s FOREIGN DATA WRAPPER posthog_export OPTIONS "
             f"(url 'http://127.0.0.1:{port}', project_id '1', allow_http 'true', allow_loopback 'true', "
-            f"page_size '{page_size}', compression 'false', timeout '3600'); "
+            f"page_size '{page_size}', compression 'false', timeout '3600', requests_per_hour '1000000'); "
             f"CREATE USER MAPPING FOR CURRENT_USER SERVER s OPTIONS (api_key '{KEY}'); ")
 
 

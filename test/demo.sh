@@ -55,7 +55,8 @@ echo "== exporting"
 \set QUIET on
 CREATE EXTENSION posthog_export;
 CREATE SERVER posthog_us FOREIGN DATA WRAPPER posthog_export
-  OPTIONS (url 'http://127.0.0.1:$emu_port', project_id '12345', allow_http 'true', allow_loopback 'true');
+  OPTIONS (url 'http://127.0.0.1:$emu_port', project_id '12345', allow_http 'true', allow_loopback 'true',
+          requests_per_hour '2400');  -- a project with API queries enabled; the default is 120
 CREATE USER MAPPING FOR CURRENT_USER SERVER posthog_us OPTIONS (api_key '$api_key');
 SELECT posthog_export.create_export(
   name => 'events', server => 'posthog_us', model => 'events',

@@ -156,8 +156,8 @@ posthog_export_progress_info(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	while (phx_progress_next(&pos, &p))
 	{
-		Datum		values[10];
-		bool		nulls[10] = {0};
+		Datum		values[12];
+		bool		nulls[12] = {0};
 
 		/* as pg_stat_activity: the owner's members and pg_read_all_stats */
 		if (!has_privs_of_role(GetUserId(), p.owner) &&
@@ -173,6 +173,10 @@ posthog_export_progress_info(PG_FUNCTION_ARGS)
 		values[7] = Int64GetDatum(p.bytes + p.page_bytes);
 		values[8] = Int32GetDatum(p.pages);
 		values[9] = Int64GetDatum(p.page_bytes);
+		values[10] = CStringGetTextDatum(p.waiting_for);
+		nulls[10] = p.waiting_for[0] == '\0';
+		values[11] = TimestampTzGetDatum(p.waiting_until);
+		nulls[11] = nulls[10] || p.waiting_until == 0;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

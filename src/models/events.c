@@ -11,8 +11,8 @@
  * ClickHouse's scan on the partition key cheap, as PostHog's own export
  * does.  Pages follow a keyset cursor on (timestamp, uuid); the API
  * rejects OFFSET for API keys, and a keyset never skips or repeats a row.
- * The pager (paging.c) runs the loop; events alone ramp the page size up
- * and prefetch the next page, as an interval of events can be long.
+ * The pager (paging.c) runs the loop; events alone prefetch the next page,
+ * as an interval of events can be long.
  *
  *-------------------------------------------------------------------------
  */
@@ -374,7 +374,6 @@ static const PhxPaging events_paging = {
 	 * produced a full page; each next page doubles, up to page_size, and
 	 * is requested while the previous one is written.
 	 */
-	.ramp = true,
 	.prefetch = true,
 	.build_query = build_query,
 	.fill_page = fill_page,

@@ -5,9 +5,9 @@
  *		paging), and the models themselves.
  *
  *   registry.c       the models by name
- *   paging.c         the one keyset paging loop (page sizes,
- *                    shrinking a too-big page, has-more, cursor, prefetch) and the
- *                    earliest-data query
+ *   paging.c         the one keyset paging loop (page sizes: shrunk
+ *                    when too big, grown back; has-more, cursor, prefetch)
+ *                    and the earliest-data query
  *   keys.c           keys checked before use; the keyset cursor
  *   cell_convert.c   cells -> datums; a response's columns checked
  *   jsonb_build.c    JSON text -> jsonb, without a second parse
@@ -230,8 +230,6 @@ typedef struct PhxPaging
 	const PhxKeyColumn *row_keys;
 	int			nrow_keys;
 
-	/* a small first page, doubling up to page_size */
-	bool		ramp;
 	/* request the next page while this one is converted and written */
 	bool		prefetch;
 

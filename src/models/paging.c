@@ -11,17 +11,21 @@
  *
  *	- numbers the pages and labels their requests
  *	  ("posthog_export <export> page <n>");
- *	- when PostHog says the query was too big for one page (out of
- *	  memory, too slow, too large: posthog/query_client.c decides) halves
- *	  the page and rebuilds the query, and the page stays that small for
- *	  the rest of the interval;
+ *	- asks for page_size rows (by default PostHog's cap, 50,000: the request
+ *	  budget, not the bytes, is what limits an export); when PostHog says
+ *	  the query was too big for one page (out of memory, too slow, too
+ *	  large: posthog/query_client.c decides) halves the page and rebuilds
+ *	  the query, and after a few good pages doubles it again, up to
+ *	  page_size; a size that failed again right after growing waits twice
+ *	  as long before the next try, and the next interval of the export in
+ *	  this backend starts at the size the last one ended with;
  *	- checks the response's columns and every row's keys, then moves the
  *	  keyset cursor to the page's last row (a page that does not move it
  *	  forward is an error before anything of it is used);
  *	- decides whether to ask again: hasMore, or a full page (an empty page
  *	  ends, and costs one call);
- *	- for a model that asks for it, starts small and doubles the page up to
- *	  page_size, and requests the next page while this one is written.
+ *	- for a model that asks for it, requests the next page while this one
+ *	  is written.
  *
  *-------------------------------------------------------------------------
  */
@@ -31,15 +35,20 @@
 
 #include "models/models.h"
 
-/*
- * With ramp: the first page asks for this many rows (or page_size / 8, if
- * more); pages of up to this many rows start at full size, as ramping
- * them would only add requests.
- */
-#define FIRST_PAGE_ROWS 5000
-
 /* The smallest page a too-big query halves it to. */
 #define MIN_PAGE_ROWS 10
+
+/* Good pages in a row after which a shrunk page doubles; at most. */
+#define GROW_AFTER		2
+#define GROW_AFTER_MAX	64
+
+/*
+ * The page size the last interval of an export ended with in this
+ * backend: a backfill's next interval starts there, not at a size PostHog
+ * just refused.
+ */
+static int32 last_export_id = 0;
+static int	last_page_size = 0;
 
 struct PhxPager
 {
@@ -50,7 +59,10 @@ struct PhxPager
 	bool		has_cursor;
 	PhxKey	   *cursor;			/* the last row's keyset, paging->nkeys */
 	int			page_size;		/* of the next request */
-	int			max_page_size;	/* what it grows to */
+	int			max_page_size;	/* what it grows back to */
+	int			good_pages;		/* in a row at this size */
+	int			grow_after;		/* good pages that make it grow */
+	bool		grown;			/* the last change was growing */
 	int			page_no;
 	uint64		prefetched;		/* ticket of the next page's request, sent */
 	MemoryContext cxt;			/* where the pager (and its cursor) lives */
@@ -74,10 +86,10 @@ phx_pager_begin(const PhxPaging *paging, void *arg, PhxExport *exp,
 	pg->cxt = CurrentMemoryContext;
 	pg->cursor = palloc0(sizeof(PhxKey) * paging->nkeys);
 	pg->max_page_size = cfg->page_size;
-	if (paging->ramp)
-		pg->page_size = Max(Min(cfg->page_size, FIRST_PAGE_ROWS), cfg->page_size / 8);
-	else
-		pg->page_size = cfg->page_size;
+	pg->page_size = cfg->page_size;
+	pg->grow_after = GROW_AFTER;
+	if (exp->export_id == last_export_id && last_page_size > 0)
+		pg->page_size = Min(last_page_size, cfg->page_size);
 	if (list_length(cursor) == paging->nkeys)
 	{
 		for (int k = 0; k < paging->nkeys; k++)
@@ -105,10 +117,19 @@ page_label(PhxPager *pg, int page_no)
 	return psprintf("posthog_export %s page %d", pg->exp->name, page_no);
 }
 
+static void
+remember_page_size(PhxPager *pg)
+{
+	last_export_id = pg->exp->export_id;
+	last_page_size = pg->page_size;
+}
+
 /*
- * PostHog answered that the query was too big for one page: halve
- * the page, down to MIN_PAGE_ROWS, keep it that small for the rest of the
- * interval, and rebuild the query; false once it cannot shrink any more.
+ * PostHog answered that the query was too big for one page: halve the
+ * page, down to MIN_PAGE_ROWS, and rebuild the query; false once it
+ * cannot shrink any more.  Failing right after growing makes the next
+ * growth wait twice as long: each failed request costs a turn of the
+ * request budget.
  */
 static bool
 shrink_page(void *arg, PhxQuery *q)
@@ -117,10 +138,27 @@ shrink_page(void *arg, PhxQuery *q)
 
 	if (pg->page_size <= MIN_PAGE_ROWS)
 		return false;
+	if (pg->grown)
+		pg->grow_after = Min(pg->grow_after * 2, GROW_AFTER_MAX);
+	pg->grown = false;
+	pg->good_pages = 0;
 	pg->page_size = Max(pg->page_size / 2, MIN_PAGE_ROWS);
-	pg->max_page_size = pg->page_size;
+	remember_page_size(pg);
 	build_query(pg, q);
 	return true;
+}
+
+/* A page came back whole: after enough of them, a shrunk page doubles. */
+static void
+page_succeeded(PhxPager *pg)
+{
+	pg->grown = false;
+	if (pg->page_size >= pg->max_page_size || ++pg->good_pages < pg->grow_after)
+		return;
+	pg->page_size = Min(pg->page_size * 2, pg->max_page_size);
+	pg->good_pages = 0;
+	pg->grown = true;
+	remember_page_size(pg);
 }
 
 /*
@@ -166,6 +204,7 @@ phx_pager_next_page(void *state)
 	page = phx_http_query(pg->cfg, &q, page_label(pg, pg->page_no), shrink_page, pg, &mp->bytes);
 	/* the LIMIT may have shrunk during the call */
 	limit = pg->page_size;
+	page_succeeded(pg);
 
 	phx_check_columns(page, paging->columns, paging->ncolumns, paging->query_name);
 	src.page = page;
@@ -181,8 +220,6 @@ phx_pager_next_page(void *state)
 	mp->has_more = page->nrows > 0 && (page->has_more || page->nrows >= limit);
 	if (mp->has_more)
 	{
-		/* without ramp, max_page_size is page_size: this changes nothing */
-		pg->page_size = Min(pg->page_size * 2, pg->max_page_size);
 		if (paging->prefetch)
 		{
 			PhxQuery	next;

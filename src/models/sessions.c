@@ -228,8 +228,7 @@ static const PhxPaging sessions_paging = {
 	.nkeys = lengthof(keyset),
 	.row_keys = row_keys,
 	.nrow_keys = lengthof(row_keys),
-	/* full pages from the first, one request at a time (only events ramp and prefetch) */
-	.ramp = false,
+	/* one request at a time (only events prefetch) */
 	.prefetch = false,
 	.build_query = build_query,
 	.fill_page = fill_page,

@@ -12,6 +12,11 @@
  * serviced with CHECK_FOR_INTERRUPTS().  No ereport() is ever raised from
  * inside a libcurl callback: longjmp'ing through libcurl would corrupt it.
  *
+ * Every request first waits for its turn in PostHog's request budget
+ * (request_budget.c) and holds one of the project's concurrent request
+ * slots until its transfer ends; a prefetch is made only when a turn is
+ * free at once.
+ *
  * The bytes of the response are taken in by http_receive.c.  What a
  * transfer came to is handed to query_client.c as a PhxTransfer,
  * without libcurl's types; whether to retry is decided there.  Which
@@ -25,6 +30,7 @@
 
 #include <curl/curl.h>
 
+#include "access/xact.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "utils/builtins.h"
@@ -205,6 +211,7 @@ static struct
 	bool		started;		/* the transfer is in the multi handle */
 	MemoryContext cxt;
 	uint64		ticket;			/* of the transfer in flight */
+	int			slot;			/* its request budget slot, or -1 */
 	char	   *body;
 	struct curl_slist *headers;
 	PhxResponseBuffer rb;
@@ -226,6 +233,8 @@ prefetch_release(void)
 	pf.body = NULL;
 	pf.active = false;
 	pf.started = false;
+	phx_budget_release(pf.slot);
+	pf.slot = -1;
 }
 
 static void
@@ -233,6 +242,18 @@ prefetch_discard(void)
 {
 	if (pf.active)
 		prefetch_release();
+}
+
+/*
+ * A prefetch left by a run that failed would hold a concurrent request
+ * slot of the project while this session sits idle: it goes with the
+ * transaction that failed.
+ */
+static void
+prefetch_at_abort(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		prefetch_discard();
 }
 
 static bool
@@ -359,16 +380,27 @@ uint64
 phx_http_prefetch(PhxServerConfig *cfg, PhxQuery *q, const char *label)
 {
 	static uint64 last_ticket = 0;
+	static bool callback_set = false;
 	MemoryContext oldcxt;
 	int			running;
 	TimestampTz until = GetCurrentTimestamp() + 200 * 1000;
+	int			slot;
 
 	(void) get_curl();
 	prefetch_discard();
+	if (!callback_set)
+	{
+		RegisterXactCallback(prefetch_at_abort, NULL);
+		callback_set = true;
+	}
 	if (pf.multi == NULL && (pf.multi = curl_multi_init()) == NULL)
 		return 0;
 	if (pf.easy == NULL && (pf.easy = curl_easy_init()) == NULL)
 		return 0;
+	/* only with a turn of the budget free now: the page can wait for its own */
+	if ((slot = phx_budget_try_acquire(cfg)) < 0)
+		return 0;
+	pf.slot = slot;
 	pf.cxt = AllocSetContextCreate(TopMemoryContext, "posthog_export prefetch", ALLOCSET_DEFAULT_SIZES);
 	pf.headers = NULL;
 	pf.body = NULL;
@@ -415,9 +447,11 @@ perform_now(CURL *curl, PhxServerConfig *cfg, const char *body, PhxResponseBuffe
 	char	   *url = query_url(cfg);
 	struct curl_slist *headers = request_headers(cfg);
 	volatile CURLcode rc = CURLE_OK;
+	volatile int slot = -1;
 
 	PG_TRY();
 	{
+		slot = phx_budget_acquire(cfg);
 		setup_handle(curl, cfg, url, headers, body, rb, errbuf);
 		pgstat_report_wait_start(PG_WAIT_EXTENSION);
 		rc = curl_easy_perform(curl);
@@ -429,6 +463,7 @@ perform_now(CURL *curl, PhxServerConfig *cfg, const char *body, PhxResponseBuffe
 		/* the handle keeps the connection, but must not keep our header list */
 		curl_easy_setopt(curl, CURLOPT_HTTPHEADER, NULL);
 		curl_easy_setopt(curl, CURLOPT_POSTFIELDS, NULL);
+		phx_budget_release(slot);
 	}
 	PG_END_TRY();
 	pfree(url);

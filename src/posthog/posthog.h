@@ -9,6 +9,8 @@
  *                      answers turned into a page or an error
  *   http_transport.c   one request with libcurl: options, headers, TLS,
  *                      timeouts, cancel, the prefetch of the next page
+ *   request_budget.c   PostHog's request budget and concurrency limit,
+ *                      shared by the cluster: every request waits its turn
  *   http_receive.c     the bytes of a response: its buffer, its limit
  *   network_policy.c   which addresses a request may connect to (SSRF)
  *   response.c         a 200 body into a page of cells; error bodies
@@ -16,7 +18,7 @@
  *                      skipping values; also used by models/jsonb_build.c
  *
  * Calls between them go one way: query_client -> http_transport ->
- * http_receive and network_policy; response -> json_scan.  The sections
+ * request_budget, http_receive and network_policy; response -> json_scan.  The sections
  * marked "for this folder only" are not for other layers.
  *
  * Nothing here knows about models, tables or runs.
@@ -60,6 +62,8 @@ typedef struct PhxServerConfig
 	int			max_retries;	/* retries of one page after a retryable error */
 	int			retry_base_delay_ms;
 	int64		max_response_size;	/* bytes */
+	int			requests_per_hour;	/* PostHog's budget of the key */
+	int			max_concurrent_requests;	/* ... and of the project */
 	char	   *api_key;		/* from the user mapping; never printed */
 } PhxServerConfig;
 
@@ -172,6 +176,22 @@ typedef bool (*PhxShrinkCallback) (void *arg, PhxQuery *q);
 typedef void (*PhxBytesCallback) (int64 bytes);
 extern PhxBytesCallback phx_http_bytes_callback;
 
+/*
+ * Told when a request starts waiting for the request budget (what it
+ * waits for, and until when if known, else 0), and with what NULL when
+ * the wait is over.  The run layer sets it to show waits in progress.
+ */
+typedef void (*PhxWaitCallback) (const char *what, TimestampTz until);
+extern PhxWaitCallback phx_http_wait_callback;
+
+/* request_budget.c: whose requests go first when several wait */
+#define PHX_PRIORITY_SCHEDULED	0	/* scheduled and manual runs, checks */
+#define PHX_PRIORITY_BACKFILL	1	/* backfills take the turns left */
+extern int	phx_request_priority;
+extern Size phx_budget_shmem_size(void);
+extern void phx_budget_shmem_request(void);
+extern void phx_budget_shmem_init(void);
+
 /* http_transport.c */
 extern uint64 phx_http_prefetch(PhxServerConfig *cfg, PhxQuery *q, const char *label);
 
@@ -238,6 +258,15 @@ typedef struct PhxTransfer
 
 extern void phx_transport_perform(PhxServerConfig *cfg, const char *body,
 								  uint64 prefetched, PhxTransfer *out);
+
+/* ------------------------------------------------------------------------
+ * request_budget.c (for this folder only)
+ * ------------------------------------------------------------------------
+ */
+extern int	phx_budget_acquire(PhxServerConfig *cfg);
+extern int	phx_budget_try_acquire(PhxServerConfig *cfg);
+extern void phx_budget_release(int slot);
+extern void phx_budget_throttled(PhxServerConfig *cfg, long wait_ms);
 
 /* ------------------------------------------------------------------------
  * http_receive.c (for this folder only)

@@ -8,15 +8,17 @@
  * judge_transfer() and judge_answer()).  PostHog has mapped ClickHouse's
  * failures to other statuses from version to version (posthog/errors.py,
  * posthog/exceptions.py, posthog/api/query.py), so every form is known:
- *   429                 wait as long as PostHog's detail says (else back
- *                       off), then retry
+ *   429                 every user of the request budget waits as long
+ *                       as PostHog's detail says (else backs off), then
+ *                       retries; never counted as a failed attempt
  *   the query ran out of memory: 513 or 512 with code
  *     "clickhouse_memory_limit_exceeded", 400 with code
  *     "memory_limit_exceeded", 504 with PostHog's body;
  *   its estimated time was too long: 512;
  *   it hit max_execution_time: 504 with PostHog's body;
  *   it was too large: 500 "Query size exceeded.";
- *   a second 500 in a row for one page
+ *   a second 500 in a row for one page,
+ *   a body past max_response_size
  *                       ask the caller to shrink the page, retry at once;
  *                       once it cannot shrink any more (the pager's
  *                       floor), fail, naming the page and what was tried
@@ -311,7 +313,9 @@ judge_transfer(PhxServerConfig *cfg, Attempt *a)
 			phx_policy_report_refused(cfg, x->policy.refused_address, x->policy.policy_errno, false);
 			break;
 		case PHX_XFER_TOO_LARGE:
-			report_too_large(cfg, x);
+			/* fewer rows make a smaller body; without a page to shrink, an error */
+			a->outcome = PHX_SHRINK;
+			a->problem = pstrdup("The response passed max_response_size.");
 			break;
 		case PHX_XFER_OUT_OF_MEMORY:
 			ereport(ERROR,
@@ -425,11 +429,11 @@ report_retries_exhausted(PhxServerConfig *cfg, int attempts, Attempt *a, const c
 #undef PHX_TRANSIENT_HINT
 }
 
-/* Waits before retry n (1-based): as long as PostHog asked, or a backoff. */
+/* Waits before retry n (1-based): a backoff. */
 static void
 wait_before_retry(PhxServerConfig *cfg, Attempt *a, int retry)
 {
-	long		wait_ms = a->wait_ms >= 0 ? a->wait_ms : backoff_ms(cfg, retry - 1);
+	long		wait_ms = backoff_ms(cfg, retry - 1);
 
 	ereport(LOG,
 			(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
@@ -437,6 +441,27 @@ wait_before_retry(PhxServerConfig *cfg, Attempt *a, int retry)
 					cfg->server_name, retry, cfg->max_retries, wait_ms),
 			 errdetail_internal("%s", a->problem)));
 	phx_sleep_ms(wait_ms);
+}
+
+/*
+ * PostHog throttled the request: the key's budget is spent elsewhere too
+ * (another client of the key), or its concurrency limit was hit.  Every
+ * user of the budget holds off for the time PostHog gave, or, without
+ * one, for a backoff that grows with each 429 in a row; the next attempt
+ * waits for it in the budget (visible in posthog_export.progress).  Not
+ * a failed attempt: a wait for the source is never a failure.
+ */
+static void
+wait_throttled(PhxServerConfig *cfg, Attempt *a, int throttles)
+{
+	long		wait_ms = a->wait_ms >= 0 ? a->wait_ms : Max(backoff_ms(cfg, throttles), 1000);
+
+	ereport(LOG,
+			(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
+			 errmsg("posthog_export: PostHog server \"%s\" throttled the request (HTTP 429); every request with its API key waits %ld ms",
+					cfg->server_name, wait_ms),
+			 errdetail_internal("%s", a->problem)));
+	phx_budget_throttled(cfg, wait_ms);
 }
 
 /* Appends what an attempt came to, and at which page size, to the list of what was tried. */
@@ -499,6 +524,7 @@ phx_http_query(PhxServerConfig *cfg, PhxQuery *q, const char *label,
 {
 	ErrorContextCallback errcallback;
 	int			retries = 0;
+	int			throttles = 0;	/* 429s without a wait, for their backoff */
 	int			repeated_500 = 0;	/* 500s in a row for this page */
 	StringInfoData tried;		/* what every failed attempt came to */
 	PhxPage    *page;
@@ -525,6 +551,11 @@ phx_http_query(PhxServerConfig *cfg, PhxQuery *q, const char *label,
 		}
 		if (a.outcome == PHX_FATAL)
 			report_rejection(cfg, &a);
+		if (a.outcome == PHX_THROTTLED)
+		{
+			wait_throttled(cfg, &a, throttles++);
+			continue;
+		}
 		note_attempt(&tried, q, &a);
 
 		/*
@@ -541,12 +572,18 @@ phx_http_query(PhxServerConfig *cfg, PhxQuery *q, const char *label,
 		else if (a.outcome != PHX_SHRINK)
 			repeated_500 = 0;
 
-		if (a.outcome == PHX_SHRINK && shrink)
+		if (a.outcome == PHX_SHRINK && a.xfer.end == PHX_XFER_TOO_LARGE &&
+			(shrink == NULL || !shrink(shrink_arg, q)))
+			report_too_large(cfg, &a.xfer);
+		else if (a.outcome == PHX_SHRINK && shrink)
 		{
-			if (!shrink(shrink_arg, q))
+			if (a.xfer.end != PHX_XFER_TOO_LARGE && !shrink(shrink_arg, q))
 				report_smallest_page_failed(cfg, q, label, &a, &tried);
 			ereport(LOG,
 					(errcode(ERRCODE_FDW_ERROR),
+					 a.xfer.end == PHX_XFER_TOO_LARGE ?
+					 errmsg("posthog_export: the answer of PostHog server \"%s\" was too large; retrying \"%s\" with a smaller page (%d rows)",
+							cfg->server_name, label, q->rows) :
 					 errmsg("posthog_export: PostHog server \"%s\" answered HTTP %ld; retrying \"%s\" with a smaller page (%d rows)",
 							cfg->server_name, a.xfer.status, label, q->rows),
 					 errdetail_internal("%s", a.problem)));

@@ -76,12 +76,14 @@ static const PhxOption phx_options[] = {
 	{"client_cert", SERVER, PHX_OPT_PATH, false, 0, 0, 1, FIELD(client_cert), NULL},
 	{"client_key", SERVER, PHX_OPT_PATH, false, 0, 0, 1, FIELD(client_key), NULL},
 	{"proxy", SERVER, PHX_OPT_PROXY, false, 0, 0, 1, FIELD(proxy), NULL},
-	{"page_size", SERVER, PHX_OPT_INT, false, 1, 50000, 1, FIELD(page_size), "10000"},
+	{"page_size", SERVER, PHX_OPT_INT, false, 1, 50000, 1, FIELD(page_size), "50000"},
 	{"connect_timeout", SERVER, PHX_OPT_INT, false, 1, 3600, 1000, FIELD(connect_timeout_ms), "10"},
 	{"timeout", SERVER, PHX_OPT_INT, false, 1, 86400, 1000, FIELD(timeout_ms), "300"},
 	{"max_retries", SERVER, PHX_OPT_INT, false, 0, 100, 1, FIELD(max_retries), "5"},
 	{"retry_base_delay", SERVER, PHX_OPT_INT, false, 0, 600000, 1, FIELD(retry_base_delay_ms), "1000"},
 	{"max_response_size", SERVER, PHX_OPT_INT64, false, 1024, (int64) 1 << 40, 1, FIELD(max_response_size), "536870912"},
+	{"requests_per_hour", SERVER, PHX_OPT_INT, false, 1, 1000000, 1, FIELD(requests_per_hour), "120"},
+	{"max_concurrent_requests", SERVER, PHX_OPT_INT, false, 1, 100, 1, FIELD(max_concurrent_requests), "3"},
 	{"api_key", MAPPING, PHX_OPT_STRING, true, 0, 0, 1, FIELD(api_key), NULL},
 };
 

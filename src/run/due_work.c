@@ -213,6 +213,7 @@ export_page(IntervalRun *ir)
 
 	MemoryContextSwitchTo(ir->run_cxt);
 	phx_progress_page(page->nrows, page->bytes);
+	ir->delta.waited_us += phx_progress_take_waited();
 	ir->delta.rows += page->nrows;
 	ir->delta.bytes += page->bytes;
 	ir->delta.pages++;
@@ -309,6 +310,9 @@ run_interval(PhxExport *exp, const PhxModel *model, TimestampTz start,
 	ir->run_cxt = run_cxt;
 	ir->oldcxt = oldcxt;
 	ir->t0 = t0;
+	/* a backfill's requests take the turns of the request budget nobody else wants */
+	phx_request_priority = strcmp(trigger, "backfill") == 0 ?
+		PHX_PRIORITY_BACKFILL : PHX_PRIORITY_SCHEDULED;
 	if (!begin_interval(ir, trigger, force))
 	{
 		MemoryContextSwitchTo(oldcxt);
@@ -383,6 +387,8 @@ phx_run_range(PhxExport *exp, TimestampTz start, TimestampTz end,
 	}
 	PG_FINALLY();
 	{
+		/* an error re-thrown in a transaction block left its progress behind */
+		phx_progress_end();
 		unlock_export(&lock);
 		MemoryContextDelete(run_cxt);
 	}
@@ -405,6 +411,39 @@ export_paused(PhxExport *exp)
 	PhxExport  *now = phx_export_by_id(exp->export_id);
 
 	return now == NULL || now->paused;
+}
+
+/*
+ * Runs the export's scheduled intervals that are over (plus the delay for
+ * late ingestion), oldest first.  Sets *failed when one failed (the error
+ * in *error), *stop when the export was paused or dropped meanwhile.
+ */
+static void
+run_due_schedule(PhxExport *exp, const PhxModel *model, bool nonatomic, MemoryContext run_cxt,
+				 ErrorData **error, bool *failed, bool *stop)
+{
+	for (;;)
+	{
+		TimestampTz s = exp->next_interval_start;
+		TimestampTz e = phx_interval_next(exp, s);
+
+		if (GetCurrentTimestamp() < e + phx_interval_usecs(&exp->delay) ||
+			phx_in_exclude_window(exp, GetCurrentTimestamp()))
+			return;
+		if (run_interval(exp, model, s, e, "schedule", false, nonatomic, run_cxt, error) == RUN_FAILED)
+		{
+			*failed = true;
+			return;
+		}
+		phx_export_advance(exp, e);
+		if (nonatomic)
+			SPI_commit();
+		if (export_paused(exp))
+		{
+			*stop = true;
+			return;
+		}
+	}
 }
 
 /*
@@ -432,35 +471,22 @@ phx_run_due_export(PhxExport *exp, bool nonatomic)
 	PG_TRY();
 	{
 		bool		failed = false;
+		bool		stop = false;
 
-		/* scheduled intervals that are over (plus the delay for late ingestion) */
-		for (;;)
+		run_due_schedule(exp, model, nonatomic, run_cxt, &error, &failed, &stop);
+
+		/*
+		 * Then backfills, one interval at a time; a scheduled interval that
+		 * falls due meanwhile goes first, so a long backfill never holds up
+		 * the schedule.
+		 */
+		while (!failed && !stop && !phx_in_exclude_window(exp, GetCurrentTimestamp()))
 		{
-			TimestampTz s = exp->next_interval_start;
-			TimestampTz e = phx_interval_next(exp, s);
-
-			if (GetCurrentTimestamp() < e + phx_interval_usecs(&exp->delay) ||
-				phx_in_exclude_window(exp, GetCurrentTimestamp()))
-				break;
-			if (run_interval(exp, model, s, e, "schedule", false, nonatomic, run_cxt, &error) == RUN_FAILED)
-			{
-				failed = true;
-				break;
-			}
-			phx_export_advance(exp, e);
-			if (nonatomic)
-				SPI_commit();
-			if (export_paused(exp))
-				break;
-		}
-
-		/* then backfills, one interval at a time */
-		while (!failed && !phx_in_exclude_window(exp, GetCurrentTimestamp()))
-		{
-			PhxBackfill *b = phx_backfill_next(exp);
+			PhxBackfill *b;
 			TimestampTz e;
 
-			if (b == NULL)
+			run_due_schedule(exp, model, nonatomic, run_cxt, &error, &failed, &stop);
+			if (failed || stop || (b = phx_backfill_next(exp)) == NULL)
 				break;
 			e = phx_interval_next(exp, b->next_start);
 			if (b->next_start < b->end_at &&
@@ -482,6 +508,8 @@ phx_run_due_export(PhxExport *exp, bool nonatomic)
 	}
 	PG_FINALLY();
 	{
+		/* an error re-thrown in a transaction block left its progress behind */
+		phx_progress_end();
 		unlock_export(&lock);
 		MemoryContextDelete(run_cxt);
 	}

@@ -5,9 +5,11 @@
  *		memory, read by posthog_export.progress like pg_stat_progress_copy.
  *
  * A run fills its backend's slot when an interval starts, adds every page
- * it writes, and the bytes of the page in flight as they arrive (through
- * the HTTP layer's bytes callback).  The slots exist only when the library
- * is preloaded; otherwise every call here does nothing.
+ * it writes, the bytes of the page in flight as they arrive (through the
+ * HTTP layer's bytes callback), and what a request waits for in PostHog's
+ * request budget, until when (through its wait callback).  The slots exist
+ * only when the library is preloaded; otherwise every call here does
+ * nothing but add up the time waited, which the run records anyway.
  *
  *-------------------------------------------------------------------------
  */
@@ -43,6 +45,10 @@ typedef struct PhxProgressShared
 static PhxProgressShared *progress_shared = NULL;
 static PhxProgressSlot *my_slot = NULL;
 
+/* the wait in progress (0: none), and the time waited not yet taken */
+static TimestampTz wait_started = 0;
+static int64 waited_us = 0;
+
 Size
 phx_progress_shmem_size(void)
 {
@@ -77,11 +83,56 @@ progress_bytes(int64 bytes)
 	SpinLockRelease(&my_slot->mutex);
 }
 
+/*
+ * A request of the run starts waiting for PostHog's request budget (what
+ * for, until when: 0 unknown), or, with what NULL, stops waiting.  Called
+ * from the budget's wait loop, between its checks for interrupts.
+ */
+static void
+progress_wait(const char *what, TimestampTz until)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (wait_started != 0)
+		waited_us += now - wait_started;
+	wait_started = what ? now : 0;
+	if (my_slot == NULL)
+		return;
+	SpinLockAcquire(&my_slot->mutex);
+	if (what)
+		strlcpy(my_slot->p.waiting_for, what, sizeof(my_slot->p.waiting_for));
+	else
+		my_slot->p.waiting_for[0] = '\0';
+	my_slot->p.waiting_until = until;
+	SpinLockRelease(&my_slot->mutex);
+}
+
+/* The time the run's requests waited for the budget since the last call. */
+int64
+phx_progress_take_waited(void)
+{
+	int64		result;
+
+	if (wait_started != 0)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+
+		waited_us += now - wait_started;
+		wait_started = now;
+	}
+	result = waited_us;
+	waited_us = 0;
+	return result;
+}
+
 void
 phx_progress_begin(PhxExport *exp, TimestampTz start, TimestampTz end, PhxRun *run)
 {
 	PhxProgressSlot *s;
 
+	phx_http_wait_callback = progress_wait;
+	wait_started = 0;
+	waited_us = 0;
 	if (progress_shared == NULL || PHX_MY_SLOT < 0 || PHX_MY_SLOT >= progress_shared->nslots)
 		return;
 	s = &progress_shared->slots[PHX_MY_SLOT];
@@ -97,6 +148,8 @@ phx_progress_begin(PhxExport *exp, TimestampTz start, TimestampTz end, PhxRun *r
 	s->p.bytes = run->bytes;
 	s->p.pages = run->pages;
 	s->p.page_bytes = 0;
+	s->p.waiting_for[0] = '\0';
+	s->p.waiting_until = 0;
 	SpinLockRelease(&s->mutex);
 	my_slot = s;
 	phx_http_bytes_callback = progress_bytes;
@@ -121,6 +174,8 @@ void
 phx_progress_end(void)
 {
 	phx_http_bytes_callback = NULL;
+	phx_http_wait_callback = NULL;
+	wait_started = 0;
 	if (my_slot == NULL)
 		return;
 	SpinLockAcquire(&my_slot->mutex);

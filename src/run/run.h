@@ -73,6 +73,9 @@ typedef struct PhxProgress
 	int64		bytes;
 	int32		pages;
 	int64		page_bytes;		/* received so far for the page in flight */
+	char		waiting_for[48];	/* what a request waits for in the
+									 * request budget; "" when not waiting */
+	TimestampTz waiting_until;	/* ... until when, 0 when unknown */
 } PhxProgress;
 
 extern Size phx_progress_shmem_size(void);
@@ -80,6 +83,7 @@ extern void phx_progress_shmem_init(void);
 extern void phx_progress_begin(PhxExport *exp, TimestampTz start, TimestampTz end, PhxRun *run);
 extern void phx_progress_page(int64 rows, int64 bytes);
 extern void phx_progress_end(void);
+extern int64 phx_progress_take_waited(void);
 extern bool phx_progress_next(int *pos, PhxProgress *out);
 
 #endif							/* PHX_RUN_H */

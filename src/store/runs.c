@@ -141,8 +141,11 @@ phx_run_progress(PhxRun *run, PhxRunDelta *delta, List *cursor, bool completed)
 	phx_catalog_arg(&args, BOOLOID, BoolGetDatum(completed), false);
 	phx_catalog_arg(&args, INT4OID, Int32GetDatum(delta->pages), false);
 	phx_catalog_arg(&args, INT8OID, Int64GetDatum(delta->rows_written), false);
+	phx_catalog_arg(&args, FLOAT8OID, Float8GetDatum((double) delta->waited_us / USECS_PER_SEC), false);
 	phx_catalog_exec("UPDATE posthog_export.runs SET "
 					 "rows = rows OPERATOR(pg_catalog.+) $2, "
+					 "waited = waited OPERATOR(pg_catalog.+) "
+					 "($8 OPERATOR(pg_catalog.*) '1 second'::pg_catalog.interval), "
 					 "bytes = bytes OPERATOR(pg_catalog.+) $3, "
 					 "pages = pages OPERATOR(pg_catalog.+) $6, "
 					 "rows_written = rows_written OPERATOR(pg_catalog.+) $7, "

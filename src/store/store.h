@@ -80,6 +80,7 @@ typedef struct PhxRunDelta
 	int64		bytes;
 	int32		pages;
 	int64		rows_written;
+	int64		waited_us;		/* requests waiting for PostHog's budget */
 } PhxRunDelta;
 
 extern Datum phx_text_list_to_array(List *list);

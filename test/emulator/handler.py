@@ -272,10 +272,14 @@ class Handler(BaseHTTPRequestHandler):
 
         def mark(st):
             # record the outcome before the response leaves, so a test that reads the request log
-            # right after getting its answer sees it
+            # right after getting its answer sees it; the query is over then, and so is its place
+            # in the concurrency limit (PostHog's ends with the query, before the answer is sent)
             state["status"] = st
             entry["status"] = st
             entry["ms"] = round((time.monotonic() - t0) * 1000, 1)
+            if admitted and not state.get("released"):
+                state["released"] = True
+                srv.limits.release()
 
         try:
             if limit_err is not None:
@@ -360,7 +364,7 @@ class Handler(BaseHTTPRequestHandler):
             except Exception:
                 self.close_connection = True
         finally:
-            if admitted:
+            if admitted and not state.get("released"):
                 srv.limits.release()
             ms = (time.monotonic() - t0) * 1000
             extra = " n=%d force_blocking=%s" % (n, "yes" if entry["force_blocking"] else "no")

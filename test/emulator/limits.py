@@ -11,7 +11,7 @@ is neither counted nor throttled.
 Concurrency (off unless --max-concurrent is given; PostHog: 3 per project): a request admitted while N
 others are in flight is a 429 without a wait ("Request was throttled."); it was counted in the budget,
 as PostHog checks the rate before it runs the query.  A request is in flight from its admission until its
-answer is sent (an injected "delay" fault makes it a slow query).
+answer is ready, before it is sent (an injected "delay" fault makes it a slow query).
 
 The clock is real time unless a test fixes it or offsets it (POST /_emulator/config); the budget's window
 and row visibility (_visible_at) read it."""

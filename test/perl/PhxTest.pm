@@ -143,6 +143,10 @@ sub setup_server
 		allow_http => 'true',
 		allow_loopback => 'true',
 		retry_base_delay => 50,
+		# PostHog's budget (120 requests/hour) would make every test wait; the
+		# emulator has none unless a test gives it one, and tests of the budget
+		# set their own
+		requests_per_hour => 1000000,
 		%{ $opt{options} // {} });
 	my $opts = join ', ', map { "$_ '$options{$_}'" } sort keys %options;
 	$node->safe_psql('postgres', qq{

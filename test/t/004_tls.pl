@@ -54,7 +54,7 @@ sub try_server
 	$n++;
 	my $opts = join ', ', map { "$_ '$options{$_}'" } sort keys %options;
 	$node->safe_psql('postgres', qq{
-		CREATE SERVER s$n FOREIGN DATA WRAPPER posthog_export OPTIONS (project_id '1', max_retries '1', retry_base_delay '10', $opts);
+		CREATE SERVER s$n FOREIGN DATA WRAPPER posthog_export OPTIONS (project_id '1', requests_per_hour '1000000', max_retries '1', retry_base_delay '10', $opts);
 		CREATE USER MAPPING FOR CURRENT_USER SERVER s$n OPTIONS (api_key '$PhxTest::API_KEY');});
 	my ($ret, $out, $err) = $node->psql('postgres', qq{
 		SELECT posthog_export.create_export('e$n', 's$n', table_name => 't$n');

@@ -175,7 +175,7 @@ is($node->safe_psql('postgres', q{SET ROLE exporter; SELECT count(*) FROM postho
 
 # --- auto-pause after repeated failures ---------------------------------------------
 $node->safe_psql('postgres', q{
-	CREATE SERVER flaky FOREIGN DATA WRAPPER posthog_export OPTIONS (url 'http://127.0.0.1:9', project_id '1', allow_http 'true', allow_loopback 'true', max_retries '0', connect_timeout '1');
+	CREATE SERVER flaky FOREIGN DATA WRAPPER posthog_export OPTIONS (url 'http://127.0.0.1:9', project_id '1', allow_http 'true', allow_loopback 'true', max_retries '0', connect_timeout '1', requests_per_hour '1000000');
 	CREATE USER MAPPING FOR CURRENT_USER SERVER flaky OPTIONS (api_key 'phx_x');
 	SELECT posthog_export.create_export('flaky', 'flaky', table_name => 'flaky', "interval" => '5 minutes', delay => '0');});
 $node->safe_psql('postgres', "UPDATE posthog_export.exports SET next_interval_start = " . $sql_ts->($floor - 600) . " WHERE name = 'flaky'");

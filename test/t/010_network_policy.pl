@@ -43,7 +43,7 @@ my $n = 0;
 sub make_server
 {
 	my (%options) = (project_id => 1, allow_http => 'true', allow_loopback => 'false',
-		max_retries => 0, retry_base_delay => 10, connect_timeout => 2, @_);
+		max_retries => 0, retry_base_delay => 10, connect_timeout => 2, requests_per_hour => 1000000, @_);
 	$n++;
 	my $opts = join ', ', map { "$_ '$options{$_}'" } sort keys %options;
 	$node->safe_psql('postgres', qq{

@@ -19,7 +19,7 @@ use PhxTest;
 
 my $data = tempdir(CLEANUP => 1);
 my $json = JSON::PP->new->utf8->canonical;
-my $PAGE = 10000;				# the default page_size
+my $PAGE = 50000;				# the default page_size (PostHog's cap)
 my $P = 20000;
 
 generate_data($data, events => 200, sessions => 30, persons => $P, seed => 15,
