@@ -14,6 +14,11 @@ For each size (BENCH_SIZES, default "100000 1000000 3000000" events of about
              wrote, into a table of the same definition and indexes
   pipeline   curl | jq | psql \\copy paging the same query API
 
+The export's requests (runs.pages, at PostHog's 50,000-row page) give the
+requests per million events and how long PostHog's default budget (120 requests
+an hour, paced as src/posthog/request_budget.c does) makes a backfill of 10
+million such events take.
+
 and persons: a first load of BENCH_PERSONS persons, then a run after 10%
 of them changed (rows written must be about 10%).  Each is measured in
 rows/s and peak private memory (RssAnon) of the backend that does the work.  The table
@@ -216,6 +221,7 @@ def main():
                 os.sync()  # nor the writeback of what came before (the emulator's cache file, say)
                 secs, rss = pg.timed("CALL posthog_export.run_export('e', '2026-11-01 00:00+00', '2026-11-02 00:00+00')")
                 rows = int(pg.sql("SELECT count(*) FROM b.events"))
+                requests = int(pg.sql("SELECT sum(pages) FROM posthog_export.runs WHERE export_name = 'e'"))
                 copyfile = os.path.join(root, "events.copy")
                 pg.sql(f"COPY b.events TO '{copyfile}'; CREATE TABLE b.copy_target (LIKE b.events INCLUDING ALL)")
                 pg.sql("CHECKPOINT")
@@ -234,7 +240,8 @@ def main():
                 results.append(dict(n=n, rows=rows, src=src_rows / src_secs, src_cold=src_rows / cold_secs,
                                     export=rows / secs, export_rss=rss,
                                     copy=rows / csecs, copy_rss=crss,
-                                    pipeline=(rows / psecs) if psecs else None, export_secs=secs))
+                                    pipeline=(rows / psecs) if psecs else None, export_secs=secs,
+                                    requests=requests))
                 print(json.dumps(results[-1]), flush=True)
             finally:
                 emu.terminate()
@@ -298,6 +305,12 @@ def main():
     report(results, persons)
 
 
+def budget_hours(requests, per_hour):
+    """Hours the request budget's pacing spreads this many requests over (a burst, then a steady rate)."""
+    burst = max(1, min(per_hour // 20, 10))
+    return max(0, requests - burst) / max(per_hour - burst, 1)
+
+
 def report(results, persons):
     lines = ["| events | source rows/s (first pass) | export rows/s | COPY rows/s | pipeline rows/s | export/COPY | export/pipeline | source/export | export peak private MB | COPY peak private MB |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -315,6 +328,14 @@ def report(results, persons):
         a, b = results[0], results[-1]
         lines.append(f"Peak private memory of the export grew by {round(b['export_rss'] - a['export_rss']) + 0} MB "
                      f"from {a['rows']} to {b['rows']} rows.")
+    for r in results:
+        per_million = r["requests"] * 1e6 / r["rows"]
+        ten_million = per_million * 10
+        lines.append("")
+        lines.append(f"Requests: {r['requests']} for {r['rows']} events in one interval at page_size 50000 "
+                     f"({per_million:.1f} per million events); a backfill of 10 million such events, "
+                     f"{ten_million:.0f} requests, takes {budget_hours(ten_million, 120):.2f} h at 120 requests/hour "
+                     f"and {budget_hours(ten_million, 2400) * 60:.0f} min at 2,400.")
     if persons:
         lines.append("")
         lines.append(f"Persons ({persons['mappings']} distinct ids): first load {persons['first_secs']:.1f} s, "
