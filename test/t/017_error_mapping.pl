@@ -101,6 +101,33 @@ for my $name (sort keys %shrinking)
 	check_equal($name);
 }
 
+# --- a shrunk page grows back after two good pages; failing again right after growing doubles the wait
+{
+	my %mem = %{ $shrinking{'512 clickhouse_memory_limit_exceeded'} };
+	my ($ret, $err, $reqs) = run_with_faults({ on_request => 2, %mem });
+	is($ret, 0, 'grow back: the run succeeds') or diag $err;
+	my @l = map { limit_of($_->{query}) } grep { $_->{n} <= 5 } @$reqs;
+	is("@l", '200 200 100 100 200', 'grow back: halved on the error, doubled after two good pages (@l)');
+	check_equal('grow back');
+	($ret, $err, $reqs) = run_with_faults({ on_request => 2, %mem }, { on_request => 5, %mem });
+	is($ret, 0, 'failing again after growing: the run succeeds') or diag $err;
+	@l = map { limit_of($_->{query}) } grep { $_->{n} <= 10 } @$reqs;
+	is("@l", '200 200 100 100 200 100 100 100 100 200',
+		'failing again right after growing: four good pages before the next try (@l)');
+	check_equal('failing again after growing');
+}
+
+# --- a body past max_response_size: a smaller page, not a failure
+$node->safe_psql('postgres', q{ALTER SERVER posthog OPTIONS (ADD max_response_size '200000')});
+{
+	my ($ret, $err, $reqs) = run_with_faults();
+	is($ret, 0, 'a page past max_response_size: the run succeeds at smaller pages') or diag $err;
+	my @l = map { limit_of($_->{query}) } @$reqs;
+	is("@l[0, 1]", '200 100', "the page too large for max_response_size is asked again at half the size (@l)");
+	check_equal('max_response_size');
+}
+$node->safe_psql('postgres', q{ALTER SERVER posthog OPTIONS (DROP max_response_size)});
+
 # --- two 500s in a row for one page: the first is retried at the same size, the second shrinks
 {
 	my ($ret, $err, $reqs) = run_with_faults({ on_request => 3, times => 2, status => 500 });
