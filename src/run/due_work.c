@@ -410,10 +410,10 @@ export_paused(PhxExport *exp)
 /*
  * Runs the due work of one export, oldest first: the scheduled intervals
  * that ended at least `delay` ago (catching up after downtime or a pause),
- * then queued backfill intervals.  A failure is recorded (retry with
- * backoff, or pause) and ends the export's turn; nothing is re-thrown, so
- * a caller can go on with other exports.  An export another session is
- * running is skipped.
+ * the settle checks that are due, then queued backfill intervals.  A
+ * failure is recorded (retry with backoff, or pause) and ends the export's
+ * turn; nothing is re-thrown, so a caller can go on with other exports.
+ * An export another session is running is skipped.
  */
 void
 phx_run_due_export(PhxExport *exp, bool nonatomic)
@@ -453,6 +453,10 @@ phx_run_due_export(PhxExport *exp, bool nonatomic)
 			if (export_paused(exp))
 				break;
 		}
+
+		/* then the late rows of completed intervals, when a check is due (settle.c) */
+		if (!failed)
+			phx_settle_export(exp, nonatomic, run_cxt);
 
 		/* then backfills, one interval at a time */
 		while (!failed && !phx_in_exclude_window(exp, GetCurrentTimestamp()))
