@@ -106,6 +106,7 @@ SELECT posthog_export.create_export('late', 'ph', table_name => 'events', settle
 SELECT posthog_export.create_export('late', 'ph', table_name => 'events', settle_every => '500 milliseconds');
 SELECT posthog_export.create_export('late', 'ph', table_name => 'events', settle_window => '1 month');
 SELECT posthog_export.create_export('late', 'ph', table_name => 'events', settle_every => '400 days');
+SELECT posthog_export.create_export('late', 'ph', table_name => 'events', settle_window => '1 hour', settle_every => '1 hour');
 SELECT posthog_export.create_export('late', 'ph', 'persons', table_name => 'late_persons', settle_window => '1 day');
 SELECT posthog_export.alter_export('events', settle_window => '2 days', settle_every => '30 minutes');
 SELECT settle_window, settle_every, next_settle_at IS NOT NULL AS pass_due FROM posthog_export.exports WHERE name = 'events';

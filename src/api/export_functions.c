@@ -210,8 +210,9 @@ check_settle_interval(const Interval *iv, const char *argname)
 
 /*
  * The settle settings: settle_window at least zero ('0' turns settling
- * off), settle_every at least a second; events only ("sets_settle": they
- * are being given).
+ * off), settle_every at least a second and shorter than the window (so
+ * that a check falls within it); events only ("sets_settle": they are
+ * being given).
  */
 static void
 check_settle(const PhxExport *exp, const PhxModel *m, bool sets_settle)
@@ -233,6 +234,12 @@ check_settle(const PhxExport *exp, const PhxModel *m, bool sets_settle)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("settle_every must be at least 1 second")));
+	if (phx_interval_usecs(&exp->settle_window) > 0 &&
+		phx_interval_usecs(&exp->settle_every) >= phx_interval_usecs(&exp->settle_window))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("settle_every must be shorter than settle_window"),
+				 errdetail("The checks within settle_window write the late rows they find; the first one after it only reports them.")));
 }
 
 /*

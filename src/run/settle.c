@@ -18,7 +18,10 @@
  * rows it holds unchanged, an append writes only rows whose uuid is not in
  * the table.  The first check at or after finished_at + settle_window is
  * the last one: what it finds is not written but reported (a WARNING, and
- * runs.late_missed), and the interval is never checked again.
+ * runs.late_missed), and the interval is never checked again.  A pass
+ * takes along the checks due within settle_every, so the intervals of an
+ * export, each completed at its own time, share one count request per
+ * settle_every (store/runs.c).
  *
  * Exactly once: each interval's writes and its runs row (settled_at,
  * source_rows, late_rows) commit together, one interval per transaction in

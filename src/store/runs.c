@@ -131,10 +131,11 @@ phx_run_begin(PhxExport *exp, TimestampTz start, TimestampTz end,
 
 /*
  * Settle checks (run/settle.c): an events interval completed at finished_at
- * is counted again at the source every settle_every, at the latest at
- * finished_at + settle_window (the last, "report" check, after which it is
- * never checked again).  These expressions, over a run r of export e, say
- * which runs have a check pending and when it is due.
+ * is counted again at the source settle_every after its last check (or its
+ * completion); the first check at or after finished_at + settle_window is
+ * the last, "report" check, after which it is never checked again.  These
+ * expressions, over a run r of export e, say which runs have a check
+ * pending and when it is due.
  */
 #define SETTLE_PENDING \
 	"r.status = 'completed' AND r.finished_at IS NOT NULL AND e.model = 'events' " \
@@ -142,8 +143,7 @@ phx_run_begin(PhxExport *exp, TimestampTz start, TimestampTz end,
 	"AND (r.settled_at IS NULL OR r.settled_at OPERATOR(pg_catalog.<) " \
 	"(r.finished_at OPERATOR(pg_catalog.+) e.settle_window))"
 #define SETTLE_NEXT_CHECK \
-	"LEAST(COALESCE(r.settled_at, r.finished_at) OPERATOR(pg_catalog.+) e.settle_every, " \
-	"r.finished_at OPERATOR(pg_catalog.+) e.settle_window)"
+	"(COALESCE(r.settled_at, r.finished_at) OPERATOR(pg_catalog.+) e.settle_every)"
 
 /*
  * A run just completed: its export's next settle pass is due no later than
@@ -216,9 +216,14 @@ phx_run_failed(PhxRun *run, const char *message)
 }
 
 /*
- * The runs of exp with a settle check due at "now", oldest interval first,
- * at most "limit"; a list of PhxSettleRun.  "report" marks the last check
- * (now at or past finished_at + settle_window).
+ * The runs of exp to check at "now", at most "limit", the most overdue
+ * first; a list of PhxSettleRun in interval order.  "report" marks the
+ * last check (now at or past finished_at + settle_window).
+ *
+ * A pass takes along the checks due within settle_every from now: checked
+ * a little early, they fall due together from then on, so an export's
+ * intervals, each completed at its own time, share one count request per
+ * settle_every instead of one each.
  */
 List *
 phx_settle_due_runs(PhxExport *exp, TimestampTz now, int limit)
@@ -229,14 +234,15 @@ phx_settle_due_runs(PhxExport *exp, TimestampTz now, int limit)
 	phx_catalog_arg(&args, INT4OID, Int32GetDatum(exp->export_id), false);
 	phx_catalog_arg(&args, TIMESTAMPTZOID, TimestampTzGetDatum(now), false);
 	phx_catalog_arg(&args, INT4OID, Int32GetDatum(limit), false);
-	phx_catalog_exec("SELECT r.run_id, r.interval_start, r.interval_end, r.finished_at, "
+	phx_catalog_exec("SELECT * FROM (SELECT r.run_id, r.interval_start, r.interval_end, r.finished_at, "
 					 "COALESCE(r.source_rows, r.rows OPERATOR(pg_catalog.+) r.late_rows), "
 					 "$2 OPERATOR(pg_catalog.>=) (r.finished_at OPERATOR(pg_catalog.+) e.settle_window) "
 					 "FROM posthog_export.runs r JOIN posthog_export.exports e "
 					 "ON e.export_id OPERATOR(pg_catalog.=) r.export_id "
 					 "WHERE r.export_id OPERATOR(pg_catalog.=) $1 AND " SETTLE_PENDING " "
-					 "AND " SETTLE_NEXT_CHECK " OPERATOR(pg_catalog.<=) $2 "
-					 "ORDER BY r.interval_start LIMIT $3",
+					 "AND " SETTLE_NEXT_CHECK " OPERATOR(pg_catalog.<=) ($2 OPERATOR(pg_catalog.+) e.settle_every) "
+					 "ORDER BY " SETTLE_NEXT_CHECK ", r.interval_start LIMIT $3) due "
+					 "ORDER BY 2",
 					 &args);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
