@@ -236,6 +236,20 @@ is($q->(q{SELECT string_agg(format('%s %s %s', settled_at IS NULL, late_rows, la
 is($q->(q{SELECT late_rows_missed FROM posthog_export.status WHERE export_name = 'ev_merge'}), '0', 'nothing is missed any more');
 psql_ok($node, q{SELECT posthog_export.alter_export('ev_merge', settle_window => '0')}, 'alter_export turns settling off');
 is($q->(q{SELECT next_settle_at IS NULL FROM posthog_export.exports WHERE name = 'ev_merge'}), 't', 'nothing is pending then');
+
+# --- intervals exported at different times share their checks --------------------
+psql_ok($node, q{SELECT posthog_export.create_export('ev_pair', 'posthog', table_name => 'ev_pair',
+	settle_window => '40 seconds', settle_every => '3 seconds');
+	CALL posthog_export.run_export('ev_pair', '2026-11-20 00:00+00', '2026-11-20 01:00+00')}, 'export an hour');
+sleep(1.5);
+psql_ok($node, q{CALL posthog_export.run_export('ev_pair', '2026-11-20 01:00+00', '2026-11-20 02:00+00')},
+	'and the next one, a while later');
+my $wait = $q->(q{SELECT extract(epoch FROM next_settle_at - clock_timestamp()) FROM posthog_export.exports WHERE name = 'ev_pair'});
+sleep($wait + 0.2) if $wait > 0;
+($req) = $run_due->('the first check of the first hour');
+is($req->{ev_pair}{settle}, 1, 'one count request checks both hours: the second, due soon, is taken along');
+is($q->(q{SELECT count(DISTINCT settled_at) || ' ' || count(settled_at) FROM posthog_export.runs WHERE export_name = 'ev_pair'}),
+	'1 2', 'and from then on they fall due together');
 $node->stop;
 
 # --- the scheduler wakes for the checks by itself ---------------------------------
