@@ -351,9 +351,10 @@ phx_destination_open(PhxExport *exp, const PhxModel *model)
 /*
  * For the settle pass: the destination of an export, open to write rows
  * that became visible late, each once.  A merge writes as always (rows it
- * holds already are skipped when unchanged); an append writes only the
- * rows whose key (uuid) the table does not hold yet, through the stage,
- * which needs the key column and SELECT on the table.
+ * holds already are skipped when unchanged); an append stages every page
+ * and, at phx_destination_finish(), writes only the rows whose key (uuid)
+ * the table does not hold yet: one anti-join per interval, which needs the
+ * key column and SELECT on the table.
  */
 PhxDestination *
 phx_destination_open_missing(PhxExport *exp, const PhxModel *model)
@@ -537,14 +538,19 @@ phx_destination_insert(PhxDestination *dest, PhxModelPage *page)
 
 	if (direct)
 		return written;
-	if (dest->model->staged)
+	/* merged (or, late rows of an append, filtered) by phx_destination_finish() */
+	if (dest->model->staged || dest->only_missing)
 		return 0;
 	written = write_stage(dest);
 	spi_exec_or_error("TRUNCATE " STAGE_TABLE);
 	return written;
 }
 
-/* After the last page: merges a staged model's stage into the table; returns the rows written. */
+/*
+ * After the last page: merges a staged model's stage into the table, or
+ * appends the late rows the table lacks (one anti-join for all the pages);
+ * returns the rows written.
+ */
 uint64
 phx_destination_finish(PhxDestination *dest)
 {
@@ -557,7 +563,7 @@ phx_destination_finish(PhxDestination *dest)
 		/* temporary tables have no statistics: the join is planned on them */
 		spi_exec_or_error("ANALYZE " STAGE_TABLE ", " AUX_STAGE_TABLE);
 	}
-	if (dest->model->staged)
+	if (dest->model->staged || dest->only_missing)
 		written = write_stage(dest);
 	spi_exec_or_error("DROP TABLE " STAGE_TABLE);
 	if (dest->aux_model.ncolumns > 0)
