@@ -63,6 +63,7 @@ typedef struct SettlePass
 	const PhxModel *model;
 	bool		nonatomic;		/* commits after each interval */
 	MemoryContext cxt;			/* lives across those commits */
+	MemoryContext errcxt;		/* the caller's: the error outlives cxt */
 	TimestampTz now;			/* the time of the checks */
 	PhxServerConfig *cfg;
 	int			n;
@@ -107,7 +108,7 @@ settle_step(SettlePass *sp, SettleStep step, int i)
 	}
 	PG_CATCH();
 	{
-		MemoryContextSwitchTo(sp->cxt);
+		MemoryContextSwitchTo(sp->errcxt);
 		sp->error = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
@@ -232,7 +233,11 @@ report_missed(SettlePass *sp, PhxSettleRun *sr, int64 missed)
 					 quote_literal_cstr(phx_ts_str(sr->end)))));
 }
 
-/* A failed pass: said, and tried again settle_every later. */
+/*
+ * A failed pass: said, and tried again settle_every later.  A cancel (a
+ * waiting caller cancelled, pg_cancel_backend) is raised again once that
+ * is recorded, so that it ends the export's turn as it would a run's.
+ */
 static void
 pass_failed(SettlePass *sp, int checked)
 {
@@ -258,6 +263,12 @@ pass_failed(SettlePass *sp, int checked)
 		SPI_commit();
 		MemoryContextSwitchTo(sp->cxt);
 	}
+	if (sp->error->sqlerrcode == ERRCODE_QUERY_CANCELED)
+	{
+		MemoryContextSwitchTo(sp->errcxt);
+		MemoryContextDelete(sp->cxt);
+		ReThrowError(sp->error);
+	}
 }
 
 /*
@@ -276,6 +287,7 @@ phx_settle_export(PhxExport *exp, bool nonatomic, MemoryContext run_cxt)
 
 	MemoryContextSwitchTo(cxt);
 	sp.cxt = cxt;
+	sp.errcxt = oldcxt;
 	sp.nonatomic = nonatomic;
 	sp.now = GetCurrentTimestamp();
 	sp.exp = phx_export_by_id(exp->export_id);

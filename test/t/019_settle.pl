@@ -250,6 +250,22 @@ sleep($wait + 0.2) if $wait > 0;
 is($req->{ev_pair}{settle}, 1, 'one count request checks both hours: the second, due soon, is taken along');
 is($q->(q{SELECT count(DISTINCT settled_at) || ' ' || count(settled_at) FROM posthog_export.runs WHERE export_name = 'ev_pair'}),
 	'1 2', 'and from then on they fall due together');
+
+# --- a cancelled pass changes nothing and is tried again ---------------------------
+my $before = $q->(q{SELECT string_agg(settled_at::text, ',' ORDER BY run_id) FROM posthog_export.runs WHERE export_name = 'ev_pair'});
+$wait = $q->(q{SELECT extract(epoch FROM next_settle_at - clock_timestamp()) FROM posthog_export.exports WHERE name = 'ev_pair'});
+sleep($wait + 0.2) if $wait > 0;
+emu_reset($emu);
+emu_faults($emu, { on_request => 1, delay => 5 });
+my ($ret, $out);
+($ret, $out, $err) = $node->psql('postgres', q{SET statement_timeout = '1s'; CALL posthog_export.run_due()});
+isnt($ret, 0, 'run_due is cancelled while the count request hangs');
+like($err, qr/canceling statement due to statement timeout/, 'with the cancel as its error');
+ok(wait_for(sub { slurp_file($node->logfile) =~ /export "ev_pair" settle pass failed after 0 of 2 intervals/ }, 30),
+	'the worker records the cancelled pass');
+is($q->(q{SELECT string_agg(settled_at::text, ',' ORDER BY run_id) FROM posthog_export.runs WHERE export_name = 'ev_pair'}),
+	$before, 'its runs are as they were');
+is($q->(q{SELECT next_settle_at > now() FROM posthog_export.exports WHERE name = 'ev_pair'}), 't', 'and it is tried again later');
 $node->stop;
 
 # --- the scheduler wakes for the checks by itself ---------------------------------
