@@ -251,6 +251,24 @@ is($req->{ev_pair}{settle}, 1, 'one count request checks both hours: the second,
 is($q->(q{SELECT count(DISTINCT settled_at) || ' ' || count(settled_at) FROM posthog_export.runs WHERE export_name = 'ev_pair'}),
 	'1 2', 'and from then on they fall due together');
 
+# --- 150 intervals: 100 per count request, the rest in the next pass at once -------
+psql_ok($node, q{SELECT posthog_export.create_export('ev_many', 'posthog', table_name => 'ev_many', "interval" => '5 minutes',
+	settle_window => '2 minutes', settle_every => '2 seconds');
+	CALL posthog_export.run_export('ev_many', '2026-11-20 00:00+00', '2026-11-20 12:30+00')}, 'export 150 five-minute intervals');
+$wait = $q->(q{SELECT extract(epoch FROM max(finished_at) + interval '2 seconds' - clock_timestamp()) FROM posthog_export.runs WHERE export_name = 'ev_many'});
+sleep($wait + 0.2) if $wait > 0;
+($req) = $run_due->('150 intervals due');
+my ($many) = grep { ($_->{name} // '') eq 'posthog_export ev_many settle' } @{ emu_requests($emu) };
+is(($req->{ev_many}{settle} // 0) . '/' . ($req->{ev_many}{page} // 0), '1/0', 'a pass: one count request, nothing read again');
+is(scalar(() = $many->{query} =~ /countIf\(/g), 100, 'for the 100 oldest intervals');
+cmp_ok($many->{query_bytes}, '<', 65536, "its text with its values is $many->{query_bytes} bytes");
+is($q->(q{SELECT format('%s %s', count(settled_at), (SELECT next_settle_at <= now() FROM posthog_export.exports WHERE name = 'ev_many'))
+	FROM posthog_export.runs WHERE export_name = 'ev_many'}), '100 t', 'the next pass is due at once');
+($req) = $run_due->('the other 50');
+is($req->{ev_many}{settle}, 1, 'and checks the other 50 with one more request');
+is($q->(q{SELECT count(settled_at) FROM posthog_export.runs WHERE export_name = 'ev_many'}), '150', 'all 150 are checked');
+$q->(q{SELECT posthog_export.drop_export('ev_many')});
+
 # --- a cancelled pass changes nothing and is tried again ---------------------------
 my $before = $q->(q{SELECT string_agg(settled_at::text, ',' ORDER BY run_id) FROM posthog_export.runs WHERE export_name = 'ev_pair'});
 $wait = $q->(q{SELECT extract(epoch FROM next_settle_at - clock_timestamp()) FROM posthog_export.exports WHERE name = 'ev_pair'});
