@@ -40,6 +40,7 @@ OBJS = \
 	src/run/failure_policy.o \
 	src/run/progress.o \
 	src/run/due_work.o \
+	src/run/settle.o \
 	src/worker/shmem.o \
 	src/worker/launcher.o \
 	src/worker/scheduler.o \

@@ -8,12 +8,91 @@
 ALTER TABLE @extschema@.runs ADD COLUMN crashes integer NOT NULL DEFAULT 0;
 COMMENT ON COLUMN @extschema@.runs.crashes IS 'backends that died running this interval in a row (crash or kill); at 2 the export pauses';
 
+-- Late rows (events): a completed interval is counted again at the source
+-- every settle_every for settle_window after it was exported; rows that
+-- became visible meanwhile are written, later ones reported.
+ALTER TABLE @extschema@.exports ADD COLUMN settle_window interval NOT NULL DEFAULT '1 day';
+ALTER TABLE @extschema@.exports ADD COLUMN settle_every interval NOT NULL DEFAULT '1 hour';
+ALTER TABLE @extschema@.exports ADD COLUMN next_settle_at timestamptz;
+ALTER TABLE @extschema@.runs ADD COLUMN settled_at timestamptz;
+ALTER TABLE @extschema@.runs ADD COLUMN source_rows bigint;
+ALTER TABLE @extschema@.runs ADD COLUMN late_rows bigint NOT NULL DEFAULT 0;
+ALTER TABLE @extschema@.runs ADD COLUMN late_missed bigint NOT NULL DEFAULT 0;
+COMMENT ON COLUMN @extschema@.exports.settle_window IS 'events: how long after an interval was exported it is checked for rows that became visible late (0: never)';
+COMMENT ON COLUMN @extschema@.exports.settle_every IS 'events: how often an exported interval is checked for late rows during settle_window';
+COMMENT ON COLUMN @extschema@.exports.next_settle_at IS 'when the next settle check of a completed interval is due (NULL: none pending)';
+COMMENT ON COLUMN @extschema@.runs.settled_at IS 'when the interval was last checked for late rows (a settle check)';
+COMMENT ON COLUMN @extschema@.runs.source_rows IS 'rows PostHog counted for the interval at the last settle check';
+COMMENT ON COLUMN @extschema@.runs.late_rows IS 'rows that became visible after the interval was exported, found and written by settle checks';
+COMMENT ON COLUMN @extschema@.runs.late_missed IS 'rows that became visible after settle_window: reported by a WARNING, not written';
+
+-- Persons and sessions read their whole range again on every run: nothing
+-- to settle.  The intervals 0.1.0 exported count as checked now, with the
+-- rows they received, so the update sends no checks over the whole
+-- history; those exported less than settle_window ago go on being checked.
+UPDATE @extschema@.exports SET settle_window = '0' WHERE model <> 'events';
+UPDATE @extschema@.runs SET settled_at = pg_catalog.now(), source_rows = rows WHERE status = 'completed';
+UPDATE @extschema@.exports e SET next_settle_at = pg_catalog.now() OPERATOR(pg_catalog.+) e.settle_every
+ WHERE e.model = 'events'
+   AND EXISTS (SELECT 1 FROM @extschema@.runs r
+                WHERE r.export_id OPERATOR(pg_catalog.=) e.export_id AND r.status = 'completed'
+                  AND (r.finished_at OPERATOR(pg_catalog.+) e.settle_window) OPERATOR(pg_catalog.>) pg_catalog.now());
+
+-- create_export() and alter_export() take the two settle settings, last.
+DROP FUNCTION @extschema@.create_export(text, text, text, text, text, interval, text, text[], text[],
+                                        interval, text, interval, interval, time, time);
+CREATE FUNCTION @extschema@.create_export(
+    name           text,
+    server         text,
+    model          text DEFAULT 'events',
+    schema_name    text DEFAULT 'posthog_exports',
+    table_name     text DEFAULT NULL,
+    "interval"     interval DEFAULT '1 hour',
+    mode           text DEFAULT NULL,
+    include_events text[] DEFAULT NULL,
+    exclude_events text[] DEFAULT NULL,
+    lookback       interval DEFAULT NULL,
+    timezone       text DEFAULT 'UTC',
+    start_offset   interval DEFAULT '0',
+    delay          interval DEFAULT '1 minute',
+    exclude_window_start time DEFAULT NULL,
+    exclude_window_end   time DEFAULT NULL,
+    settle_window  interval DEFAULT NULL,
+    settle_every   interval DEFAULT NULL)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'posthog_export_create_export'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+COMMENT ON FUNCTION @extschema@.create_export IS 'create an export owned by the current role';
+
+DROP FUNCTION @extschema@.alter_export(text, interval, text, interval, interval, time, time, boolean,
+                                       text[], text[], interval);
+CREATE FUNCTION @extschema@.alter_export(
+    name           text,
+    "interval"     interval DEFAULT NULL,
+    timezone       text DEFAULT NULL,
+    start_offset   interval DEFAULT NULL,
+    delay          interval DEFAULT NULL,
+    exclude_window_start time DEFAULT NULL,
+    exclude_window_end   time DEFAULT NULL,
+    drop_exclude_window  boolean DEFAULT false,
+    include_events text[] DEFAULT NULL,
+    exclude_events text[] DEFAULT NULL,
+    lookback       interval DEFAULT NULL,
+    settle_window  interval DEFAULT NULL,
+    settle_every   interval DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'posthog_export_alter_export'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+COMMENT ON FUNCTION @extschema@.alter_export IS 'change settings of an export (NULL arguments keep theirs)';
+
 -- The status view's next_run comes from the scheduler's own computation
--- (C) instead of a second one in SQL; the view's columns stay the same.
+-- (C) instead of a second one in SQL, and the view gains late_rows_missed.
 --
 -- When an export runs next (NULL when paused), as the scheduler computes it:
--- when its next interval is over (plus the delay), not before its retry
--- time, and outside its exclude window.
+-- when its next interval is over (plus the delay) or a settle check is due,
+-- not before its retry time, and outside its exclude window.
 CREATE FUNCTION @extschema@.next_run(export @extschema@.exports)
 RETURNS timestamptz
 AS 'MODULE_PATHNAME', 'posthog_export_next_run'
@@ -71,6 +150,8 @@ SELECT e.name AS export_name, e.model, e."interval", e.paused, e.paused_reason,
        (SELECT count(*) FROM @extschema@.backfills b
          WHERE b.export_id = e.export_id AND b.status <> 'completed') AS backfills_pending,
        EXISTS (SELECT 1 FROM @extschema@.progress_info() p WHERE p.export_id = e.export_id) AS running,
+       (SELECT COALESCE(sum(r.late_missed), 0) FROM @extschema@.runs r
+         WHERE r.export_id = e.export_id)::bigint AS late_rows_missed,
        (SELECT p.waiting_for FROM @extschema@.progress_info() p
          WHERE p.export_id = e.export_id AND p.waiting_for IS NOT NULL LIMIT 1) AS waiting_for,
        (SELECT p.waiting_until FROM @extschema@.progress_info() p

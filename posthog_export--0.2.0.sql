@@ -42,6 +42,10 @@ CREATE TABLE @extschema@.exports (
     paused_reason  text,
     consecutive_failures integer NOT NULL DEFAULT 0,
     retry_at       timestamptz,                     -- backoff after a failure
+    -- late rows (events): completed intervals are counted again at the source
+    settle_window  interval NOT NULL DEFAULT '1 day',   -- ... this long after they were exported ('0': never)
+    settle_every   interval NOT NULL DEFAULT '1 hour',  -- ... this often
+    next_settle_at timestamptz,                     -- when the next check is due (NULL: none pending)
     CHECK ((exclude_window_start IS NULL) = (exclude_window_end IS NULL))
 );
 
@@ -81,6 +85,10 @@ CREATE TABLE @extschema@.runs (
     cursor         text[],
     error          text,
     crashes        integer NOT NULL DEFAULT 0,
+    settled_at     timestamptz,                     -- the last settle check
+    source_rows    bigint,                          -- the source's count at that check
+    late_rows      bigint NOT NULL DEFAULT 0,       -- late rows settle checks found and wrote
+    late_missed    bigint NOT NULL DEFAULT 0,       -- late rows found after the window: reported, not written
     waited         interval NOT NULL DEFAULT '0',
     UNIQUE (export_id, interval_start, interval_end),
     CHECK (interval_start < interval_end)
@@ -93,6 +101,13 @@ COMMENT ON COLUMN @extschema@.runs.rows IS 'rows received from PostHog';
 COMMENT ON COLUMN @extschema@.runs.rows_written IS 'rows inserted or updated in the destination (a merge skips unchanged rows)';
 COMMENT ON COLUMN @extschema@.runs.cursor IS 'keyset position after the last committed page';
 COMMENT ON COLUMN @extschema@.runs.crashes IS 'backends that died running this interval in a row (crash or kill); at 2 the export pauses';
+COMMENT ON COLUMN @extschema@.exports.settle_window IS 'events: how long after an interval was exported it is checked for rows that became visible late (0: never)';
+COMMENT ON COLUMN @extschema@.exports.settle_every IS 'events: how often an exported interval is checked for late rows during settle_window';
+COMMENT ON COLUMN @extschema@.exports.next_settle_at IS 'when the next settle check of a completed interval is due (NULL: none pending)';
+COMMENT ON COLUMN @extschema@.runs.settled_at IS 'when the interval was last checked for late rows (a settle check)';
+COMMENT ON COLUMN @extschema@.runs.source_rows IS 'rows PostHog counted for the interval at the last settle check';
+COMMENT ON COLUMN @extschema@.runs.late_rows IS 'rows that became visible after the interval was exported, found and written by settle checks';
+COMMENT ON COLUMN @extschema@.runs.late_missed IS 'rows that became visible after settle_window: reported by a WARNING, not written';
 COMMENT ON COLUMN @extschema@.runs.waited IS 'time its requests waited for PostHog''s request budget (requests_per_hour, max_concurrent_requests, a 429)';
 
 -- Any role may create and run exports of its own (given USAGE on a server);
@@ -134,7 +149,9 @@ CREATE FUNCTION @extschema@.create_export(
     start_offset   interval DEFAULT '0',
     delay          interval DEFAULT '1 minute',
     exclude_window_start time DEFAULT NULL,
-    exclude_window_end   time DEFAULT NULL)
+    exclude_window_end   time DEFAULT NULL,
+    settle_window  interval DEFAULT NULL,
+    settle_every   interval DEFAULT NULL)
 RETURNS integer
 AS 'MODULE_PATHNAME', 'posthog_export_create_export'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE;
@@ -169,7 +186,9 @@ CREATE FUNCTION @extschema@.alter_export(
     drop_exclude_window  boolean DEFAULT false,
     include_events text[] DEFAULT NULL,
     exclude_events text[] DEFAULT NULL,
-    lookback       interval DEFAULT NULL)
+    lookback       interval DEFAULT NULL,
+    settle_window  interval DEFAULT NULL,
+    settle_every   interval DEFAULT NULL)
 RETURNS void
 AS 'MODULE_PATHNAME', 'posthog_export_alter_export'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE;
@@ -224,8 +243,8 @@ SELECT p.pid, e.name AS export_name, e.model, p.interval_start, p.interval_end,
   JOIN @extschema@.exports e ON e.export_id = p.export_id;
 
 -- When an export runs next (NULL when paused), as the scheduler computes it:
--- when its next interval is over (plus the delay), not before its retry
--- time, and outside its exclude window.
+-- when its next interval is over (plus the delay) or a settle check is due,
+-- not before its retry time, and outside its exclude window.
 CREATE FUNCTION @extschema@.next_run(export @extschema@.exports)
 RETURNS timestamptz
 AS 'MODULE_PATHNAME', 'posthog_export_next_run'
@@ -235,9 +254,10 @@ COMMENT ON FUNCTION @extschema@.next_run IS 'when the export runs next, as the s
 
 -- Per export: the last success, how far the exported data lags behind
 -- now, when it runs next (after its retry time and outside its exclude
--- window), failures in a row, and whether PostHog's request budget is
--- what holds it back: source_bound when a run of it waits for the budget
--- now, or its last run waited for it most of the time.
+-- window), failures in a row, late rows found after settle_window, and
+-- whether PostHog's request budget is what holds it back: source_bound
+-- when a run of it waits for the budget now, or its last run waited for
+-- it most of the time.
 CREATE VIEW @extschema@.status WITH (security_invoker = true) AS
 SELECT e.name AS export_name, e.model, e."interval", e.paused, e.paused_reason,
        (SELECT max(r.finished_at) FROM @extschema@.runs r
@@ -249,6 +269,8 @@ SELECT e.name AS export_name, e.model, e."interval", e.paused, e.paused_reason,
        (SELECT count(*) FROM @extschema@.backfills b
          WHERE b.export_id = e.export_id AND b.status <> 'completed') AS backfills_pending,
        EXISTS (SELECT 1 FROM @extschema@.progress_info() p WHERE p.export_id = e.export_id) AS running,
+       (SELECT COALESCE(sum(r.late_missed), 0) FROM @extschema@.runs r
+         WHERE r.export_id = e.export_id)::bigint AS late_rows_missed,
        (SELECT p.waiting_for FROM @extschema@.progress_info() p
          WHERE p.export_id = e.export_id AND p.waiting_for IS NOT NULL LIMIT 1) AS waiting_for,
        (SELECT p.waiting_until FROM @extschema@.progress_info() p

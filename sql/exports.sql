@@ -56,8 +56,10 @@ SELECT posthog_export.create_export('p_append', 'ph', 'persons', mode => 'append
 SELECT posthog_export.create_export('p_filter', 'ph', 'persons', include_events => ARRAY['x']);
 SELECT posthog_export.create_export('persons', 'ph', 'persons');
 SELECT posthog_export.create_export('sessions', 'ph', 'sessions', "interval" => '1 day');
-SELECT name, model, mode, table_name, "interval", lookback FROM posthog_export.exports
+SELECT name, model, mode, table_name, "interval", lookback, settle_window FROM posthog_export.exports
  WHERE model <> 'events' ORDER BY name;
+-- they read their whole range on every run: nothing to settle
+SELECT posthog_export.alter_export('persons', settle_every => '2 hours');
 \d posthog_exports.persons
 SELECT count(*) AS session_columns,
        string_agg(attname, ', ' ORDER BY attnum) FILTER (WHERE attnum <= 6) AS first_columns
@@ -99,6 +101,21 @@ SELECT posthog_export.alter_export('events', include_events => ARRAY['$pageview'
 SELECT include_events, exclude_events FROM posthog_export.exports WHERE name = 'events';
 SELECT posthog_export.alter_export('events', include_events => '{}', exclude_events => ARRAY['$feature_flag_called']);
 SELECT include_events, exclude_events FROM posthog_export.exports WHERE name = 'events';
+-- settle settings (late events): events only, a window of at least 0, a cadence of at least a second
+SELECT posthog_export.create_export('late', 'ph', table_name => 'events', settle_window => '-1 hour');
+SELECT posthog_export.create_export('late', 'ph', table_name => 'events', settle_every => '500 milliseconds');
+SELECT posthog_export.create_export('late', 'ph', table_name => 'events', settle_window => '1 month');
+SELECT posthog_export.create_export('late', 'ph', table_name => 'events', settle_every => '400 days');
+SELECT posthog_export.create_export('late', 'ph', table_name => 'events', settle_window => '1 hour', settle_every => '1 hour');
+SELECT posthog_export.create_export('late', 'ph', 'persons', table_name => 'late_persons', settle_window => '1 day');
+SELECT posthog_export.alter_export('events', settle_window => '2 days', settle_every => '30 minutes');
+SELECT settle_window, settle_every, next_settle_at IS NOT NULL AS pass_due FROM posthog_export.exports WHERE name = 'events';
+SELECT posthog_export.alter_export('events', settle_window => '0');
+SELECT settle_window, settle_every, next_settle_at IS NULL AS no_pass FROM posthog_export.exports WHERE name = 'events';
+SELECT posthog_export.alter_export('events', settle_every => '0');
+SELECT posthog_export.alter_export('events', settle_window => '1 day', settle_every => '1 hour');
+SELECT name, settle_window, settle_every FROM posthog_export.exports WHERE name IN ('events', 'weekly') ORDER BY name;
+SELECT export_name, late_rows_missed FROM posthog_export.status WHERE export_name = 'events';
 SELECT posthog_export.pause('daily_paris');
 SELECT export_name, paused, paused_reason, next_run IS NULL AS no_next_run, failures_in_a_row, running
   FROM posthog_export.status WHERE export_name = 'daily_paris';

@@ -60,6 +60,11 @@ typedef struct PhxExport
 	int32		consecutive_failures;
 	bool		has_retry_at;
 	TimestampTz retry_at;
+	/* late rows (events): settle checks of completed intervals */
+	Interval	settle_window;	/* checked this long after exported; 0: never */
+	Interval	settle_every;	/* this often */
+	bool		has_next_settle_at;
+	TimestampTz next_settle_at; /* the next check due */
 } PhxExport;
 
 #endif							/* POSTHOG_EXPORT_H */

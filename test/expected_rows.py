@@ -7,11 +7,14 @@ the destination, column by column, with EXCEPT ALL both ways.
 
   expected_rows.py --data DIR --model events --start RFC3339 --end RFC3339
                    [--lookback-hours H] [--include E ...] [--exclude E ...]
-                   [--dedupe] [--team-id 1]
+                   [--dedupe] [--team-id 1] [--visible-at RFC3339]
 
 Only rows of the project's team (--team-id, default 1) count: PostHog never returns another team's
 rows, and the data files may hold some (generate_data.py --other-team-rows).  A row without a team_id is
 taken as the team's, as the emulator does.
+
+Events: --visible-at leaves out the rows whose "_visible_at" is after that time, as the emulator
+does while its clock is before it (default: every row counts).
 
 Sessions: see sessions().
 
@@ -69,6 +72,8 @@ def events(a, out):
                 continue
             e = json.loads(line)
             if not own_team(e):
+                continue
+            if a.visible_at and e.get("_visible_at") and ts(e["_visible_at"]) > ts(a.visible_at):
                 continue
             created, t = ts(e["created_at"]), ts(e["timestamp"])
             if not (start <= created < end and t >= min_ts):
@@ -200,6 +205,8 @@ def main():
     p.add_argument("--exclude", nargs="*", default=[])
     p.add_argument("--dedupe", action="store_true", help="one row per uuid (merge mode): the last copy")
     p.add_argument("--team-id", type=int, default=1, help="the project's team (default %(default)s)")
+    p.add_argument("--visible-at", default=None,
+                   help="events: leave out rows whose _visible_at is after this time")
     a = p.parse_args()
     TEAM["id"] = a.team_id
     {"events": events, "persons": persons, "sessions": sessions}[a.model](a, sys.stdout)

@@ -190,13 +190,66 @@ check_schedule(const PhxExport *exp)
 				 errmsg("delay must be between 0 and 1 day")));
 }
 
+/* The longest settle_window and settle_every. */
+#define PHX_MAX_SETTLE_DAYS 365
+
+/* A settle setting: no months (they vary in length), at most a year. */
+static void
+check_settle_interval(const Interval *iv, const char *argname)
+{
+	if (iv->month != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s cannot be given in months or years", argname),
+				 errhint("Give it in days, hours, minutes or seconds, as in '30 days'.")));
+	if (phx_interval_usecs(iv) > PHX_MAX_SETTLE_DAYS * USECS_PER_DAY)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be at most %d days", argname, PHX_MAX_SETTLE_DAYS)));
+}
+
+/*
+ * The settle settings: settle_window at least zero ('0' turns settling
+ * off), settle_every at least a second and shorter than the window (so
+ * that a check falls within it); events only ("sets_settle": they are
+ * being given).
+ */
+static void
+check_settle(const PhxExport *exp, const PhxModel *m, bool sets_settle)
+{
+	if (sets_settle && strcmp(m->name, "events") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("settle_window and settle_every apply to the events model only"),
+				 errdetail("Every %s run reads its whole range again, so no row of it can arrive too late.",
+						   m->name)));
+	check_settle_interval(&exp->settle_window, "settle_window");
+	check_settle_interval(&exp->settle_every, "settle_every");
+	if (phx_interval_usecs(&exp->settle_window) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("settle_window must not be negative"),
+				 errhint("'0' turns settling off.")));
+	if (phx_interval_usecs(&exp->settle_every) < USECS_PER_SEC)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("settle_every must be at least 1 second")));
+	if (phx_interval_usecs(&exp->settle_window) > 0 &&
+		phx_interval_usecs(&exp->settle_every) >= phx_interval_usecs(&exp->settle_window))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("settle_every must be shorter than settle_window"),
+				 errdetail("The checks within settle_window write the late rows they find; the first one after it only reports them.")));
+}
+
 /*
  * Validates an export's definition, new (create_export) or changed
  * (alter_export), so that a run never meets a malformed export.
- * "sets_filters" says whether event filters are being set.
+ * "sets_filters" and "sets_settle" say whether event filters and settle
+ * settings are being set.
  */
 static void
-check_definition(const PhxExport *exp, const PhxModel *m, bool sets_filters)
+check_definition(const PhxExport *exp, const PhxModel *m, bool sets_filters, bool sets_settle)
 {
 	if (exp->name[0] == '\0')
 		ereport(ERROR,
@@ -217,6 +270,7 @@ check_definition(const PhxExport *exp, const PhxModel *m, bool sets_filters)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("lookback must not be negative")));
 	check_schedule(exp);
+	check_settle(exp, m, sets_settle);
 }
 
 /* The first full period after now: where a new schedule starts. */
@@ -274,6 +328,14 @@ create_export_args(FunctionCallInfo fcinfo, PhxExport *exp, EventFilters *filter
 	else
 		exp->delay = *PG_GETARG_INTERVAL_P(12);
 	(void) exclude_window_arg(fcinfo, 13, exp);
+	/* settling is for events; the others read their whole range every run */
+	exp->settle_every.time = USECS_PER_HOUR;
+	if (strcmp(m->name, "events") == 0)
+		exp->settle_window.day = 1;
+	if (!PG_ARGISNULL(15))
+		exp->settle_window = *PG_GETARG_INTERVAL_P(15);
+	if (!PG_ARGISNULL(16))
+		exp->settle_every = *PG_GETARG_INTERVAL_P(16);
 	return m;
 }
 
@@ -301,7 +363,8 @@ posthog_export_create_export(PG_FUNCTION_ARGS)
 	phx_check_database_encoding();
 	m = create_export_args(fcinfo, &exp, &filters);
 	exp.owner = GetUserId();
-	check_definition(&exp, m, !filters.include_null || !filters.exclude_null);
+	check_definition(&exp, m, !filters.include_null || !filters.exclude_null,
+					 !PG_ARGISNULL(15) || !PG_ARGISNULL(16));
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -361,6 +424,10 @@ alter_export_args(FunctionCallInfo fcinfo, PhxExport *exp)
 		exp->has_exclude_window = false;
 	if (!PG_ARGISNULL(10))
 		exp->lookback = *PG_GETARG_INTERVAL_P(10);
+	if (!PG_ARGISNULL(11))
+		exp->settle_window = *PG_GETARG_INTERVAL_P(11);
+	if (!PG_ARGISNULL(12))
+		exp->settle_every = *PG_GETARG_INTERVAL_P(12);
 }
 
 /*
@@ -386,6 +453,32 @@ moved_schedule(const PhxExport *old, const PhxExport *exp)
 	return next;
 }
 
+static bool
+intervals_equal(const Interval *a, const Interval *b)
+{
+	return DatumGetBool(DirectFunctionCall2(interval_eq, IntervalPGetDatum(a), IntervalPGetDatum(b)));
+}
+
+/*
+ * New settle settings: the next settle pass is due now (it finds the
+ * checks due under the new settings, which costs no request when there is
+ * none), or never with settling off.  Turned on, the intervals completed
+ * meanwhile count as checked now (see phx_settle_mark_checked()).
+ */
+static void
+settle_settings_changed(const PhxExport *old, PhxExport *exp)
+{
+	bool		on = phx_interval_usecs(&exp->settle_window) > 0;
+
+	if (intervals_equal(&old->settle_window, &exp->settle_window) &&
+		intervals_equal(&old->settle_every, &exp->settle_every))
+		return;
+	exp->has_next_settle_at = on;
+	exp->next_settle_at = GetCurrentTimestamp();
+	if (on && phx_interval_usecs(&old->settle_window) <= 0)
+		phx_settle_mark_checked(exp);
+}
+
 /* alter_export(name, ...): changes the given settings (NULL: unchanged). */
 Datum
 posthog_export_alter_export(PG_FUNCTION_ARGS)
@@ -403,9 +496,11 @@ posthog_export_alter_export(PG_FUNCTION_ARGS)
 	old = *exp;
 	alter_export_args(fcinfo, exp);
 	event_filters_arg(fcinfo, 8, &filters);
-	check_definition(exp, phx_model_by_name(exp->model), sets_filters);
+	check_definition(exp, phx_model_by_name(exp->model), sets_filters,
+					 !PG_ARGISNULL(11) || !PG_ARGISNULL(12));
 
 	exp->next_interval_start = moved_schedule(&old, exp);
+	settle_settings_changed(&old, exp);
 	phx_export_update(exp, sets_filters, filters.include, filters.include_null,
 					  filters.exclude, filters.exclude_null);
 	SPI_finish();

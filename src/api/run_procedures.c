@@ -84,7 +84,11 @@ posthog_export_run_export(PG_FUNCTION_ARGS)
 	check_boundary(exp, start, "start_at");
 	check_boundary(exp, end, "end_at");
 	if (phx_session_is_owner(exp->owner))
+	{
 		phx_run_range(exp, start, end, "manual", force, nonatomic);
+		/* the intervals it completed have settle checks ahead: the scheduler plans them */
+		phx_wake_scheduler();
+	}
 	else
 	{
 		phx_require_nonatomic(exp, nonatomic, "run_export");
@@ -196,10 +200,10 @@ row_column(HeapTupleHeader row, const char *name, bool *missing)
 /*
  * next_run(exports row): when the export runs next, NULL when paused, as
  * the scheduler computes it (phx_export_next_due() in run/intervals.c:
- * the end of the next interval plus the delay, the retry time, the
- * exclude window), so that the status view and the scheduler agree.  It
- * reads nothing but its argument and the transaction's start time (now()),
- * whatever row a caller passes.
+ * the end of the next interval plus the delay, a settle check due, the
+ * retry time, the exclude window), so that the status view and the
+ * scheduler agree.  It reads nothing but its argument and the
+ * transaction's start time (now()), whatever row a caller passes.
  */
 Datum
 posthog_export_next_run(PG_FUNCTION_ARGS)
@@ -209,6 +213,7 @@ posthog_export_next_run(PG_FUNCTION_ARGS)
 	bool		missing = false;
 	bool		no_window = false;
 	bool		no_retry = false;
+	bool		no_settle = false;
 	Datum		paused = row_column(row, "paused", &missing);
 	Datum		interval = row_column(row, "interval", &missing);
 	Datum		timezone = row_column(row, "timezone", &missing);
@@ -217,6 +222,7 @@ posthog_export_next_run(PG_FUNCTION_ARGS)
 	Datum		retry_at = row_column(row, "retry_at", &no_retry);
 	Datum		window_start = row_column(row, "exclude_window_start", &no_window);
 	Datum		window_end = row_column(row, "exclude_window_end", &no_window);
+	Datum		next_settle = row_column(row, "next_settle_at", &no_settle);
 
 	if (missing || DatumGetBool(paused))
 		PG_RETURN_NULL();
@@ -230,6 +236,9 @@ posthog_export_next_run(PG_FUNCTION_ARGS)
 	exp.has_retry_at = !no_retry;
 	if (exp.has_retry_at)
 		exp.retry_at = DatumGetTimestampTz(retry_at);
+	exp.has_next_settle_at = !no_settle;
+	if (exp.has_next_settle_at)
+		exp.next_settle_at = DatumGetTimestampTz(next_settle);
 	exp.has_exclude_window = !no_window;
 	if (exp.has_exclude_window)
 	{

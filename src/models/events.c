@@ -14,6 +14,11 @@
  * The pager (paging.c) runs the loop; events alone prefetch the next page,
  * as an interval of events can be long.
  *
+ * An event can become visible after its interval was exported (created_at
+ * is stamped before it reaches ClickHouse): the settle pass (run/settle.c)
+ * counts exported intervals again with events_count_intervals(), the same
+ * rows as the export query, and reads again those whose count grew.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -94,6 +99,31 @@ typedef struct EventsState
 	bool		merge;
 } EventsState;
 
+/* The event-time bound of an interval starting at start: start - lookback. */
+static TimestampTz
+min_timestamp(PhxExport *exp, TimestampTz start)
+{
+	return DatumGetTimestampTz(DirectFunctionCall2(timestamptz_mi_interval,
+												   TimestampTzGetDatum(start),
+												   IntervalPGetDatum(&exp->lookback)));
+}
+
+/* " AND event IN {include_events}" and " AND event NOT IN {exclude_events}", as exp filters. */
+static void
+append_event_filters(PhxQuery *q, PhxExport *exp)
+{
+	if (exp->include_events != NIL)
+	{
+		appendStringInfoString(&q->text, " AND event IN {include_events}");
+		phx_value_text_array(q, "include_events", exp->include_events);
+	}
+	if (exp->exclude_events != NIL)
+	{
+		appendStringInfoString(&q->text, " AND event NOT IN {exclude_events}");
+		phx_value_text_array(q, "exclude_events", exp->exclude_events);
+	}
+}
+
 /*
  * The request for a page: the interval's events after the cursor (the last
  * row's (timestamp, uuid)), in keyset order.
@@ -102,12 +132,8 @@ static void
 build_query(void *arg, const PhxKey *cursor, int page_size, PhxQuery *q)
 {
 	EventsState *st = (EventsState *) arg;
-	Interval   *lookback = &st->exp->lookback;
-	TimestampTz min_ts;
+	TimestampTz min_ts = min_timestamp(st->exp, st->start);
 
-	min_ts = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_mi_interval,
-													 TimestampTzGetDatum(st->start),
-													 IntervalPGetDatum(lookback)));
 	phx_query_init(q);
 	appendStringInfoString(&q->text,
 						   "SELECT uuid, event, properties, elements_chain, distinct_id, team_id, "
@@ -119,16 +145,7 @@ build_query(void *arg, const PhxKey *cursor, int page_size, PhxQuery *q)
 	phx_value_timestamp(q, "start", st->start);
 	phx_value_timestamp(q, "end", st->end);
 	phx_value_timestamp(q, "min_timestamp", min_ts);
-	if (st->exp->include_events != NIL)
-	{
-		appendStringInfoString(&q->text, " AND event IN {include_events}");
-		phx_value_text_array(q, "include_events", st->exp->include_events);
-	}
-	if (st->exp->exclude_events != NIL)
-	{
-		appendStringInfoString(&q->text, " AND event NOT IN {exclude_events}");
-		phx_value_text_array(q, "exclude_events", st->exp->exclude_events);
-	}
+	append_event_filters(q, st->exp);
 	if (cursor)
 	{
 		appendStringInfoString(&q->text,
@@ -398,6 +415,81 @@ events_earliest(PhxExport *exp, PhxServerConfig *cfg, TimestampTz end)
 	return phx_query_earliest(exp, cfg, "SELECT toTimeZone(min(created_at), 'UTC') AS earliest FROM events", end);
 }
 
+/*
+ * The settle check's count: the rows each interval [starts[i], ends[i])
+ * holds now, with one request.  Every interval's count is a countIf() of
+ * exactly the conditions its export query has (created_at in the
+ * interval, timestamp after its start minus lookback, and, in WHERE, the
+ * event filters); WHERE also restricts the scan to the union of the
+ * intervals (adjacent ones merged) and to the earliest event-time bound.
+ * Every time travels as a value; the column aliases (c0, c1 ...) are ours.
+ * The intervals come sorted by start, and do not overlap.
+ */
+static void
+events_count_intervals(PhxExport *exp, PhxServerConfig *cfg, int n,
+					   const TimestampTz *starts, const TimestampTz *ends, int64 *counts)
+{
+	PhxQuery	q;
+	PhxPage    *page;
+	const char **columns = palloc(sizeof(char *) * n);
+	int			nranges = 0;
+
+	phx_query_init(&q);
+	appendStringInfoString(&q.text, "SELECT ");
+	for (int i = 0; i < n; i++)
+	{
+		columns[i] = psprintf("c%d", i);
+		appendStringInfo(&q.text,
+						 "%scountIf(created_at >= toDateTime64({s%d}, 6, 'UTC') "
+						 "AND created_at < toDateTime64({e%d}, 6, 'UTC') "
+						 "AND timestamp >= toDateTime64({m%d}, 6, 'UTC')) AS %s",
+						 i ? ", " : "", i, i, i, columns[i]);
+		phx_value_timestamp(&q, psprintf("s%d", i), starts[i]);
+		phx_value_timestamp(&q, psprintf("e%d", i), ends[i]);
+		phx_value_timestamp(&q, psprintf("m%d", i), min_timestamp(exp, starts[i]));
+	}
+	appendStringInfoString(&q.text,
+						   " FROM events WHERE timestamp >= toDateTime64({min_timestamp}, 6, 'UTC') AND (");
+	phx_value_timestamp(&q, "min_timestamp", min_timestamp(exp, starts[0]));
+	for (int i = 0; i < n;)
+	{
+		int			j = i;
+
+		/* adjacent intervals make one range */
+		while (j + 1 < n && starts[j + 1] <= ends[j])
+			j++;
+		appendStringInfo(&q.text,
+						 "%s(created_at >= toDateTime64({r%d_start}, 6, 'UTC') "
+						 "AND created_at < toDateTime64({r%d_end}, 6, 'UTC'))",
+						 nranges ? " OR " : "", nranges, nranges);
+		phx_value_timestamp(&q, psprintf("r%d_start", nranges), starts[i]);
+		phx_value_timestamp(&q, psprintf("r%d_end", nranges), ends[j]);
+		nranges++;
+		i = j + 1;
+	}
+	appendStringInfoChar(&q.text, ')');
+	append_event_filters(&q, exp);
+
+	page = phx_http_query(cfg, &q, psprintf("posthog_export %s settle", exp->name), NULL, NULL, NULL);
+	phx_check_columns(page, columns, n, "settle count");
+	if (page->nrows != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+				 errmsg("PostHog returned %d rows for the settle count of export \"%s\", where the query makes one",
+						page->nrows, exp->name)));
+	for (int i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		counts[i] = DatumGetInt64(phx_cell_datum(PHX_CELL(page, 0, i), INT8OID, columns[i], &isnull));
+		if (isnull || counts[i] < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+					 errmsg("PostHog returned %s for column \"%s\" of the settle count of export \"%s\", where a count was expected",
+							isnull ? "NULL" : "a negative number", columns[i], exp->name)));
+	}
+}
+
 const PhxModel phx_events_model = {
 	.name = "events",
 	.columns = events_columns,
@@ -409,4 +501,5 @@ const PhxModel phx_events_model = {
 	.begin = events_begin,
 	.next_page = phx_pager_next_page,
 	.earliest = events_earliest,
+	.count_intervals = events_count_intervals,
 };

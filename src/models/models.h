@@ -134,6 +134,17 @@ typedef struct PhxModel
 	 * a time in the last interval before "end".
 	 */
 	TimestampTz (*earliest) (PhxExport *exp, PhxServerConfig *cfg, TimestampTz end);
+
+	/*
+	 * For the settle pass (run/settle.c): the rows each of n intervals
+	 * [starts[i], ends[i]) (sorted, not overlapping) holds at the source
+	 * now, exactly the rows begin() and next_page() would read, counted
+	 * with one request into counts[i].  NULL for models whose every run
+	 * reads its whole range again (persons, sessions).
+	 */
+	void		(*count_intervals) (PhxExport *exp, PhxServerConfig *cfg, int n,
+									const TimestampTz *starts, const TimestampTz *ends,
+									int64 *counts);
 } PhxModel;
 
 extern const PhxModel phx_events_model;

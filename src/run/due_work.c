@@ -449,10 +449,10 @@ run_due_schedule(PhxExport *exp, const PhxModel *model, bool nonatomic, MemoryCo
 /*
  * Runs the due work of one export, oldest first: the scheduled intervals
  * that ended at least `delay` ago (catching up after downtime or a pause),
- * then queued backfill intervals.  A failure is recorded (retry with
- * backoff, or pause) and ends the export's turn; nothing is re-thrown, so
- * a caller can go on with other exports.  An export another session is
- * running is skipped.
+ * the settle checks that are due, then queued backfill intervals.  A
+ * failure is recorded (retry with backoff, or pause) and ends the export's
+ * turn; nothing is re-thrown, so a caller can go on with other exports.
+ * An export another session is running is skipped.
  */
 void
 phx_run_due_export(PhxExport *exp, bool nonatomic)
@@ -474,6 +474,10 @@ phx_run_due_export(PhxExport *exp, bool nonatomic)
 		bool		stop = false;
 
 		run_due_schedule(exp, model, nonatomic, run_cxt, &error, &failed, &stop);
+
+		/* then the late rows of completed intervals, when a check is due (settle.c) */
+		if (!failed && !stop)
+			phx_settle_export(exp, nonatomic, run_cxt);
 
 		/*
 		 * Then backfills, one interval at a time; a scheduled interval that

@@ -11,8 +11,9 @@
  *
  * Due work of an export, oldest first: every scheduled interval that ended
  * at least `delay` ago (catching up after downtime or a pause, none
- * skipped), then the queued backfill intervals.  What a failure does to
- * the schedule is failure_policy.c's.
+ * skipped), the settle checks due (next_settle_at), then the queued
+ * backfill intervals.  What a failure does to the schedule is
+ * failure_policy.c's.
  *
  *-------------------------------------------------------------------------
  */
@@ -146,7 +147,8 @@ exclude_window_end(const PhxExport *exp, TimestampTz ts)
 
 /*
  * When the export next runs: when its next scheduled interval is over
- * (plus the delay), or now with a backfill queued, not before its retry
+ * (plus the delay), or now with a backfill queued, or when a settle check
+ * is due (next_settle_at) if that is earlier, not before its retry
  * time, and, when that (or now, if later) falls in the exclude window, at
  * the window's end.  0 when paused.  The scheduler sleeps until then, and
  * the status view shows it as next_run (api/run_procedures.c), so both
@@ -164,6 +166,8 @@ phx_export_next_due(const PhxExport *exp, TimestampTz now, bool has_backfill)
 		phx_interval_usecs(&exp->delay);
 	if (has_backfill)
 		due = now;
+	if (exp->has_next_settle_at && exp->next_settle_at < due)
+		due = exp->next_settle_at;
 	if (exp->has_retry_at && exp->retry_at > due)
 		due = exp->retry_at;
 	from = Max(due, now);

@@ -10,6 +10,8 @@
  *                      under the export's lock; fetch -> convert -> write
  *                      -> progress -> commit, page by page
  *   progress.c         live progress of the runs in flight (shared memory)
+ *   settle.c           completed events intervals checked again for rows
+ *                      that became visible late, and those written once
  *
  *-------------------------------------------------------------------------
  */
@@ -54,6 +56,12 @@ extern void phx_require_nonatomic(PhxExport *exp, bool nonatomic, const char *wh
 extern void phx_run_range(PhxExport *exp, TimestampTz start, TimestampTz end,
 						  const char *trigger, bool force, bool nonatomic);
 extern void phx_run_due_export(PhxExport *exp, bool nonatomic);
+
+/* ------------------------------------------------------------------------
+ * settle.c
+ * ------------------------------------------------------------------------
+ */
+extern void phx_settle_export(PhxExport *exp, bool nonatomic, MemoryContext run_cxt);
 
 /* ------------------------------------------------------------------------
  * progress.c

@@ -36,7 +36,7 @@
 	"export_id, name, owner::oid, server_name, model, mode, schema_name, table_name, " \
 	"\"interval\", include_events, exclude_events, lookback, timezone, start_offset, delay, " \
 	"exclude_window_start, exclude_window_end, next_interval_start, paused, " \
-	"consecutive_failures, retry_at"
+	"consecutive_failures, retry_at, settle_window, settle_every, next_settle_at"
 
 static PhxExport *
 export_from_tuple(HeapTuple tup, TupleDesc desc)
@@ -74,6 +74,12 @@ export_from_tuple(HeapTuple tup, TupleDesc desc)
 	exp->has_retry_at = !isnull;
 	if (!isnull)
 		exp->retry_at = DatumGetTimestampTz(d);
+	exp->settle_window = *DatumGetIntervalP(SPI_getbinval(tup, desc, 22, &isnull));
+	exp->settle_every = *DatumGetIntervalP(SPI_getbinval(tup, desc, 23, &isnull));
+	d = SPI_getbinval(tup, desc, 24, &isnull);
+	exp->has_next_settle_at = !isnull;
+	if (!isnull)
+		exp->next_settle_at = DatumGetTimestampTz(d);
 	return exp;
 }
 
@@ -287,12 +293,14 @@ phx_export_insert(PhxExport *exp, Datum include, bool include_null,
 	phx_catalog_arg(&args, TIMEOID, TimeADTGetDatum(exp->exclude_end), !exp->has_exclude_window);
 	phx_catalog_arg(&args, TIMESTAMPTZOID, TimestampTzGetDatum(exp->next_interval_start), false);
 	phx_catalog_arg(&args, INT4OID, Int32GetDatum(0), false);
+	phx_catalog_arg(&args, INTERVALOID, IntervalPGetDatum(&exp->settle_window), false);
+	phx_catalog_arg(&args, INTERVALOID, IntervalPGetDatum(&exp->settle_every), false);
 	phx_catalog_exec("INSERT INTO posthog_export.exports (name, owner, server_name, model, mode, "
 					 "schema_name, table_name, \"interval\", include_events, exclude_events, lookback, "
 					 "timezone, start_offset, delay, exclude_window_start, exclude_window_end, "
-					 "next_interval_start, consecutive_failures) "
+					 "next_interval_start, consecutive_failures, settle_window, settle_every) "
 					 "VALUES ($1, $2::pg_catalog.regrole, $3, $4, $5, $6, $7, $8, $9, $10, $11, "
-					 "$12, $13, $14, $15, $16, $17, $18) "
+					 "$12, $13, $14, $15, $16, $17, $18, $19, $20) "
 					 "RETURNING export_id",
 					 &args);
 	return DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -308,7 +316,11 @@ phx_export_delete(PhxExport *exp)
 					 &args);
 }
 
-/* Writes the schedule settings (and, with set_events, the event filters) of exp. */
+/*
+ * Writes the schedule and settle settings (and, with set_events, the event
+ * filters) of exp; exp's next_settle_at too when the settle settings
+ * change (else a settle pass may have moved it meanwhile).
+ */
 void
 phx_export_update(PhxExport *exp, bool set_events, Datum include, bool include_null,
 				  Datum exclude, bool exclude_null)
@@ -327,11 +339,18 @@ phx_export_update(PhxExport *exp, bool set_events, Datum include, bool include_n
 	phx_catalog_arg(&args, INTERVALOID, IntervalPGetDatum(&exp->lookback), false);
 	phx_catalog_arg(&args, TIMESTAMPTZOID, TimestampTzGetDatum(exp->next_interval_start), false);
 	phx_catalog_arg(&args, BOOLOID, BoolGetDatum(set_events), false);
+	phx_catalog_arg(&args, INTERVALOID, IntervalPGetDatum(&exp->settle_window), false);
+	phx_catalog_arg(&args, INTERVALOID, IntervalPGetDatum(&exp->settle_every), false);
+	phx_catalog_arg(&args, TIMESTAMPTZOID, TimestampTzGetDatum(exp->next_settle_at), !exp->has_next_settle_at);
 	phx_catalog_exec("UPDATE posthog_export.exports SET \"interval\" = $2, timezone = $3, "
 					 "start_offset = $4, delay = $5, exclude_window_start = $6, exclude_window_end = $7, "
 					 "include_events = CASE WHEN $12 THEN $8 ELSE include_events END, "
 					 "exclude_events = CASE WHEN $12 THEN $9 ELSE exclude_events END, "
-					 "lookback = $10, next_interval_start = $11 "
+					 "lookback = $10, next_interval_start = $11, "
+					 "settle_window = $13, settle_every = $14, "
+					 /* exp's next_settle_at, when the settle settings change */
+					 "next_settle_at = CASE WHEN settle_window IS DISTINCT FROM $13 "
+					 "OR settle_every IS DISTINCT FROM $14 THEN $15 ELSE next_settle_at END "
 					 "WHERE export_id OPERATOR(pg_catalog.=) $1",
 					 &args);
 }

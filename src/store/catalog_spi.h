@@ -14,7 +14,7 @@
 #include "store/store.h"
 
 /* The most parameters one catalog statement takes (phx_export_insert). */
-#define CATALOG_MAX_ARGS 18
+#define CATALOG_MAX_ARGS 20
 
 /*
  * The parameters of one catalog statement, $1 ... $n in the order they

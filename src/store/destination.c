@@ -14,6 +14,10 @@
  * All of this runs as the export's owner, so the export can only write
  * where that role could write by hand.
  *
+ * The settle pass writes rows that became visible late through the same
+ * paths; an append then goes through the stage, which takes only the rows
+ * whose uuid the table does not hold yet (phx_destination_open_missing).
+ *
  * A staged model with an auxiliary stage (persons) has a second staging
  * table for its second scan; the statement that merges the stage reads
  * the main stage LEFT JOINed to the auxiliary one, as the model's
@@ -57,6 +61,8 @@ struct PhxDestination
 	SPIPlanPtr	stage_plan;		/* its plan, once the stage exists */
 	PhxModel	aux_model;		/* the auxiliary stage's columns, as a model
 								 * for the bulk writer (ncolumns 0: none) */
+	bool		only_missing;	/* an append writes only rows whose key the
+								 * table does not hold yet (settle) */
 };
 
 static void
@@ -342,6 +348,52 @@ phx_destination_open(PhxExport *exp, const PhxModel *model)
 	return dest;
 }
 
+/*
+ * For the settle pass: the destination of an export, open to write rows
+ * that became visible late, each once.  A merge writes as always (rows it
+ * holds already are skipped when unchanged); an append stages every page
+ * and, at phx_destination_finish(), writes only the rows whose key (uuid)
+ * the table does not hold yet: one anti-join per interval, which needs the
+ * key column and SELECT on the table.
+ */
+PhxDestination *
+phx_destination_open_missing(PhxExport *exp, const PhxModel *model)
+{
+	PhxDestination *dest = phx_destination_open(exp, model);
+	StringInfoData sql;
+
+	if (dest->merge)
+		return dest;
+	for (int k = 0; model->merge_key[k]; k++)
+	{
+		bool		found = false;
+
+		for (int n = 0; n < dest->nused; n++)
+			found |= (strcmp(model->columns[dest->used[n]].name, model->merge_key[k]) == 0);
+		if (!found)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+					 errmsg("table %s has no column \"%s\", which writing the late rows of export \"%s\" needs",
+							dest->qualified_name, model->merge_key[k], exp->name),
+					 errdetail("A late row is written only when the table does not hold its %s yet.",
+							   model->merge_key[k]),
+					 errhint("Add the column, or turn settling off: SELECT posthog_export.alter_export(%s, settle_window => '0');",
+							 quote_literal_cstr(exp->name))));
+	}
+	if (pg_class_aclcheck(dest->relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for table %s", dest->qualified_name),
+				 errdetail("Role \"%s\" needs SELECT on the table to write the late rows of export \"%s\" once.",
+						   GetUserNameFromId(GetUserId(), false), exp->name)));
+	initStringInfo(&sql);
+	appendStringInfoString(&sql, dest->stage_sql);
+	phx_append_absent_filter(&sql, model, dest->qualified_name);
+	dest->stage_sql = sql.data;
+	dest->only_missing = true;
+	return dest;
+}
+
 /* (Re)creates a staging table with the columns, of their types, of "model". */
 static void
 create_stage(const char *name, const PhxModel *model)
@@ -414,7 +466,7 @@ direct_write(PhxDestination *dest)
 	Relation	rel;
 	bool		direct;
 
-	if (dest->model->staged || dest->merge)
+	if (dest->model->staged || dest->merge || dest->only_missing)
 		return false;
 	rel = try_table_open(dest->relid, RowExclusiveLock);
 	if (rel == NULL)
@@ -486,14 +538,19 @@ phx_destination_insert(PhxDestination *dest, PhxModelPage *page)
 
 	if (direct)
 		return written;
-	if (dest->model->staged)
+	/* merged (or, late rows of an append, filtered) by phx_destination_finish() */
+	if (dest->model->staged || dest->only_missing)
 		return 0;
 	written = write_stage(dest);
 	spi_exec_or_error("TRUNCATE " STAGE_TABLE);
 	return written;
 }
 
-/* After the last page: merges a staged model's stage into the table; returns the rows written. */
+/*
+ * After the last page: merges a staged model's stage into the table, or
+ * appends the late rows the table lacks (one anti-join for all the pages);
+ * returns the rows written.
+ */
 uint64
 phx_destination_finish(PhxDestination *dest)
 {
@@ -506,7 +563,7 @@ phx_destination_finish(PhxDestination *dest)
 		/* temporary tables have no statistics: the join is planned on them */
 		spi_exec_or_error("ANALYZE " STAGE_TABLE ", " AUX_STAGE_TABLE);
 	}
-	if (dest->model->staged)
+	if (dest->model->staged || dest->only_missing)
 		written = write_stage(dest);
 	spi_exec_or_error("DROP TABLE " STAGE_TABLE);
 	if (dest->aux_model.ncolumns > 0)

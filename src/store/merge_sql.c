@@ -3,7 +3,8 @@
  * merge_sql.c
  *		The text of the statement that writes a stage into the destination
  *		(destination.c runs it): where each column is read from, the join
- *		of an auxiliary stage, and a merge's ON CONFLICT clause.
+ *		of an auxiliary stage, a merge's ON CONFLICT clause, and the filter
+ *		of an append of late rows (only keys the table lacks).
  *
  * Only identifiers go into this text, each quoted; no value is ever
  * pasted into it.  The stage is aliased u, an auxiliary stage a, the
@@ -142,4 +143,29 @@ phx_append_on_conflict(StringInfo sql, const PhxModel *model, const int *used, i
 	else
 		appendStringInfo(sql, "UPDATE SET %s WHERE ROW(%s) IS DISTINCT FROM ROW(%s)",
 						 set.data, lhs.data, rhs.data);
+}
+
+/*
+ * " WHERE NOT EXISTS (SELECT 1 FROM <table> AS d WHERE d.<key> = u.<key>
+ * ...)": an append of only the staged rows whose merge key the table does
+ * not hold yet.  The table's key column is compared as the model's type.
+ */
+void
+phx_append_absent_filter(StringInfo sql, const PhxModel *model, const char *qualified)
+{
+	appendStringInfo(sql, " WHERE NOT EXISTS (SELECT 1 FROM %s AS d WHERE ", qualified);
+	for (int k = 0; model->merge_key[k]; k++)
+	{
+		const char *q = quote_identifier(model->merge_key[k]);
+		Oid			type = InvalidOid;
+
+		for (int i = 0; i < model->ncolumns; i++)
+			if (strcmp(model->columns[i].name, model->merge_key[k]) == 0)
+				type = model->columns[i].type;
+		if (!OidIsValid(type))
+			elog(ERROR, "merge key %s of model %s is not one of its columns", model->merge_key[k], model->name);
+		appendStringInfo(sql, "%sd.%s::%s OPERATOR(pg_catalog.=) u.%s", k ? " AND " : "", q,
+						 format_type_extended(type, -1, FORMAT_TYPE_FORCE_QUALIFY), q);
+	}
+	appendStringInfoChar(sql, ')');
 }

@@ -116,12 +116,50 @@ phx_run_begin(PhxExport *exp, TimestampTz start, TimestampTz end,
 					 "rows_written = CASE WHEN $2 THEN 0 ELSE rows_written END, "
 					 "bytes = CASE WHEN $2 THEN 0 ELSE bytes END, "
 					 "pages = CASE WHEN $2 THEN 0 ELSE pages END, "
-					 "cursor = CASE WHEN $2 THEN NULL ELSE cursor END "
+					 "cursor = CASE WHEN $2 THEN NULL ELSE cursor END, "
+					 /* a forced run reads the whole interval again: settling starts over */
+					 "settled_at = CASE WHEN $2 THEN NULL ELSE settled_at END, "
+					 "source_rows = CASE WHEN $2 THEN NULL ELSE source_rows END, "
+					 "late_rows = CASE WHEN $2 THEN 0 ELSE late_rows END, "
+					 "late_missed = CASE WHEN $2 THEN 0 ELSE late_missed END "
 					 "WHERE run_id OPERATOR(pg_catalog.=) $1 RETURNING " RUN_COLUMNS,
 					 &uargs);
 	run = run_from_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc);
 	SPI_freetuptable(SPI_tuptable);
 	return run;
+}
+
+/*
+ * Settle checks (run/settle.c): an events interval completed at finished_at
+ * is counted again at the source settle_every after its last check (or its
+ * completion); the first check at or after finished_at + settle_window is
+ * the last, "report" check, after which it is never checked again.  These
+ * expressions, over a run r of export e, say which runs have a check
+ * pending and when it is due.
+ */
+#define SETTLE_PENDING \
+	"r.status = 'completed' AND r.finished_at IS NOT NULL AND e.model = 'events' " \
+	"AND e.settle_window OPERATOR(pg_catalog.>) '0'::pg_catalog.interval " \
+	"AND (r.settled_at IS NULL OR r.settled_at OPERATOR(pg_catalog.<) " \
+	"(r.finished_at OPERATOR(pg_catalog.+) e.settle_window))"
+#define SETTLE_NEXT_CHECK \
+	"(COALESCE(r.settled_at, r.finished_at) OPERATOR(pg_catalog.+) e.settle_every)"
+
+/*
+ * A run just completed: its export's next settle pass is due no later than
+ * the run's first check (in the same transaction as the completion).
+ */
+static void
+schedule_first_check(PhxRun *run)
+{
+	CatalogArgs args = {0};
+
+	phx_catalog_arg(&args, INT8OID, Int64GetDatum(run->run_id), false);
+	phx_catalog_exec("UPDATE posthog_export.exports e SET next_settle_at = "
+					 "LEAST(e.next_settle_at, " SETTLE_NEXT_CHECK ") "
+					 "FROM posthog_export.runs r WHERE r.run_id OPERATOR(pg_catalog.=) $1 "
+					 "AND e.export_id OPERATOR(pg_catalog.=) r.export_id AND " SETTLE_PENDING,
+					 &args);
 }
 
 /*
@@ -160,7 +198,10 @@ phx_run_progress(PhxRun *run, PhxRunDelta *delta, List *cursor, bool completed)
 	run->pages += delta->pages;
 	run->rows_written += delta->rows_written;
 	if (completed)
+	{
 		run->status = "completed";
+		schedule_first_check(run);
+	}
 }
 
 void
@@ -175,4 +216,123 @@ phx_run_failed(PhxRun *run, const char *message)
 					 "WHERE run_id OPERATOR(pg_catalog.=) $1",
 					 &args);
 	run->status = "failed";
+}
+
+/*
+ * The runs of exp to check at "now", at most "limit", the most overdue
+ * first; a list of PhxSettleRun in interval order.  "report" marks the
+ * last check (now at or past finished_at + settle_window).
+ *
+ * A pass takes along the checks due within settle_every from now: checked
+ * a little early, they fall due together from then on, so an export's
+ * intervals, each completed at its own time, share one count request per
+ * settle_every instead of one each.
+ */
+List *
+phx_settle_due_runs(PhxExport *exp, TimestampTz now, int limit)
+{
+	CatalogArgs args = {0};
+	List	   *result = NIL;
+
+	phx_catalog_arg(&args, INT4OID, Int32GetDatum(exp->export_id), false);
+	phx_catalog_arg(&args, TIMESTAMPTZOID, TimestampTzGetDatum(now), false);
+	phx_catalog_arg(&args, INT4OID, Int32GetDatum(limit), false);
+	phx_catalog_exec("SELECT * FROM (SELECT r.run_id, r.interval_start, r.interval_end, r.finished_at, "
+					 "COALESCE(r.source_rows, r.rows OPERATOR(pg_catalog.+) r.late_rows), "
+					 "$2 OPERATOR(pg_catalog.>=) (r.finished_at OPERATOR(pg_catalog.+) e.settle_window) "
+					 "FROM posthog_export.runs r JOIN posthog_export.exports e "
+					 "ON e.export_id OPERATOR(pg_catalog.=) r.export_id "
+					 "WHERE r.export_id OPERATOR(pg_catalog.=) $1 AND " SETTLE_PENDING " "
+					 "AND " SETTLE_NEXT_CHECK " OPERATOR(pg_catalog.<=) ($2 OPERATOR(pg_catalog.+) e.settle_every) "
+					 "ORDER BY " SETTLE_NEXT_CHECK ", r.interval_start LIMIT $3) due "
+					 "ORDER BY 2",
+					 &args);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		PhxSettleRun *sr = palloc0(sizeof(PhxSettleRun));
+		bool		isnull;
+
+		sr->run_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		sr->start = DatumGetTimestampTz(SPI_getbinval(tup, desc, 2, &isnull));
+		sr->end = DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull));
+		sr->finished_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
+		sr->baseline = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
+		sr->report = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull));
+		result = lappend(result, sr);
+	}
+	SPI_freetuptable(SPI_tuptable);
+	return result;
+}
+
+/*
+ * Records a settle check of a run made at checked_at: the source's count,
+ * and the late rows it wrote or, at the report check, missed.
+ */
+void
+phx_settle_record(PhxSettleRun *sr, TimestampTz checked_at, int64 source_rows,
+				  int64 written, int64 missed)
+{
+	CatalogArgs args = {0};
+
+	phx_catalog_arg(&args, INT8OID, Int64GetDatum(sr->run_id), false);
+	phx_catalog_arg(&args, TIMESTAMPTZOID, TimestampTzGetDatum(checked_at), false);
+	phx_catalog_arg(&args, INT8OID, Int64GetDatum(source_rows), false);
+	phx_catalog_arg(&args, INT8OID, Int64GetDatum(written), false);
+	phx_catalog_arg(&args, INT8OID, Int64GetDatum(missed), false);
+	phx_catalog_exec("UPDATE posthog_export.runs SET settled_at = $2, source_rows = $3, "
+					 "late_rows = late_rows OPERATOR(pg_catalog.+) $4, "
+					 "late_missed = late_missed OPERATOR(pg_catalog.+) $5 "
+					 "WHERE run_id OPERATOR(pg_catalog.=) $1",
+					 &args);
+}
+
+/*
+ * Sets exp's next_settle_at to its earliest pending check, but not before
+ * not_before; NULL when no check is pending.  Returns whether one is.
+ */
+bool
+phx_settle_reschedule(PhxExport *exp, TimestampTz not_before)
+{
+	CatalogArgs args = {0};
+	bool		isnull;
+	Datum		d;
+
+	phx_catalog_arg(&args, INT4OID, Int32GetDatum(exp->export_id), false);
+	phx_catalog_arg(&args, TIMESTAMPTZOID, TimestampTzGetDatum(not_before), false);
+	phx_catalog_exec("UPDATE posthog_export.exports e SET next_settle_at = "
+					 "(SELECT CASE WHEN pg_catalog.min(" SETTLE_NEXT_CHECK ") IS NOT NULL "
+					 "THEN GREATEST(pg_catalog.min(" SETTLE_NEXT_CHECK "), $2) END "
+					 "FROM posthog_export.runs r "
+					 "WHERE r.export_id OPERATOR(pg_catalog.=) e.export_id AND " SETTLE_PENDING ") "
+					 "WHERE e.export_id OPERATOR(pg_catalog.=) $1 RETURNING next_settle_at",
+					 &args);
+	if (SPI_processed != 1)
+		return false;
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	exp->has_next_settle_at = !isnull;
+	if (!isnull)
+		exp->next_settle_at = DatumGetTimestampTz(d);
+	SPI_freetuptable(SPI_tuptable);
+	return !isnull;
+}
+
+/*
+ * Settling was turned on (settle_window from 0): the intervals completed
+ * meanwhile count as checked now, with the rows they received, so the
+ * history is not checked all at once; those exported less than
+ * settle_window ago go on being checked.
+ */
+void
+phx_settle_mark_checked(PhxExport *exp)
+{
+	CatalogArgs args = {0};
+
+	phx_catalog_arg(&args, INT4OID, Int32GetDatum(exp->export_id), false);
+	phx_catalog_exec("UPDATE posthog_export.runs SET settled_at = pg_catalog.now(), "
+					 "source_rows = COALESCE(source_rows, rows OPERATOR(pg_catalog.+) late_rows) "
+					 "WHERE export_id OPERATOR(pg_catalog.=) $1 AND status = 'completed' "
+					 "AND settled_at IS NULL",
+					 &args);
 }

@@ -7,7 +7,8 @@
  *   catalog_spi.c   statements on the extension's tables, as their owner
  *                   (its header, catalog_spi.h, is for the two below only)
  *   catalog.c       the exports and backfills tables
- *   runs.c          the runs table: an interval's counters and cursor
+ *   runs.c          the runs table: an interval's counters and cursor, and
+ *                   its settle checks
  *   destination.c   the table an export's rows land in: create, stage,
  *                   merge or append
  *   merge_sql.c     the text of the statement that writes a stage into it
@@ -73,6 +74,17 @@ typedef struct PhxRun
 	int32		crashes;		/* backends that died running it, in a row */
 } PhxRun;
 
+/* A completed run with a settle check due (runs.c, run/settle.c). */
+typedef struct PhxSettleRun
+{
+	int64		run_id;
+	TimestampTz start;
+	TimestampTz end;
+	TimestampTz finished_at;
+	int64		baseline;		/* the source's rows as last seen */
+	bool		report;			/* the last check: past settle_window */
+} PhxSettleRun;
+
 /* What some pages added to a run, recorded with phx_run_progress(). */
 typedef struct PhxRunDelta
 {
@@ -108,6 +120,11 @@ extern PhxRun *phx_run_begin(PhxExport *exp, TimestampTz start, TimestampTz end,
 extern void phx_run_progress(PhxRun *run, PhxRunDelta *delta, List *cursor,
 							 bool completed);
 extern void phx_run_failed(PhxRun *run, const char *message);
+extern List *phx_settle_due_runs(PhxExport *exp, TimestampTz now, int limit);
+extern void phx_settle_record(PhxSettleRun *sr, TimestampTz checked_at, int64 source_rows,
+							  int64 written, int64 missed);
+extern bool phx_settle_reschedule(PhxExport *exp, TimestampTz not_before);
+extern void phx_settle_mark_checked(PhxExport *exp);
 
 /* ------------------------------------------------------------------------
  * row_context.c
@@ -136,6 +153,7 @@ typedef struct PhxDestination PhxDestination;
 
 extern void phx_check_database_encoding(void);
 extern PhxDestination *phx_destination_open(PhxExport *exp, const PhxModel *model);
+extern PhxDestination *phx_destination_open_missing(PhxExport *exp, const PhxModel *model);
 extern uint64 phx_destination_insert(PhxDestination *dest, PhxModelPage *page);
 extern uint64 phx_destination_finish(PhxDestination *dest);
 extern void phx_destination_close(PhxDestination *dest);
@@ -148,6 +166,7 @@ extern char *phx_column_list(const char *const *names);
 extern char *phx_stage_source_expr(const PhxModel *model, int i);
 extern void phx_append_aux_join(StringInfo sql, const PhxModel *model, const char *aux_table);
 extern void phx_append_on_conflict(StringInfo sql, const PhxModel *model, const int *used, int nused);
+extern void phx_append_absent_filter(StringInfo sql, const PhxModel *model, const char *qualified);
 
 /* ------------------------------------------------------------------------
  * bulk_insert.c

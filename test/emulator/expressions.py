@@ -29,7 +29,7 @@ class TE:
         self.name = name
 
 
-AGGREGATES = {"argMax", "max", "min", "count"}
+AGGREGATES = {"argMax", "max", "min", "count", "countIf"}
 
 
 class ExprTranslator:
@@ -312,6 +312,8 @@ class ExprTranslator:
                 raise HogQLError("Aggregate function %s() is not allowed in %s" % (fname, clause.upper()))
             if lname == "count":
                 return self.fn_count(args, scope, clause, distinct)
+            if fname == "countIf":  # case-sensitive in PostHog, as argMax
+                return self.fn_count_if(args, scope)
             tes = [self.tr(a, scope, "aggarg") for a in args]
             for a in tes:
                 if a.agg:
@@ -335,9 +337,9 @@ class ExprTranslator:
             clause = "select"
         h = FUNCTIONS.get(fname) or CI_FUNCTIONS.get(lname)
         if h is None:
+            known = list(FUNCTIONS) + ["argMax", "count", "countIf", "max", "min", "coalesce", "ifNull"]
             raise HogQLError("Unsupported function call '%s(...)'. The emulator supports: %s"
-                             % (fname, ", ".join(sorted(list(FUNCTIONS) + ["argMax", "count", "max", "min",
-                                                                            "coalesce", "ifNull"]))))
+                             % (fname, ", ".join(sorted(known))))
         tes = []
         for a in args:
             if a[0] == "star":
@@ -362,6 +364,23 @@ class ExprTranslator:
             raise HogQLError("Tuples are not supported as arguments of count()")
         return TE("count(%s%s)" % ("DISTINCT " if distinct else "", a.sql), T(K_UINT64), kind="agg",
                   agg=True, maybe_null=False)
+
+    def fn_count_if(self, args, scope):
+        """countIf(cond) counts the rows where cond holds (NULL does not), countIf(x, cond) those where x is
+        not NULL too; 0 over no rows, as ClickHouse."""
+        if len(args) not in (1, 2) or any(a[0] == "star" for a in args):
+            raise HogQLError("Function countIf takes 1 or 2 arguments")
+        tes = [self.tr(a, scope, "aggarg") for a in args]
+        for a in tes:
+            if a.agg:
+                raise HogQLError("Aggregate function countIf() found inside another aggregate function")
+            if a.kind == "tuple":
+                raise HogQLError("Tuples are not supported as arguments of countIf()")
+        cond = tes[-1]
+        self.logical([cond], "countIf")
+        what = tes[0].sql if len(tes) == 2 else "1"
+        return TE("count(CASE WHEN %s THEN %s END)" % (cond.sql, what), T(K_UINT64), kind="agg", agg=True,
+                  maybe_null=False)
 
     def fn_coalesce(self, fname, tes):
         if not tes:

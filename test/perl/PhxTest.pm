@@ -207,6 +207,7 @@ my %model_columns = (
 # hold: loads the oracle's CSV (test/expected_rows.py) and diffs every
 # column both ways (EXCEPT ALL, so duplicates count).  Options: model,
 # table, start/end (RFC 3339), lookback_hours, include/exclude, dedupe,
+# visible_at (RFC 3339: rows whose _visible_at is later are left out),
 # columns (a subset to compare).  Returns (expected, missing, extra).
 sub compare_with_source
 {
@@ -220,6 +221,7 @@ sub compare_with_source
 	push @cmd, '--include', @{ $opt{include} } if $opt{include};
 	push @cmd, '--exclude', @{ $opt{exclude} } if $opt{exclude};
 	push @cmd, '--dedupe' if $opt{dedupe};
+	push @cmd, '--visible-at', $opt{visible_at} if $opt{visible_at};
 	my $csv = "$PostgreSQL::Test::Utils::tmp_check/expected_$$.csv";
 	my $err;
 	IPC::Run::run(\@cmd, '>', $csv, '2>', \$err) or die "expected_rows failed: $err";

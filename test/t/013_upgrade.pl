@@ -71,6 +71,10 @@ psql_ok($node, 'ALTER EXTENSION posthog_export UPDATE', 'ALTER EXTENSION posthog
 is($node->safe_psql('postgres', q{SELECT extversion FROM pg_extension WHERE extname = 'posthog_export'}), '0.2.0', 'the catalog is at 0.2.0');
 is($snapshot->(), $before, 'every export, run, backfill and exported row is kept');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM posthog_export.runs WHERE crashes <> 0}), '0', 'the new column starts at 0');
+is($node->safe_psql('postgres', q{SELECT string_agg(format('%s %s %s %s %s', export_name, settled_at IS NOT NULL, source_rows, late_rows, late_missed), ', ' ORDER BY run_id) FROM posthog_export.runs}),
+	'ev t 25 0 0, alices f  0 0', 'the completed run counts as checked, with the rows it received, so the update sends no settle checks');
+is($node->safe_psql('postgres', q{SELECT string_agg(format('%s %s %s %s', name, settle_window, settle_every, next_settle_at IS NULL), ', ' ORDER BY name) FROM posthog_export.exports}),
+	'alices 1 day 01:00:00 t, ev 1 day 01:00:00 t', 'events exports settle by default; nothing is pending for runs finished over a day ago');
 
 # the same catalog as a fresh install
 my $fresh = PostgreSQL::Test::Cluster->new('fresh');
@@ -102,6 +106,8 @@ $fresh->stop;
 psql_ok($node, q{CALL posthog_export.run_due()}, 'run_due after the update');
 is($node->safe_psql('postgres', q{SELECT string_agg(status, ',' ORDER BY interval_start) FROM posthog_export.runs WHERE export_name = 'ev'}),
 	'completed,completed,completed', 'the backfilled hours completed after the one 0.1.0 exported');
+is($node->safe_psql('postgres', q{SELECT next_settle_at BETWEEN now() AND now() + interval '1 hour 1 minute' FROM posthog_export.exports WHERE name = 'ev'}),
+	't', 'the intervals exported after the update have their settle checks ahead');
 my ($e, $m, $x) = compare_with_source($node, $emu, table => q{(SELECT * FROM posthog_exports.ev WHERE event <> 'old') t}, start => '2026-11-20T01:00:00Z', end => '2026-11-20T03:00:00Z',
 	columns => [qw(uuid event distinct_id timestamp)]);
 is("$m/$x", "0/0", "the backfilled hours were exported in full ($e rows)");

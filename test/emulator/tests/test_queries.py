@@ -228,6 +228,47 @@ class TestQueries(Base):
         self.assertEqual(b["columns"], ["event", "n"])
         self.assertEqual(b["results"][0], ["bulk_event", N_BULK])
 
+    def test_count_if(self):
+        """countIf: the settle pass counts several intervals with one query, one countIf per interval."""
+        def n(lo, hi, min_ts, event=None):
+            return sum(1 for x in self.events if us_of(lo) <= us_of(x["created_at"]) < us_of(hi)
+                       and us_of(x["timestamp"]) >= us_of(min_ts) and (event is None or x["event"] == event))
+        cond = ("created_at >= toDateTime64({s%d}, 6, 'UTC') AND created_at < toDateTime64({e%d}, 6, 'UTC') "
+                "AND timestamp >= toDateTime64({m%d}, 6, 'UTC')")
+        bounds = [("2026-11-10T00:00:00Z", "2026-11-10T06:00:00Z", "2026-11-03T00:00:00Z"),
+                  ("2026-11-10T06:00:00Z", "2026-11-11T00:00:00Z", "2026-11-10T05:00:00Z"),
+                  ("2030-01-01T00:00:00Z", "2030-01-02T00:00:00Z", "2029-12-25T00:00:00Z")]
+        values = {"min_timestamp": "2026-11-03 00:00:00.000000", "a": "2026-11-10 00:00:00", "b": "2026-11-11 00:00:00",
+                  "c": "2030-01-01 00:00:00", "d": "2030-01-02 00:00:00", "x": "$pageview"}
+        for i, (lo, hi, m) in enumerate(bounds):
+            values.update({"s%d" % i: lo[:19].replace("T", " "), "e%d" % i: hi[:19].replace("T", " "),
+                           "m%d" % i: m[:19].replace("T", " ")})
+        text = ("SELECT " + ", ".join("countIf(%s) AS c%d" % (cond % (i, i, i), i) for i in range(3))
+                + " FROM events WHERE timestamp >= toDateTime64({min_timestamp}, 6, 'UTC') "
+                "AND ((created_at >= toDateTime64({a}, 6, 'UTC') AND created_at < toDateTime64({b}, 6, 'UTC')) "
+                "OR (created_at >= toDateTime64({c}, 6, 'UTC') AND created_at < toDateTime64({d}, 6, 'UTC'))) "
+                "AND event IN {x}")
+        b = self.ok(text, values)
+        want = [n(lo, hi, m, "$pageview") for lo, hi, m in bounds]
+        self.assertGreater(want[0], 0)
+        self.assertEqual(want[2], 0)
+        self.assertEqual(b["columns"], ["c0", "c1", "c2"])
+        self.assertEqual(b["types"][0], ["c0", "UInt64"])
+        self.assertEqual(b["results"], [want])
+        # over no rows at all: 0, not NULL; the two-argument form skips NULL values
+        b = self.ok("SELECT countIf(event = 'x') AS z, countIf(person_id, true) AS p, count(person_id) AS q "
+                    "FROM events WHERE event = 'no such event'")
+        self.assertEqual(b["results"], [[0, 0, 0]])
+        b = self.ok("SELECT countIf(person_id, event = 'signed_up') AS p FROM events")
+        self.assertEqual(b["results"], [[sum(1 for x in self.events
+                                             if x["event"] == "signed_up" and x.get("person_id"))]])
+        # case-sensitive, an aggregate, one or two arguments, a condition
+        self.err(400, "SELECT countif(event = 'x') FROM events")
+        self.err(400, "SELECT uuid FROM events WHERE countIf(event = 'x') > 0")
+        self.err(400, "SELECT countIf() FROM events")
+        self.err(400, "SELECT countIf(uuid, event = 'x', 1) FROM events")
+        self.err(400, "SELECT countIf(event) FROM events")
+
     def test_uuid_order_is_clickhouse(self):
         a, b_ = "ffffffff-ffff-4fff-8000-000000000000", "00000000-0000-4000-9fff-ffffffffffff"
         b = self.ok("SELECT toUUID({a}) < toUUID({b}), toUUID({a}) > toUUID({b})", {"a": a, "b": b_})
