@@ -135,7 +135,7 @@ SELECT p.pid, e.name AS export_name, e.model, p.interval_start, p.interval_end,
   JOIN @extschema@.exports e ON e.export_id = p.export_id;
 
 -- Per export: the last success, how far the exported data lags behind
--- now, when it runs next (after its retry time and outside its exclude
+-- now (NULL until its first scheduled interval ran), when it runs next (after its retry time and outside its exclude
 -- window), failures in a row, and whether PostHog's request budget is
 -- what holds it back: source_bound when a run of it waits for the budget
 -- now, or its last run waited for it most of the time.
@@ -143,13 +143,18 @@ CREATE VIEW @extschema@.status WITH (security_invoker = true) AS
 SELECT e.name AS export_name, e.model, e."interval", e.paused, e.paused_reason,
        (SELECT max(r.finished_at) FROM @extschema@.runs r
          WHERE r.export_id = e.export_id AND r.status = 'completed') AS last_success,
-       e.next_interval_start AS exported_until,
-       pg_catalog.now() - e.next_interval_start AS lag,
+       CASE WHEN s.ran THEN e.next_interval_start END AS exported_until,
+       CASE WHEN s.ran THEN pg_catalog.now() - e.next_interval_start END AS lag,
        @extschema@.next_run(e) AS next_run,
        e.consecutive_failures AS failures_in_a_row,
        (SELECT count(*) FROM @extschema@.backfills b
          WHERE b.export_id = e.export_id AND b.status <> 'completed') AS backfills_pending,
-       EXISTS (SELECT 1 FROM @extschema@.progress_info() p WHERE p.export_id = e.export_id) AS running,
+       -- a run holds the export's advisory lock (with or without the preloaded library)
+       EXISTS (SELECT 1 FROM pg_catalog.pg_locks l
+                WHERE l.locktype = 'advisory' AND l.granted
+                  AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d
+                                     WHERE d.datname = pg_catalog.current_database())
+                  AND l.classid = 7366776 AND l.objid = e.export_id AND l.objsubid = 2) AS running,
        (SELECT COALESCE(sum(r.late_missed), 0) FROM @extschema@.runs r
          WHERE r.export_id = e.export_id)::bigint AS late_rows_missed,
        (SELECT p.waiting_for FROM @extschema@.progress_info() p
@@ -162,7 +167,62 @@ SELECT e.name AS export_name, e.model, e."interval", e.paused, e.paused_reason,
                       FROM @extschema@.runs r
                      WHERE r.export_id = e.export_id AND r.status = 'completed'
                      ORDER BY r.finished_at DESC LIMIT 1), false) AS source_bound
-  FROM @extschema@.exports e;
+  FROM @extschema@.exports e,
+       -- until its first scheduled interval has run, nothing is exported
+       LATERAL (SELECT EXISTS (SELECT 1 FROM @extschema@.runs r
+                                WHERE r.export_id = e.export_id AND r.status = 'completed'
+                                  AND r.interval_end = e.next_interval_start) AS ran) s;
 
 GRANT SELECT ON @extschema@.progress, @extschema@.status TO PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.progress_info() TO PUBLIC;
+
+-- Every table column, view and function says what it is (\d+, \df+, \dv+).
+COMMENT ON TABLE @extschema@.backfills IS 'Past ranges queued by backfill(): run one interval at a time, oldest first, after the scheduled intervals';
+COMMENT ON COLUMN @extschema@.exports.export_id IS 'identifier of the export';
+COMMENT ON COLUMN @extschema@.exports.name IS 'name of the export, unique in the database';
+COMMENT ON COLUMN @extschema@.exports.owner IS 'role the export runs as, whoever starts a run';
+COMMENT ON COLUMN @extschema@.exports.server_name IS 'foreign server (FOREIGN DATA WRAPPER posthog_export) it reads from';
+COMMENT ON COLUMN @extschema@.exports.model IS 'what it exports: events, persons or sessions';
+COMMENT ON COLUMN @extschema@.exports.mode IS 'append (insert every row) or merge (upsert on the model''s key)';
+COMMENT ON COLUMN @extschema@.exports.schema_name IS 'schema of the destination table';
+COMMENT ON COLUMN @extschema@.exports.table_name IS 'destination table';
+COMMENT ON COLUMN @extschema@.exports."interval" IS 'length of one exported interval: 5 minutes, 15 minutes, 1 hour, 1 day or 1 week';
+COMMENT ON COLUMN @extschema@.exports.include_events IS 'events: only these event names (NULL: all)';
+COMMENT ON COLUMN @extschema@.exports.exclude_events IS 'events: never these event names';
+COMMENT ON COLUMN @extschema@.exports.lookback IS 'events: how far before an interval an event''s own timestamp may lie; sessions: how far back a session may have started';
+COMMENT ON COLUMN @extschema@.exports.created_at IS 'when the export was created';
+COMMENT ON COLUMN @extschema@.exports.timezone IS 'time zone in which daily and weekly intervals start';
+COMMENT ON COLUMN @extschema@.exports.start_offset IS 'daily and weekly intervals start this long after local midnight (Monday for weeks)';
+COMMENT ON COLUMN @extschema@.exports.delay IS 'how long after an interval ends it is exported (for late ingestion)';
+COMMENT ON COLUMN @extschema@.exports.exclude_window_start IS 'no run starts between exclude_window_start and exclude_window_end, local time';
+COMMENT ON COLUMN @extschema@.exports.exclude_window_end IS 'end of the exclude window, local time (may wrap midnight)';
+COMMENT ON COLUMN @extschema@.exports.next_interval_start IS 'start of the next scheduled interval: every interval before it, from the first, was exported';
+COMMENT ON COLUMN @extschema@.exports.paused IS 'true: no run starts until unpause()';
+COMMENT ON COLUMN @extschema@.exports.paused_reason IS 'why it paused itself (repeated failures, crashes), or NULL';
+COMMENT ON COLUMN @extschema@.exports.consecutive_failures IS 'failed scheduled runs in a row; at posthog_export.max_failures the export pauses';
+COMMENT ON COLUMN @extschema@.exports.retry_at IS 'after a failure: no scheduled run before this time (backoff)';
+COMMENT ON COLUMN @extschema@.backfills.backfill_id IS 'identifier of the backfill, as backfill() returned it';
+COMMENT ON COLUMN @extschema@.backfills.export_id IS 'the export it belongs to';
+COMMENT ON COLUMN @extschema@.backfills.start_at IS 'start of the range (an interval boundary)';
+COMMENT ON COLUMN @extschema@.backfills.end_at IS 'end of the range (an interval boundary)';
+COMMENT ON COLUMN @extschema@.backfills.next_start IS 'the next interval of the range to run';
+COMMENT ON COLUMN @extschema@.backfills.status IS 'queued, running, completed or failed';
+COMMENT ON COLUMN @extschema@.backfills.created_at IS 'when backfill() queued it';
+COMMENT ON COLUMN @extschema@.backfills.finished_at IS 'when its last interval completed';
+COMMENT ON COLUMN @extschema@.runs.run_id IS 'identifier of the run';
+COMMENT ON COLUMN @extschema@.runs.export_id IS 'the export it belongs to';
+COMMENT ON COLUMN @extschema@.runs.export_name IS 'the export''s name when it ran';
+COMMENT ON COLUMN @extschema@.runs.interval_start IS 'start of the exported interval';
+COMMENT ON COLUMN @extschema@.runs.interval_end IS 'end of the exported interval (excluded)';
+COMMENT ON COLUMN @extschema@.runs.status IS 'running, completed or failed (pending only inside the transaction that creates the row)';
+COMMENT ON COLUMN @extschema@.runs.trigger IS 'what started it: schedule, backfill or manual (run_export)';
+COMMENT ON COLUMN @extschema@.runs.bytes IS 'response bytes received from PostHog';
+COMMENT ON COLUMN @extschema@.runs.pages IS 'pages (successful requests) received';
+COMMENT ON COLUMN @extschema@.runs.attempts IS 'times the interval was started';
+COMMENT ON COLUMN @extschema@.runs.started_at IS 'when its latest attempt started';
+COMMENT ON COLUMN @extschema@.runs.finished_at IS 'when it completed or failed';
+COMMENT ON COLUMN @extschema@.runs.error IS 'why its latest attempt failed (message and detail; never the API key)';
+COMMENT ON VIEW @extschema@.status IS 'One row per export: last success, how far behind, next run, failures, backfills, late rows missed, waits for PostHog''s request budget';
+COMMENT ON VIEW @extschema@.progress IS 'Runs in flight, live (needs the library in shared_preload_libraries): rows, bytes, pages, rate, what a request waits for';
+COMMENT ON FUNCTION @extschema@.progress_info() IS 'the runs in flight in this database that the caller may see (what the progress view shows)';
+COMMENT ON FUNCTION @extschema@.fdw_validator(text[], oid) IS 'validates the options of posthog_export servers and user mappings';

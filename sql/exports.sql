@@ -116,6 +116,9 @@ SELECT posthog_export.alter_export('events', settle_every => '0');
 SELECT posthog_export.alter_export('events', settle_window => '1 day', settle_every => '1 hour');
 SELECT name, settle_window, settle_every FROM posthog_export.exports WHERE name IN ('events', 'weekly') ORDER BY name;
 SELECT export_name, late_rows_missed FROM posthog_export.status WHERE export_name = 'events';
+-- before its first scheduled interval ran, nothing is exported: no exported_until, no lag; not running
+SELECT export_name, exported_until, lag, running, waiting_for, source_bound
+  FROM posthog_export.status WHERE export_name = 'events';
 SELECT posthog_export.pause('daily_paris');
 SELECT export_name, paused, paused_reason, next_run IS NULL AS no_next_run, failures_in_a_row, running
   FROM posthog_export.status WHERE export_name = 'daily_paris';

@@ -2,8 +2,10 @@
 # make demo: on a fresh Debian machine, installs what is missing, builds and
 # installs the extension, starts a throwaway cluster and the PostHog emulator
 # with generated sample data, creates a server, a user mapping and an export,
-# exports a day of events and prints what landed.  Everything lives in a
-# temporary directory that is removed at the end.
+# exports a day of events and prints what landed, and why that many.
+# Everything lives in a temporary directory that is removed at the end;
+# with KEEP=1 the cluster and the emulator keep running, and the commands to
+# connect to them and to stop them are printed.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,7 +28,7 @@ cleanup() {
   "${run_as[@]}" "$bindir/pg_ctl" -D "$work/data" -m fast stop >/dev/null 2>&1 || true
   rm -rf "$work"
 }
-trap cleanup EXIT
+[ -z "${KEEP:-}" ] && trap cleanup EXIT
 
 day_end=$(date -u +%Y-%m-%dT00:00:00Z)
 day_start=$(date -u -d "$day_end - 1 day" +%Y-%m-%dT00:00:00Z)
@@ -87,4 +89,51 @@ DO \$\$BEGIN
   END IF;
 END\$\$;
 SQL
-echo "== done (the cluster, the emulator and their files are removed now)"
+
+# why that many rows: what was generated, what the export left out and why
+read -r generated flags other later < <(python3 - "$work/source/events.ndjson" "$day_start" "$day_end" <<'PY'
+import json, sys
+from datetime import datetime
+rows = [json.loads(line) for line in open(sys.argv[1])]
+ours = [r for r in rows if r.get("team_id") == 12345]
+flags = [r for r in ours if r["event"] == "$feature_flag_called"]
+start, end = (datetime.fromisoformat(t.replace("Z", "+00:00")) for t in sys.argv[2:4])
+# an interval holds the events ingested in it (created_at), not those that happened in it
+later = [r for r in ours if r not in flags
+         and not start <= datetime.fromisoformat(r["created_at"].replace("Z", "+00:00")) < end]
+print(len(rows), len(flags), len(rows) - len(ours), len(later))
+PY
+)
+exported=$("${psql[@]}" -Atq -c "SELECT count(*) FROM posthog_exports.events")
+expected=$((generated - flags - other - later))
+echo
+echo "== why $exported rows: $generated events were generated;"
+echo "   $flags are \$feature_flag_called events, left out by exclude_events;"
+echo "   $other belong to another PostHog team, which PostHog never returns to this project;"
+echo "   $later happened that day but were ingested (created_at) after it ended: they belong to the"
+echo "   next day's intervals, as an interval holds the events PostHog received in it;"
+echo "   $generated - $flags - $other - $later = $expected were exported."
+if [ "$exported" -ne "$expected" ]; then
+  echo "the demo exported $exported rows, not $expected" >&2
+  exit 1
+fi
+cat <<NEXT
+
+== next steps, on your own database
+   1. CREATE EXTENSION posthog_export; a SERVER (url, project_id) and a USER MAPPING (api_key), as above
+   2. SELECT posthog_export.create_export('events', 'posthog_us');   -- every hour from now on
+   3. SELECT posthog_export.backfill('events', now() - interval '30 days');   -- and the past
+   4. shared_preload_libraries = 'posthog_export' runs it by itself; or pg_cron: CALL posthog_export.run_due()
+   5. watch it: SELECT * FROM posthog_export.status;  SELECT * FROM posthog_export.progress;
+NEXT
+if [ -n "${KEEP:-}" ]; then
+  cat <<KEPT
+
+== KEEP=1: the cluster and the emulator keep running
+   connect:  ${run_as[*]} $bindir/psql -h $work -p $pg_port -U postgres postgres
+   emulator: http://127.0.0.1:$emu_port (API key $api_key, project 12345)
+   stop:     kill $emu_pid; ${run_as[*]} $bindir/pg_ctl -D $work/data stop; rm -rf $work
+KEPT
+else
+  echo "== done (the cluster, the emulator and their files are removed now; KEEP=1 keeps them)"
+fi

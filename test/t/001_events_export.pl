@@ -6,6 +6,7 @@ use warnings;
 
 use Encode;
 use File::Temp qw(tempdir);
+use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -147,6 +148,22 @@ $node->safe_psql('postgres', q{ALTER TABLE posthog_exports.slim ADD COLUMN event
 is($node->safe_psql('postgres', q{SELECT count(*) FILTER (WHERE event IS NULL) = 0 FROM posthog_exports.slim
 	WHERE "timestamp" >= '2026-11-20 01:00+00' AND "timestamp" < '2026-11-20 01:59+00'}), 't',
 	'a model column added later is filled from then on');
+
+# --- status: running is seen without the preloaded library --------------------
+$node->safe_psql('postgres', q{SELECT posthog_export.create_export('busy', 'posthog', table_name => 'busy')});
+is($node->safe_psql('postgres', q{SELECT running FROM posthog_export.status WHERE export_name = 'busy'}), 'f',
+	'status: not running before a run');
+emu_reset($emu);
+emu_faults($emu, { on_request => 1, delay => 3 });
+{
+	my ($o, $e) = ('', '');
+	my $h = IPC::Run::start([ 'psql', '-X', '-d', $node->connstr('postgres'), '-c',
+		q{CALL posthog_export.run_export('busy', '2026-11-20 00:00+00', '2026-11-20 01:00+00')} ], '<', \undef, '>', \$o, '2>', \$e);
+	ok(wait_for(sub { $node->safe_psql('postgres', q{SELECT running FROM posthog_export.status WHERE export_name = 'busy'}) eq 't' }, 20),
+		'status: running while a run holds the export, without shared_preload_libraries');
+	$h->finish;
+	is($e, '', 'that run finished');
+}
 
 # --- the API key is nowhere to be seen ---------------------------------------
 my $key = $PhxTest::API_KEY;
