@@ -11,6 +11,7 @@ OBJS = \
 	src/api/fdw_validator.o \
 	src/api/export_functions.o \
 	src/api/run_procedures.o \
+	src/api/dependencies.o \
 	src/posthog/server_options.o \
 	src/posthog/hogql.o \
 	src/posthog/query_client.o \

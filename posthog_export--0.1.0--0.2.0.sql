@@ -226,3 +226,56 @@ COMMENT ON VIEW @extschema@.status IS 'One row per export: last success, how far
 COMMENT ON VIEW @extschema@.progress IS 'Runs in flight, live (needs the library in shared_preload_libraries): rows, bytes, pages, rate, what a request waits for';
 COMMENT ON FUNCTION @extschema@.progress_info() IS 'the runs in flight in this database that the caller may see (what the progress view shows)';
 COMMENT ON FUNCTION @extschema@.fdw_validator(text[], oid) IS 'validates the options of posthog_export servers and user mappings';
+
+-- alter_export() moves an export to another server or owner (server,
+-- owner: last).
+DROP FUNCTION @extschema@.alter_export(text, interval, text, interval, interval, time, time, boolean,
+                                       text[], text[], interval, interval, interval);
+CREATE FUNCTION @extschema@.alter_export(
+    name           text,
+    "interval"     interval DEFAULT NULL,
+    timezone       text DEFAULT NULL,
+    start_offset   interval DEFAULT NULL,
+    delay          interval DEFAULT NULL,
+    exclude_window_start time DEFAULT NULL,
+    exclude_window_end   time DEFAULT NULL,
+    drop_exclude_window  boolean DEFAULT false,
+    include_events text[] DEFAULT NULL,
+    exclude_events text[] DEFAULT NULL,
+    lookback       interval DEFAULT NULL,
+    settle_window  interval DEFAULT NULL,
+    settle_every   interval DEFAULT NULL,
+    server         text DEFAULT NULL,
+    owner          regrole DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'posthog_export_alter_export'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+COMMENT ON FUNCTION @extschema@.alter_export IS 'change settings of an export (NULL arguments keep theirs)';
+
+-- What an export depends on, kept consistent as Postgres keeps its own
+-- objects' dependencies (pg_depend cannot point at rows of a table):
+-- ALTER SERVER ... RENAME carries the exports along, DROP SERVER is refused
+-- while exports use the server (CASCADE drops them too), DROP OWNED drops
+-- the roles' exports.  ENABLE ALWAYS: also with session_replication_role
+-- = replica.  REASSIGN OWNED and DROP ROLE fire no event trigger: the
+-- library's hook follows them (see the README).
+CREATE FUNCTION @extschema@.track_dependencies()
+RETURNS event_trigger
+AS 'MODULE_PATHNAME', 'posthog_export_track_dependencies'
+LANGUAGE C;
+
+COMMENT ON FUNCTION @extschema@.track_dependencies IS 'event triggers: DROP SERVER, ALTER SERVER RENAME and DROP OWNED keep exports consistent';
+
+CREATE EVENT TRIGGER posthog_export_drop_server ON sql_drop
+    WHEN TAG IN ('DROP SERVER', 'DROP FOREIGN DATA WRAPPER', 'DROP OWNED', 'DROP EXTENSION')
+    EXECUTE FUNCTION @extschema@.track_dependencies();
+CREATE EVENT TRIGGER posthog_export_drop_owned ON ddl_command_start
+    WHEN TAG IN ('DROP OWNED')
+    EXECUTE FUNCTION @extschema@.track_dependencies();
+CREATE EVENT TRIGGER posthog_export_rename_server ON ddl_command_end
+    WHEN TAG IN ('ALTER SERVER')
+    EXECUTE FUNCTION @extschema@.track_dependencies();
+ALTER EVENT TRIGGER posthog_export_drop_server ENABLE ALWAYS;
+ALTER EVENT TRIGGER posthog_export_drop_owned ENABLE ALWAYS;
+ALTER EVENT TRIGGER posthog_export_rename_server ENABLE ALWAYS;

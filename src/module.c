@@ -5,7 +5,8 @@
  *		shared memory and, when preloaded, the scheduler's launcher.
  *
  * Loaded by CREATE EXTENSION or a first call, the library only defines
- * its settings.  In shared_preload_libraries it also asks for shared
+ * its settings and the hook that keeps exports consistent with REASSIGN
+ * OWNED and DROP ROLE (api/dependencies.c).  In shared_preload_libraries it also asks for shared
  * memory (database slots of the workers, live progress of runs, PostHog's
  * request budgets) and
  * registers the launcher, which keeps a scheduler in every database.
@@ -85,6 +86,7 @@ _PG_init(void)
 {
 	define_settings();
 	phx_wake_register();
+	phx_dependency_hooks_install();
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;

@@ -67,4 +67,7 @@ typedef struct PhxExport
 	TimestampTz next_settle_at; /* the next check due */
 } PhxExport;
 
+/* api/dependencies.c: the DDL hook, installed by _PG_init (module.c) */
+extern void phx_dependency_hooks_install(void);
+
 #endif							/* POSTHOG_EXPORT_H */

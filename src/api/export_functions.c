@@ -6,7 +6,9 @@
  *
  * Settings are validated here, by one function for a new or a changed
  * definition (check_definition), so a run never meets a malformed export.  The export belongs to the role that creates it; the catalog
- * row is written as the extension's owner (see catalog.c).
+ * row is written as the extension's owner (see catalog.c).  alter_export()
+ * can move an export to another server or owner, checked up front as
+ * create_export() checks them.
  *
  *-------------------------------------------------------------------------
  */
@@ -14,6 +16,7 @@
 
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
@@ -479,6 +482,42 @@ settle_settings_changed(const PhxExport *old, PhxExport *exp)
 		phx_settle_mark_checked(exp);
 }
 
+/*
+ * alter_export(server => ..., owner => ...): a new owner needs what
+ * ALTER ... OWNER TO needs (a superuser, or a member of the new owner
+ * among the roles that may use the export); both are checked up front for
+ * the owner the export will run as: USAGE on the server and a user
+ * mapping, and the destination table's privileges (or CREATE on its
+ * schema).  Returns whether either changes.
+ */
+static bool
+server_owner_args(FunctionCallInfo fcinfo, PhxExport *exp, int server_arg, int owner_arg)
+{
+	bool		changed = false;
+
+	if (!PG_ARGISNULL(server_arg))
+	{
+		char	   *server = text_to_cstring(PG_GETARG_TEXT_PP(server_arg));
+
+		changed |= strcmp(server, exp->server_name) != 0;
+		exp->server_name = server;
+	}
+	if (!PG_ARGISNULL(owner_arg) && PG_GETARG_OID(owner_arg) != exp->owner)
+	{
+		Oid			owner = PG_GETARG_OID(owner_arg);
+
+		if (!superuser() && !is_member_of_role(GetUserId(), owner))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("must be member of role \"%s\" to give it export \"%s\"",
+							phx_role_name(owner), exp->name),
+					 errdetail("As with ALTER ... OWNER TO, the new owner must be a role you are a member of.")));
+		exp->owner = owner;
+		changed = true;
+	}
+	return changed;
+}
+
 /* alter_export(name, ...): changes the given settings (NULL: unchanged). */
 Datum
 posthog_export_alter_export(PG_FUNCTION_ARGS)
@@ -503,6 +542,14 @@ posthog_export_alter_export(PG_FUNCTION_ARGS)
 	settle_settings_changed(&old, exp);
 	phx_export_update(exp, sets_filters, filters.include, filters.include_null,
 					  filters.exclude, filters.exclude_null);
+	if (server_owner_args(fcinfo, exp, 13, 14))
+	{
+		/* fails now, not at the next run: the server, its USAGE and user mapping */
+		(void) phx_get_server_config(exp->server_name, exp->owner);
+		if (exp->owner != old.owner)
+			prepare_destination(exp, phx_model_by_name(exp->model));
+		phx_export_set_server_owner(exp);
+	}
 	SPI_finish();
 	phx_wake_scheduler();
 	PG_RETURN_VOID();

@@ -12,6 +12,12 @@
  * pinned to pg_catalog, so a caller can neither forge another role's runs nor
  * redirect our SQL through objects of its own.
  *
+ * An export names its server and its owner the way Postgres objects do
+ * not: the rows are not catalog objects, so pg_depend and pg_shdepend
+ * cannot point at them.  The functions at the end keep them consistent
+ * instead, called by the event triggers and hooks of api/dependencies.c
+ * (a renamed server, DROP SERVER, REASSIGN OWNED, DROP OWNED, DROP ROLE).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -20,6 +26,7 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "commands/extension.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/array.h"
@@ -385,4 +392,106 @@ phx_backfill_insert(PhxExport *exp, TimestampTz start, TimestampTz end)
 					 "VALUES ($1, $2, $3, $2) RETURNING backfill_id",
 					 &args);
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
+ * Whether the extension is installed in this database at this library's
+ * version: the DDL hooks and event triggers (api/dependencies.c) do
+ * nothing otherwise (no extension here, or a catalog still to update).
+ */
+bool
+phx_catalog_is_current(void)
+{
+	bool		current;
+
+	if (!OidIsValid(get_extension_oid(PHX_EXTENSION_NAME, true)))
+		return false;
+	if (SPI_execute("SELECT extversion FROM pg_catalog.pg_extension "
+					"WHERE extname OPERATOR(pg_catalog.=) '" PHX_EXTENSION_NAME "'",
+					true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		return false;
+	current = strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1),
+					 PHX_VERSION) == 0;
+	SPI_freetuptable(SPI_tuptable);
+	return current && OidIsValid(get_relname_relid("exports",
+													get_namespace_oid(PHX_SCHEMA_NAME, true)));
+}
+
+/* Every export of the last catalog statement's rows. */
+static List *
+exports_from_result(void)
+{
+	List	   *result = NIL;
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+		result = lappend(result, export_from_tuple(SPI_tuptable->vals[i], SPI_tuptable->tupdesc));
+	SPI_freetuptable(SPI_tuptable);
+	return result;
+}
+
+/* The exports (whoever owns them) that use the server, in name order. */
+List *
+phx_exports_using_server(const char *server_name)
+{
+	CatalogArgs args = {0};
+
+	phx_catalog_arg_text(&args, server_name);
+	phx_catalog_exec("SELECT " EXPORT_COLUMNS " FROM posthog_export.exports "
+					 "WHERE server_name OPERATOR(pg_catalog.=) $1 ORDER BY name",
+					 &args);
+	return exports_from_result();
+}
+
+/* The exports the role owns, in name order. */
+List *
+phx_exports_owned_by(Oid role)
+{
+	CatalogArgs args = {0};
+
+	phx_catalog_arg(&args, OIDOID, ObjectIdGetDatum(role), false);
+	phx_catalog_exec("SELECT " EXPORT_COLUMNS " FROM posthog_export.exports "
+					 "WHERE owner::pg_catalog.oid OPERATOR(pg_catalog.=) $1 ORDER BY name",
+					 &args);
+	return exports_from_result();
+}
+
+/* ALTER SERVER old RENAME TO new: the exports follow their server. */
+void
+phx_exports_rename_server(const char *old_name, const char *new_name)
+{
+	CatalogArgs args = {0};
+
+	phx_catalog_arg_text(&args, old_name);
+	phx_catalog_arg_text(&args, new_name);
+	phx_catalog_exec("UPDATE posthog_export.exports SET server_name = $2 "
+					 "WHERE server_name OPERATOR(pg_catalog.=) $1",
+					 &args);
+}
+
+/* REASSIGN OWNED BY old_owner TO new_owner: its exports move too. */
+void
+phx_exports_reassign(Oid old_owner, Oid new_owner)
+{
+	CatalogArgs args = {0};
+
+	phx_catalog_arg(&args, OIDOID, ObjectIdGetDatum(old_owner), false);
+	phx_catalog_arg(&args, OIDOID, ObjectIdGetDatum(new_owner), false);
+	phx_catalog_exec("UPDATE posthog_export.exports SET owner = $2::pg_catalog.regrole "
+					 "WHERE owner::pg_catalog.oid OPERATOR(pg_catalog.=) $1",
+					 &args);
+}
+
+/* alter_export(server => ..., owner => ...): writes exp's server and owner. */
+void
+phx_export_set_server_owner(PhxExport *exp)
+{
+	CatalogArgs args = {0};
+
+	phx_catalog_arg(&args, INT4OID, Int32GetDatum(exp->export_id), false);
+	phx_catalog_arg_text(&args, exp->server_name);
+	phx_catalog_arg(&args, OIDOID, ObjectIdGetDatum(exp->owner), false);
+	phx_catalog_exec("UPDATE posthog_export.exports SET server_name = $2, "
+					 "owner = $3::pg_catalog.regrole "
+					 "WHERE export_id OPERATOR(pg_catalog.=) $1",
+					 &args);
 }

@@ -115,6 +115,12 @@ extern bool phx_export_exists(const char *name);
 extern int32 phx_export_insert(PhxExport *exp, Datum include, bool include_null,
 							   Datum exclude, bool exclude_null);
 extern void phx_export_delete(PhxExport *exp);
+extern bool phx_catalog_is_current(void);
+extern List *phx_exports_using_server(const char *server_name);
+extern List *phx_exports_owned_by(Oid role);
+extern void phx_exports_rename_server(const char *old_name, const char *new_name);
+extern void phx_exports_reassign(Oid old_owner, Oid new_owner);
+extern void phx_export_set_server_owner(PhxExport *exp);
 extern PhxRun *phx_run_begin(PhxExport *exp, TimestampTz start, TimestampTz end,
 							 const char *trigger, bool force);
 extern void phx_run_progress(PhxRun *run, PhxRunDelta *delta, List *cursor,

@@ -97,10 +97,22 @@ my $catalog_sql = q{
 	  UNION ALL SELECT format('grant %s %s', c.relname, c.relacl) FROM pg_class c WHERE c.relnamespace = 'posthog_export'::regnamespace
 	  UNION ALL SELECT format('comment %s', d.description) FROM pg_description d JOIN pg_class c ON c.oid = d.objoid
 	    WHERE c.relnamespace = 'posthog_export'::regnamespace
+	  UNION ALL SELECT format('event trigger %s %s %s %s %s', evtname, evtevent, evtenabled, evttags, evtfoid::regproc)
+	    FROM pg_event_trigger
 	) s};
 is($node->safe_psql('postgres', $catalog_sql), $fresh->safe_psql('postgres', $catalog_sql),
 	'the updated catalog equals a fresh install of 0.2.0 (columns, functions, views, constraints, policies, indexes, grants, comments)');
 $fresh->stop;
+
+# the exports 0.1.0 made depend on their server now (the library is not
+# preloaded here: event triggers, not the hook): without the user mapping
+# that also holds it back, DROP SERVER is refused; a rename carries them along
+$err = psql_fails($node, q{BEGIN; DROP USER MAPPING FOR CURRENT_USER SERVER posthog; DROP SERVER posthog; COMMIT;},
+	'DROP SERVER of the server of the exports 0.1.0 made');
+like($err, qr/ERROR:  cannot drop server posthog because exports depend on it\nDETAIL:  export "alices" of role "alice" depends on server posthog\nexport "ev" of role "\w+" depends on server posthog/,
+	'is refused, naming both exports');
+is($node->safe_psql('postgres', q{BEGIN; ALTER SERVER posthog RENAME TO renamed;
+	SELECT string_agg(DISTINCT server_name, ',') FROM posthog_export.exports; ROLLBACK;}), 'renamed', 'a rename carries them along');
 
 # the exports go on: the queued backfill runs, the completed hour is not exported again
 psql_ok($node, q{CALL posthog_export.run_due()}, 'run_due after the update');
