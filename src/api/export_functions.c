@@ -366,8 +366,9 @@ cron_job_runs_due(void)
 	bool		found = false;
 
 	pushed = phx_snapshot_ensure();
-	if (SPI_execute("SELECT pg_catalog.to_regclass('cron.job') IS NOT NULL "
-					"AND pg_catalog.has_table_privilege('cron.job', 'SELECT')",
+	/* has_table_privilege() of a NULL oid (no such table) is NULL, not an error */
+	if (SPI_execute("SELECT pg_catalog.has_table_privilege(c::pg_catalog.oid, 'SELECT') IS TRUE "
+					"FROM (SELECT pg_catalog.to_regclass('cron.job') AS c) t",
 					true, 1) == SPI_OK_SELECT && SPI_processed == 1)
 	{
 		bool		isnull;
