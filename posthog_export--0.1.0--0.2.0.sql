@@ -279,3 +279,54 @@ CREATE EVENT TRIGGER posthog_export_rename_server ON ddl_command_end
 ALTER EVENT TRIGGER posthog_export_drop_server ENABLE ALWAYS;
 ALTER EVENT TRIGGER posthog_export_drop_owned ENABLE ALWAYS;
 ALTER EVENT TRIGGER posthog_export_rename_server ENABLE ALWAYS;
+
+-- Response text is UTF-8 and is written without conversion: a database
+-- with another encoding is refused now, not at the first export.
+DO $phx$
+BEGIN
+    IF pg_catalog.getdatabaseencoding() OPERATOR(pg_catalog.<>) 'UTF8' THEN
+        RAISE EXCEPTION 'posthog_export needs a database with UTF8 encoding'
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = pg_catalog.format('This database uses %s.', pg_catalog.getdatabaseencoding()),
+                  HINT = 'Create the extension in a database created with ENCODING ''UTF8'' (CREATE DATABASE ... ENCODING ''UTF8'' TEMPLATE template0).';
+    END IF;
+END
+$phx$;
+
+-- create_export() checks the server with one query before it creates the
+-- export (check_server => false skips it); check_server() makes that check alone.
+DROP FUNCTION @extschema@.create_export(text, text, text, text, text, interval, text, text[], text[],
+                                        interval, text, interval, interval, time, time, interval, interval);
+CREATE FUNCTION @extschema@.create_export(
+    name           text,
+    server         text,
+    model          text DEFAULT 'events',
+    schema_name    text DEFAULT 'posthog_exports',
+    table_name     text DEFAULT NULL,
+    "interval"     interval DEFAULT '1 hour',
+    mode           text DEFAULT NULL,
+    include_events text[] DEFAULT NULL,
+    exclude_events text[] DEFAULT NULL,
+    lookback       interval DEFAULT NULL,
+    timezone       text DEFAULT 'UTC',
+    start_offset   interval DEFAULT '0',
+    delay          interval DEFAULT '1 minute',
+    exclude_window_start time DEFAULT NULL,
+    exclude_window_end   time DEFAULT NULL,
+    settle_window  interval DEFAULT NULL,
+    settle_every   interval DEFAULT NULL,
+    check_server   boolean DEFAULT true)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'posthog_export_create_export'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+COMMENT ON FUNCTION @extschema@.create_export IS 'create an export owned by the current role';
+
+-- One cheap query to a PostHog server with the caller's user mapping:
+-- URL, project, key and scope; create_export(check_server => true) runs it.
+CREATE FUNCTION @extschema@.check_server(server text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'posthog_export_check_server'
+LANGUAGE C STRICT VOLATILE;
+
+COMMENT ON FUNCTION @extschema@.check_server IS 'check a PostHog server (URL, project, API key and its scope) with one cheap query; returns what answered or raises why not';

@@ -3,6 +3,19 @@
 -- complain if script is sourced in psql, rather than via CREATE EXTENSION
 \echo Use "CREATE EXTENSION posthog_export" to load this file. \quit
 
+-- Response text is UTF-8 and is written without conversion: a database
+-- with another encoding is refused now, not at the first export.
+DO $phx$
+BEGIN
+    IF pg_catalog.getdatabaseencoding() OPERATOR(pg_catalog.<>) 'UTF8' THEN
+        RAISE EXCEPTION 'posthog_export needs a database with UTF8 encoding'
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = pg_catalog.format('This database uses %s.', pg_catalog.getdatabaseencoding()),
+                  HINT = 'Create the extension in a database created with ENCODING ''UTF8'' (CREATE DATABASE ... ENCODING ''UTF8'' TEMPLATE template0).';
+    END IF;
+END
+$phx$;
+
 -- The foreign data wrapper only carries connection options: a SERVER holds
 -- the PostHog URL and project, a USER MAPPING holds the API key (readable,
 -- like any user mapping's options, only by its user and superusers).
@@ -151,12 +164,22 @@ CREATE FUNCTION @extschema@.create_export(
     exclude_window_start time DEFAULT NULL,
     exclude_window_end   time DEFAULT NULL,
     settle_window  interval DEFAULT NULL,
-    settle_every   interval DEFAULT NULL)
+    settle_every   interval DEFAULT NULL,
+    check_server   boolean DEFAULT true)
 RETURNS integer
 AS 'MODULE_PATHNAME', 'posthog_export_create_export'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE;
 
 COMMENT ON FUNCTION @extschema@.create_export IS 'create an export owned by the current role';
+
+-- One cheap query to a PostHog server with the caller's user mapping:
+-- URL, project, key and scope; create_export(check_server => true) runs it.
+CREATE FUNCTION @extschema@.check_server(server text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'posthog_export_check_server'
+LANGUAGE C STRICT VOLATILE;
+
+COMMENT ON FUNCTION @extschema@.check_server IS 'check a PostHog server (URL, project, API key and its scope) with one cheap query; returns what answered or raises why not';
 
 CREATE FUNCTION @extschema@.drop_export(name text, if_exists boolean DEFAULT false)
 RETURNS boolean

@@ -18,6 +18,12 @@ CREATE SERVER s_bad FOREIGN DATA WRAPPER posthog_export OPTIONS (url 'ftp://us.p
 CREATE SERVER s_bad FOREIGN DATA WRAPPER posthog_export OPTIONS (url 'https://', project_id '1');
 CREATE SERVER s_bad FOREIGN DATA WRAPPER posthog_export OPTIONS (url 'https://user:pw@us.posthog.com', project_id '1');
 CREATE SERVER s_bad FOREIGN DATA WRAPPER posthog_export OPTIONS (url 'https://us.posthog.com/?x=1', project_id '1');
+-- the API path is ours to add: a URL with /api/ in it is a mistake (a 404 at every request)
+CREATE SERVER s_bad FOREIGN DATA WRAPPER posthog_export OPTIONS (url 'https://us.posthog.com/api/projects/1/query/', project_id '1');
+CREATE SERVER s_bad FOREIGN DATA WRAPPER posthog_export OPTIONS (url 'https://us.posthog.com/api', project_id '1');
+-- a self-hosted PostHog under a path prefix is fine
+CREATE SERVER s_prefix FOREIGN DATA WRAPPER posthog_export OPTIONS (url 'https://example.com/posthog/', project_id '1');
+DROP SERVER s_prefix;
 CREATE SERVER s_bad FOREIGN DATA WRAPPER posthog_export OPTIONS (url 'https://us.posthog.com', project_id 'abc');
 CREATE SERVER s_bad FOREIGN DATA WRAPPER posthog_export OPTIONS (url 'https://us.posthog.com', project_id '0');
 CREATE SERVER s_bad FOREIGN DATA WRAPPER posthog_export OPTIONS (url 'https://us.posthog.com', project_id '1', page_size '50001');

@@ -15,6 +15,7 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/array.h"
@@ -31,6 +32,7 @@ PG_FUNCTION_INFO_V1(posthog_export_alter_export);
 PG_FUNCTION_INFO_V1(posthog_export_pause);
 PG_FUNCTION_INFO_V1(posthog_export_unpause);
 PG_FUNCTION_INFO_V1(posthog_export_backfill);
+PG_FUNCTION_INFO_V1(posthog_export_check_server);
 
 static char *
 text_arg(FunctionCallInfo fcinfo, int n, const char *argname, bool required)
@@ -355,6 +357,67 @@ prepare_destination(PhxExport *exp, const PhxModel *m)
 	phx_destination_close(dest);
 }
 
+/*
+ * Does a pg_cron job of this database, one the role can see, call
+ * run_due()?  (pg_cron shows a role only its own jobs; a job in another
+ * database, or of another role, is not seen.)
+ */
+static bool
+cron_job_runs_due(void)
+{
+	bool		pushed;
+	bool		found = false;
+
+	pushed = phx_snapshot_ensure();
+	/* has_table_privilege() of a NULL oid (no such table) is NULL, not an error */
+	if (SPI_execute("SELECT pg_catalog.has_table_privilege(c::pg_catalog.oid, 'SELECT') IS TRUE "
+					"FROM (SELECT pg_catalog.to_regclass('cron.job') AS c) t",
+					true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+	{
+		bool		isnull;
+
+		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) &&
+			SPI_execute("SELECT 1 FROM cron.job WHERE active "
+						"AND command OPERATOR(pg_catalog.~*) 'posthog_export\\s*\\.\\s*run_due'",
+						true, 1) == SPI_OK_SELECT)
+			found = SPI_processed > 0;
+	}
+	phx_snapshot_release(pushed);
+	return found;
+}
+
+/*
+ * What a DBA needs to know about a new export: whether anything will run
+ * it by itself (the scheduler, or a pg_cron job calling run_due()), and
+ * that it starts at the next interval, so earlier data needs a backfill.
+ */
+static void
+notice_how_it_runs(const PhxExport *exp)
+{
+	bool		preloaded = phx_worker_shared != NULL;
+	bool		wanted = phx_database_wanted(get_database_name(MyDatabaseId));
+
+	if ((!preloaded || !phx_scheduler_enabled || !wanted) && !cron_job_runs_due())
+		ereport(NOTICE,
+				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+				 errmsg("nothing will run export \"%s\" by itself", exp->name),
+				 !preloaded ?
+				 errdetail("posthog_export is not in shared_preload_libraries, and no pg_cron job of this database that you can see calls posthog_export.run_due().") :
+				 !phx_scheduler_enabled ?
+				 errdetail("posthog_export.scheduler is off, and no pg_cron job of this database that you can see calls posthog_export.run_due().") :
+				 errdetail("posthog_export.databases does not list this database, and no pg_cron job of this database that you can see calls posthog_export.run_due()."),
+				 errhint("Add posthog_export to shared_preload_libraries (and restart), or schedule CALL posthog_export.run_due() with pg_cron; or run it by hand with run_export().")));
+	ereport(NOTICE,
+			(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+			 errmsg("export \"%s\" starts with the interval at %s; earlier data needs a backfill",
+					exp->name, phx_ts_str(exp->next_interval_start)),
+			 errhint("Queue the past with: SELECT posthog_export.backfill(%s, start_at => NULL);  (NULL: from the project's first data)",
+					 quote_literal_cstr(exp->name))));
+}
+
+/* create_export(..., check_server): the arguments are in the order of the SQL function; check_server is the last. */
+#define CREATE_EXPORT_CHECK_ARG 17
+
 Datum
 posthog_export_create_export(PG_FUNCTION_ARGS)
 {
@@ -362,6 +425,9 @@ posthog_export_create_export(PG_FUNCTION_ARGS)
 	EventFilters filters;
 	const PhxModel *m;
 	int32		export_id;
+	PhxServerConfig *cfg;
+	bool		check = PG_NARGS() <= CREATE_EXPORT_CHECK_ARG || PG_ARGISNULL(CREATE_EXPORT_CHECK_ARG) ||
+		PG_GETARG_BOOL(CREATE_EXPORT_CHECK_ARG);
 
 	phx_check_database_encoding();
 	m = create_export_args(fcinfo, &exp, &filters);
@@ -376,12 +442,16 @@ posthog_export_create_export(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("export \"%s\" already exists", exp.name)));
 	/* fails now, not at the first run, on a missing server, USAGE or user mapping */
-	(void) phx_get_server_config(exp.server_name, exp.owner);
+	cfg = phx_get_server_config(exp.server_name, exp.owner);
 
 	exp.next_interval_start = first_full_period(&exp);
 	prepare_destination(&exp, m);
+	/* last: the table is checked before a request is spent on PostHog */
+	if (check)
+		(void) phx_check_server(cfg);
 	export_id = phx_export_insert(&exp, filters.include, filters.include_null,
 								  filters.exclude, filters.exclude_null);
+	notice_how_it_runs(&exp);
 	SPI_finish();
 	phx_wake_scheduler();
 	PG_RETURN_INT32(export_id);
@@ -641,4 +711,20 @@ posthog_export_backfill(PG_FUNCTION_ARGS)
 	SPI_finish();
 	phx_wake_scheduler();
 	PG_RETURN_INT64(id);
+}
+
+/*
+ * check_server(server): one cheap query to the PostHog server with the
+ * current role's user mapping: the URL, the project, the key and its
+ * scope, and the network on the way.  Returns what answered, or raises
+ * the error a run would get (404: url or project_id; 401: the key; 403:
+ * the key's scope or access to the project; the network).
+ */
+Datum
+posthog_export_check_server(PG_FUNCTION_ARGS)
+{
+	char	   *server = text_arg(fcinfo, 0, "server", true);
+	PhxServerConfig *cfg = phx_get_server_config(server, GetUserId());
+
+	PG_RETURN_TEXT_P(cstring_to_text(phx_check_server(cfg)));
 }

@@ -364,8 +364,9 @@ request_headers(PhxServerConfig *cfg)
 	return more;
 }
 
-static char *
-query_url(PhxServerConfig *cfg)
+/* The URL of the query API; it never holds the key (that goes in a header), so errors may name it. */
+char *
+phx_query_url(PhxServerConfig *cfg)
 {
 	return psprintf("%s/api/projects/" INT64_FORMAT "/query/", cfg->url, cfg->project_id);
 }
@@ -414,7 +415,7 @@ phx_http_prefetch(PhxServerConfig *cfg, PhxQuery *q, const char *label)
 									  ALLOCSET_DEFAULT_SIZES);
 	pf.rb.limit = (size_t) cfg->max_response_size;
 	pf.errbuf[0] = '\0';
-	setup_handle(pf.easy, cfg, query_url(cfg), pf.headers, pf.body, &pf.rb, pf.errbuf);
+	setup_handle(pf.easy, cfg, phx_query_url(cfg), pf.headers, pf.body, &pf.rb, pf.errbuf);
 	MemoryContextSwitchTo(oldcxt);
 	if (curl_multi_add_handle(pf.multi, pf.easy) != CURLM_OK)
 	{
@@ -444,7 +445,7 @@ static CURLcode
 perform_now(CURL *curl, PhxServerConfig *cfg, const char *body, PhxResponseBuffer *rb,
 			char *errbuf)
 {
-	char	   *url = query_url(cfg);
+	char	   *url = phx_query_url(cfg);
 	struct curl_slist *headers = request_headers(cfg);
 	volatile CURLcode rc = CURLE_OK;
 	volatile int slot = -1;
@@ -478,6 +479,10 @@ curl_failure(CURLcode rc)
 	{
 		case CURLE_OPERATION_TIMEDOUT:
 			return PHX_XFER_TIMED_OUT;
+		case CURLE_COULDNT_CONNECT:
+		case CURLE_COULDNT_RESOLVE_HOST:
+		case CURLE_COULDNT_RESOLVE_PROXY:
+			return PHX_XFER_NO_CONNECTION;
 		case CURLE_PEER_FAILED_VERIFICATION:
 			return PHX_XFER_TLS_UNVERIFIED;
 		case CURLE_SSL_CACERT_BADFILE:
@@ -526,8 +531,13 @@ describe_transfer(CURL *used, CURLcode rc, PhxResponseBuffer *rb, const char *er
 	}
 	else
 	{
+		char	   *ctype = NULL;
+
 		out->end = PHX_XFER_ANSWERED;
 		curl_easy_getinfo(used, CURLINFO_RESPONSE_CODE, &out->status);
+		/* libcurl's copy lives until the handle's next request */
+		if (curl_easy_getinfo(used, CURLINFO_CONTENT_TYPE, &ctype) == CURLE_OK && ctype)
+			out->content_type = pstrdup(ctype);
 		if (rb->data == NULL)
 			rb->data = palloc(1);
 		rb->data[rb->len] = '\0';

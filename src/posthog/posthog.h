@@ -200,6 +200,7 @@ extern PhxPage *phx_http_query(PhxServerConfig *cfg, PhxQuery *q,
 							   const char *label,
 							   PhxShrinkCallback shrink, void *shrink_arg,
 							   int64 *bytes_out);
+extern char *phx_check_server(PhxServerConfig *cfg);
 
 /* ------------------------------------------------------------------------
  * network_policy.c (for this folder only)
@@ -236,6 +237,7 @@ typedef enum PhxTransferEnd
 	PHX_XFER_TOO_LARGE,			/* the body passed max_response_size */
 	PHX_XFER_OUT_OF_MEMORY,		/* the body could not be stored */
 	PHX_XFER_TIMED_OUT,			/* connect_timeout or timeout passed */
+	PHX_XFER_NO_CONNECTION,		/* refused, or the host name not resolved */
 	PHX_XFER_NETWORK_ERROR,		/* could not connect, connection lost ... */
 	PHX_XFER_TLS_UNVERIFIED,	/* the server's certificate was not accepted */
 	PHX_XFER_BAD_CA_FILE,		/* the trusted certificates could not be loaded */
@@ -254,10 +256,12 @@ typedef struct PhxTransfer
 	uint64		announced;		/* PHX_XFER_TOO_LARGE: a Content-Length, or 0 */
 	PhxNetPolicy policy;		/* PHX_XFER_REFUSED: the address, and why */
 	char	   *error;			/* a libcurl failure in libcurl's words */
+	char	   *content_type;	/* PHX_XFER_ANSWERED: its Content-Type, or NULL */
 } PhxTransfer;
 
 extern void phx_transport_perform(PhxServerConfig *cfg, const char *body,
 								  uint64 prefetched, PhxTransfer *out);
+extern char *phx_query_url(PhxServerConfig *cfg);
 
 /* ------------------------------------------------------------------------
  * request_budget.c (for this folder only)

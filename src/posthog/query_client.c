@@ -64,6 +64,7 @@ typedef struct Attempt
 	char	   *code;			/* PostHog's error code, or NULL */
 	char	   *detail;			/* PostHog's error detail, or NULL */
 	bool		posthog_body;	/* the body was PostHog's JSON error shape */
+	bool		not_api;		/* the body was not JSON at all (an HTML page ...) */
 	char	   *problem;		/* why it failed, for the DETAIL of a report */
 	long		wait_ms;		/* PHX_THROTTLED: as PostHog said, or -1 */
 	PhxPage    *page;			/* PHX_OK */
@@ -128,10 +129,9 @@ throttle_wait_ms(const char *detail)
 }
 
 /*
- * Pulls "code" and "detail" from PostHog's error body, or a printable
- * prefix of a body that is not JSON (a proxy's HTML page, say).  True when
- * the body was PostHog's error shape: JSON with a code or a detail (a
- * proxy or load balancer in front of PostHog sends HTML, or nothing).
+ * Pulls "code" and "detail" from PostHog's error body.  True when the body
+ * was PostHog's error shape: JSON with a code or a detail (a proxy or load
+ * balancer in front of PostHog sends HTML, or nothing).
  */
 static bool
 describe_error_body(char *body, size_t len, char **code, char **detail)
@@ -143,16 +143,63 @@ describe_error_body(char *body, size_t len, char **code, char **detail)
 	body[len] = '\0';
 	if (phx_parse_error_body(body, len, code, detail))
 		return *code != NULL || *detail != NULL;
-	{
-		int			n = Min(len, 200);
-		char	   *s = pnstrdup(body, n);
-
-		for (char *p = s; *p; p++)
-			if ((unsigned char) *p < 0x20 || (unsigned char) *p >= 0x7f)
-				*p = ' ';
-		*detail = s;
-	}
 	return false;
+}
+
+/* A short printable copy of text from the network: control and non-ASCII bytes as '?', runs of spaces as one. */
+static char *
+printable_excerpt(const char *text, size_t len, size_t max)
+{
+	StringInfoData out;
+	bool		space = false;
+	size_t		i;
+
+	initStringInfo(&out);
+	for (i = 0; i < len && out.len < (int) max; i++)
+	{
+		unsigned char c = (unsigned char) text[i];
+
+		if (c == ' ' || c == '\t' || c == '\n' || c == '\r')
+		{
+			if (!space && out.len > 0)
+				appendStringInfoChar(&out, ' ');
+			space = true;
+			continue;
+		}
+		space = false;
+		appendStringInfoChar(&out, (c < 0x20 || c >= 0x7f || c == '"') ? '?' : (char) c);
+	}
+	if (i < len)
+		appendStringInfoString(&out, "...");
+	return out.data;
+}
+
+/*
+ * Is the body of an answer something other than JSON (an HTML page, a
+ * proxy's or load balancer's error, plain text)?  Then no PostHog API
+ * sent it, and the problem names its content type and its first bytes,
+ * never the whole page.
+ */
+static bool
+judge_not_api(Attempt *a)
+{
+	const char *p = a->xfer.body;
+	const char *end = p ? p + a->xfer.len : NULL;
+
+	if (p == NULL || a->xfer.len == 0)
+		return false;
+	while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+		p++;
+	if (p < end && (*p == '{' || *p == '['))
+		return false;
+	a->not_api = true;
+	a->problem = psprintf("The answer (HTTP %ld, Content-Type %s, %zu bytes) is not a PostHog API response; it begins: \"%s\"",
+						  a->xfer.status,
+						  a->xfer.content_type ?
+						  printable_excerpt(a->xfer.content_type, strlen(a->xfer.content_type), 100) : "not given",
+						  a->xfer.len,
+						  printable_excerpt(a->xfer.body, a->xfer.len, 80));
+	return true;
 }
 
 /* The DETAIL of an HTTP answer other than 200: its status and what PostHog said. */
@@ -192,10 +239,13 @@ judge_answer(Attempt *a)
 		/* a malformed body (cut off by a proxy, say) is retried like a network error */
 		a->page = phx_try_parse_page(a->xfer.body, a->xfer.len, &a->problem);
 		a->outcome = a->page ? PHX_OK : PHX_RETRY;
+		if (a->page == NULL)
+			(void) judge_not_api(a);
 		return;
 	}
 	a->posthog_body = describe_error_body(a->xfer.body, a->xfer.len, &a->code, &a->detail);
-	a->problem = answer_detail(status, a->code, a->detail);
+	if (!judge_not_api(a))
+		a->problem = answer_detail(status, a->code, a->detail);
 	if (status == 429)
 	{
 		a->outcome = PHX_THROTTLED;
@@ -305,6 +355,7 @@ judge_transfer(PhxServerConfig *cfg, Attempt *a)
 			a->problem = pstrdup("The request was interrupted.");
 			break;
 		case PHX_XFER_TIMED_OUT:
+		case PHX_XFER_NO_CONNECTION:
 		case PHX_XFER_NETWORK_ERROR:
 			a->outcome = PHX_RETRY;
 			a->problem = x->error;
@@ -351,13 +402,29 @@ report_rejection(PhxServerConfig *cfg, Attempt *a)
 {
 	long		status = a->xfer.status;
 
-	if (status == 401 || status == 403)
+	if (status == 401)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
 				 errmsg("PostHog server \"%s\" rejected the API key (HTTP %ld)",
 						cfg->server_name, status),
 				 errdetail_internal("%s", a->problem),
-				 errhint("Check the api_key of the user mapping: a personal API key with the query:read scope for project " INT64_FORMAT ".",
+				 errhint("The key is not valid: check the api_key of the user mapping (a personal API key with the query:read scope for project " INT64_FORMAT ").",
+						 cfg->project_id)));
+	else if (status == 403)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+				 errmsg("PostHog server \"%s\" rejected the API key (HTTP %ld)",
+						cfg->server_name, status),
+				 errdetail_internal("%s", a->problem),
+				 errhint("The key was accepted but may not query project " INT64_FORMAT ": it needs the query:read scope and access to that project (check the server option project_id).",
+						 cfg->project_id)));
+	else if (status == 404)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
+				 errmsg("PostHog server \"%s\" has no query API at %s (HTTP 404)",
+						cfg->server_name, phx_query_url(cfg)),
+				 errdetail_internal("%s", a->problem),
+				 errhint("Check the server options url (the base URL, as 'https://us.posthog.com') and project_id (" INT64_FORMAT ").",
 						 cfg->project_id)));
 	else if (status >= 300 && status < 400)
 		ereport(ERROR,
@@ -366,6 +433,14 @@ report_rejection(PhxServerConfig *cfg, Attempt *a)
 						cfg->server_name, status),
 				 errdetail("Redirects are not followed, so the API key never reaches another host."),
 				 errhint("Set the server option url to the final address.")));
+	else if (a->not_api)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
+				 errmsg("the answer of PostHog server \"%s\" (HTTP %ld) is not a PostHog API response",
+						cfg->server_name, status),
+				 errdetail_internal("%s", a->problem),
+				 errhint("Something other than PostHog answered at %s: check the server options url and proxy.",
+						 phx_query_url(cfg))));
 	else
 		ereport(ERROR,
 				(errcode(status == 400 ? ERRCODE_FDW_ERROR : ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
@@ -375,55 +450,79 @@ report_rejection(PhxServerConfig *cfg, Attempt *a)
 }
 
 /*
- * The last of max_retries + 1 attempts failed: the error says how, and its
- * DETAIL lists what every attempt came to ("tried").
+ * The last of max_retries + 1 requests failed: the error says how, and its
+ * DETAIL lists what every request came to ("tried").  Messages count
+ * requests, not attempts: posthog_export.runs.attempts counts the runs of
+ * an interval, each of which may make max_retries + 1 requests per page.
+ * Only what may well pass by itself is called transient; a connection
+ * that could not be made, or an answer from something other than PostHog,
+ * points at the server options instead.
  */
 static void
-report_retries_exhausted(PhxServerConfig *cfg, int attempts, Attempt *a, const char *tried)
+report_retries_exhausted(PhxServerConfig *cfg, int requests, Attempt *a, const char *tried)
 {
 	const char *name = cfg->server_name;
 
 #define PHX_TRANSIENT_HINT \
 	errhint("The error is transient; the run resumes from its last committed page when retried.")
 
-	if (a->xfer.end == PHX_XFER_ANSWERED && a->xfer.status != 200)
+	if (a->xfer.end == PHX_XFER_ANSWERED && a->not_api)
 		ereport(ERROR,
 				(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
-				 errmsg_plural("PostHog request to server \"%s\" failed after %d attempt: the answer was HTTP %ld",
-							   "PostHog request to server \"%s\" failed after %d attempts: the last answer was HTTP %ld",
-							   attempts, name, attempts, a->xfer.status),
+				 errmsg_plural("PostHog request to server \"%s\" failed after %d request: the answer (HTTP %ld) was not a PostHog API response",
+							   "PostHog request to server \"%s\" failed after %d requests: the last answer (HTTP %ld) was not a PostHog API response",
+							   requests, name, requests, a->xfer.status),
+				 errdetail_internal("%s. Answers, in order: %s.", a->problem, tried),
+				 errhint("Something other than PostHog answered at %s (a proxy, a load balancer, a web site): check the server options url and proxy.",
+						 phx_query_url(cfg))));
+	else if (a->xfer.end == PHX_XFER_ANSWERED && a->xfer.status != 200)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
+				 errmsg_plural("PostHog request to server \"%s\" failed after %d request: the answer was HTTP %ld",
+							   "PostHog request to server \"%s\" failed after %d requests: the last answer was HTTP %ld",
+							   requests, name, requests, a->xfer.status),
 				 errdetail_internal("%s Answers, in order: %s.", a->problem, tried),
 				 PHX_TRANSIENT_HINT));
 	else if (a->xfer.end == PHX_XFER_ANSWERED)
 		ereport(ERROR,
 				(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
-				 errmsg_plural("PostHog request to server \"%s\" failed after %d attempt: the answer was not a valid query result",
-							   "PostHog request to server \"%s\" failed after %d attempts: the last answer was not a valid query result",
-							   attempts, name, attempts),
+				 errmsg_plural("PostHog request to server \"%s\" failed after %d request: the answer was not a valid query result",
+							   "PostHog request to server \"%s\" failed after %d requests: the last answer was not a valid query result",
+							   requests, name, requests),
 				 errdetail_internal("%s Answers, in order: %s.", a->problem, tried),
 				 PHX_TRANSIENT_HINT));
 	else if (a->xfer.end == PHX_XFER_INTERRUPTED)
 		ereport(ERROR,
 				(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
-				 errmsg_plural("PostHog request to server \"%s\" failed after %d attempt: it was interrupted",
-							   "PostHog request to server \"%s\" failed after %d attempts: the last was interrupted",
-							   attempts, name, attempts),
+				 errmsg_plural("PostHog request to server \"%s\" failed after %d request: it was interrupted",
+							   "PostHog request to server \"%s\" failed after %d requests: the last was interrupted",
+							   requests, name, requests),
 				 errdetail_internal("Answers, in order: %s.", tried),
 				 PHX_TRANSIENT_HINT));
 	else if (a->xfer.end == PHX_XFER_TIMED_OUT)
 		ereport(ERROR,
 				(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
-				 errmsg_plural("PostHog request to server \"%s\" failed after %d attempt: it timed out",
-							   "PostHog request to server \"%s\" failed after %d attempts: the last timed out",
-							   attempts, name, attempts),
+				 errmsg_plural("PostHog request to server \"%s\" failed after %d request: it timed out",
+							   "PostHog request to server \"%s\" failed after %d requests: the last timed out",
+							   requests, name, requests),
 				 errdetail_internal("%s Answers, in order: %s.", a->problem, tried),
 				 PHX_TRANSIENT_HINT));
+	else if (a->xfer.end == PHX_XFER_NO_CONNECTION)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
+				 errmsg_plural("could not connect to PostHog server \"%s\" (%d request)",
+							   "could not connect to PostHog server \"%s\" (%d requests)",
+							   requests, name, requests),
+				 errdetail_internal("%s Answers, in order: %s.", a->problem, tried),
+				 cfg->proxy ?
+				 errhint("Check that the proxy in the server option proxy is up and reachable from the database server, and the server option url.") :
+				 errhint("Check the server option url (%s) and that the database server can reach it.", cfg->url)));
 	else
 		ereport(ERROR,
 				(errcode(ERRCODE_FDW_UNABLE_TO_ESTABLISH_CONNECTION),
-				 errmsg_plural("PostHog request to server \"%s\" failed after %d attempt: the connection failed",
-							   "PostHog request to server \"%s\" failed after %d attempts: the connection failed",
-							   attempts, name, attempts),
+				 errmsg_plural("PostHog request to server \"%s\" failed after %d request: the connection failed",
+							   "PostHog request to server \"%s\" failed after %d requests: the connection failed",
+							   requests, name, requests),
 				 errdetail_internal("%s Answers, in order: %s.", a->problem, tried),
 				 PHX_TRANSIENT_HINT));
 #undef PHX_TRANSIENT_HINT
@@ -483,6 +582,8 @@ note_attempt(StringInfo tried, PhxQuery *q, Attempt *a)
 		appendStringInfoString(tried, "a timeout");
 	else if (a->xfer.end == PHX_XFER_INTERRUPTED)
 		appendStringInfoString(tried, "an interruption");
+	else if (a->xfer.end == PHX_XFER_NO_CONNECTION)
+		appendStringInfoString(tried, "no connection");
 	else
 		appendStringInfoString(tried, "a network error");
 	if (q->rows > 0)
@@ -598,4 +699,38 @@ phx_http_query(PhxServerConfig *cfg, PhxQuery *q, const char *label,
 
 	error_context_stack = errcallback.previous;
 	return page;
+}
+
+/*
+ * check_server(): one cheap query ("SELECT 1") through the same path as
+ * every page (the request budget, the network policy, TLS), made once, so
+ * that a wrong URL (404), key (401), scope or project (403), or network
+ * fails now with the error a run would give, and precisely.  Returns a
+ * short report of what answered.  The key is never part of it.
+ */
+char *
+phx_check_server(PhxServerConfig *cfg)
+{
+	PhxQuery	q;
+	PhxPage    *page;
+	int64		bytes = 0;
+	TimestampTz started = GetCurrentTimestamp();
+	long		secs;
+	int			usecs;
+
+	/* one request: a check that retries for a minute is no check */
+	cfg->max_retries = 0;
+	phx_query_init(&q);
+	appendStringInfoString(&q.text, "SELECT 1 AS ok");
+	page = phx_http_query(cfg, &q, "posthog_export check_server", NULL, NULL, &bytes);
+	if (page->nrows != 1 || page->ncolumns != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_ERROR),
+				 errmsg("PostHog server \"%s\" answered the check query with %d rows of %d columns, not one row of one",
+						cfg->server_name, page->nrows, page->ncolumns),
+				 errhint("Check that the server option url names a PostHog API.")));
+	TimestampDifference(started, GetCurrentTimestamp(), &secs, &usecs);
+	return psprintf("PostHog server \"%s\" answered a query of project " INT64_FORMAT " at %s with this API key in %ld ms",
+					cfg->server_name, cfg->project_id, phx_query_url(cfg),
+					secs * 1000 + usecs / 1000);
 }

@@ -175,6 +175,14 @@ check_url(const char *value, bool allow_http)
 				 errmsg("invalid value for option \"url\""),
 				 errdetail("The URL must not contain user information, a query string, a fragment or white space."),
 				 errhint("Put the API key in a user mapping: CREATE USER MAPPING ... OPTIONS (api_key '...').")));
+	/* the query path (/api/projects/N/query/) is ours to add */
+	if (strstr(rest, "/api/") != NULL ||
+		(strlen(rest) >= 4 && strcmp(rest + strlen(rest) - 4, "/api") == 0))
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE),
+				 errmsg("invalid value for option \"url\": \"%s\"", value),
+				 errdetail("The URL contains an API path; posthog_export adds /api/projects/<project_id>/query/ itself."),
+				 errhint("Give the base URL, as 'https://us.posthog.com', and the project in the option project_id.")));
 	if (is_http && !allow_http)
 		ereport(ERROR,
 				(errcode(ERRCODE_FDW_INVALID_ATTRIBUTE_VALUE),

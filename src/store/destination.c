@@ -76,12 +76,39 @@ spi_exec_or_error(const char *sql)
 		elog(ERROR, "SPI_execute failed for \"%s\": %s", sql, SPI_result_code_string(rc));
 }
 
+/*
+ * CREATE TABLE in an existing schema needs CREATE on it (and USAGE, to use
+ * the table afterwards): checked first, so a missing privilege gets the
+ * same clean error as the others, not the one of our internal statement.
+ */
+static void
+check_schema_create(PhxExport *exp, Oid nsp, const char *qualified)
+{
+	const char *role = GetUserNameFromId(GetUserId(), false);
+	bool		usage = pg_namespace_aclcheck(nsp, GetUserId(), ACL_USAGE) == ACLCHECK_OK;
+	bool		create = pg_namespace_aclcheck(nsp, GetUserId(), ACL_CREATE) == ACLCHECK_OK;
+
+	if (usage && create)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("permission denied for schema %s", exp->schema_name),
+			 errdetail("Role \"%s\" needs %s on the schema to create the table %s.",
+					   role, !usage && !create ? "USAGE and CREATE" : !create ? "CREATE" : "USAGE",
+					   qualified),
+			 errhint("Grant it with GRANT USAGE, CREATE ON SCHEMA %s TO %s, or create the table and grant INSERT on it to the role.",
+					 quote_identifier(exp->schema_name), quote_identifier(role))));
+}
+
 static void
 create_table(PhxExport *exp, const PhxModel *model, const char *qualified)
 {
 	StringInfoData sql;
+	Oid			nsp = get_namespace_oid(exp->schema_name, true);
 
-	if (!OidIsValid(get_namespace_oid(exp->schema_name, true)))
+	if (OidIsValid(nsp))
+		check_schema_create(exp, nsp, qualified);
+	else
 	{
 		AclResult	aclresult = pg_database_aclcheck(MyDatabaseId, GetUserId(), ACL_CREATE);
 
@@ -221,6 +248,69 @@ open_checked_table(PhxExport *exp, const char *qualified, bool merge, Oid *relid
 }
 
 /*
+ * Can a column of type dest_type take the model's values of model_type?
+ * Yes where an INSERT would convert them (an assignment cast: text into
+ * varchar(n), int4 into int8, timestamptz into timestamp ...), and where
+ * an explicit cast reads the value's text as the column type means it
+ * (text into uuid, inet or json).  Not where the values are of another
+ * kind than the column's: text or jsonb into a number, a boolean or a
+ * time, which would fail on the first row, or no cast at all.
+ */
+static bool
+column_takes(Oid model_type, Oid dest_type)
+{
+	Oid			base = getBaseType(dest_type);
+	char		dest_cat;
+	char		model_cat;
+	bool		preferred;
+
+	if (can_coerce_type(1, &model_type, &dest_type, COERCION_ASSIGNMENT))
+		return true;
+	if (!can_coerce_type(1, &model_type, &dest_type, COERCION_EXPLICIT))
+		return false;
+	get_type_category_preferred(base, &dest_cat, &preferred);
+	get_type_category_preferred(model_type, &model_cat, &preferred);
+	if (dest_cat == model_cat)
+		return true;
+	return dest_cat != TYPCATEGORY_NUMERIC && dest_cat != TYPCATEGORY_BOOLEAN &&
+		dest_cat != TYPCATEGORY_DATETIME && dest_cat != TYPCATEGORY_TIMESPAN;
+}
+
+/* The type a model column is created with, as a user would write it. */
+static char *
+expected_type(const PhxModelColumn *col)
+{
+	char	   *t;
+	char	   *p;
+
+	if (col->create_type == NULL)
+		return format_type_be(col->type);
+	t = pstrdup(col->create_type);
+	if ((p = strstr(t, " NOT NULL")) != NULL)
+		*p = '\0';
+	if (strncmp(t, "pg_catalog.", 11) == 0)
+		t += 11;
+	return t;
+}
+
+/* An existing column that cannot take the model's values is refused, naming both types. */
+static void
+check_column_type(PhxDestination *dest, const PhxModelColumn *col, Form_pg_attribute att)
+{
+	if (column_takes(col->type, att->atttypid))
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_DATATYPE_MISMATCH),
+			 errmsg("column \"%s\" of table %s is of type %s, which cannot take the %s model's values",
+					col->name, dest->qualified_name,
+					format_type_with_typemod(att->atttypid, att->atttypmod), dest->model->name),
+			 errdetail("The %s model writes %s values into column \"%s\"; the expected type is %s.",
+					   dest->model->name, format_type_be(col->type), col->name, expected_type(col)),
+			 errhint("Change the column's type (ALTER TABLE %s ALTER COLUMN %s TYPE %s), or drop the column if you do not want it exported.",
+					 dest->qualified_name, quote_identifier(col->name), expected_type(col))));
+}
+
+/*
  * The model columns the table has (dest->used), their names (cols) and
  * the stage's columns cast to the table's types (casts); an error when
  * it has none of them.
@@ -241,6 +331,7 @@ map_columns(PhxDestination *dest, TupleDesc desc, StringInfo cols, StringInfo ca
 
 		if (att == NULL)
 			continue;
+		check_column_type(dest, col, att);
 
 		dest->used[nused++] = i;
 		appendStringInfo(cols, "%s%s", sep, q);

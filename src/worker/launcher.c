@@ -50,8 +50,9 @@ phx_launcher_register(void)
 	RegisterBackgroundWorker(&worker);
 }
 
-static bool
-database_wanted(const char *name)
+/* Is the database among those posthog_export.databases names (all when empty)? */
+bool
+phx_database_wanted(const char *name)
 {
 	char	   *raw;
 	List	   *names;
@@ -93,7 +94,7 @@ start_schedulers(LauncherDb *known, int *nknown)
 	{
 		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
 
-		if (db->datallowconn && !db->datistemplate && database_wanted(NameStr(db->datname)))
+		if (db->datallowconn && !db->datistemplate && phx_database_wanted(NameStr(db->datname)))
 		{
 			/* outlives the transaction */
 			MemoryContext old = MemoryContextSwitchTo(outer);

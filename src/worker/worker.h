@@ -66,6 +66,7 @@ extern void phx_init_worker(BackgroundWorker *worker, const char *function,
  * ------------------------------------------------------------------------
  */
 extern void phx_launcher_register(void);
+extern bool phx_database_wanted(const char *name);
 
 /* ------------------------------------------------------------------------
  * run_worker.c

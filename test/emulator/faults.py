@@ -20,7 +20,8 @@ FAULT_SELECTORS = ("on_request", "every", "from_request")
 FAULT_ACTIONS = ("status", "kind", "delay", "truncate", "drop", "malformed", "wrong_columns", "body_b64",
                  "gzip_bomb", "content_length")
 FAULT_KEYS = set(FAULT_SELECTORS) | set(FAULT_ACTIONS) | {"times", "retry_after", "detail", "code", "type",
-                                                           "retry_after_header", "location", "hold"}
+                                                           "retry_after_header", "location", "hold",
+                                                           "body_status", "content_type"}
 
 STATUS_BODIES = {
     400: ("validation_error", "hogql_error", "Emulated fault: the query could not be run."),
@@ -158,6 +159,9 @@ class Faults:
                         act["status"] = s
                     if s.get("body_b64") is not None and act.get("body") is None:
                         act["body"] = base64.b64decode(s["body_b64"])
+                        # what a proxy or a web site sends: any status, any content type
+                        act["body_status"] = int(s.get("body_status", 200))
+                        act["content_type"] = s.get("content_type", "application/json")
                     if s.get("gzip_bomb") is not None and act.get("bomb") is None:
                         act["bomb"] = s["gzip_bomb"]
                     if s.get("content_length") is not None and act.get("content_length") is None:

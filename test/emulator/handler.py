@@ -71,14 +71,15 @@ class Handler(BaseHTTPRequestHandler):
                     return True
         return False
 
-    def send_bytes(self, status, body, headers=None, truncate=False, compress=True):
+    def send_bytes(self, status, body, headers=None, truncate=False, compress=True,
+                   content_type="application/json"):
         if compress and self.wants_gzip() and body:
             body = gzip.compress(body, compresslevel=self.server.cfg.gzip_level)
             enc = True
         else:
             enc = False
         self.send_response(status, REASONS.get(status))
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         if enc:
             self.send_header("Content-Encoding", "gzip")
         self.send_header("Vary", "Accept-Encoding")
@@ -327,9 +328,10 @@ class Handler(BaseHTTPRequestHandler):
                 self.abort_connection()
                 return
             if act and act.get("body") is not None:
-                # a canned 200 body, byte for byte (invalid UTF-8 and the like)
-                mark(200)
-                self.send_bytes(200, act["body"], truncate=truncate)
+                # a canned body, byte for byte (invalid UTF-8, a proxy's HTML page and the like)
+                mark(act["body_status"])
+                self.send_bytes(act["body_status"], act["body"], truncate=truncate,
+                                content_type=act["content_type"])
                 return
             if "malformed" in flags:
                 mark(200)

@@ -46,7 +46,8 @@ Fault rule: one selector {"on_request": N} | {"from_request": N} | {"every": tru
 "times": K (default 1; unlimited for "every"), and actions: "status": 400|401|403|429|500|503|504|512
 (429: "retry_after": S, "retry_after_header": true adds Retry-After; "type"/"code"/"detail" override
 the body), "delay": seconds, "truncate": true, "drop": true, "malformed": true, "wrong_columns": true,
-"body_b64": "<base64>" (a canned 200 body, byte for byte), "gzip_bomb": MiB (a 200 whose body is that
+"body_b64": "<base64>" (a canned 200 body, byte for byte; "body_status": N and "content_type": T
+send it as another status and content type, as a proxy's HTML error page), "gzip_bomb": MiB (a 200 whose body is that
 many MiB of JSON white space, sent gzip-compressed with Content-Encoding: gzip whatever the client asked
 for, chunked, without Content-Length: a decompression bomb of about 1/1000 of its size), "content_length": N (a 200 that announces
 Content-Length N but sends only its first bytes, then holds the connection for "hold" seconds, default

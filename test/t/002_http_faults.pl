@@ -33,7 +33,7 @@ sub run_with_faults
 	$n++;
 	emu_reset($emu);
 	emu_faults($emu, @f) if @f;
-	$node->safe_psql('postgres', "SELECT posthog_export.create_export('f$n', 'posthog', table_name => 't$n')");
+	$node->safe_psql('postgres', "SELECT posthog_export.create_export('f$n', 'posthog', table_name => 't$n', check_server => false)");
 	my $t0 = time;
 	my ($ret, $out, $err) = $node->psql('postgres', "CALL posthog_export.run_export('f$n', '$start', '$end')");
 	return ($ret, $err, emu_requests($emu), time - $t0);
@@ -137,7 +137,10 @@ for my $case ([ 400, qr/rejected the query \(HTTP 400/ ], [ 401, qr/rejected the
 	my ($ret, $err, $reqs) = run_with_faults({ every => JSON::PP::true, status => 503 });
 	$faults += scalar @$reqs;
 	isnt($ret, 0, 'persistent 503: the run fails');
-	like($err, qr/failed after 5 attempts/, 'persistent 503: after max_retries + 1 attempts');
+	like($err, qr/failed after 5 requests/, 'persistent 503: after max_retries + 1 requests');
+	like($err, qr/HINT:  The error is transient/, 'persistent 503: called transient');
+	is($node->safe_psql('postgres', "SELECT attempts FROM posthog_export.runs WHERE export_name = 'f$n'"), 1,
+		'persistent 503: runs.attempts counts the one run, not its requests');
 	is(scalar(@$reqs), 5, 'persistent 503: exactly 5 requests');
 	like($node->safe_psql('postgres', "SELECT error FROM posthog_export.runs WHERE export_name = 'f$n'"),
 		qr/HTTP 503/, 'persistent 503: runs.error says why');
@@ -166,7 +169,10 @@ $node->safe_psql('postgres', "ALTER SERVER posthog OPTIONS (SET project_id '999'
 $node->safe_psql('postgres', "ALTER SERVER posthog OPTIONS (SET project_id '1', SET url 'http://127.0.0.1:9', SET max_retries '1')");
 {
 	my ($ret, $err) = run_with_faults();
-	like($err, qr/failed after 2 attempts: .*(connect|refused)/i, 'unreachable server: network error retried, then reported');
+	like($err, qr/could not connect to PostHog server "posthog" \(2 requests\)(?s:.*)DETAIL: .*(connect|refused)/i,
+		'unreachable server: network error retried, then reported');
+	unlike($err, qr/transient/, 'unreachable server: a refused connection is not called transient');
+	like($err, qr/HINT:  Check the server option url \(http:\/\/127\.0\.0\.1:9\)/, 'unreachable server: the hint names the url');
 }
 
 diag("faults injected: $faults, runs recovered: $recovered, rows compared: $compared, rows lost: $lost, duplicates: $dups");

@@ -51,7 +51,7 @@ sub backend_waiting_on_http
 }
 
 # --- kill -9 of the backend in the middle of a run ---------------------------
-$node->safe_psql('postgres', q{SELECT posthog_export.create_export('killed', 'posthog', table_name => 'killed')});
+$node->safe_psql('postgres', q{SELECT posthog_export.create_export('killed', 'posthog', table_name => 'killed', check_server => false)});
 emu_reset($emu);
 emu_faults($emu, { on_request => 4, delay => 60 });
 my $bg = start_call('killed');
@@ -76,7 +76,7 @@ is($node->safe_psql('postgres', q{SELECT status || ' ' || attempts || ' ' || row
 	"completed 2 $expected", 'runs: completed on the second attempt, counting every row once');
 
 # --- query cancel while waiting on PostHog ------------------------------------
-$node->safe_psql('postgres', q{SELECT posthog_export.create_export('cancelled', 'posthog', table_name => 'cancelled')});
+$node->safe_psql('postgres', q{SELECT posthog_export.create_export('cancelled', 'posthog', table_name => 'cancelled', check_server => false)});
 emu_reset($emu);
 emu_faults($emu, { on_request => 2, delay => 60 });
 $bg = start_call('cancelled');
@@ -98,7 +98,7 @@ psql_ok($node, sprintf($call, 'cancelled'), 'the rerun completes (the lock was r
 is("$missing/$extra", '0/0', 'after cancel and rerun the table equals the source');
 
 # --- statement_timeout --------------------------------------------------------
-$node->safe_psql('postgres', q{SELECT posthog_export.create_export('timeout', 'posthog', table_name => 'timeout')});
+$node->safe_psql('postgres', q{SELECT posthog_export.create_export('timeout', 'posthog', table_name => 'timeout', check_server => false)});
 emu_reset($emu);
 emu_faults($emu, { on_request => 3, delay => 30 });
 $t0 = time;
@@ -111,7 +111,7 @@ psql_ok($node, sprintf($call, 'timeout'), 'the rerun completes');
 is("$missing/$extra", '0/0', 'after the timeout and rerun the table equals the source');
 
 # --- inside an explicit transaction the call is atomic ---------------------------
-$node->safe_psql('postgres', q{SELECT posthog_export.create_export('atomic', 'posthog', table_name => 'atomic')});
+$node->safe_psql('postgres', q{SELECT posthog_export.create_export('atomic', 'posthog', table_name => 'atomic', check_server => false)});
 emu_reset($emu);
 emu_faults($emu, { on_request => 3, status => 400 });
 psql_fails($node, 'BEGIN; ' . sprintf($call, 'atomic') . '; COMMIT;', 'a failing run inside BEGIN fails');
@@ -138,17 +138,17 @@ my $as = sub {
 	my ($ret, $out, $err) = $node->psql('postgres', "SET ROLE $role; $sql");
 	return ($ret, $err);
 };
-my ($r, $e) = $as->('exporter', q{SELECT posthog_export.create_export('mine', 'posthog', schema_name => 'exp_schema', table_name => 'mine')});
+my ($r, $e) = $as->('exporter', q{SELECT posthog_export.create_export('mine', 'posthog', schema_name => 'exp_schema', table_name => 'mine', check_server => false)});
 isnt($r, 0, 'without USAGE and CREATE on the schema, create_export fails');
 like($e, qr/permission denied for schema exp_schema/, 'with a clear error');
 $node->safe_psql('postgres', 'GRANT USAGE, CREATE ON SCHEMA exp_schema TO exporter');
-($r, $e) = $as->('exporter', q{SELECT posthog_export.create_export('mine', 'posthog', schema_name => 'exp_schema', table_name => 'mine')});
+($r, $e) = $as->('exporter', q{SELECT posthog_export.create_export('mine', 'posthog', schema_name => 'exp_schema', table_name => 'mine', check_server => false)});
 is($r, 0, 'with USAGE and CREATE on its schema, a non-superuser creates an export') or diag $e;
 is($node->safe_psql('postgres', q{SELECT tableowner FROM pg_tables WHERE tablename = 'mine'}), 'exporter',
 	'the table belongs to the export owner');
 ($r, $e) = $as->('exporter', sprintf($call, 'mine'));
 is($r, 0, 'and runs it') or diag $e;
-($r, $e) = $as->('exporter', q{SELECT posthog_export.create_export('theirs', 'posthog', schema_name => 'exp_schema', table_name => 'theirs')});
+($r, $e) = $as->('exporter', q{SELECT posthog_export.create_export('theirs', 'posthog', schema_name => 'exp_schema', table_name => 'theirs', check_server => false)});
 like($e, qr/permission denied for table exp_schema.theirs.*\n.*needs INSERT/, 'a table it may not insert into is refused clearly');
 ($r, $e) = $as->('outsider', sprintf($call, 'mine'));
 like($e, qr/export "mine" does not exist/, 'another role cannot run the export');

@@ -33,7 +33,7 @@ append_events($data,
 my $emu = start_emulator(data => $data);
 my $node = new_node('badinput');
 setup_server($node, $emu, options => { page_size => 1000, max_retries => 1 });
-$node->safe_psql('postgres', q{SELECT posthog_export.create_export('ok', 'posthog', table_name => 'ok', lookback => '100 years')});
+$node->safe_psql('postgres', q{SELECT posthog_export.create_export('ok', 'posthog', table_name => 'ok', lookback => '100 years', check_server => false)});
 psql_ok($node, q{CALL posthog_export.run_export('ok', '2026-11-20 00:00+00', '2026-11-20 01:00+00')}, 'the file-borne corpus exports');
 my $get = sub { Encode::decode_utf8($node->safe_psql('postgres', $_[0])) };
 is($get->(qq{SELECT event FROM posthog_exports.ok WHERE uuid = '@{[$u->(1)]}'}), "emoji \x{1F680} and\ttab\nnewline",
@@ -60,7 +60,7 @@ sub canned
 	emu_reset($emu);
 	my $json = '{"results": [' . $body . '], "columns": ' . encode_json($cols // \@columns) . ', "types": [], "hasMore": false}';
 	emu_faults($emu, { on_request => 1, times => 5, body_b64 => encode_base64($json, '') });
-	$node->safe_psql('postgres', "SELECT posthog_export.create_export('c$n', 'posthog', table_name => 'c$n')");
+	$node->safe_psql('postgres', "SELECT posthog_export.create_export('c$n', 'posthog', table_name => 'c$n', check_server => false)");
 	my ($ret, $out, $err) = $node->psql('postgres', "CALL posthog_export.run_export('c$n', '2026-11-20 00:00+00', '2026-11-20 01:00+00')");
 	my $rows = $node->safe_psql('postgres', "SELECT count(*) FROM posthog_exports.c$n");
 	return ($ret, $err, $rows);

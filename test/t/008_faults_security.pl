@@ -35,7 +35,7 @@ sub equal_to_source
 
 # --- a destination that raises: disk full is not retried, a serialization failure is --
 $node->safe_psql('postgres', q{
-	SELECT posthog_export.create_export('full', 'posthog', table_name => 'full', "interval" => '1 hour', delay => '0');
+	SELECT posthog_export.create_export('full', 'posthog', table_name => 'full', "interval" => '1 hour', delay => '0', check_server => false);
 	CREATE FUNCTION raise_disk_full() RETURNS trigger LANGUAGE plpgsql AS
 	  $$BEGIN IF (SELECT count(*) FROM posthog_exports.full) >= 300 THEN
 	       RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full'; END IF;
@@ -52,7 +52,7 @@ psql_ok($node, 'CALL posthog_export.run_due()', 'after the disk is "freed" and t
 equal_to_source('posthog_exports.full', 'disk full then resumed', 'full');
 
 $node->safe_psql('postgres', q{
-	SELECT posthog_export.create_export('serial', 'posthog', table_name => 'serial', "interval" => '1 hour', delay => '0');
+	SELECT posthog_export.create_export('serial', 'posthog', table_name => 'serial', "interval" => '1 hour', delay => '0', check_server => false);
 	CREATE FUNCTION raise_serialization() RETURNS trigger LANGUAGE plpgsql AS
 	  $$BEGIN RAISE EXCEPTION 'could not serialize access' USING ERRCODE = 'serialization_failure'; END$$;
 	CREATE TRIGGER ser BEFORE INSERT ON posthog_exports.serial FOR EACH ROW EXECUTE FUNCTION raise_serialization();
@@ -70,7 +70,7 @@ is($node->safe_psql('postgres', q{SELECT failures_in_a_row FROM posthog_export.s
 # a deferred constraint trigger runs at commit time; it sleeps there so the
 # backend can be killed inside the commit of page 2
 $node->safe_psql('postgres', q{
-	SELECT posthog_export.create_export('commit', 'posthog', table_name => 'commit');
+	SELECT posthog_export.create_export('commit', 'posthog', table_name => 'commit', check_server => false);
 	CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS
 	  $$BEGIN IF (SELECT count(*) FROM posthog_exports."commit") > 300 THEN PERFORM pg_sleep(60); END IF; RETURN NULL; END$$;
 	CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON posthog_exports."commit" DEFERRABLE INITIALLY DEFERRED
@@ -90,7 +90,7 @@ psql_ok($node, $call->('commit'), 'the rerun');
 equal_to_source('posthog_exports."commit"', 'after kill -9 mid-commit');
 
 # --- a server restart in the middle of a run ------------------------------------
-$node->safe_psql('postgres', q{SELECT posthog_export.create_export('restart', 'posthog', table_name => 'restart')});
+$node->safe_psql('postgres', q{SELECT posthog_export.create_export('restart', 'posthog', table_name => 'restart', check_server => false)});
 emu_reset($emu);
 emu_faults($emu, { on_request => 3, delay => 60 });
 $h = IPC::Run::start([ 'psql', '-X', '-d', $node->connstr('postgres'), '-c', $call->('restart') ], '<', \$in, '>', \$o, '2>', \$e);
@@ -104,7 +104,7 @@ equal_to_source('posthog_exports.restart', 'after a server restart mid-run');
 
 # --- concurrent write load from pgbench -------------------------------------------
 $node->command_ok([ 'pgbench', '-i', '-s', '2', '-q', $node->connstr('postgres') ], 'pgbench initialised');
-$node->safe_psql('postgres', q{SELECT posthog_export.create_export('load', 'posthog', table_name => 'load')});
+$node->safe_psql('postgres', q{SELECT posthog_export.create_export('load', 'posthog', table_name => 'load', check_server => false)});
 emu_reset($emu);
 emu_faults($emu, { every => JSON::PP::true, delay => 0.2 });
 my $bench = IPC::Run::start([ 'pgbench', '-c', '4', '-j', '2', '-T', '8', $node->connstr('postgres') ], '>', \my $bout, '2>', \my $berr);
@@ -124,7 +124,7 @@ $node->safe_psql('postgres', qq{
 	CREATE SCHEMA mallory AUTHORIZATION mallory;
 	CREATE SCHEMA victim AUTHORIZATION victim;
 	SET ROLE victim;
-	SELECT posthog_export.create_export('victims', 'posthog', schema_name => 'victim', table_name => 'events');
+	SELECT posthog_export.create_export('victims', 'posthog', schema_name => 'victim', table_name => 'events', check_server => false);
 	RESET ROLE;});
 # mallory plants look-alike objects that raise if anything of ours ever calls them
 $node->safe_psql('postgres', q{
@@ -140,7 +140,7 @@ $node->safe_psql('postgres', q{
 my $as_mallory = sub { my ($sql) = @_;
 	my ($r, $out2, $err2) = $node->psql('postgres', "SET ROLE mallory; SET search_path = mallory, pg_catalog, public; $sql");
 	return ($r, $err2); };
-my ($r, $er) = $as_mallory->(q{SELECT posthog_export.create_export('mine', 'posthog', schema_name => 'mallory', table_name => 'events')});
+my ($r, $er) = $as_mallory->(q{SELECT posthog_export.create_export('mine', 'posthog', schema_name => 'mallory', table_name => 'events', check_server => false)});
 is($r, 0, 'with search_path pointing at its own operators and functions, mallory still creates an export') or diag $er;
 ($r, $er) = $as_mallory->($call->('mine'));
 is($r, 0, 'and runs it') or diag $er;
@@ -157,7 +157,7 @@ is($node->safe_psql('postgres', q{SET ROLE mallory; SELECT count(*) FROM pg_user
 	'the victim\'s API key is not readable by mallory (user mapping options)');
 ($r, $er) = $as_mallory->(q{UPDATE posthog_export.runs SET status = 'completed'});
 like($er, qr/permission denied for table runs/, 'the run history cannot be forged');
-($r, $er) = $as_mallory->(q{SELECT posthog_export.create_export('steal', 'posthog', schema_name => 'victim', table_name => 'events')});
+($r, $er) = $as_mallory->(q{SELECT posthog_export.create_export('steal', 'posthog', schema_name => 'victim', table_name => 'events', check_server => false)});
 like($er, qr/permission denied for schema victim/, 'an export cannot write into a schema its owner may not use');
 my $key = 'phx_victim_secret_key';
 my $all = $node->safe_psql('postgres', q{SELECT string_agg(coalesce(error, ''), ' ') FROM posthog_export.runs}) .

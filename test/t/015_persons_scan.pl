@@ -74,7 +74,7 @@ while (<$pfh>)
 close $pfh;
 is(scalar(keys %person_ids), $P, "the source holds $P persons");
 
-psql_ok($node, q{SELECT posthog_export.create_export('persons', 'posthog', 'persons')}, 'create a persons export');
+psql_ok($node, q{SELECT posthog_export.create_export('persons', 'posthog', 'persons', check_server => false)}, 'create a persons export');
 emu_reset($emu);
 psql_ok($node, $call->('persons', '2026-11-20 00:00+00', '2026-11-20 01:00+00'), 'first pass');
 my $M = persons_equal('first pass');
@@ -162,7 +162,7 @@ my @p_cols = qw(id properties created_at is_deleted version);
 my $m = sub { my ($did, $n, $del) = @_; return qq{[1, "$did", "${\ $uuid->($n)}", $del, 1]}; };
 my $p = sub { my ($n, $del) = @_; return qq{["${\ $uuid->($n)}", "{\\"n\\": $n}", "2026-10-01T10:00:00Z", $del, 2]}; };
 
-psql_ok($node, q{SELECT posthog_export.create_export('flags', 'posthog', 'persons', table_name => 'flags')}, 'create an export for canned pages');
+psql_ok($node, q{SELECT posthog_export.create_export('flags', 'posthog', 'persons', table_name => 'flags', check_server => false)}, 'create an export for canned pages');
 emu_reset($emu);
 emu_faults($emu,
 	{ on_request => 1, body_b64 => body(\@m_cols, $m->('f-0', 1, 0), $m->('f-1', 2, 1), $m->('f-2', 3, 'true'),

@@ -45,7 +45,7 @@ $node->safe_psql('postgres', q{ALTER SYSTEM SET posthog_export.scheduler = off; 
 # create_export on a server (default "posthog"), with named arguments given as SQL
 sub create { my ($name, $server, %o) = @_;
 	my $extra = join '', map { qq{, "$_" => $o{$_}} } sort keys %o;
-	$node->safe_psql('postgres', qq{SELECT posthog_export.create_export('$name', '} . ($server // 'posthog') . qq{', table_name => '$name'$extra)}); }
+	$node->safe_psql('postgres', qq{SELECT posthog_export.create_export('$name', '} . ($server // 'posthog') . qq{', table_name => '$name'$extra, check_server => false)}); }
 sub bg_call { my ($sql) = @_; my ($out, $err) = ('', '');
 	my $h = IPC::Run::start([ 'psql', '-X', '-v', 'ON_ERROR_STOP=1', '-d', $node->connstr('postgres'), '-c', $sql ],
 		'<', \undef, '>', \$out, '2>', \$err);

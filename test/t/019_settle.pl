@@ -61,13 +61,13 @@ my $q = sub { $node->safe_psql('postgres', $_[0]) };
 
 # --- the settings -------------------------------------------------------------
 psql_ok($node, q{SELECT posthog_export.create_export('ev_append', 'posthog', table_name => 'ev_append',
-	exclude_events => ARRAY['$feature_flag_called'], settle_window => '40 seconds', settle_every => '2 seconds')},
+	exclude_events => ARRAY['$feature_flag_called'], settle_window => '40 seconds', settle_every => '2 seconds', check_server => false)},
 	'an append export that settles for 40 seconds, every 2 seconds');
 psql_ok($node, q{SELECT posthog_export.create_export('ev_merge', 'posthog', table_name => 'ev_merge', mode => 'merge',
-	settle_window => '40 seconds', settle_every => '2 seconds')}, 'and one in merge mode');
-psql_ok($node, q{SELECT posthog_export.create_export('ev_off', 'posthog', table_name => 'ev_off', settle_window => '0')},
+	settle_window => '40 seconds', settle_every => '2 seconds', check_server => false)}, 'and one in merge mode');
+psql_ok($node, q{SELECT posthog_export.create_export('ev_off', 'posthog', table_name => 'ev_off', settle_window => '0', check_server => false)},
 	'and one that does not settle');
-psql_ok($node, q{SELECT posthog_export.create_export('ev_default', 'posthog', table_name => 'ev_default')},
+psql_ok($node, q{SELECT posthog_export.create_export('ev_default', 'posthog', table_name => 'ev_default', check_server => false)},
 	'and one with the defaults');
 is($q->(q{SELECT string_agg(format('%s %s %s %s', name, settle_window, settle_every, next_settle_at IS NULL), ', ' ORDER BY name)
 	FROM posthog_export.exports}),
@@ -239,7 +239,7 @@ is($q->(q{SELECT next_settle_at IS NULL FROM posthog_export.exports WHERE name =
 
 # --- intervals exported at different times share their checks --------------------
 psql_ok($node, q{SELECT posthog_export.create_export('ev_pair', 'posthog', table_name => 'ev_pair',
-	settle_window => '40 seconds', settle_every => '3 seconds');
+	settle_window => '40 seconds', settle_every => '3 seconds', check_server => false);
 	CALL posthog_export.run_export('ev_pair', '2026-11-20 00:00+00', '2026-11-20 01:00+00')}, 'export an hour');
 sleep(1.5);
 psql_ok($node, q{CALL posthog_export.run_export('ev_pair', '2026-11-20 01:00+00', '2026-11-20 02:00+00')},
@@ -253,7 +253,7 @@ is($q->(q{SELECT count(DISTINCT settled_at) || ' ' || count(settled_at) FROM pos
 
 # --- 150 intervals: 100 per count request, the rest in the next pass at once -------
 psql_ok($node, q{SELECT posthog_export.create_export('ev_many', 'posthog', table_name => 'ev_many', "interval" => '5 minutes',
-	settle_window => '2 minutes', settle_every => '2 seconds');
+	settle_window => '2 minutes', settle_every => '2 seconds', check_server => false);
 	CALL posthog_export.run_export('ev_many', '2026-11-20 00:00+00', '2026-11-20 12:30+00')}, 'export 150 five-minute intervals');
 $wait = $q->(q{SELECT extract(epoch FROM max(finished_at) + interval '2 seconds' - clock_timestamp()) FROM posthog_export.runs WHERE export_name = 'ev_many'});
 sleep($wait + 0.2) if $wait > 0;
@@ -295,7 +295,7 @@ my $emu2 = start_emulator(data => $data2, name => 'scheduled');
 my $sched = new_node('settle_scheduler', conf => "shared_preload_libraries = 'posthog_export'\nposthog_export.launcher_naptime = 1\n");
 setup_server($sched, $emu2);
 $sched->safe_psql('postgres', q{SELECT posthog_export.create_export('auto', 'posthog', table_name => 'auto', mode => 'merge',
-	settle_window => '2 minutes', settle_every => '1 second');
+	settle_window => '2 minutes', settle_every => '1 second', check_server => false);
 	CALL posthog_export.run_export('auto', '2026-11-20 00:00+00', '2026-11-20 01:00+00')});
 my %auto = (start => '2026-11-20T00:00:00Z', end => '2026-11-20T01:00:00Z', table => 'posthog_exports.auto', dedupe => 1);
 ($e, $m, $x) = compare_with_source($sched, $emu2, %auto);
