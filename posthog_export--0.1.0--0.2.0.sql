@@ -166,3 +166,13 @@ SELECT e.name AS export_name, e.model, e."interval", e.paused, e.paused_reason,
 
 GRANT SELECT ON @extschema@.progress, @extschema@.status TO PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.progress_info() TO PUBLIC;
+
+-- run_due(raise_on_failure => true) ends with an error when an export
+-- failed, after running all of them, so that pg_cron records the job as
+-- failed; the default keeps 0.1.0's behaviour (WARNINGs only).
+DROP PROCEDURE @extschema@.run_due();
+CREATE PROCEDURE @extschema@.run_due(raise_on_failure boolean DEFAULT false)
+AS 'MODULE_PATHNAME', 'posthog_export_run_due'
+LANGUAGE C;
+
+COMMENT ON PROCEDURE @extschema@.run_due IS 'run the due work of every export the caller may run (for pg_cron, or without the background worker); raise_on_failure: end with an error when an export failed, so pg_cron records a failure';
