@@ -330,3 +330,13 @@ AS 'MODULE_PATHNAME', 'posthog_export_check_server'
 LANGUAGE C STRICT VOLATILE;
 
 COMMENT ON FUNCTION @extschema@.check_server IS 'check a PostHog server (URL, project, API key and its scope) with one cheap query; returns what answered or raises why not';
+
+-- run_due(raise_on_failure => true) ends with an error when an export
+-- failed, after running all of them, so that pg_cron records the job as
+-- failed; the default keeps 0.1.0's behaviour (WARNINGs only).
+DROP PROCEDURE @extschema@.run_due();
+CREATE PROCEDURE @extschema@.run_due(raise_on_failure boolean DEFAULT false)
+AS 'MODULE_PATHNAME', 'posthog_export_run_due'
+LANGUAGE C;
+
+COMMENT ON PROCEDURE @extschema@.run_due IS 'run the due work of every export the caller may run (for pg_cron, or without the background worker); raise_on_failure: end with an error when an export failed, so pg_cron records a failure';

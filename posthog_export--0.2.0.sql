@@ -240,11 +240,11 @@ LANGUAGE C CALLED ON NULL INPUT VOLATILE;
 
 COMMENT ON FUNCTION @extschema@.backfill IS 'queue a past range (NULL start_at: from the beginning); returns the backfill_id';
 
-CREATE PROCEDURE @extschema@.run_due()
+CREATE PROCEDURE @extschema@.run_due(raise_on_failure boolean DEFAULT false)
 AS 'MODULE_PATHNAME', 'posthog_export_run_due'
 LANGUAGE C;
 
-COMMENT ON PROCEDURE @extschema@.run_due IS 'run the due work of every export the caller may run (for pg_cron, or without the background worker)';
+COMMENT ON PROCEDURE @extschema@.run_due IS 'run the due work of every export the caller may run (for pg_cron, or without the background worker); raise_on_failure: end with an error when an export failed, so pg_cron records a failure';
 
 CREATE FUNCTION @extschema@.progress_info(
     OUT pid integer, OUT export_id integer, OUT interval_start timestamptz,

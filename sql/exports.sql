@@ -103,8 +103,10 @@ SELECT next_interval_start > now() AND next_interval_start <= now() + interval '
 -- run_export follows the local grid: UTC midnight is no boundary, 02:00 Paris (01:00 UTC) is
 CALL posthog_export.run_export('daily_paris', '2026-11-20 00:00+00', '2026-11-21 00:00+00');
 SELECT posthog_export.alter_export('daily_paris', "interval" => '1 week', drop_exclude_window => true);
-SELECT "interval", exclude_window_start, to_char(next_interval_start AT TIME ZONE 'Europe/Paris', 'Dy HH24:MI') AS next_local
-  FROM posthog_export.exports WHERE name = 'daily_paris';
+-- the schedule goes on where the daily grid stopped; its next interval ends at the next Monday 02:00
+SELECT "interval", exclude_window_start, to_char(next_interval_start AT TIME ZONE 'Europe/Paris', 'HH24:MI') AS next_local,
+       to_char((posthog_export.next_run(e) - e.delay) AT TIME ZONE 'Europe/Paris', 'Dy HH24:MI') AS next_interval_ends
+  FROM posthog_export.exports e WHERE name = 'daily_paris';
 SELECT posthog_export.alter_export('daily_paris', "interval" => '3 days');
 SELECT posthog_export.alter_export('events', include_events => ARRAY['$pageview']);
 SELECT include_events, exclude_events FROM posthog_export.exports WHERE name = 'events';
@@ -133,11 +135,16 @@ SELECT export_name, paused, paused_reason, next_run IS NULL AS no_next_run, fail
   FROM posthog_export.status WHERE export_name = 'daily_paris';
 SELECT posthog_export.unpause('daily_paris');
 SELECT export_name, paused, next_run IS NOT NULL AS has_next_run FROM posthog_export.status WHERE export_name = 'daily_paris';
+-- backfill checks its range as run_export does, with the same messages
+SELECT posthog_export.backfill('events', '2026-11-20 01:00+00', '2026-11-20 00:00+00');
+SELECT posthog_export.backfill('events', '2026-11-20 00:30+00', '2026-11-20 01:00+00');
+SELECT posthog_export.backfill('events', '2026-11-20 00:00+00', '2026-11-20 02:10+00');
+SELECT posthog_export.backfill('events', '2026-11-20 00:00+00', 'infinity');
 -- backfills end where the schedule begins
 \set VERBOSITY terse
-SELECT posthog_export.backfill('events', now() + interval '1 day', NULL);
+SELECT posthog_export.backfill('events', date_trunc('hour', now()) + interval '1 day', NULL);
 \set VERBOSITY default
-SELECT posthog_export.backfill('events', '2026-11-20 00:30+00', '2026-11-20 02:10+00') > 0 AS queued;
+SELECT posthog_export.backfill('events', '2026-11-20 00:00+00', '2026-11-20 03:00+00') > 0 AS queued;
 SELECT start_at, end_at, next_start, status FROM posthog_export.backfills;
 SELECT * FROM posthog_export.progress;
 

@@ -457,6 +457,12 @@ posthog_export_create_export(PG_FUNCTION_ARGS)
 	PG_RETURN_INT32(export_id);
 }
 
+/*
+ * drop_export(name, if_exists): drops the export and its history.  A run
+ * in flight is waited for, as DROP TABLE waits for its lock (lock_timeout
+ * limits the wait), so that its last pages keep their runs row until the
+ * end and no new run starts meanwhile.
+ */
 Datum
 posthog_export_drop_export(PG_FUNCTION_ARGS)
 {
@@ -467,6 +473,12 @@ posthog_export_drop_export(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	exp = phx_export_lookup(name, if_exists);
+	if (exp != NULL)
+	{
+		/* a run in flight finishes first, or its pages would lose their history */
+		phx_lock_export_for_change(exp, "dropping");
+		exp = phx_export_lookup(name, if_exists);
+	}
 	if (exp == NULL)
 	{
 		ereport(NOTICE,
@@ -503,33 +515,47 @@ alter_export_args(FunctionCallInfo fcinfo, PhxExport *exp)
 		exp->settle_every = *PG_GETARG_INTERVAL_P(12);
 }
 
-/*
- * A new interval, timezone or offset moves the schedule to the first
- * boundary of the new grid at or after the next scheduled interval, so no
- * interval is run twice and none is skipped.
- */
-static TimestampTz
-moved_schedule(const PhxExport *old, const PhxExport *exp)
-{
-	TimestampTz next = exp->next_interval_start;
-
-	if (!DatumGetBool(DirectFunctionCall2(interval_eq, IntervalPGetDatum(&old->interval),
-										  IntervalPGetDatum(&exp->interval))) ||
-		strcmp(old->timezone, exp->timezone) != 0 ||
-		!DatumGetBool(DirectFunctionCall2(interval_eq, IntervalPGetDatum(&old->start_offset),
-										  IntervalPGetDatum(&exp->start_offset))))
-	{
-		next = phx_interval_floor(exp, exp->next_interval_start);
-		if (next < exp->next_interval_start)
-			next = phx_interval_next(exp, next);
-	}
-	return next;
-}
-
 static bool
 intervals_equal(const Interval *a, const Interval *b)
 {
 	return DatumGetBool(DirectFunctionCall2(interval_eq, IntervalPGetDatum(a), IntervalPGetDatum(b)));
+}
+
+/* Whether the change moves the grid: the interval, timezone or offset. */
+static bool
+grid_changed(const PhxExport *old, const PhxExport *exp)
+{
+	return !intervals_equal(&old->interval, &exp->interval) ||
+		strcmp(old->timezone, exp->timezone) != 0 ||
+		!intervals_equal(&old->start_offset, &exp->start_offset);
+}
+
+/*
+ * A new grid keeps next_interval_start where the old grid stopped: the
+ * schedule's next interval runs from there to the first boundary of the
+ * new grid (phx_interval_end()), then follows the new grid, so every
+ * instant is exported exactly once.  That is refused when a run of the
+ * old grid lies ahead of the schedule or is unfinished
+ * (phx_grid_change_problem()).  The caller holds the export's lock.
+ */
+static void
+check_grid_change(PhxExport *exp)
+{
+	char	   *hint = NULL;
+	char	   *problem = phx_grid_change_problem(exp, &hint);
+
+	if (problem)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot change the interval, timezone or start_offset of export \"%s\" now", exp->name),
+				 errdetail_internal("%s", problem),
+				 errhint("%s", hint)));
+}
+
+static bool
+alter_args_change_grid(FunctionCallInfo fcinfo)
+{
+	return !PG_ARGISNULL(1) || !PG_ARGISNULL(2) || !PG_ARGISNULL(3);
 }
 
 /*
@@ -602,13 +628,20 @@ posthog_export_alter_export(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	exp = phx_export_lookup(name, false);
+	if (alter_args_change_grid(fcinfo))
+	{
+		/* the schedule must hold still: wait for a run in flight, then read it again */
+		phx_lock_export_for_change(exp, "changing");
+		exp = phx_export_lookup(name, false);
+	}
 	old = *exp;
 	alter_export_args(fcinfo, exp);
 	event_filters_arg(fcinfo, 8, &filters);
 	check_definition(exp, phx_model_by_name(exp->model), sets_filters,
 					 !PG_ARGISNULL(11) || !PG_ARGISNULL(12));
 
-	exp->next_interval_start = moved_schedule(&old, exp);
+	if (grid_changed(&old, exp))
+		check_grid_change(exp);
 	settle_settings_changed(&old, exp);
 	phx_export_update(exp, sets_filters, filters.include, filters.include_null,
 					  filters.exclude, filters.exclude_null);
@@ -659,9 +692,15 @@ posthog_export_unpause(PG_FUNCTION_ARGS)
 
 /*
  * backfill(name, start_at, end_at): queues a past range.  A NULL start_at
- * means from the beginning of the project's data.  The range ends where
- * the schedule begins, so the two never overlap; an interval already
- * exported (by the schedule or by hand) is skipped, never duplicated.
+ * means from the beginning of the project's data, a NULL end_at up to
+ * where the schedule begins.  The range is checked as run_export() checks
+ * it (phx_check_range(): same rules, same messages).  The part from
+ * next_interval_start on is the schedule's: the range is clipped there
+ * (NOTICE), or refused when it lies wholly there.  A part that has not
+ * ended yet (plus the delay) stays queued until it has (NOTICE), so no
+ * interval is exported before it holds all its rows; the scheduler runs
+ * it then.  An interval already exported (by the schedule or by hand) is
+ * skipped, never duplicated.
  */
 Datum
 posthog_export_backfill(PG_FUNCTION_ARGS)
@@ -670,43 +709,73 @@ posthog_export_backfill(PG_FUNCTION_ARGS)
 	PhxExport  *exp;
 	TimestampTz start;
 	TimestampTz end;
+	TimestampTz schedule;
+	TimestampTz ready;
 	int64		id;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	exp = phx_export_lookup(name, false);
-	end = PG_ARGISNULL(2) ? exp->next_interval_start : PG_GETARG_TIMESTAMPTZ(2);
-	if (TIMESTAMP_NOT_FINITE(end))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("end_at must be finite")));
-	end = Min(end, exp->next_interval_start);
-	if (phx_interval_floor(exp, end) != end)
-		end = phx_interval_next(exp, phx_interval_floor(exp, end));
-	end = Min(end, exp->next_interval_start);
+	schedule = exp->next_interval_start;
+	end = PG_ARGISNULL(2) ? schedule : PG_GETARG_TIMESTAMPTZ(2);
 	if (PG_ARGISNULL(1))
 	{
 		PhxRoleSwitch sw;
 		PhxServerConfig *cfg;
 
+		if (TIMESTAMP_NOT_FINITE(end))
+			phx_check_range(exp, 0, end, false);	/* its error for a bound not finite */
 		phx_become(exp->owner, &sw);
 		cfg = phx_get_server_config(exp->server_name, exp->owner);
 		phx_restore(&sw);
-		start = phx_model_by_name(exp->model)->earliest(exp, cfg, end);
+		/* computed, not given: it starts at the interval holding the first row */
+		start = phx_interval_floor(exp, phx_model_by_name(exp->model)->earliest(exp, cfg, Min(end, schedule)));
+		if (start >= Min(end, schedule))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("nothing to backfill: export \"%s\" has no data before %s",
+							exp->name, phx_ts_str(Min(end, schedule)))));
 	}
 	else
 		start = PG_GETARG_TIMESTAMPTZ(1);
-	if (TIMESTAMP_NOT_FINITE(start))
+	phx_check_range(exp, start, end, !PG_ARGISNULL(2));
+
+	/* from next_interval_start on, the schedule exports it */
+	if (start >= schedule)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("start_at must be finite")));
-	start = phx_interval_floor(exp, start);
-	if (start >= end)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("nothing to backfill: the range ends before it starts"),
-				 errdetail("Backfills end where the schedule begins (%s).",
-						   phx_ts_str(exp->next_interval_start))));
+				 errmsg("nothing to backfill: [%s, %s) is the schedule's part of export \"%s\"",
+						phx_ts_str(start), phx_ts_str(end), exp->name),
+				 errdetail("The schedule exports every interval from %s on, each once it has ended plus the delay.",
+						   phx_ts_str(schedule)),
+				 errhint("Backfill a range that ends at %s or earlier.", phx_ts_str(schedule))));
+	if (end > schedule)
+	{
+		ereport(NOTICE,
+				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+				 errmsg("the backfill of export \"%s\" ends at %s, where its schedule begins",
+						exp->name, phx_ts_str(schedule)),
+				 errdetail("The schedule exports the rest of [%s, %s), each interval once it has ended plus the delay.",
+						   phx_ts_str(start), phx_ts_str(end))));
+		end = schedule;
+	}
+
+	/* a part that has not ended yet waits for it (due_work.c) */
+	ready = phx_interval_floor(exp, GetCurrentTimestamp() - phx_interval_usecs(&exp->delay));
+	if (end > ready)
+	{
+		TimestampTz first = Max(start, ready);
+		TimestampTz first_end = phx_interval_end(exp, first);
+
+		ereport(NOTICE,
+				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+				 errmsg("the backfill of export \"%s\" from %s on has not ended yet; it waits",
+						exp->name, phx_ts_str(first)),
+				 errdetail("An interval runs once it has ended plus the export's delay; [%s, %s) runs from %s.",
+						   phx_ts_str(first), phx_ts_str(first_end),
+						   phx_ts_str(phx_interval_ready_at(exp, first_end)))));
+	}
+	phx_check_range_on_grid(exp, start, end);
 	id = phx_backfill_insert(exp, start, end);
 	SPI_finish();
 	phx_wake_scheduler();

@@ -31,23 +31,11 @@ PG_FUNCTION_INFO_V1(posthog_export_run_due);
 PG_FUNCTION_INFO_V1(posthog_export_progress_info);
 PG_FUNCTION_INFO_V1(posthog_export_next_run);
 
-static void
-check_boundary(PhxExport *exp, TimestampTz ts, const char *argname)
-{
-	TimestampTz floor = phx_interval_floor(exp, ts);
-
-	if (floor != ts)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s %s is not on an interval boundary of export \"%s\"",
-						argname, phx_ts_str(ts), exp->name),
-				 errdetail("The export runs in intervals of %s; the nearest boundaries are %s and %s.",
-						   DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(&exp->interval))),
-						   phx_ts_str(floor), phx_ts_str(phx_interval_next(exp, floor)))));
-}
-
 /*
- * CALL posthog_export.run_export(name, start_at, end_at [, force])
+ * CALL posthog_export.run_export(name, start_at, end_at [, force]): the
+ * range is checked as backfill() checks it (phx_check_range()), and only
+ * intervals that have ended plus the export's delay may run.  A paused
+ * export runs when asked, and says it is paused.
  */
 Datum
 posthog_export_run_export(PG_FUNCTION_ARGS)
@@ -72,17 +60,19 @@ posthog_export_run_export(PG_FUNCTION_ARGS)
 	force = PG_ARGISNULL(3) ? false : PG_GETARG_BOOL(3);
 
 	phx_check_database_encoding();
-	if (TIMESTAMP_NOT_FINITE(start) || TIMESTAMP_NOT_FINITE(end) || start >= end)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("start_at must be before end_at, and both finite")));
-
 	if (SPI_connect_ext(nonatomic ? SPI_OPT_NONATOMIC : 0) != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
 	exp = phx_export_lookup(name, false);
-	check_boundary(exp, start, "start_at");
-	check_boundary(exp, end, "end_at");
+	phx_check_range(exp, start, end, true);
+	phx_check_range_ended(exp, start, end, GetCurrentTimestamp());
+	if (exp->paused)
+		ereport(NOTICE,
+				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+				 errmsg("export \"%s\" is paused; running [%s, %s) as asked",
+						exp->name, phx_ts_str(start), phx_ts_str(end)),
+				 errdetail("A pause stops the schedule and the backfills, not a run asked for by hand."),
+				 errhint("posthog_export.unpause(%s) resumes its schedule.", quote_literal_cstr(exp->name))));
 	if (phx_session_is_owner(exp->owner))
 	{
 		phx_run_range(exp, start, end, "manual", force, nonatomic);
@@ -100,22 +90,29 @@ posthog_export_run_export(PG_FUNCTION_ARGS)
 }
 
 /*
- * CALL run_due(): runs the due work of every export the caller may run:
- * what pg_cron calls, or a DBA by hand when the library is not preloaded.
- * Each export runs, one after the other, in a background worker connected
- * as its owner, so no export's code can reach the caller's session or
- * privileges, nor stop the others.  Each export's failure is recorded and
- * reported as a WARNING; the others still run.  Inside a transaction block
- * (no commits possible) only the caller's own exports run, in this session.
+ * CALL run_due([raise_on_failure]): runs the due work of every export the
+ * caller may run: what pg_cron calls, or a DBA by hand when the library is
+ * not preloaded.  Each export runs, one after the other, in a background
+ * worker connected as its owner, so no export's code can reach the
+ * caller's session or privileges, nor stop the others.  Each export's
+ * failure is recorded and reported as a WARNING; the others still run.
+ * With raise_on_failure, an error at the end names the exports that
+ * failed, so that pg_cron records the job as failed (what the exports
+ * committed stays).  Inside a transaction block (no commits possible) only
+ * the caller's own exports run, in this session.
  */
 Datum
 posthog_export_run_due(PG_FUNCTION_ARGS)
 {
 	bool		nonatomic = fcinfo->context && IsA(fcinfo->context, CallContext) &&
 		!castNode(CallContext, fcinfo->context)->atomic;
+	bool		raise_on_failure = PG_NARGS() > 0 && !PG_ARGISNULL(0) && PG_GETARG_BOOL(0);
 	List	   *exports;
 	ListCell   *lc;
+	StringInfoData failed;
+	int			nfailed = 0;
 
+	initStringInfo(&failed);
 	phx_check_database_encoding();
 	if (SPI_connect_ext(nonatomic ? SPI_OPT_NONATOMIC : 0) != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -123,24 +120,36 @@ posthog_export_run_due(PG_FUNCTION_ARGS)
 	foreach(lc, exports)
 	{
 		PhxExport  *exp = lfirst(lc);
+		bool		ok = true;
 
 		CHECK_FOR_INTERRUPTS();
 		if (nonatomic)
 		{
 			/* each in a session of its owner: isolated from us and each other */
 			if (phx_export_is_due(exp))
-				phx_run_in_worker(exp, PHX_RUN_DUE, 0, 0, false, true);
+				ok = phx_run_in_worker(exp, PHX_RUN_DUE, 0, 0, false, true);
 		}
 		else if (phx_session_is_owner(exp->owner))
-			phx_run_due_export(exp, false);
+			ok = phx_run_due_export(exp, false);
 		else
 			ereport(WARNING,
 					(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
 					 errmsg("skipped export \"%s\" of role \"%s\": inside a transaction block, run_due runs only the caller's own exports",
 							exp->name, phx_role_name(exp->owner)),
 					 errhint("Call run_due outside a transaction block.")));
+		if (!ok)
+			appendStringInfo(&failed, "%s%s", nfailed++ > 0 ? ", " : "",
+							 quote_identifier(exp->name));
 	}
 	SPI_finish();
+	if (raise_on_failure && nfailed > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg_plural("%d export failed in run_due: %s",
+							   "%d exports failed in run_due: %s",
+							   nfailed, nfailed, failed.data),
+				 errdetail("The other exports ran; what every export wrote before its failure is committed."),
+				 errhint("The WARNINGs above say why; posthog_export.status and posthog_export.runs keep each failure.")));
 	PG_RETURN_VOID();
 }
 
@@ -217,6 +226,7 @@ posthog_export_next_run(PG_FUNCTION_ARGS)
 	Datum		paused = row_column(row, "paused", &missing);
 	Datum		interval = row_column(row, "interval", &missing);
 	Datum		timezone = row_column(row, "timezone", &missing);
+	Datum		start_offset = row_column(row, "start_offset", &missing);
 	Datum		delay = row_column(row, "delay", &missing);
 	Datum		next_start = row_column(row, "next_interval_start", &missing);
 	Datum		retry_at = row_column(row, "retry_at", &no_retry);
@@ -227,7 +237,12 @@ posthog_export_next_run(PG_FUNCTION_ARGS)
 	if (missing || DatumGetBool(paused))
 		PG_RETURN_NULL();
 	exp.interval = *DatumGetIntervalP(interval);
+	/* a row of the catalog always has one of these; a row made up by a caller may not */
+	if (!phx_interval_is_supported(&exp.interval))
+		PG_RETURN_NULL();
 	exp.timezone = TextDatumGetCString(timezone);
+	/* the grid: the next interval may end at its first boundary (after a change of grid) */
+	exp.start_offset = *DatumGetIntervalP(start_offset);
 	exp.delay = *DatumGetIntervalP(delay);
 	exp.next_interval_start = DatumGetTimestampTz(next_start);
 	/* a row of the catalog is always finite; a row made up by a caller may not be */
@@ -245,5 +260,5 @@ posthog_export_next_run(PG_FUNCTION_ARGS)
 		exp.exclude_start = DatumGetTimeADT(window_start);
 		exp.exclude_end = DatumGetTimeADT(window_end);
 	}
-	PG_RETURN_TIMESTAMPTZ(phx_export_next_due(&exp, GetCurrentTransactionStartTimestamp(), false));
+	PG_RETURN_TIMESTAMPTZ(phx_export_next_due(&exp, GetCurrentTransactionStartTimestamp(), 0));
 }

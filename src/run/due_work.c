@@ -37,29 +37,110 @@ typedef struct RunLock
 	bool		held;
 } RunLock;
 
+/* The lock an export's runs hold (pg_locks: advisory, classid PHX_ADVISORY_LOCK_KEY, objsubid 2). */
+static void
+export_locktag(PhxExport *exp, LOCKTAG *tag)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, PHX_ADVISORY_LOCK_KEY,
+						 (uint32) exp->export_id, 2);
+}
+
+/*
+ * The pid of another backend holding the export's lock: the one running
+ * it (what pg_locks shows), or 0 when none does any more.
+ */
+int
+phx_export_lock_holder(PhxExport *exp)
+{
+	LOCKTAG		tag;
+	LockData   *data;
+	int			pid = 0;
+
+	export_locktag(exp, &tag);
+	data = GetLockStatusData();
+	for (int i = 0; i < data->nelements && pid == 0; i++)
+	{
+		LockInstanceData *l = &data->locks[i];
+
+		if (l->holdMask != 0 && l->pid != MyProcPid &&
+			l->locktag.locktag_type == tag.locktag_type &&
+			l->locktag.locktag_field1 == tag.locktag_field1 &&
+			l->locktag.locktag_field2 == tag.locktag_field2 &&
+			l->locktag.locktag_field3 == tag.locktag_field3 &&
+			l->locktag.locktag_field4 == tag.locktag_field4)
+			pid = l->pid;
+	}
+	return pid;
+}
+
 /*
  * Takes the export's lock for the whole call.  When another session holds
- * it, an explicit run is an error, and due work ("skip_if_busy") is
- * skipped: false.
+ * it, an explicit run is an error naming the backend that runs it, and due
+ * work ("skip_if_busy") is skipped: false.
  */
 static bool
 lock_export(PhxExport *exp, RunLock *lock, bool skip_if_busy)
 {
-	SET_LOCKTAG_ADVISORY(lock->tag, MyDatabaseId, PHX_ADVISORY_LOCK_KEY,
-						 (uint32) exp->export_id, 2);
+	export_locktag(exp, &lock->tag);
 	if (LockAcquire(&lock->tag, ExclusiveLock, true, true) == LOCKACQUIRE_NOT_AVAIL)
 	{
+		int			pid;
+
 		if (skip_if_busy)
 			return false;
+		pid = phx_export_lock_holder(exp);
+		if (pid != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+					 errmsg("export \"%s\" is already running", exp->name),
+					 errdetail("Backend %d is running it (or changing or dropping it); an export never runs twice at once.", pid),
+					 errhint("Wait for it to finish: posthog_export.progress and pg_stat_activity (pid %d) show it; pg_cancel_backend(%d) stops it.",
+							 pid, pid)));
 		ereport(ERROR,
 				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
 				 errmsg("export \"%s\" is already running", exp->name),
-				 errdetail("Another session holds the export's lock; an export never runs twice at once."),
-				 errhint("Wait for that run to finish, or find it in pg_locks (locktype advisory, classid %d, objid %d).",
-						 PHX_ADVISORY_LOCK_KEY, exp->export_id)));
+				 errdetail("Another backend held it a moment ago; an export never runs twice at once."),
+				 errhint("Try again.")));
 	}
 	lock->held = true;
 	return true;
+}
+
+/* Names the run being waited for in the error a lock_timeout or cancel raises. */
+static void
+lock_wait_context(void *arg)
+{
+	errcontext("%s", (char *) arg);
+}
+
+/*
+ * drop_export() and alter_export() of the grid wait, like DROP TABLE, for
+ * a run in flight to finish: they take the export's lock until the end of
+ * the transaction (lock_timeout limits the wait; a cancel ends it), so no
+ * run starts meanwhile either.  "what" is "dropping" or "changing".
+ */
+void
+phx_lock_export_for_change(PhxExport *exp, const char *what)
+{
+	LOCKTAG		tag;
+	int			pid;
+	ErrorContextCallback errcb;
+
+	export_locktag(exp, &tag);
+	if (LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL)
+		return;
+	pid = phx_export_lock_holder(exp);
+	ereport(NOTICE,
+			(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+			 errmsg("waiting for backend %d, which is running export \"%s\", before %s it",
+					pid, exp->name, what),
+			 errhint("lock_timeout limits the wait; pg_cancel_backend(%d) stops that run.", pid)));
+	errcb.callback = lock_wait_context;
+	errcb.arg = psprintf("waiting for backend %d running export \"%s\"", pid, exp->name);
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+	error_context_stack = errcb.previous;
 }
 
 static void
@@ -353,6 +434,34 @@ run_interval(PhxExport *exp, const PhxModel *model, TimestampTz start,
 }
 
 /*
+ * run_export() and backfill() of [start, end) run the intervals of the
+ * current grid: a run in that range on an earlier grid (before
+ * alter_export() changed it) would be overlapped, and its rows written
+ * again.  Refused, naming it.
+ */
+void
+phx_check_range_on_grid(PhxExport *exp, TimestampTz start, TimestampTz end)
+{
+	ListCell   *lc;
+
+	foreach(lc, phx_runs_overlapping_range(exp, start, end))
+	{
+		TimestampTz *r = lfirst(lc);
+
+		if (phx_interval_floor(exp, r[0]) == r[0] && phx_interval_next(exp, r[0]) == r[1])
+			continue;
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the range [%s, %s) of export \"%s\" overlaps its interval [%s, %s), exported on an earlier grid",
+						phx_ts_str(start), phx_ts_str(end), exp->name, phx_ts_str(r[0]), phx_ts_str(r[1])),
+				 errdetail("The intervals of the current grid would write the rows of the overlap a second time."),
+				 strcmp(exp->mode, "merge") == 0 ?
+				 errhint("Give a range that the earlier grid did not cover, or, with run_export, force => true: merge mode writes each row once.") :
+				 errhint("Give a range that the earlier grid did not cover.")));
+	}
+}
+
+/*
  * Exports every interval of [start, end) in order.  Used by the CALL
  * below and, later, by the scheduler.
  */
@@ -372,11 +481,19 @@ phx_run_range(PhxExport *exp, TimestampTz start, TimestampTz end,
 				 errmsg("export \"%s\" appends, so force would duplicate rows", exp->name),
 				 errhint("Only exports in merge mode can export an interval again.")));
 
+	/* the caller checked it too; a worker starts a moment later */
+	phx_check_range_ended(exp, start, end, GetCurrentTimestamp());
 	(void) lock_export(exp, &lock, false);
 	/* lives across the commits of a non-atomic call */
 	run_cxt = AllocSetContextCreate(TopMemoryContext, "posthog_export run", ALLOCSET_DEFAULT_SIZES);
 	PG_TRY();
 	{
+		if (phx_export_by_id(exp->export_id) == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("export \"%s\" was dropped", exp->name)));
+		if (!force)
+			phx_check_range_on_grid(exp, start, end);
 		for (TimestampTz s = start; s < end; s = phx_interval_next(exp, s))
 			if (run_interval(exp, model, s, phx_interval_next(exp, s), trigger, force,
 							 nonatomic, run_cxt, NULL) == RUN_SKIPPED)
@@ -425,9 +542,9 @@ run_due_schedule(PhxExport *exp, const PhxModel *model, bool nonatomic, MemoryCo
 	for (;;)
 	{
 		TimestampTz s = exp->next_interval_start;
-		TimestampTz e = phx_interval_next(exp, s);
+		TimestampTz e = phx_interval_end(exp, s);
 
-		if (GetCurrentTimestamp() < e + phx_interval_usecs(&exp->delay) ||
+		if (GetCurrentTimestamp() < phx_interval_ready_at(exp, e) ||
 			phx_in_exclude_window(exp, GetCurrentTimestamp()))
 			return;
 		if (run_interval(exp, model, s, e, "schedule", false, nonatomic, run_cxt, error) == RUN_FAILED)
@@ -447,26 +564,64 @@ run_due_schedule(PhxExport *exp, const PhxModel *model, bool nonatomic, MemoryCo
 }
 
 /*
+ * The interval a backfill runs next: from its next_start to the next
+ * boundary, but not past its end (a backfill queued on an earlier grid
+ * ends on that grid's boundary).
+ */
+static TimestampTz
+backfill_interval_end(PhxExport *exp, PhxBackfill *b)
+{
+	return Min(phx_interval_end(exp, b->next_start), b->end_at);
+}
+
+/*
+ * When the export's next backfill interval may run (once it has ended
+ * plus the delay: the part of a backfill that had not ended when it was
+ * queued waits), 0 when no backfill is queued.
+ */
+TimestampTz
+phx_backfill_ready_at(PhxExport *exp)
+{
+	PhxBackfill *b = phx_backfill_next(exp);
+
+	if (b == NULL)
+		return 0;
+	if (b->next_start >= b->end_at)
+		return b->next_start;	/* only its completion is left to record */
+	return phx_interval_ready_at(exp, backfill_interval_end(exp, b));
+}
+
+/*
  * Runs the due work of one export, oldest first: the scheduled intervals
  * that ended at least `delay` ago (catching up after downtime or a pause),
- * the settle checks that are due, then queued backfill intervals.  A
- * failure is recorded (retry with backoff, or pause) and ends the export's
- * turn; nothing is re-thrown, so a caller can go on with other exports.
- * An export another session is running is skipped.
+ * the settle checks that are due, then queued backfill intervals that have
+ * ended too.  A failure is recorded (retry with backoff, or pause) and
+ * ends the export's turn; nothing is re-thrown, so a caller can go on with
+ * other exports: false then.  An export another session is running is
+ * skipped, one dropped meanwhile too.  The export is read again once its
+ * lock is held, so a change made meanwhile (alter_export) is seen.
  */
-void
+bool
 phx_run_due_export(PhxExport *exp, bool nonatomic)
 {
 	const PhxModel *model = phx_model_by_name(exp->model);
 	RunLock		lock = {0};
 	MemoryContext run_cxt;
 	ErrorData  *error = NULL;
+	PhxExport  *now;
 
 	if (exp->paused || (exp->has_retry_at && exp->retry_at > GetCurrentTimestamp()) ||
 		phx_in_exclude_window(exp, GetCurrentTimestamp()))
-		return;
+		return true;
 	if (!lock_export(exp, &lock, true))
-		return;	/* another session is running it */
+		return true;			/* another session is running it */
+	now = phx_export_by_id(exp->export_id);
+	if (now == NULL || now->paused)
+	{
+		unlock_export(&lock);
+		return true;			/* dropped or paused meanwhile */
+	}
+	*exp = *now;
 	run_cxt = AllocSetContextCreate(TopMemoryContext, "posthog_export run", ALLOCSET_DEFAULT_SIZES);
 	PG_TRY();
 	{
@@ -492,7 +647,11 @@ phx_run_due_export(PhxExport *exp, bool nonatomic)
 			run_due_schedule(exp, model, nonatomic, run_cxt, &error, &failed, &stop);
 			if (failed || stop || (b = phx_backfill_next(exp)) == NULL)
 				break;
-			e = phx_interval_next(exp, b->next_start);
+			e = backfill_interval_end(exp, b);
+			/* its part that had not ended when it was queued waits until it has */
+			if (b->next_start < b->end_at &&
+				GetCurrentTimestamp() < phx_interval_ready_at(exp, e))
+				break;
 			if (b->next_start < b->end_at &&
 				run_interval(exp, model, b->next_start, e, "backfill", false, nonatomic,
 							 run_cxt, &error) == RUN_FAILED)
@@ -518,6 +677,7 @@ phx_run_due_export(PhxExport *exp, bool nonatomic)
 		MemoryContextDelete(run_cxt);
 	}
 	PG_END_TRY();
+	return error == NULL;
 }
 
 /*
@@ -541,7 +701,7 @@ bool
 phx_export_is_due(PhxExport *exp)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	TimestampTz due = phx_export_next_due(exp, now, phx_export_has_backfill(exp->export_id));
+	TimestampTz due = phx_export_next_due(exp, now, phx_backfill_ready_at(exp));
 
 	return due != 0 && due <= now;
 }

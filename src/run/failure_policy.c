@@ -120,10 +120,21 @@ phx_export_record_result(PhxExport *exp, ErrorData *edata)
 				 errdetail_internal("The last error was: %s", phx_error_summary(edata)),
 				 errhint("Fix the cause, then: %s", unpause)));
 	}
+	else if (edata)
+	{
+		TimestampTz retry_at = retry_time(GetCurrentTimestamp(), failures);
+
+		phx_export_set_failures(exp, failures, true, retry_at, false, NULL);
+		/* what run_due's caller and the server log see of it */
+		ereport(WARNING,
+				(errcode(ERRCODE_WARNING),
+				 errmsg("export \"%s\" failed (%d in a row); it is retried from %s",
+						exp->name, failures, phx_ts_str(retry_at)),
+				 errdetail_internal("%s", phx_error_summary(edata)),
+				 errhint("posthog_export.runs has the error of each interval; the export pauses after posthog_export.max_failures failures in a row.")));
+	}
 	else
-		phx_export_set_failures(exp, failures, edata != NULL,
-								edata ? retry_time(GetCurrentTimestamp(), failures) : 0,
-								false, NULL);
+		phx_export_set_failures(exp, 0, false, 0, false, NULL);
 }
 
 /*

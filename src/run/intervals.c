@@ -12,8 +12,12 @@
  * Due work of an export, oldest first: every scheduled interval that ended
  * at least `delay` ago (catching up after downtime or a pause, none
  * skipped), the settle checks due (next_settle_at), then the queued
- * backfill intervals.  What a failure does to the schedule is
- * failure_policy.c's.
+ * backfill intervals, each once it too has ended plus the delay.  No
+ * interval ever runs before that, whoever asks (phx_check_range_ended()).
+ * After alter_export() changed the grid, the next interval starts where
+ * the old grid stopped and ends at the first boundary of the new one
+ * (phx_interval_end()), so every instant is exported exactly once.  What a
+ * failure does to the schedule is failure_policy.c's.
  *
  *-------------------------------------------------------------------------
  */
@@ -97,6 +101,103 @@ phx_interval_next(const PhxExport *exp, TimestampTz start)
 	}
 }
 
+/*
+ * End of the interval that starts at start: the next boundary after it.
+ * For a start on the grid that is phx_interval_next(); a start off the
+ * grid (where an earlier grid stopped, after alter_export() changed it)
+ * gives a shorter interval up to the first boundary of the current grid.
+ */
+TimestampTz
+phx_interval_end(const PhxExport *exp, TimestampTz start)
+{
+	return phx_interval_next(exp, phx_interval_floor(exp, start));
+}
+
+/* When an interval ending at end may run: once it has ended plus the export's delay. */
+TimestampTz
+phx_interval_ready_at(const PhxExport *exp, TimestampTz end)
+{
+	return end + phx_interval_usecs(&exp->delay);
+}
+
+static char *
+interval_str(const Interval *iv)
+{
+	return DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(iv)));
+}
+
+static void
+check_boundary(const PhxExport *exp, TimestampTz ts, const char *argname)
+{
+	TimestampTz floor = phx_interval_floor(exp, ts);
+
+	if (floor != ts)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s %s is not on an interval boundary of export \"%s\"",
+						argname, phx_ts_str(ts), exp->name),
+				 errdetail("The export runs in intervals of %s; the nearest boundaries are %s and %s.",
+						   interval_str(&exp->interval),
+						   phx_ts_str(floor), phx_ts_str(phx_interval_next(exp, floor)))));
+}
+
+/*
+ * The checks of a range that run_export() and backfill() share, with the
+ * same messages: both bounds finite and on the export's grid, start before
+ * end.  "end_on_grid" false: end is next_interval_start (backfill()'s
+ * default), which after a change of the grid may lie off it.
+ */
+void
+phx_check_range(const PhxExport *exp, TimestampTz start, TimestampTz end, bool end_on_grid)
+{
+	if (TIMESTAMP_NOT_FINITE(start) || TIMESTAMP_NOT_FINITE(end))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("start_at and end_at must be finite")));
+	if (start >= end)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("start_at must be before end_at"),
+				 errdetail("The range [%s, %s) is empty.", phx_ts_str(start), phx_ts_str(end))));
+	check_boundary(exp, start, "start_at");
+	if (end_on_grid)
+		check_boundary(exp, end, "end_at");
+}
+
+/*
+ * An interval runs only once it has ended plus the export's delay: run
+ * earlier, it would miss the rows still to come and be marked completed,
+ * and nothing would ever export them.  Refuses [start, end) when its last
+ * interval is not ready at now, naming the first interval that is not
+ * and when it can run.
+ */
+void
+phx_check_range_ended(const PhxExport *exp, TimestampTz start, TimestampTz end, TimestampTz now)
+{
+	TimestampTz first;
+	TimestampTz first_end;
+
+	if (phx_interval_ready_at(exp, end) <= now)
+		return;
+	/* the first interval not ready: the one containing now - delay, or start */
+	first = Max(start, phx_interval_floor(exp, now - phx_interval_usecs(&exp->delay)));
+	first_end = phx_interval_end(exp, first);
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 first_end > now ?
+			 errmsg("interval [%s, %s) of export \"%s\" has not ended yet",
+					phx_ts_str(first), phx_ts_str(first_end), exp->name) :
+			 errmsg("interval [%s, %s) of export \"%s\" ended less than the export's delay ago",
+					phx_ts_str(first), phx_ts_str(first_end), exp->name),
+			 errdetail("An interval runs once it has ended plus the export's delay (%s), so that it holds all its rows.",
+					   interval_str(&exp->delay)),
+			 first > start ?
+			 errhint("It can run from %s. Give end_at %s to export what is ready now.",
+					 phx_ts_str(phx_interval_ready_at(exp, first_end)), phx_ts_str(first)) :
+			 errhint("It can run from %s.",
+					 phx_ts_str(phx_interval_ready_at(exp, first_end)))));
+}
+
 /* The local time of ts in the export's timezone, and its time of day. */
 static Timestamp
 local_time(const PhxExport *exp, TimestampTz ts, TimeADT *time_of_day)
@@ -147,7 +248,8 @@ exclude_window_end(const PhxExport *exp, TimestampTz ts)
 
 /*
  * When the export next runs: when its next scheduled interval is over
- * (plus the delay), or now with a backfill queued, or when a settle check
+ * (plus the delay), or when its next backfill interval is (backfill_ready,
+ * 0 for none), or when a settle check
  * is due (next_settle_at) if that is earlier, not before its retry
  * time, and, when that (or now, if later) falls in the exclude window, at
  * the window's end.  0 when paused.  The scheduler sleeps until then, and
@@ -155,17 +257,16 @@ exclude_window_end(const PhxExport *exp, TimestampTz ts)
  * say the same.
  */
 TimestampTz
-phx_export_next_due(const PhxExport *exp, TimestampTz now, bool has_backfill)
+phx_export_next_due(const PhxExport *exp, TimestampTz now, TimestampTz backfill_ready)
 {
 	TimestampTz due;
 	TimestampTz from;
 
 	if (exp->paused)
 		return 0;
-	due = phx_interval_next(exp, exp->next_interval_start) +
-		phx_interval_usecs(&exp->delay);
-	if (has_backfill)
-		due = now;
+	due = phx_interval_ready_at(exp, phx_interval_end(exp, exp->next_interval_start));
+	if (backfill_ready != 0 && backfill_ready < due)
+		due = backfill_ready;
 	if (exp->has_next_settle_at && exp->next_settle_at < due)
 		due = exp->next_settle_at;
 	if (exp->has_retry_at && exp->retry_at > due)

@@ -26,10 +26,17 @@
  */
 extern TimestampTz phx_interval_floor(const PhxExport *exp, TimestampTz ts);
 extern TimestampTz phx_interval_next(const PhxExport *exp, TimestampTz start);
+extern TimestampTz phx_interval_end(const PhxExport *exp, TimestampTz start);
+extern TimestampTz phx_interval_ready_at(const PhxExport *exp, TimestampTz end);
+extern void phx_check_range(const PhxExport *exp, TimestampTz start, TimestampTz end,
+							bool end_on_grid);
+extern void phx_check_range_ended(const PhxExport *exp, TimestampTz start, TimestampTz end,
+								  TimestampTz now);
 extern bool phx_interval_is_supported(const Interval *iv);
 extern int64 phx_interval_usecs(const Interval *iv);
 extern bool phx_in_exclude_window(const PhxExport *exp, TimestampTz now);
-extern TimestampTz phx_export_next_due(const PhxExport *exp, TimestampTz now, bool has_backfill);
+extern TimestampTz phx_export_next_due(const PhxExport *exp, TimestampTz now,
+									   TimestampTz backfill_ready);
 extern char *phx_ts_str(TimestampTz ts);
 
 /* ------------------------------------------------------------------------
@@ -55,7 +62,11 @@ extern bool phx_export_is_due(PhxExport *exp);
 extern void phx_require_nonatomic(PhxExport *exp, bool nonatomic, const char *what);
 extern void phx_run_range(PhxExport *exp, TimestampTz start, TimestampTz end,
 						  const char *trigger, bool force, bool nonatomic);
-extern void phx_run_due_export(PhxExport *exp, bool nonatomic);
+extern bool phx_run_due_export(PhxExport *exp, bool nonatomic);
+extern TimestampTz phx_backfill_ready_at(PhxExport *exp);
+extern int	phx_export_lock_holder(PhxExport *exp);
+extern void phx_lock_export_for_change(PhxExport *exp, const char *what);
+extern void phx_check_range_on_grid(PhxExport *exp, TimestampTz start, TimestampTz end);
 
 /* ------------------------------------------------------------------------
  * settle.c

@@ -170,18 +170,6 @@ phx_export_list(void)
 	return result;
 }
 
-bool
-phx_export_has_backfill(int32 export_id)
-{
-	CatalogArgs args = {0};
-
-	phx_catalog_arg(&args, INT4OID, Int32GetDatum(export_id), false);
-	phx_catalog_exec("SELECT 1 FROM posthog_export.backfills WHERE export_id OPERATOR(pg_catalog.=) $1 "
-					 "AND status IN ('queued', 'running', 'failed') LIMIT 1",
-					 &args);
-	return SPI_processed > 0;
-}
-
 /* The oldest unfinished backfill of the export, or NULL. */
 PhxBackfill *
 phx_backfill_next(PhxExport *exp)
@@ -326,7 +314,9 @@ phx_export_delete(PhxExport *exp)
 /*
  * Writes the schedule and settle settings (and, with set_events, the event
  * filters) of exp; exp's next_settle_at too when the settle settings
- * change (else a settle pass may have moved it meanwhile).
+ * change (else a settle pass may have moved it meanwhile).  The schedule
+ * (next_interval_start) is left alone: a run may be advancing it, and a
+ * new grid goes on from where it is (api/export_functions.c).
  */
 void
 phx_export_update(PhxExport *exp, bool set_events, Datum include, bool include_null,
@@ -344,20 +334,19 @@ phx_export_update(PhxExport *exp, bool set_events, Datum include, bool include_n
 	phx_catalog_arg(&args, TEXTARRAYOID, include, include_null);
 	phx_catalog_arg(&args, TEXTARRAYOID, exclude, exclude_null);
 	phx_catalog_arg(&args, INTERVALOID, IntervalPGetDatum(&exp->lookback), false);
-	phx_catalog_arg(&args, TIMESTAMPTZOID, TimestampTzGetDatum(exp->next_interval_start), false);
 	phx_catalog_arg(&args, BOOLOID, BoolGetDatum(set_events), false);
 	phx_catalog_arg(&args, INTERVALOID, IntervalPGetDatum(&exp->settle_window), false);
 	phx_catalog_arg(&args, INTERVALOID, IntervalPGetDatum(&exp->settle_every), false);
 	phx_catalog_arg(&args, TIMESTAMPTZOID, TimestampTzGetDatum(exp->next_settle_at), !exp->has_next_settle_at);
 	phx_catalog_exec("UPDATE posthog_export.exports SET \"interval\" = $2, timezone = $3, "
 					 "start_offset = $4, delay = $5, exclude_window_start = $6, exclude_window_end = $7, "
-					 "include_events = CASE WHEN $12 THEN $8 ELSE include_events END, "
-					 "exclude_events = CASE WHEN $12 THEN $9 ELSE exclude_events END, "
-					 "lookback = $10, next_interval_start = $11, "
-					 "settle_window = $13, settle_every = $14, "
+					 "include_events = CASE WHEN $11 THEN $8 ELSE include_events END, "
+					 "exclude_events = CASE WHEN $11 THEN $9 ELSE exclude_events END, "
+					 "lookback = $10, "
+					 "settle_window = $12, settle_every = $13, "
 					 /* exp's next_settle_at, when the settle settings change */
-					 "next_settle_at = CASE WHEN settle_window IS DISTINCT FROM $13 "
-					 "OR settle_every IS DISTINCT FROM $14 THEN $15 ELSE next_settle_at END "
+					 "next_settle_at = CASE WHEN settle_window IS DISTINCT FROM $12 "
+					 "OR settle_every IS DISTINCT FROM $13 THEN $14 ELSE next_settle_at END "
 					 "WHERE export_id OPERATOR(pg_catalog.=) $1",
 					 &args);
 }

@@ -130,6 +130,104 @@ phx_run_begin(PhxExport *exp, TimestampTz start, TimestampTz end,
 }
 
 /*
+ * The intervals of the runs of exp that overlap [start, end), in order: a
+ * list of pairs of TimestampTz (start, end) in one flat list.
+ */
+List *
+phx_runs_overlapping_range(PhxExport *exp, TimestampTz start, TimestampTz end)
+{
+	CatalogArgs args = {0};
+	List	   *result = NIL;
+	bool		isnull;
+
+	phx_catalog_arg(&args, INT4OID, Int32GetDatum(exp->export_id), false);
+	phx_catalog_arg(&args, TIMESTAMPTZOID, TimestampTzGetDatum(start), false);
+	phx_catalog_arg(&args, TIMESTAMPTZOID, TimestampTzGetDatum(end), false);
+	phx_catalog_exec("SELECT interval_start, interval_end FROM posthog_export.runs "
+					 "WHERE export_id OPERATOR(pg_catalog.=) $1 "
+					 "AND interval_end OPERATOR(pg_catalog.>) $2 "
+					 "AND interval_start OPERATOR(pg_catalog.<) $3 "
+					 "ORDER BY interval_start",
+					 &args);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		TimestampTz *pair = palloc(2 * sizeof(TimestampTz));
+
+		pair[0] = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		pair[1] = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
+		result = lappend(result, pair);
+	}
+	SPI_freetuptable(SPI_tuptable);
+	return result;
+}
+
+/*
+ * Why exp's grid (interval, timezone, start_offset) cannot change now,
+ * as an errdetail and an errhint, or NULL when it can.  The schedule goes
+ * on from next_interval_start on the new grid, so the change is unsafe
+ * when a run ends after it (run_export() ran ahead of the schedule: the
+ * new grid's interval would export its rows again), or when a run is not
+ * completed (it resumes from its cursor only as the same interval; on the
+ * new grid its committed pages would be written again), or while a
+ * backfill is unfinished (its rest would run on the new grid, over runs
+ * of the old one).
+ */
+char *
+phx_grid_change_problem(PhxExport *exp, char **hint)
+{
+	CatalogArgs args = {0};
+	char	   *problem = NULL;
+	bool		isnull;
+
+	phx_catalog_arg(&args, INT4OID, Int32GetDatum(exp->export_id), false);
+	phx_catalog_arg(&args, TIMESTAMPTZOID, TimestampTzGetDatum(exp->next_interval_start), false);
+	phx_catalog_exec("SELECT interval_start, interval_end, status FROM posthog_export.runs "
+					 "WHERE export_id OPERATOR(pg_catalog.=) $1 "
+					 "AND (status <> 'completed' OR interval_end OPERATOR(pg_catalog.>) $2) "
+					 "ORDER BY status = 'completed', interval_start LIMIT 1",
+					 &args);
+	if (SPI_processed > 0)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		TimestampTz start = DatumGetTimestampTz(SPI_getbinval(tup, desc, 1, &isnull));
+		TimestampTz end = DatumGetTimestampTz(SPI_getbinval(tup, desc, 2, &isnull));
+		char	   *status = phx_catalog_get_text(tup, desc, 3);
+		char	   *range = psprintf("[%s, %s)", pstrdup(timestamptz_to_str(start)),
+									 pstrdup(timestamptz_to_str(end)));
+
+		if (strcmp(status, "completed") != 0)
+		{
+			problem = psprintf("Its interval %s is %s; it can only be finished on the grid it started on.",
+							   range, status);
+			*hint = psprintf("Finish it first (CALL posthog_export.run_export(%s, '%s', '%s'), or let the export retry it), then change the grid.",
+							 quote_literal_cstr(exp->name), pstrdup(timestamptz_to_str(start)),
+							 pstrdup(timestamptz_to_str(end)));
+		}
+		else
+		{
+			problem = psprintf("Its interval %s was exported ahead of the schedule, which is at %s; the new grid would export it again.",
+							   range, pstrdup(timestamptz_to_str(exp->next_interval_start)));
+			*hint = psprintf("Change the grid once the schedule has passed %s.",
+							 pstrdup(timestamptz_to_str(end)));
+		}
+	}
+	SPI_freetuptable(SPI_tuptable);
+	if (problem == NULL)
+	{
+		PhxBackfill *b = phx_backfill_next(exp);
+
+		if (b != NULL)
+		{
+			problem = psprintf("Its backfill %lld is not completed (it is at %s).",
+							   (long long) b->backfill_id, pstrdup(timestamptz_to_str(b->next_start)));
+			*hint = pstrdup("Change the grid once the backfill has completed (see posthog_export.backfills).");
+		}
+	}
+	return problem;
+}
+
+/*
  * Settle checks (run/settle.c): an events interval completed at finished_at
  * is counted again at the source settle_every after its last check (or its
  * completion); the first check at or after finished_at + settle_window is

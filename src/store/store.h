@@ -100,7 +100,6 @@ extern Datum phx_text_list_to_array(List *list);
 extern PhxExport *phx_export_lookup(const char *name, bool missing_ok);
 extern PhxExport *phx_export_by_id(int32 export_id);
 extern List *phx_export_list(void);
-extern bool phx_export_has_backfill(int32 export_id);
 extern PhxBackfill *phx_backfill_next(PhxExport *exp);
 extern void phx_backfill_advance(PhxBackfill *b, TimestampTz next_start);
 extern void phx_export_advance(PhxExport *exp, TimestampTz next_start);
@@ -126,6 +125,8 @@ extern PhxRun *phx_run_begin(PhxExport *exp, TimestampTz start, TimestampTz end,
 extern void phx_run_progress(PhxRun *run, PhxRunDelta *delta, List *cursor,
 							 bool completed);
 extern void phx_run_failed(PhxRun *run, const char *message);
+extern char *phx_grid_change_problem(PhxExport *exp, char **hint);
+extern List *phx_runs_overlapping_range(PhxExport *exp, TimestampTz start, TimestampTz end);
 extern List *phx_settle_due_runs(PhxExport *exp, TimestampTz now, int limit);
 extern void phx_settle_record(PhxSettleRun *sr, TimestampTz checked_at, int64 source_rows,
 							  int64 written, int64 missed);

@@ -136,9 +136,11 @@ relay_message(StringInfo msg, PhxExport *exp, bool errors_as_warnings,
  * Runs exp in a background worker connected as its owner and waits for
  * it, relaying its messages.  kind PHX_RUN_RANGE exports [start, end);
  * PHX_RUN_DUE runs the export's due work.  The worker commits its own
- * work, page by page, as the scheduler's workers do.
+ * work, page by page, as the scheduler's workers do.  Returns false when
+ * the run failed (with "errors_as_warnings"; otherwise that is an error):
+ * an error, due work whose failure was recorded, or no worker.
  */
-void
+bool
 phx_run_in_worker(PhxExport *exp, PhxRunKind kind, TimestampTz start,
 				  TimestampTz end, bool force, bool errors_as_warnings)
 {
@@ -150,6 +152,7 @@ phx_run_in_worker(PhxExport *exp, PhxRunKind kind, TimestampTz start,
 	BackgroundWorkerHandle *handle;
 	ErrorData  *error = NULL;
 	bool		finished = false;
+	bool		failed = false;
 
 	if (problem)
 	{
@@ -157,7 +160,7 @@ phx_run_in_worker(PhxExport *exp, PhxRunKind kind, TimestampTz start,
 				(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
 				 errmsg("cannot run export \"%s\": %s", exp->name, problem),
 				 errhint("Run it as its owner, or give the owner LOGIN (ALTER ROLE ... LOGIN).")));
-		return;
+		return false;
 	}
 
 	seg = dsm_create(PHX_MQ_SIZE, 0);
@@ -172,7 +175,7 @@ phx_run_in_worker(PhxExport *exp, PhxRunKind kind, TimestampTz start,
 				 errmsg("could not start a background worker to run export \"%s\" as its owner",
 						exp->name),
 				 errhint("Raise max_worker_processes, or run fewer exports at once.")));
-		return;
+		return false;
 	}
 	mqh = shm_mq_attach(mq, seg, handle);
 
@@ -190,9 +193,17 @@ phx_run_in_worker(PhxExport *exp, PhxRunKind kind, TimestampTz start,
 			initStringInfo(&msg);
 			appendBinaryStringInfo(&msg, data, nbytes);
 			if (msg.len > 0 && msg.data[0] == 'Z')
+			{
+				/* 'E' after it: due work whose failure the worker recorded */
 				finished = true;
+				failed |= msg.len > 1 && msg.data[1] == 'E';
+			}
 			else
+			{
+				if (msg.len > 0 && msg.data[0] == 'E')
+					failed = true;
 				relay_message(&msg, exp, errors_as_warnings, &error);
+			}
 			pfree(msg.data);
 		}
 		(void) WaitForBackgroundWorkerShutdown(handle);
@@ -218,6 +229,7 @@ phx_run_in_worker(PhxExport *exp, PhxRunKind kind, TimestampTz start,
 						exp->name),
 				 errdetail("It may have crashed or been terminated; the server log says why."),
 				 errhint("The run resumes from its last committed page when it runs again.")));
+	return finished && !failed;
 }
 
 /*
@@ -231,6 +243,7 @@ phx_run_worker_main(Datum main_arg)
 	PhxRunRequest req;
 	PhxExport  *exp;
 	bool		waited_for;
+	bool		ok = true;
 
 	memcpy(&req, MyBgworkerEntry->bgw_extra, sizeof(req));
 	waited_for = req.seg != DSM_HANDLE_INVALID;
@@ -276,7 +289,7 @@ phx_run_worker_main(Datum main_arg)
 		if (req.kind == PHX_RUN_RANGE)
 			phx_run_range(exp, req.start, req.end, "manual", req.force, true);
 		else
-			phx_run_due_export(exp, true);
+			ok = phx_run_due_export(exp, true);
 	}
 	else if (waited_for)
 		ereport(ERROR,
@@ -290,7 +303,7 @@ phx_run_worker_main(Datum main_arg)
 		StringInfoData buf;
 
 		pq_beginmessage(&buf, 'Z');
-		pq_sendbyte(&buf, 'I');
+		pq_sendbyte(&buf, ok ? 'I' : 'E');
 		pq_endmessage(&buf);
 	}
 	proc_exit(0);

@@ -109,7 +109,7 @@ load_due(List **due_out, MemoryContext cxt)
 		foreach(lc, exports)
 		{
 			PhxExport  *exp = lfirst(lc);
-			TimestampTz when = phx_export_next_due(exp, now, phx_export_has_backfill(exp->export_id));
+			TimestampTz when = phx_export_next_due(exp, now, phx_backfill_ready_at(exp));
 			DueExport  *d;
 
 			if (when == 0)

@@ -81,7 +81,7 @@ typedef enum PhxRunKind
 extern void phx_run_worker_init(BackgroundWorker *worker, PhxExport *exp, PhxRunKind kind,
 								TimestampTz start, TimestampTz end, bool force,
 								dsm_handle seg);
-extern void phx_run_in_worker(PhxExport *exp, PhxRunKind kind, TimestampTz start,
+extern bool phx_run_in_worker(PhxExport *exp, PhxRunKind kind, TimestampTz start,
 							  TimestampTz end, bool force, bool errors_as_warnings);
 
 #endif							/* PHX_WORKER_H */

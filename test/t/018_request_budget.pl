@@ -127,7 +127,7 @@ is($node->safe_psql('postgres', q{SELECT status || ' ' || attempts || ' ' || (wa
 # while one user of the key is told to wait, the others wait too
 emu_reset($emu);
 emu_faults($emu, { on_request => 1, status => 429, retry_after => 4 });
-my $bc = bg_call("CALL posthog_export.run_export('c', " . $sql_ts->($hour) . ', ' . $sql_ts->($hour + 3600) . ')');
+my $bc = bg_call("CALL posthog_export.run_export('c', " . $sql_ts->($hour - 7200) . ', ' . $sql_ts->($hour - 3600) . ')');
 ok(wait_for(sub { scalar(@{ emu_requests($emu) }) >= 1 }, 30), 'c got its 429');
 my $ta = time;
 $node->safe_psql('postgres', "CALL posthog_export.run_export('a', " . $sql_ts->($hour - 3600) . ', ' . $sql_ts->($hour) . ')');
