@@ -153,7 +153,7 @@ CREATE FUNCTION @extschema@.create_export(
     model          text DEFAULT 'events',
     schema_name    text DEFAULT 'posthog_exports',
     table_name     text DEFAULT NULL,
-    "interval"     interval DEFAULT '1 hour',
+    every          interval DEFAULT '1 hour',
     mode           text DEFAULT NULL,
     include_events text[] DEFAULT NULL,
     exclude_events text[] DEFAULT NULL,
@@ -200,7 +200,7 @@ COMMENT ON PROCEDURE @extschema@.run_export IS 'export every interval of [start_
 
 CREATE FUNCTION @extschema@.alter_export(
     name           text,
-    "interval"     interval DEFAULT NULL,
+    every          interval DEFAULT NULL,
     timezone       text DEFAULT NULL,
     start_offset   interval DEFAULT NULL,
     delay          interval DEFAULT NULL,

@@ -17,8 +17,8 @@ SET client_min_messages = warning;
 -- bad arguments
 SELECT posthog_export.create_export(name => 'ev', server => 'nope', check_server => false);
 SELECT posthog_export.create_export(name => 'ev', server => 'ph', model => 'clicks', check_server => false);
-SELECT posthog_export.create_export(name => 'ev', server => 'ph', "interval" => '2 hours', check_server => false);
-SELECT posthog_export.create_export(name => 'ev', server => 'ph', "interval" => '1 month', check_server => false);
+SELECT posthog_export.create_export(name => 'ev', server => 'ph', every => '2 hours', check_server => false);
+SELECT posthog_export.create_export(name => 'ev', server => 'ph', every => '1 month', check_server => false);
 SELECT posthog_export.create_export(name => 'ev', server => 'ph', mode => 'upsert', check_server => false);
 SELECT posthog_export.create_export(name => 'ev', server => 'ph', lookback => '-1 day', check_server => false);
 SELECT posthog_export.create_export(name => '', server => 'ph', check_server => false);
@@ -39,7 +39,7 @@ SELECT posthog_export.check_server('ph');
 SELECT posthog_export.create_export(
   name => 'events', server => 'ph', model => 'events',
   schema_name => 'posthog_exports', table_name => 'events',
-  "interval" => '1 hour', exclude_events => ARRAY['$feature_flag_called'], check_server => false);
+  every => '1 hour', exclude_events => ARRAY['$feature_flag_called'], check_server => false);
 SELECT posthog_export.create_export(name => 'events', server => 'ph', check_server => false);
 SELECT name, owner = current_user::regrole AS mine, server_name, model, mode, schema_name, table_name, "interval",
        include_events, exclude_events, lookback
@@ -64,7 +64,7 @@ SELECT posthog_export.create_export('unrelated', 'ph', table_name => 'unrelated'
 SELECT posthog_export.create_export('p_append', 'ph', 'persons', mode => 'append', check_server => false);
 SELECT posthog_export.create_export('p_filter', 'ph', 'persons', include_events => ARRAY['x'], check_server => false);
 SELECT posthog_export.create_export('persons', 'ph', 'persons', check_server => false);
-SELECT posthog_export.create_export('sessions', 'ph', 'sessions', "interval" => '1 day', check_server => false);
+SELECT posthog_export.create_export('sessions', 'ph', 'sessions', every => '1 day', check_server => false);
 SELECT name, model, mode, table_name, "interval", lookback, settle_window FROM posthog_export.exports
  WHERE model <> 'events' ORDER BY name;
 -- they read their whole range on every run: nothing to settle
@@ -83,16 +83,16 @@ CALL posthog_export.run_export('events', '2026-11-20 00:30+00', '2026-11-20 01:0
 CALL posthog_export.run_export('events', '2026-11-20 00:00+00', 'infinity');
 CALL posthog_export.run_export('events', '2026-11-20 00:00+00', '2026-11-20 01:00+00', force => true);
 -- weeks start on Monday (UTC)
-SELECT posthog_export.create_export('weekly', 'ph', table_name => 'events', "interval" => '1 week', check_server => false);
+SELECT posthog_export.create_export('weekly', 'ph', table_name => 'events', every => '1 week', check_server => false);
 CALL posthog_export.run_export('weekly', '2026-11-18 00:00+00', '2026-11-25 00:00+00');
 
 -- schedule settings
-SELECT posthog_export.create_export('tz', 'ph', table_name => 'events', "interval" => '1 day', timezone => 'Mars/Olympus', check_server => false);
-SELECT posthog_export.create_export('tz', 'ph', table_name => 'events', "interval" => '1 hour', start_offset => '30 minutes', check_server => false);
-SELECT posthog_export.create_export('tz', 'ph', table_name => 'events', "interval" => '1 day', start_offset => '1 day', check_server => false);
-SELECT posthog_export.create_export('tz', 'ph', table_name => 'events', "interval" => '1 day', delay => '2 days', check_server => false);
+SELECT posthog_export.create_export('tz', 'ph', table_name => 'events', every => '1 day', timezone => 'Mars/Olympus', check_server => false);
+SELECT posthog_export.create_export('tz', 'ph', table_name => 'events', every => '1 hour', start_offset => '30 minutes', check_server => false);
+SELECT posthog_export.create_export('tz', 'ph', table_name => 'events', every => '1 day', start_offset => '1 day', check_server => false);
+SELECT posthog_export.create_export('tz', 'ph', table_name => 'events', every => '1 day', delay => '2 days', check_server => false);
 SELECT posthog_export.create_export('tz', 'ph', table_name => 'events', exclude_window_start => '01:00', check_server => false);
-SELECT posthog_export.create_export('daily_paris', 'ph', table_name => 'events', "interval" => '1 day',
+SELECT posthog_export.create_export('daily_paris', 'ph', table_name => 'events', every => '1 day',
   timezone => 'Europe/Paris', start_offset => '2 hours', delay => '10 minutes',
   exclude_window_start => '23:00', exclude_window_end => '01:00', check_server => false);
 -- the first scheduled interval is the first full period after creation, at 02:00 Paris time
@@ -102,12 +102,12 @@ SELECT next_interval_start > now() AND next_interval_start <= now() + interval '
   FROM posthog_export.exports WHERE name = 'daily_paris';
 -- run_export follows the local grid: UTC midnight is no boundary, 02:00 Paris (01:00 UTC) is
 CALL posthog_export.run_export('daily_paris', '2026-11-20 00:00+00', '2026-11-21 00:00+00');
-SELECT posthog_export.alter_export('daily_paris', "interval" => '1 week', drop_exclude_window => true);
+SELECT posthog_export.alter_export('daily_paris', every => '1 week', drop_exclude_window => true);
 -- the schedule goes on where the daily grid stopped; its next interval ends at the next Monday 02:00
 SELECT "interval", exclude_window_start, to_char(next_interval_start AT TIME ZONE 'Europe/Paris', 'HH24:MI') AS next_local,
        to_char((posthog_export.next_run(e) - e.delay) AT TIME ZONE 'Europe/Paris', 'Dy HH24:MI') AS next_interval_ends
   FROM posthog_export.exports e WHERE name = 'daily_paris';
-SELECT posthog_export.alter_export('daily_paris', "interval" => '3 days');
+SELECT posthog_export.alter_export('daily_paris', every => '3 days');
 SELECT posthog_export.alter_export('events', include_events => ARRAY['$pageview']);
 SELECT include_events, exclude_events FROM posthog_export.exports WHERE name = 'events';
 SELECT posthog_export.alter_export('events', include_events => '{}', exclude_events => ARRAY['$feature_flag_called']);

@@ -212,7 +212,7 @@ def main():
                 pg.sql("DROP SCHEMA IF EXISTS b CASCADE; CREATE SCHEMA b; " + server_sql(port, 50000) +
                        f"SELECT posthog_export.drop_export('e', true); "
                        f"SELECT posthog_export.create_export('e', 's', schema_name => 'b', table_name => 'events', "
-                       f"\"interval\" => '1 day'); SELECT posthog_export.pause('e');")
+                       f"every => '1 day'); SELECT posthog_export.pause('e');")
                 # the first pass renders every row's JSON (the emulator keeps it); the second,
                 # what the export is served, is the source's rate that must be 3x the export's
                 cold_secs, _ = emulator_alone(port)
@@ -256,7 +256,7 @@ def main():
                 pg.sql(server_sql(port, 20000) +
                        f"SELECT posthog_export.drop_export('p', true); "
                        f"SELECT posthog_export.create_export('p', 's', 'persons', schema_name => 'b', "
-                       f"table_name => 'persons', \"interval\" => '1 day'); SELECT posthog_export.pause('p');")
+                       f"table_name => 'persons', every => '1 day'); SELECT posthog_export.pause('p');")
                 s1, r1 = pg.timed("CALL posthog_export.run_export('p', '2026-11-01 00:00+00', '2026-11-02 00:00+00')")
                 w1 = int(pg.sql("SELECT rows_written FROM posthog_export.runs WHERE export_name = 'p'"))
                 m = int(pg.sql("SELECT rows FROM posthog_export.runs WHERE export_name = 'p'"))

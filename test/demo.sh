@@ -63,7 +63,7 @@ CREATE USER MAPPING FOR CURRENT_USER SERVER posthog_us OPTIONS (api_key '$api_ke
 SELECT posthog_export.create_export(
   name => 'events', server => 'posthog_us', model => 'events',
   schema_name => 'posthog_exports', table_name => 'events',
-  "interval" => '1 hour', exclude_events => ARRAY['\$feature_flag_called']) AS export_id;
+  every => '1 hour', exclude_events => ARRAY['\$feature_flag_called']) AS export_id;
 \timing on
 CALL posthog_export.run_export('events', '$day_start', '$day_end');
 \timing off

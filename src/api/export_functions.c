@@ -313,7 +313,7 @@ create_export_args(FunctionCallInfo fcinfo, PhxExport *exp, EventFilters *filter
 	if (PG_ARGISNULL(5))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("interval must not be null")));
+				 errmsg("every (the interval) must not be null")));
 	exp->interval = *PG_GETARG_INTERVAL_P(5);
 	exp->mode = text_arg(fcinfo, 6, "mode", false);
 	event_filters_arg(fcinfo, 7, filters);

@@ -48,7 +48,7 @@ setup_server($node, $emu, options => { page_size => 500 });
 psql_ok($node, q{SELECT posthog_export.create_export(
   name => 'events', server => 'posthog', model => 'events',
   schema_name => 'posthog_exports', table_name => 'events',
-  "interval" => '1 hour', exclude_events => ARRAY['$feature_flag_called'], check_server => false)},
+  every => '1 hour', exclude_events => ARRAY['$feature_flag_called'], check_server => false)},
 	'create_export with the documented arguments');
 psql_ok($node, q{CALL posthog_export.run_export('events', '2026-11-20 00:00+00', '2026-11-20 02:00+00')},
 	'run_export over two hours');

@@ -50,7 +50,7 @@ sub pause_settled { my ($name) = @_;
 sub intervals_between { my ($a, $b) = @_; return ($b - $a) / 300; }
 
 # --- the schedule fires by itself, catching up oldest first ---------------------
-$node->safe_psql('postgres', q{SELECT posthog_export.create_export('sched', 'posthog', table_name => 'sched', "interval" => '5 minutes', delay => '0', check_server => false)});
+$node->safe_psql('postgres', q{SELECT posthog_export.create_export('sched', 'posthog', table_name => 'sched', every => '5 minutes', delay => '0', check_server => false)});
 ok(wait_for(sub { $node->safe_psql('postgres', q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'posthog_export scheduler'}) == 1 }, 30),
 	'the launcher keeps a scheduler in the database that has the extension');
 is($node->safe_psql('postgres', qq{SELECT next_interval_start = ${\ $sql_ts->($floor + 300)} FROM posthog_export.exports WHERE name = 'sched'}),
@@ -97,7 +97,7 @@ $sched_end = next_start($node, 'sched');
 is("$missing/$extra", '0/0', "schedule and backfill together equal the source, no overlap ($expected rows)");
 
 # --- pause / unpause ----------------------------------------------------------------
-$node->safe_psql('postgres', q{SELECT posthog_export.create_export('paused', 'posthog', table_name => 'paused', "interval" => '5 minutes', delay => '0', check_server => false);
+$node->safe_psql('postgres', q{SELECT posthog_export.create_export('paused', 'posthog', table_name => 'paused', every => '5 minutes', delay => '0', check_server => false);
 	SELECT posthog_export.pause('paused');});
 $node->safe_psql('postgres', "UPDATE posthog_export.exports SET next_interval_start = " . $sql_ts->($floor - 900) . " WHERE name = 'paused'");
 reload();
@@ -109,7 +109,7 @@ pause_settled('paused');
 is(count_runs('paused'), intervals_between($floor - 900, next_start($node, 'paused')), 'each once');
 
 # --- progress, collisions, kill -9 of the run worker ----------------------------------------
-$node->safe_psql('postgres', q{SELECT posthog_export.create_export('crash', 'posthog', table_name => 'crash', "interval" => '1 hour', delay => '0', check_server => false)});
+$node->safe_psql('postgres', q{SELECT posthog_export.create_export('crash', 'posthog', table_name => 'crash', every => '1 hour', delay => '0', check_server => false)});
 emu_reset($emu);
 emu_faults($emu, { on_request => 3, delay => 60 });
 $node->safe_psql('postgres', "UPDATE posthog_export.exports SET next_interval_start = " . $sql_ts->(floor($now / 3600) * 3600 - 3600) . " WHERE name = 'crash'");
@@ -141,7 +141,7 @@ is($node->safe_psql('postgres', q{SELECT attempts >= 2 FROM posthog_export.runs 
 is("$missing/$extra", '0/0', "after kill -9 of the worker the rows are exact ($expected rows)");
 
 # --- SIGTERM stops a run promptly ----------------------------------------------------------
-$node->safe_psql('postgres', q{SELECT posthog_export.create_export('term', 'posthog', table_name => 'term', "interval" => '1 hour', delay => '0', check_server => false)});
+$node->safe_psql('postgres', q{SELECT posthog_export.create_export('term', 'posthog', table_name => 'term', every => '1 hour', delay => '0', check_server => false)});
 emu_reset($emu);
 emu_faults($emu, { on_request => 2, delay => 60 });
 $node->safe_psql('postgres', "UPDATE posthog_export.exports SET next_interval_start = " . $sql_ts->(floor($now / 3600) * 3600 - 3600) . " WHERE name = 'term'");
@@ -161,7 +161,7 @@ $node->safe_psql('postgres', qq{
 	CREATE USER MAPPING FOR exporter SERVER posthog OPTIONS (api_key '$PhxTest::API_KEY');
 	CREATE SCHEMA exp AUTHORIZATION exporter;
 	SET ROLE exporter;
-	SELECT posthog_export.create_export('owned', 'posthog', schema_name => 'exp', table_name => 'owned', "interval" => '5 minutes', delay => '0', check_server => false);
+	SELECT posthog_export.create_export('owned', 'posthog', schema_name => 'exp', table_name => 'owned', every => '5 minutes', delay => '0', check_server => false);
 	REVOKE INSERT ON exp.owned FROM exporter;
 	RESET ROLE;
 	UPDATE posthog_export.exports SET next_interval_start = ${\ $sql_ts->($floor - 600)} WHERE name = 'owned';});
@@ -177,7 +177,7 @@ is($node->safe_psql('postgres', q{SET ROLE exporter; SELECT count(*) FROM postho
 $node->safe_psql('postgres', q{
 	CREATE SERVER flaky FOREIGN DATA WRAPPER posthog_export OPTIONS (url 'http://127.0.0.1:9', project_id '1', allow_http 'true', allow_loopback 'true', max_retries '0', connect_timeout '1', requests_per_hour '1000000');
 	CREATE USER MAPPING FOR CURRENT_USER SERVER flaky OPTIONS (api_key 'phx_x');
-	SELECT posthog_export.create_export('flaky', 'flaky', table_name => 'flaky', "interval" => '5 minutes', delay => '0', check_server => false);});
+	SELECT posthog_export.create_export('flaky', 'flaky', table_name => 'flaky', every => '5 minutes', delay => '0', check_server => false);});
 $node->safe_psql('postgres', "UPDATE posthog_export.exports SET next_interval_start = " . $sql_ts->($floor - 600) . " WHERE name = 'flaky'");
 reload();
 ok(wait_for(sub { $node->safe_psql('postgres', q{SELECT paused FROM posthog_export.exports WHERE name = 'flaky'}) eq 't' }, 60),
@@ -190,7 +190,7 @@ is($node->safe_psql('postgres', q{SELECT attempts || ' ' || status FROM posthog_
 # --- SIGHUP: a new setting takes effect without a restart ------------------------------
 $node->append_conf('postgresql.conf', "posthog_export.scheduler = off\n");
 reload();
-$node->safe_psql('postgres', q{SELECT posthog_export.create_export('hup', 'posthog', table_name => 'hup', "interval" => '5 minutes', delay => '0', check_server => false)});
+$node->safe_psql('postgres', q{SELECT posthog_export.create_export('hup', 'posthog', table_name => 'hup', every => '5 minutes', delay => '0', check_server => false)});
 $node->safe_psql('postgres', "UPDATE posthog_export.exports SET next_interval_start = " . $sql_ts->($floor - 600) . " WHERE name = 'hup'");
 sleep 3;
 is(count_runs('hup'), 0, 'with posthog_export.scheduler = off (SIGHUP) nothing starts');
@@ -199,7 +199,7 @@ reload();
 ok(wait_for(sub { next_start($node, 'hup') >= $floor }, 60), 'back on after another SIGHUP, it runs');
 
 # --- an exclude window: no run starts inside it -----------------------------------
-$node->safe_psql('postgres', q{SELECT posthog_export.create_export('window', 'posthog', table_name => 'window', "interval" => '5 minutes', delay => '0',
+$node->safe_psql('postgres', q{SELECT posthog_export.create_export('window', 'posthog', table_name => 'window', every => '5 minutes', delay => '0',
 	exclude_window_start => (now() AT TIME ZONE 'UTC' - interval '1 hour')::time,
 	exclude_window_end => (now() AT TIME ZONE 'UTC' + interval '1 hour')::time, check_server => false)});
 $node->safe_psql('postgres', "UPDATE posthog_export.exports SET next_interval_start = " . $sql_ts->($floor - 600) . " WHERE name = 'window'");
@@ -217,8 +217,8 @@ reload();
 emu_reset($emu);
 emu_faults($emu, { every => JSON::PP::true, delay => 0.3 });
 $node->safe_psql('postgres', q{
-	SELECT posthog_export.create_export('w1', 'posthog', table_name => 'w1', "interval" => '5 minutes', delay => '0', check_server => false);
-	SELECT posthog_export.create_export('w2', 'posthog', table_name => 'w2', "interval" => '5 minutes', delay => '0', check_server => false);});
+	SELECT posthog_export.create_export('w1', 'posthog', table_name => 'w1', every => '5 minutes', delay => '0', check_server => false);
+	SELECT posthog_export.create_export('w2', 'posthog', table_name => 'w2', every => '5 minutes', delay => '0', check_server => false);});
 $node->safe_psql('postgres', "UPDATE posthog_export.exports SET next_interval_start = " . $sql_ts->($floor - 1200) . " WHERE name IN ('w1', 'w2')");
 reload();
 my $most = 0;
@@ -232,7 +232,7 @@ is($most, 1, 'with max_workers = 1 never more than one run at a time');
 emu_reset($emu);
 
 # --- a backfill from the beginning -------------------------------------------------------
-$node->safe_psql('postgres', q{SELECT posthog_export.create_export('fromstart', 'posthog', table_name => 'fromstart', "interval" => '1 hour', delay => '0', check_server => false);
+$node->safe_psql('postgres', q{SELECT posthog_export.create_export('fromstart', 'posthog', table_name => 'fromstart', every => '1 hour', delay => '0', check_server => false);
 	SELECT posthog_export.pause('fromstart');});
 $node->safe_psql('postgres', q{SELECT posthog_export.backfill('fromstart', NULL)});
 # the sample data starts at $floor - 3 hours: the backfill starts at that hour
@@ -261,7 +261,7 @@ $cron->append_conf('postgresql.conf', "cron.host = '" . $cron->host . "'\n");
 $cron->restart;
 setup_server($cron, $emu, options => { page_size => 500 });
 $cron->safe_psql('postgres', q{CREATE EXTENSION pg_cron;
-	SELECT posthog_export.create_export('bycron', 'posthog', table_name => 'bycron', "interval" => '5 minutes', delay => '0', check_server => false);});
+	SELECT posthog_export.create_export('bycron', 'posthog', table_name => 'bycron', every => '5 minutes', delay => '0', check_server => false);});
 $cron->safe_psql('postgres', "UPDATE posthog_export.exports SET next_interval_start = " . $sql_ts->($floor - 900) . " WHERE name = 'bycron'");
 is($cron->safe_psql('postgres', q{SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'posthog_export%'}), 0,
 	'without shared_preload_libraries there is no scheduler');

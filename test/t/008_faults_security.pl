@@ -35,7 +35,7 @@ sub equal_to_source
 
 # --- a destination that raises: disk full is not retried, a serialization failure is --
 $node->safe_psql('postgres', q{
-	SELECT posthog_export.create_export('full', 'posthog', table_name => 'full', "interval" => '1 hour', delay => '0', check_server => false);
+	SELECT posthog_export.create_export('full', 'posthog', table_name => 'full', every => '1 hour', delay => '0', check_server => false);
 	CREATE FUNCTION raise_disk_full() RETURNS trigger LANGUAGE plpgsql AS
 	  $$BEGIN IF (SELECT count(*) FROM posthog_exports.full) >= 300 THEN
 	       RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full'; END IF;
@@ -52,7 +52,7 @@ psql_ok($node, 'CALL posthog_export.run_due()', 'after the disk is "freed" and t
 equal_to_source('posthog_exports.full', 'disk full then resumed', 'full');
 
 $node->safe_psql('postgres', q{
-	SELECT posthog_export.create_export('serial', 'posthog', table_name => 'serial', "interval" => '1 hour', delay => '0', check_server => false);
+	SELECT posthog_export.create_export('serial', 'posthog', table_name => 'serial', every => '1 hour', delay => '0', check_server => false);
 	CREATE FUNCTION raise_serialization() RETURNS trigger LANGUAGE plpgsql AS
 	  $$BEGIN RAISE EXCEPTION 'could not serialize access' USING ERRCODE = 'serialization_failure'; END$$;
 	CREATE TRIGGER ser BEFORE INSERT ON posthog_exports.serial FOR EACH ROW EXECUTE FUNCTION raise_serialization();
@@ -149,7 +149,7 @@ unlike($er, qr/HIJACKED/, 'none of the planted operators or functions was ever c
 like($er, qr/export "victims" does not exist/, 'mallory cannot run the victim\'s export');
 ($r, $er) = $as_mallory->(q{SELECT posthog_export.drop_export('victims')});
 like($er, qr/export "victims" does not exist/, '... nor drop it');
-($r, $er) = $as_mallory->(q{SELECT posthog_export.alter_export('victims', "interval" => '1 day')});
+($r, $er) = $as_mallory->(q{SELECT posthog_export.alter_export('victims', every => '1 day')});
 like($er, qr/export "victims" does not exist/, '... nor alter it');
 is($node->safe_psql('postgres', q{SET ROLE mallory; SELECT count(*) FROM posthog_export.exports WHERE name = 'victims'}), 0,
 	'... nor see its settings');

@@ -64,7 +64,7 @@ $node->safe_psql('postgres', q{
 	  RETURN NULL;
 	END $$;
 	SELECT posthog_export.create_export('m_deferred', 'posthog', schema_name => 'mallory',
-	       table_name => 'deferred_ev', "interval" => '1 hour', delay => '0', check_server => false);
+	       table_name => 'deferred_ev', every => '1 hour', delay => '0', check_server => false);
 	CREATE CONSTRAINT TRIGGER escalate AFTER INSERT ON mallory.deferred_ev
 	  DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION mallory.escalate('deferred');});
 
@@ -102,12 +102,12 @@ $node->safe_psql('postgres', q{
 	  RETURN NEW;
 	END $$;
 	SELECT posthog_export.create_export('m_state', 'posthog', schema_name => 'mallory',
-	       table_name => 'state_ev', "interval" => '1 hour', delay => '0', check_server => false);
+	       table_name => 'state_ev', every => '1 hour', delay => '0', check_server => false);
 	CREATE TRIGGER taint BEFORE INSERT ON mallory.state_ev FOR EACH ROW EXECUTE FUNCTION mallory.taint();
 	RESET ROLE;
 	SET ROLE bob;
 	SELECT posthog_export.create_export('zz_bob', 'posthog', schema_name => 'bob',
-	       table_name => 'ev', "interval" => '1 hour', delay => '0', check_server => false);
+	       table_name => 'ev', every => '1 hour', delay => '0', check_server => false);
 	RESET ROLE;
 	UPDATE posthog_export.exports SET next_interval_start = } . $ts->($h2) . q{ WHERE name IN ('m_state', 'zz_bob');});
 my $state = $node->safe_psql('postgres', q{
@@ -125,7 +125,7 @@ is("$m/$x", '0/0', "bob's export is complete ($e rows)");
 is(is_super(), 'f', 'mallory is still no superuser');
 
 # --- an owner that cannot log in --------------------------------------------------
-$node->safe_psql('postgres', q{SET ROLE nolog; SELECT posthog_export.create_export('n_export', 'posthog', schema_name => 'nolog', table_name => 'ev', "interval" => '1 hour', delay => '0', check_server => false);});
+$node->safe_psql('postgres', q{SET ROLE nolog; SELECT posthog_export.create_export('n_export', 'posthog', schema_name => 'nolog', table_name => 'ev', every => '1 hour', delay => '0', check_server => false);});
 $err = psql_fails($node, "CALL posthog_export.run_export('n_export', ${\ $ts->($h2)}, ${\ $ts->($h1)})", 'a NOLOGIN owner\'s export started by a superuser');
 like($err, qr/cannot run export "n_export": its owner "nolog" cannot log in/, 'is refused with the reason');
 
@@ -133,7 +133,7 @@ like($err, qr/cannot run export "n_export": its owner "nolog" cannot log in/, 'i
 $node->safe_psql('postgres', q{
 	ALTER USER MAPPING FOR bob SERVER posthog OPTIONS (SET api_key 'wrong-key');
 	SET ROLE bob;
-	SELECT posthog_export.create_export('o''brien', 'posthog', schema_name => 'bob', table_name => 'ob', "interval" => '1 hour', delay => '0', check_server => false);
+	SELECT posthog_export.create_export('o''brien', 'posthog', schema_name => 'bob', table_name => 'ob', every => '1 hour', delay => '0', check_server => false);
 	RESET ROLE;
 	UPDATE posthog_export.exports SET next_interval_start = } . $ts->($h2) . q{ WHERE name = 'o''brien';});
 my ($ret, $out);
@@ -157,7 +157,7 @@ is($node->safe_psql('postgres', q{SELECT count(*) > 0, bool_and(cur = 'mallory' 
 
 # a run held in flight by a slow source: only those who may see it see it
 emu_faults($emu, { every => JSON::PP::true, delay => 30 });
-$node->safe_psql('postgres', qq{SELECT posthog_export.create_export('crashy', 'posthog', table_name => 'crashy', "interval" => '1 hour', delay => '0', check_server => false);
+$node->safe_psql('postgres', qq{SELECT posthog_export.create_export('crashy', 'posthog', table_name => 'crashy', every => '1 hour', delay => '0', check_server => false);
 	UPDATE posthog_export.exports SET next_interval_start = ${\ $ts->($h1)} WHERE name = 'crashy'});
 $node->reload;    # wakes the scheduler
 my $worker_pid = sub { $node->safe_psql('postgres', q{SELECT pid FROM posthog_export.progress WHERE export_name = 'crashy'}) };

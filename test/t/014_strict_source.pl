@@ -38,7 +38,7 @@ my $day = q{'2026-11-20 00:00+00', '2026-11-21 00:00+00'};
 
 # --- events ---------------------------------------------------------------------
 psql_ok($node, q{SELECT posthog_export.create_export(name => 'strict_events', server => 'posthog',
-	model => 'events', schema_name => 'posthog_exports', table_name => 'events', "interval" => '1 day', check_server => false)},
+	model => 'events', schema_name => 'posthog_exports', table_name => 'events', every => '1 day', check_server => false)},
 	'create an events export');
 psql_ok($node, "CALL posthog_export.run_export('strict_events', $day)", 'events: run a day');
 my ($expected, $missing, $extra) = compare_with_source($node, $emu, model => 'events',
@@ -60,7 +60,7 @@ is("$missing/$extra", '0/0', 'persons equal the source column by column, without
 
 # --- sessions -------------------------------------------------------------------
 psql_ok($node, q{SELECT posthog_export.create_export(name => 'strict_sessions', server => 'posthog',
-	model => 'sessions', schema_name => 'posthog_exports', table_name => 'sessions', "interval" => '1 day', check_server => false)},
+	model => 'sessions', schema_name => 'posthog_exports', table_name => 'sessions', every => '1 day', check_server => false)},
 	'create a sessions export');
 psql_ok($node, "CALL posthog_export.run_export('strict_sessions', $day)", 'sessions: run a day');
 ($expected, $missing, $extra) = compare_with_source($node, $emu, model => 'sessions',

@@ -57,7 +57,7 @@ sub run_days
 }
 
 # --- a sessions export: every field ------------------------------------------
-psql_ok($node, q{SELECT posthog_export.create_export('sess', 'posthog', 'sessions', "interval" => '1 day', check_server => false)},
+psql_ok($node, q{SELECT posthog_export.create_export('sess', 'posthog', 'sessions', every => '1 day', check_server => false)},
 	'create a daily sessions export');
 is($node->safe_psql('postgres', q{SELECT lookback FROM posthog_export.exports WHERE name = 'sess'}), '3 days',
 	'the default lookback of sessions is 3 days, PostHog\'s bound');
@@ -118,7 +118,7 @@ $node->safe_psql('postgres', q{
 		entry_irclid text, exit_pathname text,
 		updated_at timestamp without time zone NOT NULL DEFAULT now(),
 		PRIMARY KEY (team_id, session_id))});
-psql_ok($node, q{SELECT posthog_export.create_export('sess_pg', 'posthog', 'sessions', table_name => 'sessions_pg', "interval" => '1 day', check_server => false)},
+psql_ok($node, q{SELECT posthog_export.create_export('sess_pg', 'posthog', 'sessions', table_name => 'sessions_pg', every => '1 day', check_server => false)},
 	'an export into the existing table');
 emu_reset($emu);
 # the naive timestamps hold UTC, as PostHog writes them (in the cluster's TimeZone; with a

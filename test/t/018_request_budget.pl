@@ -153,8 +153,8 @@ is($node->safe_psql('postgres', q{SELECT count(*) FROM posthog_export.progress})
 $node->restart;
 emu_reset($emu);
 $node->safe_psql('postgres', q{SELECT posthog_export.drop_export(name) FROM posthog_export.exports});
-create('bf', undef, interval => q{'5 minutes'}, delay => q{'0'});
-create('sched', undef, interval => q{'5 minutes'}, delay => q{'0'});
+create('bf', undef, every => q{'5 minutes'}, delay => q{'0'});
+create('sched', undef, every => q{'5 minutes'}, delay => q{'0'});
 $node->safe_psql('postgres', q{SELECT posthog_export.pause('sched')});
 $node->safe_psql('postgres', "SELECT posthog_export.backfill('bf', " . $sql_ts->($hour - 3 * 3600) . ', ' . $sql_ts->($hour) . ')');
 $node->safe_psql('postgres', q{ALTER SYSTEM SET posthog_export.scheduler = on; SELECT pg_reload_conf();});

@@ -252,7 +252,7 @@ is($q->(q{SELECT count(DISTINCT settled_at) || ' ' || count(settled_at) FROM pos
 	'1 2', 'and from then on they fall due together');
 
 # --- 150 intervals: 100 per count request, the rest in the next pass at once -------
-psql_ok($node, q{SELECT posthog_export.create_export('ev_many', 'posthog', table_name => 'ev_many', "interval" => '5 minutes',
+psql_ok($node, q{SELECT posthog_export.create_export('ev_many', 'posthog', table_name => 'ev_many', every => '5 minutes',
 	settle_window => '2 minutes', settle_every => '2 seconds', check_server => false);
 	CALL posthog_export.run_export('ev_many', '2026-11-20 00:00+00', '2026-11-20 12:30+00')}, 'export 150 five-minute intervals');
 $wait = $q->(q{SELECT extract(epoch FROM max(finished_at) + interval '2 seconds' - clock_timestamp()) FROM posthog_export.runs WHERE export_name = 'ev_many'});

@@ -37,7 +37,7 @@ sub sql { return $node->safe_psql('postgres', $_[0]); }
 # an hourly export without delay, unless told otherwise
 sub create { my ($name, %o) = @_;
 	my $delay = $o{delay} // '0';
-	sql("SELECT posthog_export.create_export('$name', 'posthog', table_name => '$name', \"interval\" => '1 hour', delay => '$delay')"); }
+	sql("SELECT posthog_export.create_export('$name', 'posthog', table_name => '$name', every => '1 hour', delay => '$delay')"); }
 sub completed { my ($name, $extra) = @_;
 	return sql("SELECT count(*) FROM posthog_export.runs WHERE export_name = '$name' AND status = 'completed' " . ($extra // '')); }
 sub run_export { my ($name, $s, $e) = @_;
@@ -108,12 +108,12 @@ create('grid');
 # the schedule exported 08:00 to 10:00 of the first day
 sql(run_export('grid', $d0 + 8 * 3600, $d0 + 10 * 3600));
 sql("UPDATE posthog_export.exports SET next_interval_start = ${\ $ts->($d0 + 8 * 3600)} WHERE name = 'grid'");
-$err = psql_fails($node, q{SELECT posthog_export.alter_export('grid', "interval" => '1 day')},
+$err = psql_fails($node, q{SELECT posthog_export.alter_export('grid', every => '1 day')},
 	'a new grid while intervals ahead of the schedule were exported');
 like($err, qr/ERROR:  cannot change the interval, timezone or start_offset of export "grid" now\nDETAIL:  Its interval .* was exported ahead of the schedule/,
 	'is refused, saying why');
 sql("UPDATE posthog_export.exports SET next_interval_start = ${\ $ts->($d0 + 10 * 3600)} WHERE name = 'grid'");
-psql_ok($node, q{SELECT posthog_export.alter_export('grid', "interval" => '1 day')}, 'from 1 hour to 1 day');
+psql_ok($node, q{SELECT posthog_export.alter_export('grid', every => '1 day')}, 'from 1 hour to 1 day');
 is(sql(q{SELECT next_interval_start FROM posthog_export.exports WHERE name = 'grid'}), $tstxt->($d0 + 10 * 3600),
 	'the schedule goes on where the old grid stopped');
 is(sql(q{SELECT next_run FROM posthog_export.status WHERE export_name = 'grid'}), $tstxt->($d0 + 86400),
@@ -178,7 +178,7 @@ sql(q{SELECT posthog_export.pause(name) FROM posthog_export.exports});
 sql(q{CREATE SERVER broken FOREIGN DATA WRAPPER posthog_export OPTIONS (url 'http://127.0.0.1:9', project_id '1', allow_http 'true',
 		allow_loopback 'true', max_retries '0', connect_timeout '1', requests_per_hour '1000000');
 	CREATE USER MAPPING FOR CURRENT_USER SERVER broken OPTIONS (api_key 'phx_x');
-	SELECT posthog_export.create_export('broken', 'broken', table_name => 'broken', "interval" => '1 hour', delay => '0');});
+	SELECT posthog_export.create_export('broken', 'broken', table_name => 'broken', every => '1 hour', delay => '0');});
 create('good');
 sql("UPDATE posthog_export.exports SET next_interval_start = ${\ $ts->($hour - 2 * 3600)} WHERE name IN ('broken', 'good')");
 ($ret, $out, $err) = $node->psql('postgres', 'CALL posthog_export.run_due(raise_on_failure => true)');
