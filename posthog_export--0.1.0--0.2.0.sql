@@ -340,3 +340,19 @@ AS 'MODULE_PATHNAME', 'posthog_export_run_due'
 LANGUAGE C;
 
 COMMENT ON PROCEDURE @extschema@.run_due IS 'run the due work of every export the caller may run (for pg_cron, or without the background worker); raise_on_failure: end with an error when an export failed, so pg_cron records a failure';
+
+-- The owner of an export is granted SELECT on exports (which everyone may
+-- read anyway): a shared dependency Postgres keeps, so that DROP ROLE of
+-- an owner is refused in every session and database until REASSIGN OWNED
+-- or DROP OWNED (store/catalog.c keeps the grants in step).
+DO $$
+DECLARE
+  r pg_catalog.regrole;
+BEGIN
+  FOR r IN SELECT DISTINCT e.owner FROM @extschema@.exports e
+            WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_roles a WHERE a.oid OPERATOR(pg_catalog.=) e.owner::pg_catalog.oid)
+  LOOP
+    EXECUTE pg_catalog.format('GRANT SELECT ON @extschema@.exports TO %s', r);
+  END LOOP;
+END
+$$;

@@ -121,6 +121,8 @@ servers_dropped(Node *parsetree)
 					(errmsg("drop cascades to export \"%s\"", exp->name),
 					 errdetail("Its runs and backfills are dropped with it; its table %s.%s is kept.",
 							   quote_identifier(exp->schema_name), quote_identifier(exp->table_name))));
+			/* as drop_export(): a run in flight finishes first */
+			phx_lock_export_for_change(exp, "dropping");
 			phx_export_delete(exp);
 		}
 	}
@@ -145,7 +147,11 @@ drop_owned(DropOwnedStmt *stmt)
 		if (!has_privs_of_role(GetUserId(), role))
 			continue;
 		foreach(e, phx_exports_owned_by(role))
+		{
+			/* as drop_export(): a run in flight finishes first */
+			phx_lock_export_for_change(lfirst(e), "dropping");
 			phx_export_delete(lfirst(e));
+		}
 	}
 }
 

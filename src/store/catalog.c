@@ -263,12 +263,43 @@ phx_export_exists(const char *name)
 	return SPI_processed > 0;
 }
 
+/*
+ * Postgres cannot record that an exports row depends on its owner
+ * (pg_shdepend links catalog objects only), so the owner of any export is
+ * granted SELECT on the exports table, which everyone may read anyway:
+ * that grant is a shared dependency Postgres itself keeps.  DROP ROLE of
+ * an export's owner is then refused in every session and every database,
+ * whether the library is loaded or not, until REASSIGN OWNED (the hook
+ * moves the exports) or DROP OWNED (the event trigger drops them, and the
+ * grant goes with it).  Called for a role whose exports changed: grants
+ * or revokes to match.
+ */
+static void
+sync_owner_privilege(Oid role)
+{
+	CatalogArgs args = {0};
+	char	   *name = GetUserNameFromId(role, true);
+	bool		owns;
+
+	if (name == NULL)
+		return;
+	phx_catalog_arg(&args, OIDOID, ObjectIdGetDatum(role), false);
+	phx_catalog_exec("SELECT 1 FROM posthog_export.exports "
+					 "WHERE owner::pg_catalog.oid OPERATOR(pg_catalog.=) $1 LIMIT 1", &args);
+	owns = SPI_processed > 0;
+	/* a role name is an identifier here, quoted; GRANT takes no parameters */
+	phx_catalog_exec(psprintf(owns ? "GRANT SELECT ON posthog_export.exports TO %s"
+							  : "REVOKE SELECT ON posthog_export.exports FROM %s",
+							  quote_identifier(name)), NULL);
+}
+
 int32
 phx_export_insert(PhxExport *exp, Datum include, bool include_null,
 				  Datum exclude, bool exclude_null)
 {
 	CatalogArgs args = {0};
 	bool		isnull;
+	int32		export_id;
 
 	phx_catalog_arg_text(&args, exp->name);
 	phx_catalog_arg(&args, OIDOID, ObjectIdGetDatum(exp->owner), false);
@@ -298,7 +329,9 @@ phx_export_insert(PhxExport *exp, Datum include, bool include_null,
 					 "$12, $13, $14, $15, $16, $17, $18, $19, $20) "
 					 "RETURNING export_id",
 					 &args);
-	return DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	export_id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	sync_owner_privilege(exp->owner);
+	return export_id;
 }
 
 void
@@ -309,6 +342,7 @@ phx_export_delete(PhxExport *exp)
 	phx_catalog_arg(&args, INT4OID, Int32GetDatum(exp->export_id), false);
 	phx_catalog_exec("DELETE FROM posthog_export.exports WHERE export_id OPERATOR(pg_catalog.=) $1",
 					 &args);
+	sync_owner_privilege(exp->owner);
 }
 
 /*
@@ -468,6 +502,8 @@ phx_exports_reassign(Oid old_owner, Oid new_owner)
 	phx_catalog_exec("UPDATE posthog_export.exports SET owner = $2::pg_catalog.regrole "
 					 "WHERE owner::pg_catalog.oid OPERATOR(pg_catalog.=) $1",
 					 &args);
+	sync_owner_privilege(old_owner);
+	sync_owner_privilege(new_owner);
 }
 
 /* alter_export(server => ..., owner => ...): writes exp's server and owner. */
@@ -475,12 +511,22 @@ void
 phx_export_set_server_owner(PhxExport *exp)
 {
 	CatalogArgs args = {0};
+	bool		isnull;
+	Oid			old_owner;
 
 	phx_catalog_arg(&args, INT4OID, Int32GetDatum(exp->export_id), false);
 	phx_catalog_arg_text(&args, exp->server_name);
 	phx_catalog_arg(&args, OIDOID, ObjectIdGetDatum(exp->owner), false);
-	phx_catalog_exec("UPDATE posthog_export.exports SET server_name = $2, "
+	phx_catalog_exec("UPDATE posthog_export.exports e SET server_name = $2, "
 					 "owner = $3::pg_catalog.regrole "
-					 "WHERE export_id OPERATOR(pg_catalog.=) $1",
+					 "FROM posthog_export.exports o "
+					 "WHERE e.export_id OPERATOR(pg_catalog.=) $1 AND o.export_id OPERATOR(pg_catalog.=) $1 "
+					 "RETURNING o.owner::pg_catalog.oid",
 					 &args);
+	old_owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (old_owner != exp->owner)
+	{
+		sync_owner_privilege(old_owner);
+		sync_owner_privilege(exp->owner);
+	}
 }

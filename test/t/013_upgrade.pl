@@ -94,7 +94,12 @@ my $catalog_sql = q{
 	  UNION ALL SELECT format('policy %s %s %s', tablename, policyname, qual) FROM pg_policies WHERE schemaname = 'posthog_export'
 	  UNION ALL SELECT format('index %s', pg_get_indexdef(indexrelid)) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
 	    WHERE c.relnamespace = 'posthog_export'::regnamespace
-	  UNION ALL SELECT format('grant %s %s', c.relname, c.relacl) FROM pg_class c WHERE c.relnamespace = 'posthog_export'::regnamespace
+	  UNION ALL SELECT format('grant %s %s', c.relname,
+	                          ARRAY(SELECT a::text FROM unnest(c.relacl) a
+	                                 WHERE c.relname <> 'exports'
+	                                    OR split_part(a::text, '/', 1) NOT IN (SELECT e.owner::text || '=r' FROM posthog_export.exports e)
+	                                 ORDER BY 1))
+	    FROM pg_class c WHERE c.relnamespace = 'posthog_export'::regnamespace
 	  UNION ALL SELECT format('comment %s', d.description) FROM pg_description d JOIN pg_class c ON c.oid = d.objoid
 	    WHERE c.relnamespace = 'posthog_export'::regnamespace
 	  UNION ALL SELECT format('event trigger %s %s %s %s %s', evtname, evtevent, evtenabled, evttags, evtfoid::regproc)
@@ -103,6 +108,15 @@ my $catalog_sql = q{
 is($node->safe_psql('postgres', $catalog_sql), $fresh->safe_psql('postgres', $catalog_sql),
 	'the updated catalog equals a fresh install of 0.2.0 (columns, functions, views, constraints, policies, indexes, grants, comments)');
 $fresh->stop;
+
+# the owners of the exports 0.1.0 made hold SELECT on the exports table, the shared
+# dependency that keeps DROP ROLE from leaving an export without its owner
+is($node->safe_psql('postgres', q{SELECT string_agg(r.rolname, ',' ORDER BY r.rolname) FROM pg_roles r
+	WHERE EXISTS (SELECT 1 FROM pg_shdepend d WHERE d.refobjid = r.oid AND d.objid = 'posthog_export.exports'::regclass
+	                AND d.deptype = 'a')}),
+	'alice', 'the update grants the owner of an export (alice) its dependency');
+my (undef, undef, $drop_alice) = $node->psql('postgres', 'DROP ROLE alice');
+like($drop_alice, qr/role "alice" cannot be dropped because some objects depend on it/, 'so DROP ROLE of alice is refused');
 
 # the exports 0.1.0 made depend on their server now (the library is not
 # preloaded here: event triggers, not the hook): without the user mapping

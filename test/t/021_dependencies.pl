@@ -138,6 +138,12 @@ is("$m/$x", '0/0', "bob runs it ($e rows)");
 as_user('erin', q{SELECT posthog_export.create_export('e_ev', 'posthog_us', schema_name => 'dest', table_name => 'erin_ev')});
 as_user('erin', $run->('e_ev', $h0, $h1));
 my $erin_rows = $node->safe_psql('postgres', 'SELECT count(*) FROM dest.erin_ev');
+# the owner's grant on the exports table is a dependency Postgres keeps itself: DROP ROLE is
+# refused from another database too, where neither the hook nor the export is seen
+$node->safe_psql('postgres', 'CREATE DATABASE other');
+my (undef, undef, $other_err) = $node->psql('other', 'DROP ROLE erin');
+like($other_err, qr/role "erin" cannot be dropped because some objects depend on it\nDETAIL:  1 object in database postgres/,
+	'DROP ROLE from another database is refused by Postgres itself (the grant that stands for her export)');
 $err = fails_as('bob', 'DROP OWNED BY erin', 'DROP OWNED by a role without her privileges');
 like($err, qr/permission denied to drop objects/, 'is refused by Postgres');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM posthog_export.exports WHERE name = 'e_ev'}), '1', 'and keeps her export');
