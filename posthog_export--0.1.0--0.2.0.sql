@@ -38,55 +38,6 @@ UPDATE @extschema@.exports e SET next_settle_at = pg_catalog.now() OPERATOR(pg_c
                 WHERE r.export_id OPERATOR(pg_catalog.=) e.export_id AND r.status = 'completed'
                   AND (r.finished_at OPERATOR(pg_catalog.+) e.settle_window) OPERATOR(pg_catalog.>) pg_catalog.now());
 
--- create_export() and alter_export() take the two settle settings, last.
-DROP FUNCTION @extschema@.create_export(text, text, text, text, text, interval, text, text[], text[],
-                                        interval, text, interval, interval, time, time);
-CREATE FUNCTION @extschema@.create_export(
-    name           text,
-    server         text,
-    model          text DEFAULT 'events',
-    schema_name    text DEFAULT 'posthog_exports',
-    table_name     text DEFAULT NULL,
-    every          interval DEFAULT '1 hour',
-    mode           text DEFAULT NULL,
-    include_events text[] DEFAULT NULL,
-    exclude_events text[] DEFAULT NULL,
-    lookback       interval DEFAULT NULL,
-    timezone       text DEFAULT 'UTC',
-    start_offset   interval DEFAULT '0',
-    delay          interval DEFAULT '1 minute',
-    exclude_window_start time DEFAULT NULL,
-    exclude_window_end   time DEFAULT NULL,
-    settle_window  interval DEFAULT NULL,
-    settle_every   interval DEFAULT NULL)
-RETURNS integer
-AS 'MODULE_PATHNAME', 'posthog_export_create_export'
-LANGUAGE C CALLED ON NULL INPUT VOLATILE;
-
-COMMENT ON FUNCTION @extschema@.create_export IS 'create an export owned by the current role';
-
-DROP FUNCTION @extschema@.alter_export(text, interval, text, interval, interval, time, time, boolean,
-                                       text[], text[], interval);
-CREATE FUNCTION @extschema@.alter_export(
-    name           text,
-    every          interval DEFAULT NULL,
-    timezone       text DEFAULT NULL,
-    start_offset   interval DEFAULT NULL,
-    delay          interval DEFAULT NULL,
-    exclude_window_start time DEFAULT NULL,
-    exclude_window_end   time DEFAULT NULL,
-    drop_exclude_window  boolean DEFAULT false,
-    include_events text[] DEFAULT NULL,
-    exclude_events text[] DEFAULT NULL,
-    lookback       interval DEFAULT NULL,
-    settle_window  interval DEFAULT NULL,
-    settle_every   interval DEFAULT NULL)
-RETURNS void
-AS 'MODULE_PATHNAME', 'posthog_export_alter_export'
-LANGUAGE C CALLED ON NULL INPUT VOLATILE;
-
-COMMENT ON FUNCTION @extschema@.alter_export IS 'change settings of an export (NULL arguments keep theirs)';
-
 -- The status view's next_run comes from the scheduler's own computation
 -- (C) instead of a second one in SQL, and the view gains late_rows_missed.
 --
@@ -227,10 +178,11 @@ COMMENT ON VIEW @extschema@.progress IS 'Runs in flight, live (needs the library
 COMMENT ON FUNCTION @extschema@.progress_info() IS 'the runs in flight in this database that the caller may see (what the progress view shows)';
 COMMENT ON FUNCTION @extschema@.fdw_validator(text[], oid) IS 'validates the options of posthog_export servers and user mappings';
 
--- alter_export() moves an export to another server or owner (server,
--- owner: last).
+-- alter_export(): the schedule argument is named every (interval is an
+-- SQL keyword), and it takes the settle settings and moves an export to
+-- another server or owner (all last).
 DROP FUNCTION @extschema@.alter_export(text, interval, text, interval, interval, time, time, boolean,
-                                       text[], text[], interval, interval, interval);
+                                       text[], text[], interval);
 CREATE FUNCTION @extschema@.alter_export(
     name           text,
     every          interval DEFAULT NULL,
@@ -293,10 +245,12 @@ BEGIN
 END
 $phx$;
 
--- create_export() checks the server with one query before it creates the
--- export (check_server => false skips it); check_server() makes that check alone.
+-- create_export(): the schedule argument is named every (interval is an
+-- SQL keyword); it takes the settle settings, and checks the server with
+-- one query before it creates the export (check_server => false skips
+-- it); check_server() makes that check alone.
 DROP FUNCTION @extschema@.create_export(text, text, text, text, text, interval, text, text[], text[],
-                                        interval, text, interval, interval, time, time, interval, interval);
+                                        interval, text, interval, interval, time, time);
 CREATE FUNCTION @extschema@.create_export(
     name           text,
     server         text,
