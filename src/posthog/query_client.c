@@ -673,13 +673,19 @@ phx_http_query(PhxServerConfig *cfg, PhxQuery *q, const char *label,
 		else if (a.outcome != PHX_SHRINK)
 			repeated_500 = 0;
 
-		if (a.outcome == PHX_SHRINK && a.xfer.end == PHX_XFER_TOO_LARGE &&
-			(shrink == NULL || !shrink(shrink_arg, q)))
-			report_too_large(cfg, &a.xfer);
-		else if (a.outcome == PHX_SHRINK && shrink)
+		/*
+		 * A smaller page, at once; at the floor (or without a page to
+		 * shrink) a body past the limit is that error, and anything else
+		 * asking for a smaller page fails naming what was tried.
+		 */
+		if (a.outcome == PHX_SHRINK && (shrink || a.xfer.end == PHX_XFER_TOO_LARGE))
 		{
-			if (a.xfer.end != PHX_XFER_TOO_LARGE && !shrink(shrink_arg, q))
+			if (shrink == NULL || !shrink(shrink_arg, q))
+			{
+				if (a.xfer.end == PHX_XFER_TOO_LARGE)
+					report_too_large(cfg, &a.xfer);
 				report_smallest_page_failed(cfg, q, label, &a, &tried);
+			}
 			ereport(LOG,
 					(errcode(ERRCODE_FDW_ERROR),
 					 a.xfer.end == PHX_XFER_TOO_LARGE ?

@@ -193,14 +193,19 @@ burst_of(int requests_per_hour)
 	return Max(1, Min(requests_per_hour / 20, 10));
 }
 
+/* Tokens the bucket gains per microsecond: what the hour allows beyond the burst. */
+static double
+refill_per_us(const BudgetEntry *e)
+{
+	return (double) Max(e->requests_per_hour - burst_of(e->requests_per_hour), 1) / (double) USECS_PER_HOUR;
+}
+
 static void
 refill(BudgetEntry *e, TimestampTz now)
 {
-	int			burst = burst_of(e->requests_per_hour);
-	double		per_us = (double) Max(e->requests_per_hour - burst, 1) / (double) USECS_PER_HOUR;
-
 	if (now > e->refilled_at)
-		e->tokens = Min((double) burst, e->tokens + (now - e->refilled_at) * per_us);
+		e->tokens = Min((double) burst_of(e->requests_per_hour),
+						e->tokens + (now - e->refilled_at) * refill_per_us(e));
 	e->refilled_at = now;
 }
 
@@ -208,12 +213,19 @@ refill(BudgetEntry *e, TimestampTz now)
 static TimestampTz
 next_token_at(BudgetEntry *e, TimestampTz now)
 {
-	int			burst = burst_of(e->requests_per_hour);
-	double		per_us = (double) Max(e->requests_per_hour - burst, 1) / (double) USECS_PER_HOUR;
-
 	if (e->tokens >= 1.0)
 		return now;
-	return now + (TimestampTz) ((1.0 - e->tokens) / per_us) + 1;
+	return now + (TimestampTz) ((1.0 - e->tokens) / refill_per_us(e)) + 1;
+}
+
+/* Whether a backend waits for entry i.  Called with the lock held. */
+static bool
+has_waiters(BudgetShared *b, int i)
+{
+	for (int w = 0; w < b->nwaiters; w++)
+		if (b->waiters[w].entry == i)
+			return true;
+	return false;
 }
 
 /*
@@ -240,19 +252,15 @@ find_entry(BudgetShared *b, const uint8 *key, PhxServerConfig *cfg, TimestampTz 
 	}
 	for (int i = 0; i < BUDGET_ENTRIES; i++)
 	{
-		bool		busy = false;
-
 		e = &b->entries[i];
 		if (!e->used)
 		{
 			victim = i;
 			break;
 		}
-		if (e->in_flight > 0)
+		if (e->in_flight > 0 || has_waiters(b, i))
 			continue;
-		for (int w = 0; w < b->nwaiters && !busy; w++)
-			busy = b->waiters[w].entry == i;
-		if (!busy && (victim < 0 || e->last_used < b->entries[victim].last_used))
+		if (victim < 0 || e->last_used < b->entries[victim].last_used)
 			victim = i;
 	}
 	if (victim < 0)
@@ -448,17 +456,10 @@ phx_budget_try_acquire(PhxServerConfig *cfg)
 	refill(&b->entries[i], now);
 	if (now >= b->entries[i].blocked_until &&
 		b->entries[i].in_flight < b->entries[i].max_concurrent &&
-		b->entries[i].tokens >= 1.0)
+		b->entries[i].tokens >= 1.0 && !has_waiters(b, i))
 	{
-		bool		others = false;
-
-		for (int w = 0; w < b->nwaiters && !others; w++)
-			others = b->waiters[w].entry == i;
-		if (!others)
-		{
-			take(b, i);
-			result = i;
-		}
+		take(b, i);
+		result = i;
 	}
 	unlock_budgets(b);
 	return result;
