@@ -301,21 +301,20 @@ SELECT e.name AS export_name, e.model, e."interval", e.paused, e.paused_reason,
                   AND l.classid = 7366776 AND l.objid = e.export_id AND l.objsubid = 2) AS running,
        (SELECT COALESCE(sum(r.late_missed), 0) FROM @extschema@.runs r
          WHERE r.export_id = e.export_id)::bigint AS late_rows_missed,
-       (SELECT p.waiting_for FROM @extschema@.progress_info() p
-         WHERE p.export_id = e.export_id AND p.waiting_for IS NOT NULL LIMIT 1) AS waiting_for,
-       (SELECT p.waiting_until FROM @extschema@.progress_info() p
-         WHERE p.export_id = e.export_id AND p.waiting_for IS NOT NULL LIMIT 1) AS waiting_until,
-       EXISTS (SELECT 1 FROM @extschema@.progress_info() p
-                WHERE p.export_id = e.export_id AND p.waiting_for IS NOT NULL)
+       w.waiting_for, w.waiting_until,
+       w.waiting_for IS NOT NULL
        OR COALESCE((SELECT r.waited * 2 > r.finished_at - r.started_at
                       FROM @extschema@.runs r
                      WHERE r.export_id = e.export_id AND r.status = 'completed'
                      ORDER BY r.finished_at DESC LIMIT 1), false) AS source_bound
-  FROM @extschema@.exports e,
+  FROM @extschema@.exports e
        -- until its first scheduled interval has run, nothing is exported
-       LATERAL (SELECT EXISTS (SELECT 1 FROM @extschema@.runs r
-                                WHERE r.export_id = e.export_id AND r.status = 'completed'
-                                  AND r.interval_end = e.next_interval_start) AS ran) s;
+       CROSS JOIN LATERAL (SELECT EXISTS (SELECT 1 FROM @extschema@.runs r
+                                           WHERE r.export_id = e.export_id AND r.status = 'completed'
+                                             AND r.interval_end = e.next_interval_start) AS ran) s
+       -- what a run of it waits for in PostHog's request budget, if anything
+       LEFT JOIN LATERAL (SELECT p.waiting_for, p.waiting_until FROM @extschema@.progress_info() p
+                           WHERE p.export_id = e.export_id AND p.waiting_for IS NOT NULL LIMIT 1) w ON true;
 
 GRANT SELECT ON @extschema@.progress, @extschema@.status TO PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.progress_info(), @extschema@.next_run(@extschema@.exports) TO PUBLIC;
