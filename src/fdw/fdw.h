@@ -29,7 +29,133 @@
 #include "posthog/posthog.h"
 
 #include "access/tupdesc.h"
+#include "commands/explain.h"
+#include "nodes/execnodes.h"
+#include "nodes/parsenodes.h"
 #include "nodes/pathnodes.h"
+
+/* ------------------------------------------------------------------------
+ * The planner's view of a foreign relation (fdw_handler.c, fdw_upper.c,
+ * deparse.c)
+ * ------------------------------------------------------------------------
+ */
+
+/* how a keyset column's cursor value is read and sent (models/keys.c) */
+typedef struct PhxFdwKey
+{
+	char	   *expr;			/* HogQL expression */
+	int			type;			/* PhxKeyType */
+} PhxFdwKey;
+
+/*
+ * RelOptInfo.fdw_private of a base relation, and of an upper relation
+ * (grouping, ordering, limit) pushed to PostHog on top of it.
+ */
+typedef struct PhxFdwRelInfo
+{
+	/* the foreign table (base relation) */
+	Index		relid;			/* range table index */
+	Oid			relation;
+	char	   *server_name;
+	Oid			userid;			/* whose user mapping: checkAsUser, or 0 */
+	char	   *table;			/* HogQL table name */
+	int			natts;
+	char	  **col_expr;		/* [attnum - 1]: HogQL expression, NULL: dropped */
+	bool	   *col_simple;		/* [attnum - 1]: col_expr is a plain field path */
+	List	   *keyset;			/* PhxFdwKey *, NIL: the table cannot be paged */
+
+	List	   *remote_conds;	/* RestrictInfos sent in WHERE */
+	List	   *local_conds;	/* RestrictInfos evaluated here */
+	Bitmapset  *attrs_used;		/* attributes the query needs */
+	double		rows;
+	Cost		startup_cost;
+	Cost		total_cost;
+
+	/* an upper relation */
+	struct PhxFdwRelInfo *base; /* the base relation's; NULL for itself */
+	bool		pushdown_safe;	/* the upper relation can be pushed */
+	List	   *grouped_tlist;	/* TargetEntries: what a grouping scan returns */
+	List	   *having_conds;	/* HAVING, all sent */
+	bool		grouped;		/* an aggregation is pushed (here or below) */
+	bool		sorted;			/* the query's ORDER BY is pushed (here or below) */
+} PhxFdwRelInfo;
+
+/* default cost of one request to PostHog, and of one row it returns */
+#define PHX_FDW_REQUEST_COST	1000.0
+#define PHX_FDW_ROW_COST		0.05
+/* PostHog's maximum rows per request */
+#define PHX_FDW_MAX_ROWS		50000
+
+/* ------------------------------------------------------------------------
+ * deparse.c
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * Where deparsed HogQL goes: the text, and the expressions whose values
+ * fill its placeholders {p1}, {p2} ... in order (Consts, and expressions
+ * evaluated once when the scan starts: Params, now() - interval ...).
+ */
+typedef struct PhxDeparse
+{
+	PlannerInfo *root;
+	PhxFdwRelInfo *rel;			/* the base relation: columns, relid */
+	StringInfo	buf;
+	List	   *values;			/* Exprs */
+	bool		aggregates;		/* Aggrefs may appear (a grouping relation) */
+} PhxDeparse;
+
+extern void phx_deparse_init(PhxDeparse *dp, PlannerInfo *root, PhxFdwRelInfo *rel,
+							 StringInfo buf, bool aggregates);
+extern bool phx_shippable_cond(PlannerInfo *root, PhxFdwRelInfo *rel, Expr *cond,
+							   bool aggregates);
+extern bool phx_shippable_expr(PlannerInfo *root, PhxFdwRelInfo *rel, Expr *expr,
+							   bool aggregates);
+extern bool phx_shippable_sort(PlannerInfo *root, PhxFdwRelInfo *rel, PathKey *pk,
+							   Expr **expr_out, bool aggregates);
+extern void phx_deparse_cond(PhxDeparse *dp, Expr *cond);
+extern void phx_deparse_expr(PhxDeparse *dp, Expr *expr);
+extern void phx_deparse_sort(PhxDeparse *dp, Expr *expr, PathKey *pk);
+extern void phx_deparse_identifier(StringInfo buf, const char *name);
+extern bool phx_value_type_ok(Oid type);
+extern void phx_add_value(PhxQuery *q, int n, Datum value, bool isnull, Oid type);
+
+/* ------------------------------------------------------------------------
+ * fdw_upper.c
+ * ------------------------------------------------------------------------
+ */
+extern void phx_get_upper_paths(PlannerInfo *root, UpperRelationKind stage,
+								RelOptInfo *input_rel, RelOptInfo *output_rel,
+								void *extra);
+
+/* ------------------------------------------------------------------------
+ * fdw_scan.c
+ * ------------------------------------------------------------------------
+ */
+
+/* ForeignScan.fdw_private, as a list in this order */
+enum PhxScanPrivate
+{
+	PHX_SCAN_SELECT,			/* "SELECT ... FROM ..." (with the keyset last) */
+	PHX_SCAN_WHERE,				/* conditions, or "" */
+	PHX_SCAN_GROUP,				/* " GROUP BY ... HAVING ...", or "" */
+	PHX_SCAN_ORDER,				/* a pushed ORDER BY list, or "" */
+	PHX_SCAN_LIMIT,				/* rows wanted (LIMIT + OFFSET), -1: all */
+	PHX_SCAN_OFFSET,			/* rows to skip (a pushed OFFSET) */
+	PHX_SCAN_ATTNUMS,			/* the attribute each selected column fills */
+	PHX_SCAN_KEYSET,			/* keyset expressions, String; NIL: no paging */
+	PHX_SCAN_KEYTYPES,			/* their PhxKeyType, Integer */
+	PHX_SCAN_TABLE,				/* the HogQL table, in messages */
+	PHX_SCAN_SERVER,			/* server name */
+	PHX_SCAN_USERID,			/* whose user mapping */
+	PHX_SCAN_NPRIVATE
+};
+
+extern void phx_begin_foreign_scan(ForeignScanState *node, int eflags);
+extern TupleTableSlot *phx_iterate_foreign_scan(ForeignScanState *node);
+extern void phx_rescan_foreign_scan(ForeignScanState *node);
+extern void phx_end_foreign_scan(ForeignScanState *node);
+extern void phx_explain_foreign_scan(ForeignScanState *node, ExplainState *es);
 
 /* ------------------------------------------------------------------------
  * remote_rows.c

@@ -69,6 +69,17 @@ phx_value_int64(PhxQuery *q, const char *name, int64 value)
 }
 
 /*
+ * A value already in JSON form (a number, a list ...).  The caller built
+ * the text itself from typed data, never from text it was handed.
+ */
+void
+phx_value_json(PhxQuery *q, const char *name, const char *json)
+{
+	value_name(q, name);
+	appendStringInfoString(&q->values, json);
+}
+
+/*
  * Formats a timestamptz as "YYYY-MM-DD HH:MM:SS.ffffff" in UTC, whatever
  * the session's TimeZone and DateStyle.
  */

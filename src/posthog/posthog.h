@@ -152,6 +152,7 @@ extern void phx_value_text(PhxQuery *q, const char *name, const char *value);
 extern void phx_value_text_array(PhxQuery *q, const char *name, List *values);
 extern void phx_value_timestamp(PhxQuery *q, const char *name, TimestampTz ts);
 extern void phx_value_int64(PhxQuery *q, const char *name, int64 value);
+extern void phx_value_json(PhxQuery *q, const char *name, const char *json);
 extern char *phx_format_utc(TimestampTz ts);
 extern char *phx_request_body(PhxQuery *q, const char *label);
 

@@ -17,7 +17,9 @@
 #include <limits.h>
 
 #include "access/reloptions.h"
+#include "catalog/pg_attribute.h"
 #include "catalog/pg_foreign_server.h"
+#include "catalog/pg_foreign_table.h"
 #include "catalog/pg_user_mapping.h"
 #include "commands/defrem.h"
 #include "foreign/foreign.h"
@@ -50,7 +52,8 @@ typedef enum PhxOptionKind
 typedef struct PhxOption
 {
 	const char *name;
-	Oid			context;		/* ForeignServerRelationId or UserMappingRelationId */
+	Oid			context;		/* ForeignServerRelationId, UserMappingRelationId,
+								 * ForeignTableRelationId, AttributeRelationId */
 	PhxOptionKind kind;
 	bool		required;		/* a server or user mapping must set it */
 	int64		min;			/* PHX_OPT_INT, PHX_OPT_INT64 */
@@ -62,7 +65,10 @@ typedef struct PhxOption
 
 #define SERVER		ForeignServerRelationId
 #define MAPPING		UserMappingRelationId
+#define TABLE		ForeignTableRelationId
+#define COLUMN		AttributeRelationId
 #define FIELD(f)	offsetof(PhxServerConfig, f)
+#define NO_FIELD	0			/* foreign-table options: read by fdw/ */
 
 /* in this order in the hint that lists the valid options */
 static const PhxOption phx_options[] = {
@@ -85,6 +91,11 @@ static const PhxOption phx_options[] = {
 	{"requests_per_hour", SERVER, PHX_OPT_INT, false, 1, 1000000, 1, FIELD(requests_per_hour), "120"},
 	{"max_concurrent_requests", SERVER, PHX_OPT_INT, false, 1, 100, 1, FIELD(max_concurrent_requests), "3"},
 	{"api_key", MAPPING, PHX_OPT_STRING, true, 0, 0, 1, FIELD(api_key), NULL},
+	/* foreign tables: the HogQL table, and the columns it can be paged by */
+	{"table", TABLE, PHX_OPT_STRING, false, 0, 0, 1, NO_FIELD, NULL},
+	{"keyset", TABLE, PHX_OPT_STRING, false, 0, 0, 1, NO_FIELD, NULL},
+	/* foreign table columns: the HogQL expression that computes it */
+	{"expression", COLUMN, PHX_OPT_STRING, false, 0, 0, 1, NO_FIELD, NULL},
 };
 
 static const PhxOption *
@@ -328,11 +339,28 @@ read_options(PhxServerConfig *cfg, List *options, Oid catalog)
 	return true;
 }
 
+/* how a hint names the object an option belongs on */
+static const char *
+context_name(Oid context)
+{
+	switch (context)
+	{
+		case SERVER:
+			return "a SERVER";
+		case MAPPING:
+			return "a USER MAPPING";
+		case TABLE:
+			return "a FOREIGN TABLE";
+		default:
+			return "a column of a foreign table";
+	}
+}
+
 /*
- * Checks the options of a server or user mapping (the wrapper's
- * validator): rejects unknown options (with a
- * hint listing the valid ones, as postgres_fdw does), malformed values, a
- * server without url/project_id and a user mapping without api_key.
+ * Checks the options of a server, user mapping, foreign table or column
+ * (the wrapper's validator): rejects unknown options (with a hint listing
+ * the valid ones, as postgres_fdw does), malformed values, a server
+ * without url/project_id and a user mapping without api_key.
  */
 void
 phx_validate_options(List *options, Oid catalog)
@@ -341,12 +369,12 @@ phx_validate_options(List *options, Oid catalog)
 	bool		allow_http = false;
 	bool		set[lengthof(phx_options)] = {0};
 
-	if (catalog != ForeignServerRelationId && catalog != UserMappingRelationId)
+	if (catalog != SERVER && catalog != MAPPING && catalog != TABLE && catalog != COLUMN)
 	{
 		if (options != NIL)
 			ereport(ERROR,
 					(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
-					 errmsg("posthog_export accepts options only on servers and user mappings")));
+					 errmsg("posthog_export accepts options only on servers, user mappings, foreign tables and their columns")));
 		return;
 	}
 
@@ -378,16 +406,15 @@ phx_validate_options(List *options, Oid catalog)
 		if (opt == NULL)
 		{
 			StringInfoData buf;
-			Oid			other = (catalog == ForeignServerRelationId) ?
-				UserMappingRelationId : ForeignServerRelationId;
 
-			if (find_option(def->defname, other) != NULL)
-				ereport(ERROR,
-						(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
-						 errmsg("invalid option \"%s\"", def->defname),
-						 other == UserMappingRelationId ?
-						 errhint("Option \"%s\" belongs to a USER MAPPING.", def->defname) :
-						 errhint("Option \"%s\" belongs to a SERVER.", def->defname)));
+			for (int i = 0; i < lengthof(phx_options); i++)
+				if (phx_options[i].context != catalog &&
+					strcmp(phx_options[i].name, def->defname) == 0)
+					ereport(ERROR,
+							(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
+							 errmsg("invalid option \"%s\"", def->defname),
+							 errhint("Option \"%s\" belongs to %s.", def->defname,
+									 context_name(phx_options[i].context))));
 
 			initStringInfo(&buf);
 			for (int i = 0; i < lengthof(phx_options); i++)
