@@ -31,6 +31,10 @@ OBJS = \
 	src/models/events.o \
 	src/models/persons.o \
 	src/models/sessions.o \
+	src/fdw/fdw_handler.o \
+	src/fdw/fdw_upper.o \
+	src/fdw/deparse.o \
+	src/fdw/fdw_scan.o \
 	src/fdw/remote_rows.o \
 	src/fdw/import_schema.o \
 	src/fdw/query_function.o \

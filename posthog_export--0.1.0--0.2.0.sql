@@ -320,3 +320,18 @@ AS 'MODULE_PATHNAME', 'posthog_export_query'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE;
 
 COMMENT ON FUNCTION @extschema@.query IS 'run one HogQL query on a PostHog server as the current role, values filling its {placeholders}; returns its rows as records (give a column definition list), or an error if PostHog has more rows than it returned';
+
+-- The handler: foreign tables over PostHog's HogQL tables (fdw/).  0.1.0's
+-- wrapper had none, so no foreign table could be read; the warning that
+-- ALTER FOREIGN DATA WRAPPER gives about existing foreign tables is moot
+-- (client_min_messages is restored after the script).
+CREATE FUNCTION @extschema@.fdw_handler()
+RETURNS fdw_handler
+AS 'MODULE_PATHNAME', 'posthog_export_fdw_handler'
+LANGUAGE C STRICT;
+
+SET client_min_messages = error;
+ALTER FOREIGN DATA WRAPPER posthog_export HANDLER @extschema@.fdw_handler;
+RESET client_min_messages;
+
+COMMENT ON FUNCTION @extschema@.fdw_handler() IS 'the handler of the posthog_export foreign data wrapper: foreign tables over PostHog''s HogQL tables';

@@ -24,7 +24,14 @@ RETURNS void
 AS 'MODULE_PATHNAME', 'posthog_export_fdw_validator'
 LANGUAGE C STRICT;
 
+-- The handler: foreign tables over PostHog's HogQL tables (fdw/).
+CREATE FUNCTION @extschema@.fdw_handler()
+RETURNS fdw_handler
+AS 'MODULE_PATHNAME', 'posthog_export_fdw_handler'
+LANGUAGE C STRICT;
+
 CREATE FOREIGN DATA WRAPPER posthog_export
+  HANDLER @extschema@.fdw_handler
   VALIDATOR @extschema@.fdw_validator;
 
 -- One row per export.  Written only by the functions below (they run their
@@ -368,6 +375,7 @@ COMMENT ON COLUMN @extschema@.runs.error IS 'why its latest attempt failed (mess
 COMMENT ON VIEW @extschema@.status IS 'One row per export: last success, how far behind, next run, failures, backfills, late rows missed, waits for PostHog''s request budget';
 COMMENT ON VIEW @extschema@.progress IS 'Runs in flight, live (needs the library in shared_preload_libraries): rows, bytes, pages, rate, what a request waits for';
 COMMENT ON FUNCTION @extschema@.progress_info() IS 'the runs in flight in this database that the caller may see (what the progress view shows)';
+COMMENT ON FUNCTION @extschema@.fdw_handler() IS 'the handler of the posthog_export foreign data wrapper: foreign tables over PostHog''s HogQL tables';
 COMMENT ON FUNCTION @extschema@.fdw_validator(text[], oid) IS 'validates the options of posthog_export servers and user mappings';
 
 -- What an export depends on, kept consistent as Postgres keeps its own

@@ -33,7 +33,9 @@
 #include "catalog/pg_operator.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
+#include "miscadmin.h"
 #include "nodes/nodeFuncs.h"
+#include "optimizer/clauses.h"
 #include "optimizer/optimizer.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -244,6 +246,21 @@ deparse_value(PhxDeparse *dp, Expr *e, bool *maybe_null)
 	return true;
 }
 
+/* whether a column of the foreign table is declared NOT NULL */
+static bool
+column_not_null(Oid relid, AttrNumber attnum)
+{
+	HeapTuple	tup = SearchSysCache2(ATTNUM, ObjectIdGetDatum(relid), Int16GetDatum(attnum));
+	bool		result = false;
+
+	if (HeapTupleIsValid(tup))
+	{
+		result = ((Form_pg_attribute) GETSTRUCT(tup))->attnotnull;
+		ReleaseSysCache(tup);
+	}
+	return result;
+}
+
 /* A column of the foreign table: its HogQL expression. */
 static bool
 deparse_column(PhxDeparse *dp, Var *var, bool *maybe_null)
@@ -261,7 +278,7 @@ deparse_column(PhxDeparse *dp, Var *var, bool *maybe_null)
 		appendStringInfoString(dp->buf, expr);
 	else
 		appendStringInfo(dp->buf, "(%s)", expr);
-	*maybe_null = !get_attnotnull(rel->relation, var->varattno);
+	*maybe_null = !column_not_null(rel->relation, var->varattno);
 	return true;
 }
 

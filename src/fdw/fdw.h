@@ -57,7 +57,6 @@ typedef struct PhxFdwRelInfo
 	Index		relid;			/* range table index */
 	Oid			relation;
 	char	   *server_name;
-	Oid			userid;			/* whose user mapping: checkAsUser, or 0 */
 	char	   *table;			/* HogQL table name */
 	int			natts;
 	char	  **col_expr;		/* [attnum - 1]: HogQL expression, NULL: dropped */
@@ -170,7 +169,8 @@ extern void phx_explain_foreign_scan(ForeignScanState *node, ExplainState *es);
 typedef struct PhxRowShape PhxRowShape;
 
 /*
- * attnums[i] is the attribute response column i fills; n columns.  "what"
+ * attnums[i] is the attribute response column i fills (0: none, a column
+ * the caller reads itself, such as a keyset); n columns.  "what"
  * names the rows in error messages (a foreign table, "query()").
  */
 extern PhxRowShape *phx_row_shape(TupleDesc tupdesc, const int *attnums, int n,

@@ -34,8 +34,10 @@
 #include "optimizer/planmain.h"
 #include "optimizer/restrictinfo.h"
 #include "optimizer/tlist.h"
+#include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/varlena.h"
 
 #include "fdw/fdw.h"
 #include "models/models.h"
@@ -280,7 +282,6 @@ phx_get_rel_size(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid)
 
 	baserel->fdw_private = fp;
 	fp->relid = baserel->relid;
-	fp->userid = OidIsValid(baserel->userid) ? baserel->userid : GetUserId();
 	read_table(fp, foreigntableid);
 
 	foreach(lc, baserel->baserestrictinfo)
@@ -585,7 +586,6 @@ phx_get_plan(PlannerInfo *root, RelOptInfo *foreignrel, Oid foreigntableid,
 	private = lappend(private, keyset_types);
 	private = lappend(private, makeString(base->table));
 	private = lappend(private, makeString(base->server_name));
-	private = lappend(private, makeInteger(base->userid));
 	Assert(list_length(private) == PHX_SCAN_NPRIVATE);
 
 	return make_foreignscan(tlist, local_exprs, scan_relid, dp.values, private,

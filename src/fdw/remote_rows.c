@@ -126,7 +126,7 @@ choose_conv(Oid type)
 
 /*
  * The shape of rows whose response column i fills attribute attnums[i]
- * of tupdesc; input functions are looked up here, once.
+ * of tupdesc (0: none); input functions are looked up here, once.
  */
 PhxRowShape *
 phx_row_shape(TupleDesc tupdesc, const int *attnums, int n, const char *what)
@@ -143,6 +143,8 @@ phx_row_shape(TupleDesc tupdesc, const int *attnums, int n, const char *what)
 		Form_pg_attribute att;
 		Oid			infunc;
 
+		if (attnums[i] == 0)
+			continue;			/* read by the caller (a keyset), not a column */
 		if (attnums[i] < 1 || attnums[i] > tupdesc->natts)
 			elog(ERROR, "posthog_export: attribute %d out of range", attnums[i]);
 		att = TupleDescAttr(tupdesc, attnums[i] - 1);
@@ -309,7 +311,7 @@ phx_row_values(PhxRowShape *shape, PhxPage *page, int row, Datum *values, bool *
 		Datum		d;
 
 		pos.col = i;
-		if (cell->kind == PHX_CELL_NULL)
+		if (cell->kind == PHX_CELL_NULL || col->attnum == 0)
 			continue;
 		d = cell_datum(col, cell, shape->what, &isnull);
 		values[col->attnum - 1] = isnull ? (Datum) 0 : d;
