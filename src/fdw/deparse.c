@@ -813,12 +813,22 @@ phx_shippable_sort(PlannerInfo *root, PhxFdwRelInfo *rel, PathKey *pk, Expr **ex
 	return false;
 }
 
+/*
+ * A sort key.  PostHog drops NULLS FIRST/LAST from its grammar and
+ * ClickHouse sorts NULLs last in either direction, so NULLs first (DESC's
+ * default in Postgres) is sent as a leading isNull(x) DESC.
+ */
 void
 phx_deparse_sort(PhxDeparse *dp, Expr *expr, PathKey *pk)
 {
+	if (pk->pk_nulls_first)
+	{
+		appendStringInfoString(dp->buf, "isNull(");
+		phx_deparse_expr(dp, expr);
+		appendStringInfoString(dp->buf, ") DESC, ");
+	}
 	phx_deparse_expr(dp, expr);
 	appendStringInfoString(dp->buf, pk->pk_strategy == BTLessStrategyNumber ? " ASC" : " DESC");
-	appendStringInfoString(dp->buf, pk->pk_nulls_first ? " NULLS FIRST" : " NULLS LAST");
 }
 
 /* ------------------------------------------------------------------------

@@ -483,7 +483,7 @@ phx_get_plan(PlannerInfo *root, RelOptInfo *foreignrel, Oid foreigntableid,
 			fdw_scan_tlist = copyObject(fp->grouped_tlist);
 		else
 		{
-			List	   *vars = pull_var_clause((Node *) foreignrel->reltarget->exprs,
+			List	   *vars = pull_var_clause((Node *) best_path->path.pathtarget->exprs,
 											   PVC_RECURSE_PLACEHOLDERS);
 
 			fdw_scan_tlist = add_to_flat_tlist(NIL, vars);
