@@ -21,6 +21,8 @@ OBJS = \
 	src/posthog/network_policy.o \
 	src/posthog/response.o \
 	src/posthog/json_scan.o \
+	src/posthog/schema_query.o \
+	src/posthog/hogql_types.o \
 	src/models/registry.o \
 	src/models/paging.o \
 	src/models/keys.o \
@@ -29,6 +31,9 @@ OBJS = \
 	src/models/events.o \
 	src/models/persons.o \
 	src/models/sessions.o \
+	src/fdw/remote_rows.o \
+	src/fdw/import_schema.o \
+	src/fdw/query_function.o \
 	src/store/security.o \
 	src/store/catalog_spi.o \
 	src/store/catalog.o \

@@ -396,3 +396,14 @@ CREATE EVENT TRIGGER posthog_export_rename_server ON ddl_command_end
 ALTER EVENT TRIGGER posthog_export_drop_server ENABLE ALWAYS;
 ALTER EVENT TRIGGER posthog_export_drop_owned ENABLE ALWAYS;
 ALTER EVENT TRIGGER posthog_export_rename_server ENABLE ALWAYS;
+
+-- Ad-hoc HogQL as a set of records, typed by the caller's column
+-- definition list: one request as the calling role (its user mapping),
+-- values as HogQL {placeholders}; a result PostHog may have cut off
+-- (hasMore, or 50000 rows) is an error.
+CREATE FUNCTION @extschema@.query(server text, hogql text, "values" jsonb DEFAULT NULL)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'posthog_export_query'
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
+
+COMMENT ON FUNCTION @extschema@.query IS 'run one HogQL query on a PostHog server as the current role, values filling its {placeholders}; returns its rows as records (give a column definition list), or an error if PostHog has more rows than it returned';

@@ -26,6 +26,7 @@ phx_query_init(PhxQuery *q)
 	initStringInfo(&q->values);
 	q->prefetched = 0;
 	q->rows = 0;
+	q->kind = NULL;
 }
 
 static void
@@ -109,6 +110,16 @@ phx_request_body(PhxQuery *q, const char *label)
 	StringInfoData buf;
 
 	initStringInfo(&buf);
+	if (q->kind)
+	{
+		/* a query of another kind: no text, no values, nothing cached */
+		appendStringInfoString(&buf, "{\"query\":{\"kind\":");
+		escape_json(&buf, q->kind);
+		appendStringInfoString(&buf, "},\"name\":");
+		escape_json(&buf, label);
+		appendStringInfoChar(&buf, '}');
+		return buf.data;
+	}
 	appendStringInfoString(&buf, "{\"query\":{\"kind\":\"HogQLQuery\",\"query\":");
 	escape_json(&buf, q->text.data);
 	appendStringInfo(&buf, ",\"values\":{%s}},\"refresh\":\"force_blocking\",\"name\":",

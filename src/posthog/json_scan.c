@@ -19,7 +19,7 @@
 
 /*
  * A malformed response: every such error has this errcode, which
- * phx_try_parse_page() tells apart from any other error.
+ * phx_try_parse() tells apart from any other error.
  */
 void
 phx_json_fail(PhxJsonCursor *c, const char *what)
@@ -412,4 +412,42 @@ phx_json_skip_value(PhxJsonCursor *c)
 				phx_json_fail(c, "unexpected character");
 	}
 	return start;
+}
+
+/* A cursor at the start of a body. */
+void
+phx_json_cursor_init(PhxJsonCursor *c, char *body, size_t len)
+{
+	c->start = c->p = body;
+	c->end = body + len;
+	c->depth = 0;
+}
+
+/* The string at c->p (its opening quote), de-escaped in place. */
+char *
+phx_json_parse_string(PhxJsonCursor *c, int *len_out)
+{
+	const char *problem;
+	char	   *after;
+	char	   *s = phx_json_string(c->p, c->end, &after, len_out, &problem);
+
+	c->p = after;
+	if (s == NULL)
+		phx_json_fail(c, problem);
+	return s;
+}
+
+/* The key of the next member of an object, de-escaped, and its ":". */
+char *
+phx_json_member_key(PhxJsonCursor *c)
+{
+	char	   *key;
+	int			klen;
+
+	phx_json_skip_ws(c);
+	if (c->p >= c->end || *c->p != '"')
+		phx_json_fail(c, "expected object key");
+	key = phx_json_parse_string(c, &klen);
+	phx_json_expect(c, ':', "expected :");
+	return key;
 }

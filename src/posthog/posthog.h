@@ -16,9 +16,13 @@
  *   response.c         a 200 body into a page of cells; error bodies
  *   json_scan.c        JSON scanning: strings (de-escaping, UTF-8 checks),
  *                      skipping values; also used by models/jsonb_build.c
+ *   schema_query.c     PostHog's schema query (DatabaseSchemaQuery): its
+ *                      tables and their fields
+ *   hogql_types.c      HogQL and ClickHouse type names -> Postgres types
  *
  * Calls between them go one way: query_client -> http_transport ->
- * request_budget, http_receive and network_policy; response -> json_scan.  The sections
+ * request_budget, http_receive and network_policy; response -> json_scan;
+ * schema_query -> query_client, json_scan.  The sections
  * marked "for this folder only" are not for other layers.
  *
  * Nothing here knows about models, tables or runs.
@@ -103,7 +107,14 @@ typedef struct PhxPage
 #define PHX_CELL(page, row, col) (&(page)->cells[(row) * (page)->ncolumns + (col)])
 
 extern PhxPage *phx_parse_page(char *body, size_t len);
-extern PhxPage *phx_try_parse_page(char *body, size_t len, char **problem);
+
+/*
+ * Parses a 200 body into what the caller wants; a body not of the expected
+ * shape is an ERRCODE_FDW_INVALID_DATA_TYPE error (see phx_json_fail), which
+ * phx_try_parse() turns into a retry.
+ */
+typedef void *(*PhxBodyParser) (char *body, size_t len);
+extern void *phx_try_parse(PhxBodyParser parser, char *body, size_t len, char **problem);
 extern bool phx_parse_error_body(char *body, size_t len, char **code, char **detail);
 
 /* ------------------------------------------------------------------------
@@ -133,6 +144,33 @@ phx_json_skip_ws(PhxJsonCursor *c)
 
 extern void phx_json_fail(PhxJsonCursor *c, const char *what) pg_attribute_noreturn();
 extern char *phx_json_skip_value(PhxJsonCursor *c);
+extern void phx_json_cursor_init(PhxJsonCursor *c, char *body, size_t len);
+
+/* Consumes the character ch, after white space, or fails saying "what". */
+static inline void
+phx_json_expect(PhxJsonCursor *c, char ch, const char *what)
+{
+	phx_json_skip_ws(c);
+	if (c->p >= c->end || *c->p != ch)
+		phx_json_fail(c, what);
+	c->p++;
+}
+
+/* Returns true and consumes the character if it is next. */
+static inline bool
+phx_json_accept(PhxJsonCursor *c, char ch)
+{
+	phx_json_skip_ws(c);
+	if (c->p < c->end && *c->p == ch)
+	{
+		c->p++;
+		return true;
+	}
+	return false;
+}
+
+extern char *phx_json_parse_string(PhxJsonCursor *c, int *len_out);
+extern char *phx_json_member_key(PhxJsonCursor *c);
 
 /* ------------------------------------------------------------------------
  * hogql.c
@@ -145,6 +183,9 @@ typedef struct PhxQuery
 	uint64		prefetched;		/* ticket of the phx_http_prefetch() that sent
 								 * this same query, or 0 */
 	int			rows;			/* the page size its LIMIT asks for, 0: none */
+	const char *kind;			/* NULL: a HogQLQuery; else a query of this
+								 * kind without text or values
+								 * ("DatabaseSchemaQuery") */
 } PhxQuery;
 
 extern void phx_query_init(PhxQuery *q);
@@ -201,6 +242,41 @@ extern PhxPage *phx_http_query(PhxServerConfig *cfg, PhxQuery *q,
 							   PhxShrinkCallback shrink, void *shrink_arg,
 							   int64 *bytes_out);
 extern char *phx_check_server(PhxServerConfig *cfg);
+/* the same request, retries and errors, for an answer that is not a page */
+extern void *phx_http_request(PhxServerConfig *cfg, PhxQuery *q, const char *label,
+							  PhxBodyParser parser, int64 *bytes_out);
+
+/* ------------------------------------------------------------------------
+ * schema_query.c
+ * ------------------------------------------------------------------------
+ */
+/* A field of a table, as PostHog's schema lists it. */
+typedef struct PhxSchemaField
+{
+	char	   *name;
+	char	   *type;			/* HogQL's field type: "integer", "lazy_table" ... */
+	char	   *table;			/* lazy_table, virtual_table: the table it leads to, or NULL */
+	List	   *chain;			/* field_traverser: the names it follows (char *), else NIL */
+} PhxSchemaField;
+
+/* A table PostHog's schema lists. */
+typedef struct PhxSchemaTable
+{
+	char	   *name;			/* "events", "system.teams", "stripe.charges" ... */
+	char	   *type;			/* "posthog", "system", "data_warehouse", "view" ... or NULL */
+	int			nfields;
+	PhxSchemaField *fields;		/* in PostHog's order */
+} PhxSchemaTable;
+
+/* Every table of the project, in PostHog's order (one request). */
+extern List *phx_schema_query(PhxServerConfig *cfg);
+extern PhxSchemaTable *phx_schema_find_table(List *tables, const char *name);
+
+/* ------------------------------------------------------------------------
+ * hogql_types.c
+ * ------------------------------------------------------------------------
+ */
+extern const char *phx_hogql_type_sql(const char *type_name);
 
 /* ------------------------------------------------------------------------
  * network_policy.c (for this folder only)

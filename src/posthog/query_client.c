@@ -67,7 +67,8 @@ typedef struct Attempt
 	bool		not_api;		/* the body was not JSON at all (an HTML page ...) */
 	char	   *problem;		/* why it failed, for the DETAIL of a report */
 	long		wait_ms;		/* PHX_THROTTLED: as PostHog said, or -1 */
-	PhxPage    *page;			/* PHX_OK */
+	PhxBodyParser parser;		/* of a 200 body */
+	void	   *result;			/* PHX_OK: what the parser made of it */
 } Attempt;
 
 /* CONTEXT of every report made while a query runs, as postgres_fdw's "remote SQL command" */
@@ -76,7 +77,10 @@ hogql_error_context(void *arg)
 {
 	PhxQuery   *q = (PhxQuery *) arg;
 
-	errcontext("HogQL query: %s", q->text.data);
+	if (q->kind)
+		errcontext("PostHog query: %s", q->kind);
+	else
+		errcontext("HogQL query: %s", q->text.data);
 }
 
 /* Interruptible sleep: a cancel or terminate ends it at once. */
@@ -237,9 +241,9 @@ judge_answer(Attempt *a)
 	if (status == 200)
 	{
 		/* a malformed body (cut off by a proxy, say) is retried like a network error */
-		a->page = phx_try_parse_page(a->xfer.body, a->xfer.len, &a->problem);
-		a->outcome = a->page ? PHX_OK : PHX_RETRY;
-		if (a->page == NULL)
+		a->result = phx_try_parse(a->parser, a->xfer.body, a->xfer.len, &a->problem);
+		a->outcome = a->result ? PHX_OK : PHX_RETRY;
+		if (a->result == NULL)
 			(void) judge_not_api(a);
 		return;
 	}
@@ -382,16 +386,17 @@ judge_transfer(PhxServerConfig *cfg, Attempt *a)
 /* Sends the query once (or collects its prefetched answer) and judges the outcome. */
 static void
 make_attempt(PhxServerConfig *cfg, PhxQuery *q, const char *label, uint64 prefetched,
-			 Attempt *a)
+			 PhxBodyParser parser, Attempt *a)
 {
 	char	   *body = phx_request_body(q, label);
 
 	memset(a, 0, sizeof(*a));
 	a->wait_ms = -1;
+	a->parser = parser;
 	phx_transport_perform(cfg, body, prefetched, &a->xfer);
 	pfree(body);
 	judge_transfer(cfg, a);
-	/* the page, parsed in place, keeps the body; nothing else does */
+	/* the result, parsed in place, keeps the body; nothing else does */
 	if (a->xfer.body && a->outcome != PHX_OK)
 		pfree(a->xfer.body);
 }
@@ -616,19 +621,19 @@ report_smallest_page_failed(PhxServerConfig *cfg, PhxQuery *q, const char *label
 
 /*
  * Performs one query: POSTs the request, retries per the policy above,
- * and returns the parsed page of a 200 response.  "label" names the
- * request (the page) in PostHog's query log and in errors.
+ * and returns what "parser" made of the 200 response.
  */
-PhxPage *
-phx_http_query(PhxServerConfig *cfg, PhxQuery *q, const char *label,
-			   PhxShrinkCallback shrink, void *shrink_arg, int64 *bytes_out)
+static void *
+run_request(PhxServerConfig *cfg, PhxQuery *q, const char *label,
+			PhxShrinkCallback shrink, void *shrink_arg, int64 *bytes_out,
+			PhxBodyParser parser)
 {
 	ErrorContextCallback errcallback;
 	int			retries = 0;
 	int			throttles = 0;	/* 429s without a wait, for their backoff */
 	int			repeated_500 = 0;	/* 500s in a row for this page */
 	StringInfoData tried;		/* what every failed attempt came to */
-	PhxPage    *page;
+	void	   *result;
 
 	errcallback.callback = hogql_error_context;
 	errcallback.arg = q;
@@ -642,12 +647,12 @@ phx_http_query(PhxServerConfig *cfg, PhxQuery *q, const char *label,
 
 		CHECK_FOR_INTERRUPTS();
 		/* only the first attempt may take over a prefetched request */
-		make_attempt(cfg, q, label, attempt == 0 ? q->prefetched : 0, &a);
+		make_attempt(cfg, q, label, attempt == 0 ? q->prefetched : 0, parser, &a);
 		if (a.outcome == PHX_OK)
 		{
 			if (bytes_out)
 				*bytes_out += a.xfer.len;
-			page = a.page;
+			result = a.result;
 			break;
 		}
 		if (a.outcome == PHX_FATAL)
@@ -704,7 +709,38 @@ phx_http_query(PhxServerConfig *cfg, PhxQuery *q, const char *label,
 	}
 
 	error_context_stack = errcallback.previous;
-	return page;
+	return result;
+}
+
+static void *
+parse_page_any(char *body, size_t len)
+{
+	return phx_parse_page(body, len);
+}
+
+/*
+ * Performs one query and returns the parsed page of its 200 response.
+ * "label" names the request (the page) in PostHog's query log and in
+ * errors.
+ */
+PhxPage *
+phx_http_query(PhxServerConfig *cfg, PhxQuery *q, const char *label,
+			   PhxShrinkCallback shrink, void *shrink_arg, int64 *bytes_out)
+{
+	return (PhxPage *) run_request(cfg, q, label, shrink, shrink_arg, bytes_out,
+								   parse_page_any);
+}
+
+/*
+ * The same for a query whose answer is not a page (the schema query):
+ * "parser" reads its 200 body.  Nothing to shrink: an answer asking for a
+ * smaller page is retried like any.
+ */
+void *
+phx_http_request(PhxServerConfig *cfg, PhxQuery *q, const char *label,
+				 PhxBodyParser parser, int64 *bytes_out)
+{
+	return run_request(cfg, q, label, NULL, NULL, bytes_out, parser);
 }
 
 /*

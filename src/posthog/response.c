@@ -16,19 +16,6 @@
 
 #include "posthog/posthog.h"
 
-static char *
-parse_string(PhxJsonCursor *c, int *len_out)
-{
-	const char *problem;
-	char	   *after;
-	char	   *s = phx_json_string(c->p, c->end, &after, len_out, &problem);
-
-	c->p = after;
-	if (s == NULL)
-		phx_json_fail(c, problem);
-	return s;
-}
-
 /* Parses one cell of a row. */
 static void
 parse_cell(PhxJsonCursor *c, PhxCell *cell)
@@ -42,7 +29,7 @@ parse_cell(PhxJsonCursor *c, PhxCell *cell)
 	{
 		case '"':
 			cell->kind = PHX_CELL_STRING;
-			cell->val = parse_string(c, &cell->len);
+			cell->val = phx_json_parse_string(c, &cell->len);
 			return;
 		case 'n':
 			phx_json_skip_value(c);
@@ -77,60 +64,14 @@ parse_cell(PhxJsonCursor *c, PhxCell *cell)
 }
 
 static void
-expect_char(PhxJsonCursor *c, char ch, const char *what)
-{
-	phx_json_skip_ws(c);
-	if (c->p >= c->end || *c->p != ch)
-		phx_json_fail(c, what);
-	c->p++;
-}
-
-/* Returns true and consumes the character if it is next. */
-static bool
-accept_char(PhxJsonCursor *c, char ch)
-{
-	phx_json_skip_ws(c);
-	if (c->p < c->end && *c->p == ch)
-	{
-		c->p++;
-		return true;
-	}
-	return false;
-}
-
-/* A cursor at the start of a body. */
-static void
-cursor_init(PhxJsonCursor *c, char *body, size_t len)
-{
-	c->start = c->p = body;
-	c->end = body + len;
-	c->depth = 0;
-}
-
-/* The key of the next member of an object, de-escaped, and its ":". */
-static char *
-member_key(PhxJsonCursor *c)
-{
-	char	   *key;
-	int			klen;
-
-	phx_json_skip_ws(c);
-	if (c->p >= c->end || *c->p != '"')
-		phx_json_fail(c, "expected object key");
-	key = parse_string(c, &klen);
-	expect_char(c, ':', "expected :");
-	return key;
-}
-
-static void
 parse_columns(PhxJsonCursor *c, PhxPage *page)
 {
 	int			cap = 16;
 
 	page->columns = palloc(sizeof(char *) * cap);
 	page->ncolumns = 0;
-	expect_char(c, '[', "expected array for \"columns\"");
-	if (accept_char(c, ']'))
+	phx_json_expect(c, '[', "expected array for \"columns\"");
+	if (phx_json_accept(c, ']'))
 		return;
 	do
 	{
@@ -144,9 +85,9 @@ parse_columns(PhxJsonCursor *c, PhxPage *page)
 			cap *= 2;
 			page->columns = repalloc(page->columns, sizeof(char *) * cap);
 		}
-		page->columns[page->ncolumns++] = parse_string(c, &len);
-	} while (accept_char(c, ','));
-	expect_char(c, ']', "expected ] after columns");
+		page->columns[page->ncolumns++] = phx_json_parse_string(c, &len);
+	} while (phx_json_accept(c, ','));
+	phx_json_expect(c, ']', "expected ] after columns");
 }
 
 /*
@@ -163,8 +104,8 @@ parse_results(PhxJsonCursor *c, PhxPage *page, int *width_out)
 
 	page->cells = palloc(sizeof(PhxCell) * cap);
 	page->nrows = 0;
-	expect_char(c, '[', "expected array for \"results\"");
-	if (accept_char(c, ']'))
+	phx_json_expect(c, '[', "expected array for \"results\"");
+	if (phx_json_accept(c, ']'))
 	{
 		*width_out = 0;
 		return;
@@ -173,8 +114,8 @@ parse_results(PhxJsonCursor *c, PhxPage *page, int *width_out)
 	{
 		int			n = 0;
 
-		expect_char(c, '[', "expected a row array");
-		if (!accept_char(c, ']'))
+		phx_json_expect(c, '[', "expected a row array");
+		if (!phx_json_accept(c, ']'))
 		{
 			do
 			{
@@ -185,8 +126,8 @@ parse_results(PhxJsonCursor *c, PhxPage *page, int *width_out)
 				}
 				parse_cell(c, &page->cells[ncells++]);
 				n++;
-			} while (accept_char(c, ','));
-			expect_char(c, ']', "expected , or ] in row");
+			} while (phx_json_accept(c, ','));
+			phx_json_expect(c, ']', "expected , or ] in row");
 		}
 		if (width < 0)
 			width = n;
@@ -196,8 +137,8 @@ parse_results(PhxJsonCursor *c, PhxPage *page, int *width_out)
 					 errmsg("invalid response from PostHog: row %d has %d values, row 1 has %d",
 							page->nrows + 1, n, width)));
 		page->nrows++;
-	} while (accept_char(c, ','));
-	expect_char(c, ']', "expected , or ] after row");
+	} while (phx_json_accept(c, ','));
+	phx_json_expect(c, ']', "expected , or ] after row");
 	*width_out = width;
 }
 
@@ -214,13 +155,13 @@ phx_parse_page(char *body, size_t len)
 	bool		have_columns = false;
 	int			width = 0;
 
-	cursor_init(&c, body, len);
-	expect_char(&c, '{', "expected a JSON object");
-	if (!accept_char(&c, '}'))
+	phx_json_cursor_init(&c, body, len);
+	phx_json_expect(&c, '{', "expected a JSON object");
+	if (!phx_json_accept(&c, '}'))
 	{
 		do
 		{
-			char	   *key = member_key(&c);
+			char	   *key = phx_json_member_key(&c);
 
 			if (strcmp(key, "results") == 0)
 			{
@@ -240,8 +181,8 @@ phx_parse_page(char *body, size_t len)
 			}
 			else
 				phx_json_skip_value(&c);
-		} while (accept_char(&c, ','));
-		expect_char(&c, '}', "expected , or } in object");
+		} while (phx_json_accept(&c, ','));
+		phx_json_expect(&c, '}', "expected , or } in object");
 	}
 	phx_json_skip_ws(&c);
 	if (c.p != c.end)
@@ -261,20 +202,20 @@ phx_parse_page(char *body, size_t len)
 }
 
 /*
- * Parses a 200 body; a body that is not the JSON we expect (cut off by a
- * proxy, say) returns NULL with the reason, so that it can be retried.
- * Every such reason is raised above as ERRCODE_FDW_INVALID_DATA_TYPE; any
- * other error (out of memory) is not the body's fault, and is thrown on.
+ * Parses a 200 body with "parser"; a body that is not the JSON we expect
+ * (cut off by a proxy, say) returns NULL with the reason, so that it can
+ * be retried.  Every such reason is raised as ERRCODE_FDW_INVALID_DATA_TYPE;
+ * any other error (out of memory) is not the body's fault, and is thrown on.
  */
-PhxPage *
-phx_try_parse_page(char *body, size_t len, char **problem)
+void *
+phx_try_parse(PhxBodyParser parser, char *body, size_t len, char **problem)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
-	PhxPage    *volatile page = NULL;
+	void	   *volatile result = NULL;
 
 	PG_TRY();
 	{
-		page = phx_parse_page(body, len);
+		result = parser(body, len);
 	}
 	PG_CATCH();
 	{
@@ -288,7 +229,7 @@ phx_try_parse_page(char *body, size_t len, char **problem)
 		*problem = edata->message;
 	}
 	PG_END_TRY();
-	return page;
+	return result;
 }
 
 /*
@@ -306,20 +247,20 @@ phx_parse_error_body(char *body, size_t len, char **code, char **detail)
 	{
 		PhxJsonCursor	c;
 
-		cursor_init(&c, body, len);
-		expect_char(&c, '{', "expected a JSON object");
-		if (!accept_char(&c, '}'))
+		phx_json_cursor_init(&c, body, len);
+		phx_json_expect(&c, '{', "expected a JSON object");
+		if (!phx_json_accept(&c, '}'))
 		{
 			do
 			{
-				char	   *key = member_key(&c);
+				char	   *key = phx_json_member_key(&c);
 
 				phx_json_skip_ws(&c);
 				if (c.p < c.end && *c.p == '"' &&
 					(strcmp(key, "code") == 0 || strcmp(key, "detail") == 0))
 				{
 					int			vlen;
-					char	   *val = parse_string(&c, &vlen);
+					char	   *val = phx_json_parse_string(&c, &vlen);
 
 					if (key[0] == 'c')
 						*code = pstrdup(val);
@@ -328,7 +269,7 @@ phx_parse_error_body(char *body, size_t len, char **code, char **detail)
 				}
 				else
 					phx_json_skip_value(&c);
-			} while (accept_char(&c, ','));
+			} while (phx_json_accept(&c, ','));
 		}
 	}
 	PG_CATCH();
