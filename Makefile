@@ -34,7 +34,6 @@ OBJS = \
 	src/fdw/remote_rows.o \
 	src/fdw/import_schema.o \
 	src/fdw/query_function.o \
-	src/fdw/fdw_handler_stub.o \
 	src/store/security.o \
 	src/store/catalog_spi.o \
 	src/store/catalog.o \

@@ -343,9 +343,6 @@ phx_validate_options(List *options, Oid catalog)
 
 	if (catalog != ForeignServerRelationId && catalog != UserMappingRelationId)
 	{
-		/* TEMPORARY for import tests: the lead adds table / expression */
-		if (true)
-			return;
 		if (options != NIL)
 			ereport(ERROR,
 					(errcode(ERRCODE_FDW_INVALID_OPTION_NAME),
