@@ -36,12 +36,7 @@ my $node = new_node('fdw_import');
 setup_server($node, $emu, options => { max_retries => 1 });
 my @messages;    # every error and notice seen, checked for the key at the end
 
-#@TEMP-BEGIN (the lead's fdw_handler.c and SQL set the handler)
-$node->safe_psql('postgres', q{
-	CREATE FUNCTION public.phx_stub_handler() RETURNS fdw_handler
-	  AS '$libdir/posthog_export', 'posthog_export_fdw_handler_stub' LANGUAGE C;
-	ALTER FOREIGN DATA WRAPPER posthog_export HANDLER public.phx_stub_handler;});
-#@TEMP-END
+# (the foreign data wrapper's handler, with ImportForeignSchema, comes with the extension)
 
 sub fails
 {
