@@ -74,6 +74,10 @@ class Translator(ExprTranslator):
                     raise HogQLError("Cannot redefine an alias with the name: %s" % alias)
                 scope.aliases[alias] = te
                 name = alias
+            elif te.json_base is not None and expr[0] in ("field", "index"):
+                # the resolver's hidden alias of a property access: its keys joined by "__"
+                # (properties.address.city -> address__city; properties.$browser -> $browser)
+                name = "__".join(str(k) for k in te.json_base[1])
             elif expr[0] == "field":
                 name = expr[1][-1]
             else:
