@@ -129,6 +129,13 @@ class ExprTranslator:
             rest = chain[2:]
         elif clause != "on" and name in scope.aliases:
             te = scope.aliases[name]
+        elif name == "person" and len(chain) > 1 and self.events_source(scope) is not None:
+            src = self.person_join(scope)
+            col = src.columns.get(chain[1])
+            if col is None:
+                raise HogQLQueryError("Field not found: %s" % chain[1])
+            te = TE(col.sql, col.t, kind="field", maybe_null=True, name=".".join(chain[:2]), qsql=col.qsql)
+            rest = chain[2:]
         else:
             found = [s for s in scope.order if name in s.columns]
             if not found:
@@ -142,6 +149,20 @@ class ExprTranslator:
                 raise HogQLError("Cannot access property %s of a non-JSON column" % ".".join(chain))
             return self.property_te(te, rest)
         return te
+
+    @staticmethod
+    def events_source(scope):
+        found = [s for s in scope.order if getattr(s, "table", None) == "events"]
+        return found[0] if len(found) == 1 else None
+
+    def person_join(self, scope):
+        """events.person: PostHog's lazy join to the person (schema/events.py; with the default persons-on-events
+        mode the event's person_id, the person's columns from the persons table).  The emulator LEFT JOINs the
+        collapsed persons table on person_id, once per SELECT."""
+        if scope.person is None:
+            ev = self.events_source(scope)
+            scope.person = self.make_lazy_person(ev)
+        return scope.person
 
     def property_te(self, te, keys):
         """Property access on a JSON column, as PostHog prints it for ClickHouse (printer.py

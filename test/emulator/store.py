@@ -402,7 +402,6 @@ class Store:
             if "derive" in spec:
                 conn.execute('INSERT INTO "%s" SELECT *, NULL FROM (%s)' % (tname, spec["derive"]))
                 n = conn.execute('SELECT count(*) FROM "%s"' % tname).fetchone()[0]
-                conn.execute('INSERT INTO "__emulator_other_team" VALUES (?, ?)', (tname, 0))
                 self._index_and_describe(conn, tname, spec, names, n)
                 continue
             path = os.path.join(self.data_dir, spec["file"])
