@@ -6,7 +6,9 @@
 
 Files: events.ndjson, persons.ndjson (raw_persons: every version of every person),
 person_distinct_ids.ndjson (raw_person_distinct_ids: every version of every mapping),
-sessions.ndjson.  Deterministic for a given seed.  Events are streamed to the file, so
+sessions.ndjson, groups.ndjson (raw_groups: every version of a few groups; written last from a random
+generator of its own, so the other files are what they were before groups existed).  Deterministic for a
+given seed.  Events are streamed to the file, so
 millions of them need little memory.
 
 What the events contain, on purpose:
@@ -241,6 +243,39 @@ def add_other_team_rows(out, other_team, n, seed):
             row["properties"] = dict(row["properties"], other_team=True)
         events.append(row)
     append("events.ndjson", events)
+
+
+def write_groups(out, team, other_team, start, seed):
+    """groups.ndjson: 12 groups of types 0 (companies) and 1 (projects), 1-3 versions each (updated_at a
+    whole second, as the ClickHouse _timestamp column), properties with strings, numbers, booleans, nulls,
+    a nested object and unicode; plus two groups of the other team."""
+    rng = random.Random(seed * 7919 + 17)
+    rows = []
+    names = ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Ünïcødé GmbH", "株式会社テスト", "O'Reilly \"Q\"",
+             "Stark", "Wayne", "Tyrell", "Cyberdyne"]
+    for i, name in enumerate(names):
+        index = i % 2
+        key = ("company_%d" % i) if index == 0 else ("proj-%d" % i)
+        created = start - int(rng.random() * 60 * 86400) * 1000000 - int(rng.random() * 1000000)
+        updated = (created // 1000000 + 1) * 1000000
+        for v in range(1 + int(rng.random() * 3)):
+            props = {"name": name, "employees": int(rng.random() * 5000), "arr": round(rng.random() * 1e6, 2),
+                     "paying": rng.random() < 0.5, "industry": None if rng.random() < 0.3 else
+                     rng.choice(["saas", "retail", "Finance", "finance", "édu"]),
+                     "address": {"city": rng.choice(["Berlin", "Zürich", "東京"]), "zip": "%05d" % i},
+                     "version": v}
+            if rng.random() < 0.3:
+                del props["employees"]
+            rows.append({"index": index, "key": key, "team_id": team, "created_at": fmt_us(created),
+                         "updated_at": fmt_us(updated), "properties": props})
+            updated += int(1 + rng.random() * 86400) * 1000000
+    if other_team is not None:
+        for i in range(2):
+            rows.append({"index": 0, "key": "company_%d" % i, "team_id": other_team, "created_at": fmt_us(start),
+                         "updated_at": fmt_us(start + 86400 * 10 ** 6), "properties": {"name": "other_team"}})
+    with open(os.path.join(out, "groups.ndjson"), "w", encoding="utf-8", newline="\n") as fh:
+        for r in rows:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
 def main(argv=None):
@@ -568,6 +603,7 @@ def main(argv=None):
     # note: fmt_us_ms truncates to ms in the text; the emulator reads that as the timestamp.
     if args.other_team_rows:
         add_other_team_rows(args.out, other_team, args.other_team_rows, args.seed)
+    write_groups(args.out, team, other_team if args.other_team_rows else None, start, args.seed)
     sys.stderr.write("generate_data: %d events, %d persons, %d sessions in %s (%.1f s); special events: %s\n"
                      % (n_events, n_persons, n_sessions, args.out, time.monotonic() - t0,
                         json.dumps(stats)))

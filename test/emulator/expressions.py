@@ -10,11 +10,13 @@ from values import canonical_uuid, get_tz, has_surrogates, parse_datetime_us, tr
 
 class TE:
     """A translated expression."""
-    __slots__ = ("sql", "t", "agg", "const", "value", "kind", "children", "maybe_null", "name", "qsql", "prio")
+    __slots__ = ("sql", "t", "agg", "const", "value", "kind", "children", "maybe_null", "name", "qsql", "prio",
+                 "json_base")
 
     def __init__(self, sql, t, kind="op", children=(), agg=False, const=False, value=None, maybe_null=None,
                  name=None, qsql=None, prio=0):
         self.qsql = qsql
+        self.json_base = None  # (JSON column TE, [keys]) of a property access
         self.prio = prio  # AND terms with a higher prio are written first (see tr_cmp)
         self.sql = sql
         self.t = t
@@ -29,7 +31,19 @@ class TE:
         self.name = name
 
 
-AGGREGATES = {"argMax", "max", "min", "count", "countIf"}
+AGGREGATES = {"argMax", "max", "min", "count", "countIf", "sum", "avg"}
+
+
+def null_safe_cmp(a, op, b):
+    """A comparison as PostHog prints it for operands that can be NULL (printer visit_compare_operation):
+    = is ifNull(equals(a, b), isNull(a) and isNull(b)) (x = NULL is isNull(x)), != is
+    ifNull(notEquals(a, b), isNotNull(a) or isNotNull(b)), and < <= > >= are ifNull(..., 0): two-valued,
+    never NULL.  SQLite's IS / IS NOT are exactly the first two."""
+    if op == "=":
+        return "(%s IS %s)" % (a, b)
+    if op == "!=":
+        return "(%s IS NOT %s)" % (a, b)
+    return "coalesce((%s %s %s), 0)" % (a, op, b)
 
 
 class ExprTranslator:
@@ -115,6 +129,13 @@ class ExprTranslator:
             rest = chain[2:]
         elif clause != "on" and name in scope.aliases:
             te = scope.aliases[name]
+        elif name == "person" and len(chain) > 1 and self.events_source(scope) is not None:
+            src = self.person_join(scope)
+            col = src.columns.get(chain[1])
+            if col is None:
+                raise HogQLQueryError("Field not found: %s" % chain[1])
+            te = TE(col.sql, col.t, kind="field", maybe_null=True, name=".".join(chain[:2]), qsql=col.qsql)
+            rest = chain[2:]
         else:
             found = [s for s in scope.order if name in s.columns]
             if not found:
@@ -126,10 +147,54 @@ class ExprTranslator:
         if rest:
             if te.t.kind != K_JSON:
                 raise HogQLError("Cannot access property %s of a non-JSON column" % ".".join(chain))
-            keys = [self.bind(k) for k in rest]
-            return TE("_json_get(%s, %s)" % (te.sql, ", ".join(keys)), T(K_STRING, nullable=True),
-                      kind="func", children=[te], maybe_null=True)
+            return self.property_te(te, rest)
         return te
+
+    @staticmethod
+    def events_source(scope):
+        found = [s for s in scope.order if getattr(s, "table", None) == "events"]
+        return found[0] if len(found) == 1 else None
+
+    def person_join(self, scope):
+        """events.person: PostHog's lazy join to the person (schema/events.py; with the default persons-on-events
+        mode the event's person_id, the person's columns from the persons table).  The emulator LEFT JOINs the
+        collapsed persons table on person_id, once per SELECT."""
+        if scope.person is None:
+            ev = self.events_source(scope)
+            scope.person = self.make_lazy_person(ev)
+        return scope.person
+
+    def property_te(self, te, keys):
+        """Property access on a JSON column, as PostHog prints it for ClickHouse (printer.py
+        _unsafe_json_extract_trim_quotes): replaceRegexpAll(nullIf(nullIf(JSONExtractRaw(col, k1, k2, ...), ''),
+        'null'), '^"|"$', ''), a Nullable(String).  See sqlfuncs._json_get for what that gives."""
+        sql = "_json_get(%s, %s)" % (te.sql, ", ".join(self.bind(k) for k in keys))
+        out = TE(sql, T(K_STRING, nullable=True), kind="func", children=[te], maybe_null=True)
+        out.json_base = (te, list(keys))
+        return out
+
+    def tr_index(self, e, scope, clause):
+        """x[key]: posthog/hogql/resolver.py visit_array_access folds a constant str/int key on a JSON column
+        (or on a property access) into the property chain, so properties[{k}] is properties.<k> -- the
+        placeholder is a constant by then (values are replaced while parsing).  Anything else is an array
+        or map access ClickHouse would run (or refuse); the emulator refuses it."""
+        base = self.tr(e[1], scope, clause)
+        key = self.tr(e[2], scope, clause)
+        if not key.const or key.kind == "tuple" or isinstance(key.value, bool) or \
+                not isinstance(key.value, (str, int)):
+            if base.t.kind == K_JSON or getattr(base, "json_base", None) is not None:
+                raise HogQLError("Illegal types of arguments (String, %s) of function arrayElement: a property "
+                                 "key in [...] must be a constant string or integer" % key.t.ch())
+            raise HogQLError("Array/map element access x[...] is not supported by the emulator")
+        k = key.value
+        if k == 0:
+            raise HogQLQueryError("SQL indexes start from one, not from zero. E.g: array[1]")
+        jb = getattr(base, "json_base", None)
+        if jb is not None:
+            return self.property_te(jb[0], jb[1] + [k])
+        if base.t.kind == K_JSON and base.kind == "field":
+            return self.property_te(base, [k])
+        raise HogQLError("Array/map element access x[...] is not supported by the emulator")
 
     def tr_tuple(self, e, scope, clause):
         items = [self.tr(x, scope, clause) for x in e[1]]
@@ -264,7 +329,10 @@ class ExprTranslator:
         a2 = self.coerce(a, b.t)
         b2 = self.coerce(b, a2.t)
         self.check_comparable(a2, b2, op)
-        return TE("(%s %s %s)" % (a2.sql, sqlop, b2.sql), T(K_UINT8), kind="op", children=[a2, b2])
+        if not (a2.maybe_null or b2.maybe_null):
+            return TE("(%s %s %s)" % (a2.sql, sqlop, b2.sql), T(K_UINT8), kind="op", children=[a2, b2])
+        return TE(null_safe_cmp(a2.sql, sqlop, b2.sql), T(K_UINT8), kind="op", children=[a2, b2],
+                  maybe_null=False)
 
     def tr_in(self, e, scope, clause):
         lhs = self.tr(e[1], scope, clause)
@@ -277,7 +345,8 @@ class ExprTranslator:
             if len(sub_cols) != 1:
                 raise HogQLError("The subquery on the right of IN must return exactly one column")
             self.check_comparable(lhs, sub_cols[0][2], "IN")
-            return TE("(%s %s (%s))" % (lhs.sql, neg, sub_sql), T(K_UINT8), kind="op", children=[lhs])
+            return TE("coalesce((%s %s (%s)), %d)" % (lhs.sql, neg, sub_sql, 1 if e[3] else 0), T(K_UINT8),
+                      kind="op", children=[lhs], maybe_null=False)
         if rhs[0] == "ph":
             r = self.tr_ph(rhs, scope, clause)
             items = r.children if r.kind == "tuple" else [r]
@@ -289,12 +358,77 @@ class ExprTranslator:
                     raise HogQLError("Tuples inside IN (...) are not supported by the emulator")
                 items.append(te)
         conv = []
+        dropped = False
         for it in items:
+            if it.const and it.value is None:
+                dropped = True  # ClickHouse (transform_null_in = 0) leaves NULL out of the set
+                continue
             it2 = self.coerce(it, lhs.t)
             self.check_comparable(lhs, it2, "IN")
             conv.append(it2)
-        return TE("(%s %s (%s))" % (lhs.sql, neg, ", ".join(c.sql for c in conv)), T(K_UINT8), kind="op",
-                  children=[lhs] + conv)
+        sql = "(%s %s (%s))" % (lhs.sql, neg, ", ".join(c.sql for c in conv))
+        if lhs.maybe_null or dropped or any(c.maybe_null for c in conv):
+            # in()/notIn() return a UInt8, never NULL: a NULL on the left is in no set
+            sql = "coalesce(%s, %d)" % (sql, 1 if e[3] else 0)
+        return TE(sql, T(K_UINT8), kind="op", children=[lhs] + conv, maybe_null=False)
+
+    def tr_like(self, e, scope, clause):
+        """x [NOT] LIKE / ILIKE p: ClickHouse like()/ilike()/notLike()/notILike() (see sqlfuncs._like), with
+        HogQL's NULL handling (printer visit_compare_operation): LIKE/ILIKE of a NULL is false, NOT LIKE of a
+        NULL true; "x LIKE NULL" is isNull(x), "x NOT LIKE NULL" isNotNull(x)."""
+        _, l_e, r_e, negated, ci = e
+        a = self.tr(l_e, scope, clause)
+        b = self.tr(r_e, scope, clause)
+        name = ("notILike" if ci else "notLike") if negated else ("ilike" if ci else "like")
+        for x in (a, b):
+            if x.kind == "tuple" or x.t.kind not in (K_STRING, K_JSON, K_NOTHING):
+                raise HogQLError("Illegal type %s of argument of function %s"
+                                 % ("Tuple" if x.kind == "tuple" else x.t.ch(), name))
+        if b.const and b.value is None:
+            return TE("(%s IS %sNULL)" % (a.sql, "NOT " if negated else ""), T(K_UINT8), kind="op",
+                      children=[a], maybe_null=False)
+        if a.const and a.value is None:
+            return TE("(%s IS %sNULL)" % (b.sql, "NOT " if negated else ""), T(K_UINT8), kind="op",
+                      children=[b], maybe_null=False)
+        sql = "_like(%s, %s, %d)" % (a.sql, b.sql, 1 if ci else 0)
+        if negated:
+            sql = "(NOT %s)" % sql
+        if a.maybe_null or b.maybe_null:
+            if b.const or a.const:
+                sql = "coalesce(%s, %d)" % (sql, 1 if negated else 0)
+            elif negated:
+                sql = "coalesce(%s, (%s IS NOT NULL OR %s IS NOT NULL))" % (sql, a.sql, b.sql)
+            else:
+                sql = "coalesce(%s, (%s IS NULL AND %s IS NULL))" % (sql, a.sql, b.sql)
+        return TE(sql, T(K_UINT8), kind="op", children=[a, b], maybe_null=False)
+
+    def tr_arith(self, e, scope, clause):
+        """a + - * / % b on numbers (ClickHouse plus, minus, multiply, divide, modulo): integers stay Int64
+        (UInt64 if both are unsigned), a Float64 makes Float64, / is always Float64 (x/0 is inf or nan, which
+        PostHog's JSON renderer (orjson) writes as null, as SQLite's NULL is written).  NULL in, NULL out."""
+        _, op, l_e, r_e = e
+        a = self.tr(l_e, scope, clause)
+        b = self.tr(r_e, scope, clause)
+        fn = {"+": "plus", "-": "minus", "*": "multiply", "/": "divide", "%": "modulo"}[op]
+        for x in (a, b):
+            if x.kind == "tuple" or x.t.kind not in NUMERIC + (K_NOTHING,):
+                raise HogQLError("Illegal types %s and %s of arguments of function %s (the emulator does "
+                                 "arithmetic on numbers only)" % (a.t.ch(), b.t.ch(), fn))
+        nullable = a.t.nullable or b.t.nullable or K_NOTHING in (a.t.kind, b.t.kind)
+        if op == "/":
+            t = T(K_FLOAT, nullable=nullable)
+            sql = "(CAST(%s AS REAL) / %s)" % (a.sql, b.sql)
+        else:
+            if K_FLOAT in (a.t.kind, b.t.kind):
+                t = T(K_FLOAT, nullable=nullable)
+            elif a.t.kind in (K_UINT8, K_UINT64, K_BOOL) and b.t.kind in (K_UINT8, K_UINT64, K_BOOL) and op != "-":
+                t = T(K_UINT64, nullable=nullable)
+            else:
+                t = T(K_INT, nullable=nullable)
+            sql = "(%s %s %s)" % (a.sql, op, b.sql)
+            if op == "%" and t.kind == K_FLOAT:
+                sql = "_fmod(%s, %s)" % (a.sql, b.sql)
+        return TE(sql, t, kind="op", children=[a, b])
 
     # -- functions
     def const_str_arg(self, te, fname, what="time zone"):
@@ -307,7 +441,7 @@ class ExprTranslator:
         lname = fname.lower()
         if distinct and lname != "count":
             raise HogQLError("DISTINCT inside %s() is not supported by the emulator" % fname)
-        if fname in AGGREGATES or lname in ("count", "max", "min"):
+        if fname in AGGREGATES or lname in ("count", "max", "min", "sum", "avg"):
             if clause in ("where", "on", "group"):
                 raise HogQLError("Aggregate function %s() is not allowed in %s" % (fname, clause.upper()))
             if lname == "count":
@@ -326,8 +460,12 @@ class ExprTranslator:
             if lname in ("max", "min"):
                 if len(tes) != 1:
                     raise HogQLError("Function %s takes exactly 1 argument" % fname)
-                return TE("%s(%s)" % (lname, tes[0].sql), tes[0].t.with_(), kind="agg", children=[],
-                          agg=True, maybe_null=True)
+                return self.fn_min_max(lname, tes[0])
+            if lname in ("sum", "avg"):
+                fname = lname
+                if len(tes) != 1:
+                    raise HogQLError("Aggregation '%s' expects 1 argument, found %d" % (fname, len(tes)))
+                return self.fn_sum_avg(fname, tes[0])
             if fname == "argMax":
                 if len(tes) != 2:
                     raise HogQLError("Function argMax takes exactly 2 arguments")
@@ -337,7 +475,8 @@ class ExprTranslator:
             clause = "select"
         h = FUNCTIONS.get(fname) or CI_FUNCTIONS.get(lname)
         if h is None:
-            known = list(FUNCTIONS) + ["argMax", "count", "countIf", "max", "min", "coalesce", "ifNull"]
+            known = list(FUNCTIONS) + ["argMax", "avg", "count", "countIf", "max", "min", "sum", "coalesce",
+                                       "ifNull", "lower", "upper", "length"]
             raise HogQLError("Unsupported function call '%s(...)'. The emulator supports: %s"
                              % (fname, ", ".join(sorted(known))))
         tes = []
@@ -349,6 +488,72 @@ class ExprTranslator:
                 raise HogQLError("Tuples are not supported as arguments of %s()" % fname)
             tes.append(te)
         return getattr(self, h)(fname, tes)
+
+    def fn_min_max(self, lname, x):
+        """min/max: the argument's type.  Over no rows ClickHouse gives the type's default value (0, '',
+        1970-01-01 00:00:00, the nil UUID) for a non-Nullable argument, NULL for a Nullable one; NULLs are
+        skipped.  Strings compare bytewise (SQLite's BINARY collation is memcmp of the UTF-8)."""
+        if x.t.kind in (K_NOTHING, K_ARRAY) or x.kind == "tuple":
+            raise HogQLError("Illegal type %s of argument of aggregate function %s" % (x.t.ch(), lname))
+        sql = "%s(%s)" % (lname, x.sql)
+        if x.t.nullable:
+            return TE(sql, x.t.with_(), kind="agg", agg=True, maybe_null=True)
+        k = x.t.kind
+        if k in (K_STRING, K_JSON):
+            default = "''"
+        elif k == K_UUID:
+            default = self.bind(self.uuid.to_key("00000000-0000-0000-0000-000000000000"))
+        elif k == K_FLOAT:
+            default = "0.0"
+        else:
+            default = "0"
+        return TE("coalesce(%s, %s)" % (sql, default), x.t.with_(), kind="agg", agg=True, maybe_null=False)
+
+    def fn_sum_avg(self, fname, x):
+        """sum: Int64 for signed integers, UInt64 for unsigned ones and Bool, Float64 for floats; avg: Float64.
+        NULLs are skipped.  Over no rows (or only NULLs): sum of a non-Nullable argument is 0 and avg nan
+        (written as null by PostHog's orjson renderer); of a Nullable argument both are NULL."""
+        k = x.t.kind
+        if x.kind == "tuple" or k not in NUMERIC:
+            raise HogQLError("Illegal type %s of argument for aggregate function %s" % (
+                "Tuple" if x.kind == "tuple" else x.t.ch(), fname))
+        nullable = x.t.nullable
+        if fname == "avg":
+            return TE("avg(%s)" % x.sql, T(K_FLOAT, nullable=nullable), kind="agg", agg=True, maybe_null=True)
+        if k == K_FLOAT:
+            t, zero = T(K_FLOAT, nullable=nullable), "0.0"
+        elif k in (K_UINT8, K_UINT64, K_BOOL):
+            t, zero = T(K_UINT64, nullable=nullable), "0"
+        else:
+            t, zero = T(K_INT, nullable=nullable), "0"
+        if nullable:
+            return TE("sum(%s)" % x.sql, t, kind="agg", agg=True, maybe_null=True)
+        return TE("coalesce(sum(%s), %s)" % (x.sql, zero), t, kind="agg", agg=True, maybe_null=False)
+
+    def fn_case(self, fname, tes):
+        """lower/upper (ASCII only in ClickHouse: other bytes are left as they are), lowerUTF8/upperUTF8
+        (Unicode), length (bytes of the UTF-8 text), lengthUTF8 (code points)."""
+        if len(tes) != 1:
+            raise HogQLError("Function '%s' expects 1 argument, found %d" % (fname, len(tes)))
+        x = tes[0]
+        if x.t.kind == K_NOTHING:
+            return x
+        if x.t.kind not in (K_STRING, K_JSON) and not (fname.lower() == "length" and x.t.kind == K_ARRAY):
+            raise HogQLError("Illegal type %s of argument of function %s" % (x.t.ch(), fname))
+        f = {"lower": "_lower_ascii", "upper": "_upper_ascii", "lowerutf8": "_lower_utf8",
+             "upperutf8": "_upper_utf8", "length": "_length_bytes", "lengthutf8": "length"}[fname.lower()]
+        if fname.lower() == "length" and x.t.kind == K_ARRAY:
+            return TE("json_array_length(%s)" % x.sql, T(K_UINT64, nullable=x.t.nullable), kind="func",
+                      children=[x])
+        t = T(K_UINT64, nullable=x.t.nullable) if "length" in f else T(K_STRING, nullable=x.t.nullable)
+        return TE("%s(%s)" % (f, x.sql), t, kind="func", children=[x])
+
+    def fn_is_null(self, fname, tes):
+        if len(tes) != 1:
+            raise HogQLError("Function '%s' expects 1 argument, found %d" % (fname, len(tes)))
+        neg = fname == "isNotNull"
+        return TE("(%s IS %sNULL)" % (tes[0].sql, "NOT " if neg else ""), T(K_UINT8), kind="op",
+                  children=[tes[0]], maybe_null=False)
 
     def fn_count(self, args, scope, clause, distinct):
         if not args or (len(args) == 1 and args[0][0] == "star"):
@@ -524,5 +729,13 @@ FUNCTIONS = {
     "toTimeZone": "fn_to_timezone",
     "toUUID": "fn_to_uuid",
     "toString": "fn_to_string",
+    # posthog/hogql/functions/clickhouse/strings.py: lowerUTF8, upperUTF8, lengthUTF8 (case-sensitive names)
+    "lowerUTF8": "fn_case",
+    "upperUTF8": "fn_case",
+    "lengthUTF8": "fn_case",
+    "isNull": "fn_is_null",
+    "isNotNull": "fn_is_null",
 }
-CI_FUNCTIONS = {"coalesce": "fn_coalesce", "ifnull": "fn_coalesce"}
+# case_sensitive=False in PostHog's mapping: lower, upper, length, coalesce, ifNull
+CI_FUNCTIONS = {"coalesce": "fn_coalesce", "ifnull": "fn_coalesce", "lower": "fn_case", "upper": "fn_case",
+                "length": "fn_case"}

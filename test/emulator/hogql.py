@@ -12,7 +12,8 @@ from lexer import tokenize
 #   ('const', value)  ('ph', name)  ('field', [names])  ('call', name, args, distinct)
 #   ('star',)  ('cmp', op, l, r)  ('and', [..])  ('or', [..])  ('not', e)
 #   ('in', lhs, rhs, negated)  rhs: ('tuple', [..]) | ('ph', name) | ('subquery', sel)
-#   ('isnull', e, negated)  ('tuple', [..])  ('neg', e)
+#   ('isnull', e, negated)  ('tuple', [..])  ('neg', e)  ('arith', op, l, r)  ('index', e, key)
+#   ('like', l, r, negated, case_insensitive)
 # Select: dict(select=[(expr, alias)], from_=source|None, joins=[(kind, source, on)], where, group_by,
 #              having, order_by=[(expr, desc, nulls)], limit)
 # Source: ('table', name, alias) | ('subquery', sel, alias)
@@ -185,6 +186,10 @@ class Parser:
                         nulls = "LAST"
                     else:
                         self.error("expected FIRST or LAST")
+                    # posthog/hogql/parser.py visitOrderExpr (and the C++ parser): the grammar accepts
+                    # NULLS FIRST/LAST, but ast.OrderExpr keeps only expr and ASC/DESC, so PostHog drops
+                    # it and ClickHouse sorts NULLs last in both directions.  The emulator does the same.
+                    nulls = None
                 if self.is_kw("WITH") or self.is_kw("COLLATE"):
                     self.unsupported("ORDER BY ... %s" % self.peek().upper)
                 sel["order_by"].append((e, desc, nulls))
@@ -273,11 +278,11 @@ class Parser:
         return self.parse_cmp()
 
     def parse_cmp(self):
-        left = self.parse_unary()
+        left = self.parse_additive()
         t = self.peek()
         if t.kind == "op" and t.value in CMP_OPS:
             self.next()
-            right = self.parse_unary()
+            right = self.parse_additive()
             self.check_no_chain()
             return ("cmp", t.value, left, right)
         negated = False
@@ -291,7 +296,12 @@ class Parser:
                 self.unsupported("GLOBAL IN")
             rhs = self.parse_in_rhs()
             return ("in", left, rhs, negated)
-        if t.kind == "id" and t.upper in ("LIKE", "ILIKE", "BETWEEN", "REGEXP"):
+        if t.kind == "id" and t.upper in ("LIKE", "ILIKE"):
+            self.next()
+            right = self.parse_additive()
+            self.check_no_chain()
+            return ("like", left, right, negated, t.upper == "ILIKE")
+        if t.kind == "id" and t.upper in ("BETWEEN", "REGEXP"):
             self.unsupported(t.upper)
         if self.accept_kw("IS"):
             neg = self.accept_kw("NOT")
@@ -310,6 +320,12 @@ class Parser:
         if t.kind == "ph":
             self.next()
             return ("ph", t.value)
+        if t.kind == "id" and t.value.lower() == "tuple" and self.is_op("(", 1):
+            self.next()  # tuple(a, b, ...): HogQL's tuple() function, the same set as (a, b, ...)
+            self.expect_op("(")
+            items = [] if self.is_op(")") else self.parse_expr_list()
+            self.expect_op(")")
+            return ("tuple", items)
         if self.accept_op("("):
             if self.is_kw("SELECT"):
                 sub = self.parse_select()
@@ -322,6 +338,30 @@ class Parser:
             return ("tuple", items)
         self.error("expected a tuple, a {placeholder} or a subquery after IN")
 
+    # HogQLParser.g4 columnExpr precedence: [] and . access, unary minus, then * / %, then + - ||,
+    # then comparisons; left-associative
+    def parse_additive(self):
+        e = self.parse_multiplicative()
+        while True:
+            t = self.peek()
+            if t.kind == "op" and t.value in ("+", "-"):
+                self.next()
+                e = ("arith", t.value, e, self.parse_multiplicative())
+            elif t.kind == "op" and t.value == "||":
+                self.unsupported("The operator '||'")
+            else:
+                return e
+
+    def parse_multiplicative(self):
+        e = self.parse_unary()
+        while True:
+            t = self.peek()
+            if t.kind == "op" and t.value in ("*", "/", "%"):
+                self.next()
+                e = ("arith", t.value, e, self.parse_unary())
+            else:
+                return e
+
     def parse_unary(self):
         if self.accept_op("-"):
             e = self.parse_unary()
@@ -329,10 +369,12 @@ class Parser:
                 return ("const", -e[1])
             return ("neg", e)
         e = self.parse_primary()
+        while self.accept_op("["):
+            key = self.parse_expr()
+            self.expect_op("]")
+            e = ("index", e, key)
         t = self.peek()
-        if t.kind == "op" and t.value in ("+", "-", "*", "/", "%", "||"):
-            self.unsupported("The operator '%s'" % t.value)
-        if t.kind == "op" and t.value in ("::", "[", "->", "?", ":"):
+        if t.kind == "op" and t.value in ("::", "->", "?", ":"):
             self.unsupported("The syntax '%s'" % t.value)
         return e
 
@@ -443,6 +485,13 @@ def print_expr(e):
         return "(" + ", ".join(print_expr(x) for x in e[1]) + ")"
     if k == "isnull":
         return print_expr(e[1]) + (" IS NOT NULL" if e[2] else " IS NULL")
+    if k == "arith":
+        return "%s %s %s" % (print_expr(e[2]), e[1], print_expr(e[3]))
+    if k == "index":
+        return "%s[%s]" % (print_expr(e[1]), print_expr(e[2]))
+    if k == "like":
+        return "%s %s%s %s" % (print_expr(e[1]), "NOT " if e[3] else "", "ILIKE" if e[4] else "LIKE",
+                               print_expr(e[2]))
     if k == "in":
         rhs = e[2]
         r = "(subquery)" if rhs[0] == "subquery" else print_expr(rhs)

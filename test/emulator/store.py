@@ -15,7 +15,8 @@ import sqlite3
 import threading
 import time
 
-from hogtypes import K_ARRAY, K_BOOL, K_DATETIME, K_FLOAT, K_INT, K_INT8, K_JSON, K_STRING, K_UUID, Column, T
+from hogtypes import K_ARRAY, K_BOOL, K_DATETIME, K_FLOAT, K_INT, K_INT8, K_JSON, K_STRING, K_UINT8, K_UUID, \
+    Column, T
 from sqlfuncs import register_functions
 from values import SURROGATE_RE, UUID_RE, canonical_uuid, dumps_inner, parse_rfc3339_us
 
@@ -89,13 +90,58 @@ TABLES = {
         ],
         "indexes": [("$end_timestamp", "session_id"), ("session_id",), ("$start_timestamp",)],
     },
+    # posthog/hogql/database/schema/groups.py (RawGroupsTable, GROUPS_TABLE_FIELDS): index is the ClickHouse
+    # column group_type_index (UInt8), key is group_key, properties group_properties, updated_at _timestamp
+    # (a DateTime, no fraction): every version of every group
+    "raw_groups": {
+        "file": "groups.ndjson",
+        "cols": [
+            _col("index", K_UINT8), _col("key", K_STRING), _col("team_id", K_INT),
+            _col("created_at", K_DATETIME), _col("updated_at", K_DATETIME, prec=None),
+            _col("properties", K_JSON),
+        ],
+        "indexes": [("index", "key", "updated_at")],
+    },
+    # The collapsed views (made from the raw tables at load time; not affected by _visible_at):
+    # persons (schema/persons.py PERSONS_FIELDS: id, created_at, team_id, properties, is_identified): the
+    # latest version (argMax by version) of each person that is not deleted
+    "persons": {
+        "derive": 'SELECT id, team_id, created_at, is_identified, properties FROM (SELECT *, row_number() OVER '
+                  '(PARTITION BY id ORDER BY version DESC) AS _rn FROM "raw_persons") WHERE _rn = 1 AND is_deleted = 0',
+        "cols": [
+            _col("id", K_UUID), _col("team_id", K_INT), _col("created_at", K_DATETIME, prec=3),
+            _col("is_identified", K_INT8), _col("properties", K_JSON),
+        ],
+        "indexes": [("id",), ("created_at",)],
+    },
+    # person_distinct_ids (schema/person_distinct_ids.py: distinct_id, person_id, team_id): the latest mapping
+    # of each distinct id that is not deleted
+    "person_distinct_ids": {
+        "derive": 'SELECT distinct_id, person_id, team_id FROM (SELECT *, row_number() OVER (PARTITION BY '
+                  'distinct_id ORDER BY version DESC) AS _rn FROM "raw_person_distinct_ids") WHERE _rn = 1 '
+                  'AND is_deleted = 0',
+        "cols": [_col("distinct_id", K_STRING), _col("person_id", K_UUID), _col("team_id", K_INT)],
+        "indexes": [("distinct_id",), ("person_id",)],
+    },
+    # groups (GroupsTable: argMax by updated_at per (index, key))
+    "groups": {
+        "derive": 'SELECT "index", "key", team_id, created_at, updated_at, properties FROM (SELECT *, row_number() '
+                  'OVER (PARTITION BY "index", "key" ORDER BY updated_at DESC) AS _rn FROM "raw_groups") WHERE _rn = 1',
+        "cols": [
+            _col("index", K_UINT8), _col("key", K_STRING), _col("team_id", K_INT),
+            _col("created_at", K_DATETIME), _col("updated_at", K_DATETIME, prec=None),
+            _col("properties", K_JSON),
+        ],
+        "indexes": [("index", "key")],
+    },
 }
 
 SQL_TYPES = {K_STRING: "TEXT", K_JSON: "TEXT", K_INT: "INTEGER", K_FLOAT: "REAL", K_BOOL: "INTEGER", K_INT8: "INTEGER",
+             K_UINT8: "INTEGER",
              K_DATETIME: "INTEGER", K_UUID: "TEXT", K_ARRAY: "TEXT"}
 
 
-CACHE_FORMAT = 4  # bump when the stored layout changes
+CACHE_FORMAT = 5  # bump when the stored layout changes
 
 
 class LoadError(Exception):
@@ -158,7 +204,7 @@ def make_converter(kind, uuid_mode, fast):
                     return 0
                 raise ValueError("expected a boolean")
             return 1 if v else 0
-    elif kind == K_INT:
+    elif kind in (K_INT, K_UINT8):
         def f(v):
             if isinstance(v, float) and v != int(v):
                 raise ValueError("expected an integer")
@@ -353,6 +399,11 @@ class Store:
             # "__visible_at" (a data row's "_visible_at", not a column for queries): see sync_visibility
             conn.execute('CREATE TABLE "%s" (%s, "__visible_at" INTEGER)' % (
                 tname, ", ".join('"%s" %s' % (c[0], SQL_TYPES[c[1]]) for c in cols)))
+            if "derive" in spec:
+                conn.execute('INSERT INTO "%s" SELECT *, NULL FROM (%s)' % (tname, spec["derive"]))
+                n = conn.execute('SELECT count(*) FROM "%s"' % tname).fetchone()[0]
+                self._index_and_describe(conn, tname, spec, names, n)
+                continue
             path = os.path.join(self.data_dir, spec["file"])
             derived = spec.get("derived", {})
             plan = [(c[0], c[1], derived.get(c[0]), self.uuid_mode) for c in cols]
@@ -372,15 +423,19 @@ class Store:
                              % (tname, tname))
                 conn.execute('CREATE INDEX "__pending_%s_visible_at" ON "__pending_%s" ("__visible_at")'
                              % (tname, tname))
-            for idx in spec.get("indexes", []):
-                conn.execute('CREATE INDEX "%s_%s" ON "%s" (%s)' % (
-                    tname, "_".join(x.strip("$") for x in idx), tname, ", ".join('"%s"' % x for x in idx)))
-            for name in names:
-                has_null = conn.execute(
-                    'SELECT EXISTS (SELECT 1 FROM "%s" WHERE "%s" IS NULL)' % (tname, name)).fetchone()[0]
-                conn.execute('INSERT INTO "__emulator_meta" VALUES (?, ?, ?, ?)', (tname, name, has_null, n))
+            self._index_and_describe(conn, tname, spec, names, n)
         conn.execute("ANALYZE")
         conn.commit()
+
+    @staticmethod
+    def _index_and_describe(conn, tname, spec, names, n):
+        for idx in spec.get("indexes", []):
+            conn.execute('CREATE INDEX "%s_%s" ON "%s" (%s)' % (
+                tname, "_".join(x.strip("$") for x in idx), tname, ", ".join('"%s"' % x for x in idx)))
+        for name in names:
+            has_null = conn.execute(
+                'SELECT EXISTS (SELECT 1 FROM "%s" WHERE "%s" IS NULL)' % (tname, name)).fetchone()[0]
+            conn.execute('INSERT INTO "__emulator_meta" VALUES (?, ?, ?, ?)', (tname, name, has_null, n))
 
     def _describe(self, conn):
         """Schema (with the per-column 'holds NULLs' flags) and row counts of a loaded database."""
@@ -404,6 +459,8 @@ class Store:
             return None
         files = []
         for spec in TABLES.values():
+            if "file" not in spec:
+                continue
             path = os.path.join(self.data_dir, spec["file"])
             try:
                 st = os.stat(path)

@@ -11,7 +11,8 @@ from values import get_tz
 
 
 class Source:
-    def __init__(self, alias, sql_alias, columns):
+    def __init__(self, alias, sql_alias, columns, table=None):
+        self.table = table  # the table name of a base table
         self.alias = alias
         self.sql_alias = sql_alias
         self.columns = columns  # name -> Column
@@ -22,6 +23,7 @@ class Scope:
         self.sources = {}   # alias -> Source
         self.order = []
         self.aliases = {}   # select alias -> TE
+        self.person = None  # the Source of events.person, once a field uses it
 
 
 class TopPlan:
@@ -53,6 +55,8 @@ class Translator(ExprTranslator):
     # -- select
     def translate_select(self, sel, top=False, limit_cap=None, default_limit=None):
         scope = Scope()
+        saved_lazy = getattr(self, "pending_lazy", None)
+        self.pending_lazy = []
         from_sql = ""
         if sel["from_"] is not None:
             src, sql = self.make_source(sel["from_"], scope, nullable=False)
@@ -74,6 +78,10 @@ class Translator(ExprTranslator):
                     raise HogQLError("Cannot redefine an alias with the name: %s" % alias)
                 scope.aliases[alias] = te
                 name = alias
+            elif te.json_base is not None and expr[0] in ("field", "index"):
+                # the resolver's hidden alias of a property access: its keys joined by "__"
+                # (properties.address.city -> address__city; properties.$browser -> $browser)
+                name = "__".join(str(k) for k in te.json_base[1])
             elif expr[0] == "field":
                 name = expr[1][-1]
             else:
@@ -123,6 +131,9 @@ class Translator(ExprTranslator):
                 self.check_grouped(te, keys)
 
         cols = [(name, "c%d" % i, te) for i, (name, te) in enumerate(out)]
+        lazy = "".join(self.pending_lazy)
+        from_sql += lazy
+        self.pending_lazy = saved_lazy
         tail = ""
         if group:
             tail += " GROUP BY " + ", ".join(g.sql for g in group)
@@ -154,7 +165,7 @@ class Translator(ExprTranslator):
             tail += " LIMIT " + self.bind(effective + 1)
             single = None
             if len(scope.order) == 1 and sel["from_"] is not None and sel["from_"][0] == "table" \
-                    and not is_agg and orders:
+                    and not is_agg and orders and not lazy:
                 single = scope.order[0]
             return TopPlan(cols, from_sql, where_sql, tail, effective, single,
                            sel["from_"][1] if single is not None else None, limit is not None)
@@ -205,6 +216,20 @@ class Translator(ExprTranslator):
         for c in te.children:
             self.check_grouped(c, keys)
 
+    def make_lazy_person(self, ev):
+        sql_alias = self.new_alias()
+        columns = {}
+        for c in self.schema["persons"]:
+            ref = '%s."%s"' % (sql_alias, c.sql)
+            t = c.t.with_(nullable=True)
+            if c.t.kind == K_JSON:
+                columns[c.name] = Column(c.name, "json_extract(%s, '$')" % ref, t, True, qsql=ref)
+            else:
+                columns[c.name] = Column(c.name, ref, t, True)
+        self.pending_lazy.append(' LEFT JOIN "persons" AS %s ON %s."id" = %s."person_id"'
+                                 % (sql_alias, sql_alias, ev.sql_alias))
+        return Source("person", sql_alias, columns)
+
     def make_source(self, src, scope, nullable):
         kind, what, alias = src
         sql_alias = self.new_alias()
@@ -239,7 +264,7 @@ class Translator(ExprTranslator):
             sql = "(%s) AS %s" % (sub_sql, sql_alias)
         if name in scope.sources:
             raise HogQLError("Duplicate table alias: %s" % name)
-        s = Source(name, sql_alias, columns)
+        s = Source(name, sql_alias, columns, what if kind == "table" else None)
         scope.sources[name] = s
         scope.order.append(s)
         return s, sql

@@ -174,7 +174,7 @@ class TestStrict(Base):
         self.assertEqual(h["team_id"], PROJECT)
         self.assertEqual(h["other_team_rows"], {"events": N_OTHER_TEAM, "raw_persons": N_OTHER_TEAM,
                                                 "raw_person_distinct_ids": N_OTHER_TEAM,
-                                                "sessions": N_OTHER_TEAM})
+                                                "sessions": N_OTHER_TEAM, "raw_groups": 2})
         # whatever the WHERE says, no row of another team comes back
         for table, n in (("events", len(self.events)), ("raw_persons", len(self.persons)),
                          ("raw_person_distinct_ids", len(self.pdis)), ("sessions", len(self.sessions))):
