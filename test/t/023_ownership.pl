@@ -119,13 +119,13 @@ create_as('alice', $long);
 is(sql(qq{SELECT owner_type::text = 'posthog_export.export_' || export_id FROM posthog_export.exports WHERE name = '$long'}), 't',
 	'an export whose name does not fit in a type name has a type named after its id');
 as_user('alice', qq{SELECT posthog_export.drop_export('$long')});
-is(sql(q{SELECT count(*) FROM pg_type WHERE typnamespace = 'posthog_export'::regnamespace AND typname LIKE 'export%'}), '2',
+is(sql(q{SELECT count(*) FROM pg_type WHERE typnamespace = 'posthog_export'::regnamespace AND typtype = 'e'}), '2',
 	'drop_export drops its type');
 
 # --- the type keeps its name and schema; DROP TYPE is refused unless CASCADE ----------------
 $err = fails_as('alice', q{ALTER TYPE posthog_export."export a1" RENAME TO "export zz"}, 'the owner renaming the type');
 like($err, qr/ERROR:  cannot rename type posthog_export."export a1", or move it to another schema, because export "a1" depends on it/, 'is refused');
-as_user('alice', q{CREATE SCHEMA alice_s});
+sql(q{CREATE SCHEMA alice_s AUTHORIZATION alice});
 $err = fails_as('alice', q{ALTER TYPE posthog_export."export a1" SET SCHEMA alice_s}, 'the owner moving the type to her schema');
 like($err, qr/because export "a1" depends on it/, 'is refused');
 $err = fails_as('alice', q{DROP TYPE posthog_export."export a1"}, 'DROP TYPE of an export\'s type');
