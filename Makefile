@@ -41,6 +41,7 @@ OBJS = \
 	src/store/security.o \
 	src/store/catalog_spi.o \
 	src/store/catalog.o \
+	src/store/ownership.o \
 	src/store/runs.o \
 	src/store/row_context.o \
 	src/store/destination.o \

@@ -64,6 +64,57 @@ DROP VIEW @extschema@.status;
 DROP VIEW @extschema@.progress;
 DROP FUNCTION @extschema@.progress_info();
 
+-- An export's owner is the owner of a type that stands for it: an empty
+-- enum in this schema, "export <name>" ("export_<id>" when that is too long
+-- for an identifier), closed to PUBLIC.  Postgres's own ownership machinery
+-- acts on it in every session: REASSIGN OWNED moves the export, DROP OWNED
+-- drops it (an event trigger drops the row), DROP ROLE is refused while
+-- the role owns one.  The types are not members of the extension, so that
+-- pg_dump dumps them with their owners; exports.owner_type holds each as
+-- a regtype, dumped by name, so a restore links them again.  The owners
+-- 0.1.0 recorded must exist: an export whose owner was dropped under it
+-- (0.1.0 kept no dependency) is refused here, to be fixed by hand.
+ALTER TABLE @extschema@.exports ADD COLUMN owner_type regtype;
+DO $phx$
+DECLARE
+  e record;
+  type_name text;
+BEGIN
+  FOR e IN SELECT x.export_id, x.name, x.owner::pg_catalog.oid AS owner, r.rolname
+             FROM @extschema@.exports x
+             LEFT JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) x.owner::pg_catalog.oid
+            ORDER BY x.export_id
+  LOOP
+    IF e.rolname IS NULL THEN
+      RAISE EXCEPTION 'export "%" is owned by a role that does not exist (OID %)', e.name, e.owner
+        USING ERRCODE = 'object_not_in_prerequisite_state',
+              DETAIL = 'posthog_export 0.1.0 kept no dependency on the owner of an export; 0.2.0 does, and needs an owner that exists.',
+              HINT = pg_catalog.format('Give it an existing owner (UPDATE @extschema@.exports SET owner = ''role'' WHERE name = %L) or delete it (DELETE FROM @extschema@.exports WHERE name = %L), then update again.', e.name, e.name);
+    END IF;
+    type_name := CASE WHEN pg_catalog.octet_length('export ' OPERATOR(pg_catalog.||) e.name) OPERATOR(pg_catalog.<) 64
+                      THEN 'export ' OPERATOR(pg_catalog.||) e.name
+                      ELSE 'export_' OPERATOR(pg_catalog.||) e.export_id END;
+    EXECUTE pg_catalog.format('CREATE TYPE @extschema@.%I AS ENUM ()', type_name);
+    -- created by this script, it would be a member of the extension
+    EXECUTE pg_catalog.format('ALTER EXTENSION posthog_export DROP TYPE @extschema@.%I', type_name);
+    EXECUTE pg_catalog.format('REVOKE ALL ON TYPE @extschema@.%I FROM PUBLIC', type_name);
+    EXECUTE pg_catalog.format('COMMENT ON TYPE @extschema@.%I IS %L', type_name,
+      pg_catalog.format('its owner is the owner of export "%s" (REASSIGN OWNED moves the export, DROP OWNED drops it)', e.name));
+    EXECUTE pg_catalog.format('ALTER TYPE @extschema@.%I OWNER TO %I', type_name, e.rolname);
+    UPDATE @extschema@.exports SET owner_type = pg_catalog.format('@extschema@.%I', type_name)::pg_catalog.regtype
+     WHERE export_id OPERATOR(pg_catalog.=) e.export_id;
+  END LOOP;
+END
+$phx$;
+ALTER TABLE @extschema@.exports ALTER COLUMN owner_type SET NOT NULL;
+ALTER TABLE @extschema@.exports ADD UNIQUE (owner_type);
+DROP POLICY exports_owner ON @extschema@.exports;
+ALTER TABLE @extschema@.exports DROP COLUMN owner;
+CREATE POLICY exports_owner ON @extschema@.exports FOR SELECT
+    USING (pg_catalog.pg_has_role((SELECT t.typowner FROM pg_catalog.pg_type t
+                                    WHERE t.oid OPERATOR(pg_catalog.=) owner_type), 'USAGE'));
+COMMENT ON COLUMN @extschema@.exports.owner_type IS 'the type whose owner is the export''s owner, the role it runs as (REASSIGN OWNED moves it, DROP OWNED drops the export; posthog_export.status shows the owner)';
+
 CREATE FUNCTION @extschema@.progress_info(
     OUT pid integer, OUT export_id integer, OUT interval_start timestamptz,
     OUT interval_end timestamptz, OUT started_at timestamptz, OUT updated_at timestamptz,
@@ -85,13 +136,15 @@ SELECT p.pid, e.name AS export_name, e.model, p.interval_start, p.interval_end,
   FROM @extschema@.progress_info() p
   JOIN @extschema@.exports e ON e.export_id = p.export_id;
 
--- Per export: the last success, how far the exported data lags behind
+-- Per export: its owner, the last success, how far the exported data lags behind
 -- now (NULL until its first scheduled interval ran), when it runs next (after its retry time and outside its exclude
 -- window), failures in a row, and whether PostHog's request budget is
 -- what holds it back: source_bound when a run of it waits for the budget
 -- now, or its last run waited for it most of the time.
 CREATE VIEW @extschema@.status WITH (security_invoker = true) AS
-SELECT e.name AS export_name, e.model, e."interval", e.paused, e.paused_reason,
+SELECT e.name AS export_name,
+       (SELECT t.typowner::pg_catalog.regrole FROM pg_catalog.pg_type t WHERE t.oid = e.owner_type) AS owner,
+       e.model, e."interval", e.paused, e.paused_reason,
        (SELECT max(r.finished_at) FROM @extschema@.runs r
          WHERE r.export_id = e.export_id AND r.status = 'completed') AS last_success,
        CASE WHEN s.ran THEN e.next_interval_start END AS exported_until,
@@ -130,7 +183,6 @@ GRANT EXECUTE ON FUNCTION @extschema@.progress_info() TO PUBLIC;
 COMMENT ON TABLE @extschema@.backfills IS 'Past ranges queued by backfill(): run one interval at a time, oldest first, after the scheduled intervals';
 COMMENT ON COLUMN @extschema@.exports.export_id IS 'identifier of the export';
 COMMENT ON COLUMN @extschema@.exports.name IS 'name of the export, unique in the database';
-COMMENT ON COLUMN @extschema@.exports.owner IS 'role the export runs as, whoever starts a run';
 COMMENT ON COLUMN @extschema@.exports.server_name IS 'foreign server (FOREIGN DATA WRAPPER posthog_export) it reads from';
 COMMENT ON COLUMN @extschema@.exports.model IS 'what it exports: events, persons or sessions';
 COMMENT ON COLUMN @extschema@.exports.mode IS 'append (insert every row) or merge (upsert on the model''s key)';
@@ -172,7 +224,7 @@ COMMENT ON COLUMN @extschema@.runs.attempts IS 'times the interval was started';
 COMMENT ON COLUMN @extschema@.runs.started_at IS 'when its latest attempt started';
 COMMENT ON COLUMN @extschema@.runs.finished_at IS 'when it completed or failed';
 COMMENT ON COLUMN @extschema@.runs.error IS 'why its latest attempt failed (message and detail; never the API key)';
-COMMENT ON VIEW @extschema@.status IS 'One row per export: last success, how far behind, next run, failures, backfills, late rows missed, waits for PostHog''s request budget';
+COMMENT ON VIEW @extschema@.status IS 'One row per export: owner, last success, how far behind, next run, failures, backfills, late rows missed, waits for PostHog''s request budget';
 COMMENT ON VIEW @extschema@.progress IS 'Runs in flight, live (needs the library in shared_preload_libraries): rows, bytes, pages, rate, what a request waits for';
 COMMENT ON FUNCTION @extschema@.progress_info() IS 'the runs in flight in this database that the caller may see (what the progress view shows)';
 COMMENT ON FUNCTION @extschema@.fdw_validator(text[], oid) IS 'validates the options of posthog_export servers and user mappings';
@@ -208,28 +260,30 @@ COMMENT ON FUNCTION @extschema@.alter_export IS 'change settings of an export (N
 -- objects' dependencies (pg_depend cannot point at rows of a table):
 -- ALTER SERVER ... RENAME carries the exports along, DROP SERVER is refused
 -- while exports use the server (CASCADE drops them too), DROP OWNED drops
--- the roles' exports.  ENABLE ALWAYS: also with session_replication_role
--- = replica.  REASSIGN OWNED and DROP ROLE fire no event trigger: the
--- library's hook follows them (see the README).
+-- the roles' exports, DROP TYPE of an export's type is refused (CASCADE
+-- drops the export), such a type keeps its name and schema, and DROP
+-- EXTENSION drops the types.  ENABLE ALWAYS: also with
+-- session_replication_role = replica.  REASSIGN OWNED, ALTER TYPE ... OWNER
+-- and DROP ROLE need no trigger: they act on the exports' types.
 CREATE FUNCTION @extschema@.track_dependencies()
 RETURNS event_trigger
 AS 'MODULE_PATHNAME', 'posthog_export_track_dependencies'
 LANGUAGE C;
 
-COMMENT ON FUNCTION @extschema@.track_dependencies IS 'event triggers: DROP SERVER, ALTER SERVER RENAME and DROP OWNED keep exports consistent';
+COMMENT ON FUNCTION @extschema@.track_dependencies IS 'event triggers: DROP SERVER, ALTER SERVER RENAME, DROP OWNED, DROP TYPE, ALTER TYPE and DROP EXTENSION keep exports consistent';
 
-CREATE EVENT TRIGGER posthog_export_drop_server ON sql_drop
-    WHEN TAG IN ('DROP SERVER', 'DROP FOREIGN DATA WRAPPER', 'DROP OWNED', 'DROP EXTENSION')
+CREATE EVENT TRIGGER posthog_export_dropped ON sql_drop
+    WHEN TAG IN ('DROP SERVER', 'DROP FOREIGN DATA WRAPPER', 'DROP OWNED', 'DROP EXTENSION', 'DROP TYPE')
     EXECUTE FUNCTION @extschema@.track_dependencies();
-CREATE EVENT TRIGGER posthog_export_drop_owned ON ddl_command_start
-    WHEN TAG IN ('DROP OWNED')
+CREATE EVENT TRIGGER posthog_export_dropping ON ddl_command_start
+    WHEN TAG IN ('DROP OWNED', 'DROP EXTENSION')
     EXECUTE FUNCTION @extschema@.track_dependencies();
-CREATE EVENT TRIGGER posthog_export_rename_server ON ddl_command_end
-    WHEN TAG IN ('ALTER SERVER')
+CREATE EVENT TRIGGER posthog_export_altered ON ddl_command_end
+    WHEN TAG IN ('ALTER SERVER', 'ALTER TYPE')
     EXECUTE FUNCTION @extschema@.track_dependencies();
-ALTER EVENT TRIGGER posthog_export_drop_server ENABLE ALWAYS;
-ALTER EVENT TRIGGER posthog_export_drop_owned ENABLE ALWAYS;
-ALTER EVENT TRIGGER posthog_export_rename_server ENABLE ALWAYS;
+ALTER EVENT TRIGGER posthog_export_dropped ENABLE ALWAYS;
+ALTER EVENT TRIGGER posthog_export_dropping ENABLE ALWAYS;
+ALTER EVENT TRIGGER posthog_export_altered ENABLE ALWAYS;
 
 -- Response text is UTF-8 and is written without conversion: a database
 -- with another encoding is refused now, not at the first export.
@@ -293,22 +347,6 @@ AS 'MODULE_PATHNAME', 'posthog_export_run_due'
 LANGUAGE C;
 
 COMMENT ON PROCEDURE @extschema@.run_due IS 'run the due work of every export the caller may run (for pg_cron, or without the background worker); raise_on_failure: end with an error when an export failed, so pg_cron records a failure';
-
--- The owner of an export is granted SELECT on exports (which everyone may
--- read anyway): a shared dependency Postgres keeps, so that DROP ROLE of
--- an owner is refused in every session and database until REASSIGN OWNED
--- or DROP OWNED (store/catalog.c keeps the grants in step).
-DO $$
-DECLARE
-  r pg_catalog.regrole;
-BEGIN
-  FOR r IN SELECT DISTINCT e.owner FROM @extschema@.exports e
-            WHERE EXISTS (SELECT 1 FROM pg_catalog.pg_roles a WHERE a.oid OPERATOR(pg_catalog.=) e.owner::pg_catalog.oid)
-  LOOP
-    EXECUTE pg_catalog.format('GRANT SELECT ON @extschema@.exports TO %s', r);
-  END LOOP;
-END
-$$;
 
 -- Ad-hoc HogQL as a set of records, typed by the caller's column
 -- definition list: one request as the calling role (its user mapping),

@@ -36,11 +36,12 @@ CREATE FOREIGN DATA WRAPPER posthog_export
 
 -- One row per export.  Written only by the functions below (they run their
 -- catalog statements as the extension's owner); read through row-level
--- security that shows each role its own exports.
+-- security that shows each role its own exports.  Its owner is the owner
+-- of a type that stands for it (owner_type, see "Servers and owners" in the
+-- README), so that REASSIGN OWNED, DROP OWNED and DROP ROLE act on it.
 CREATE TABLE @extschema@.exports (
     export_id      serial PRIMARY KEY,
     name           text NOT NULL UNIQUE CHECK (name <> ''),
-    owner          regrole NOT NULL,
     server_name    text NOT NULL,
     model          text NOT NULL CHECK (model IN ('events', 'persons', 'sessions')),
     mode           text NOT NULL CHECK (mode IN ('append', 'merge')),
@@ -66,6 +67,8 @@ CREATE TABLE @extschema@.exports (
     settle_window  interval NOT NULL DEFAULT '1 day',   -- ... this long after they were exported ('0': never)
     settle_every   interval NOT NULL DEFAULT '1 hour',  -- ... this often
     next_settle_at timestamptz,                     -- when the next check is due (NULL: none pending)
+    -- the owner: the owner of this type (by name in a dump, so a restore finds it again)
+    owner_type     regtype NOT NULL UNIQUE,
     CHECK ((exclude_window_start IS NULL) = (exclude_window_end IS NULL))
 );
 
@@ -142,7 +145,8 @@ CREATE POLICY backfills_owner ON @extschema@.backfills FOR SELECT
     USING (EXISTS (SELECT 1 FROM @extschema@.exports e
                    WHERE e.export_id OPERATOR(pg_catalog.=) backfills.export_id));
 CREATE POLICY exports_owner ON @extschema@.exports FOR SELECT
-    USING (pg_catalog.pg_has_role(owner, 'USAGE'));
+    USING (pg_catalog.pg_has_role((SELECT t.typowner FROM pg_catalog.pg_type t
+                                    WHERE t.oid OPERATOR(pg_catalog.=) owner_type), 'USAGE'));
 CREATE POLICY runs_owner ON @extschema@.runs FOR SELECT
     USING (EXISTS (SELECT 1 FROM @extschema@.exports e
                    WHERE e.export_id OPERATOR(pg_catalog.=) runs.export_id));
@@ -284,14 +288,16 @@ LANGUAGE C STRICT STABLE;
 
 COMMENT ON FUNCTION @extschema@.next_run IS 'when the export runs next, as the scheduler computes it (NULL when paused)';
 
--- Per export: the last success, how far the exported data lags behind
+-- Per export: its owner, the last success, how far the exported data lags behind
 -- now (NULL until its first scheduled interval ran), when it runs next (after its retry time and outside its exclude
 -- window), failures in a row, late rows found after settle_window, and
 -- whether PostHog's request budget is what holds it back: source_bound
 -- when a run of it waits for the budget now, or its last run waited for
 -- it most of the time.
 CREATE VIEW @extschema@.status WITH (security_invoker = true) AS
-SELECT e.name AS export_name, e.model, e."interval", e.paused, e.paused_reason,
+SELECT e.name AS export_name,
+       (SELECT t.typowner::pg_catalog.regrole FROM pg_catalog.pg_type t WHERE t.oid = e.owner_type) AS owner,
+       e.model, e."interval", e.paused, e.paused_reason,
        (SELECT max(r.finished_at) FROM @extschema@.runs r
          WHERE r.export_id = e.export_id AND r.status = 'completed') AS last_success,
        CASE WHEN s.ran THEN e.next_interval_start END AS exported_until,
@@ -330,7 +336,7 @@ GRANT EXECUTE ON FUNCTION @extschema@.progress_info(), @extschema@.next_run(@ext
 COMMENT ON TABLE @extschema@.backfills IS 'Past ranges queued by backfill(): run one interval at a time, oldest first, after the scheduled intervals';
 COMMENT ON COLUMN @extschema@.exports.export_id IS 'identifier of the export';
 COMMENT ON COLUMN @extschema@.exports.name IS 'name of the export, unique in the database';
-COMMENT ON COLUMN @extschema@.exports.owner IS 'role the export runs as, whoever starts a run';
+COMMENT ON COLUMN @extschema@.exports.owner_type IS 'the type whose owner is the export''s owner, the role it runs as (REASSIGN OWNED moves it, DROP OWNED drops the export; posthog_export.status shows the owner)';
 COMMENT ON COLUMN @extschema@.exports.server_name IS 'foreign server (FOREIGN DATA WRAPPER posthog_export) it reads from';
 COMMENT ON COLUMN @extschema@.exports.model IS 'what it exports: events, persons or sessions';
 COMMENT ON COLUMN @extschema@.exports.mode IS 'append (insert every row) or merge (upsert on the model''s key)';
@@ -372,7 +378,7 @@ COMMENT ON COLUMN @extschema@.runs.attempts IS 'times the interval was started';
 COMMENT ON COLUMN @extschema@.runs.started_at IS 'when its latest attempt started';
 COMMENT ON COLUMN @extschema@.runs.finished_at IS 'when it completed or failed';
 COMMENT ON COLUMN @extschema@.runs.error IS 'why its latest attempt failed (message and detail; never the API key)';
-COMMENT ON VIEW @extschema@.status IS 'One row per export: last success, how far behind, next run, failures, backfills, late rows missed, waits for PostHog''s request budget';
+COMMENT ON VIEW @extschema@.status IS 'One row per export: owner, last success, how far behind, next run, failures, backfills, late rows missed, waits for PostHog''s request budget';
 COMMENT ON VIEW @extschema@.progress IS 'Runs in flight, live (needs the library in shared_preload_libraries): rows, bytes, pages, rate, what a request waits for';
 COMMENT ON FUNCTION @extschema@.progress_info() IS 'the runs in flight in this database that the caller may see (what the progress view shows)';
 COMMENT ON FUNCTION @extschema@.fdw_handler() IS 'the handler of the posthog_export foreign data wrapper: foreign tables over PostHog''s HogQL tables';
@@ -382,28 +388,30 @@ COMMENT ON FUNCTION @extschema@.fdw_validator(text[], oid) IS 'validates the opt
 -- objects' dependencies (pg_depend cannot point at rows of a table):
 -- ALTER SERVER ... RENAME carries the exports along, DROP SERVER is refused
 -- while exports use the server (CASCADE drops them too), DROP OWNED drops
--- the roles' exports.  ENABLE ALWAYS: also with session_replication_role
--- = replica.  REASSIGN OWNED and DROP ROLE fire no event trigger: the
--- library's hook follows them (see the README).
+-- the roles' exports, DROP TYPE of an export's type is refused (CASCADE
+-- drops the export), such a type keeps its name and schema, and DROP
+-- EXTENSION drops the types.  ENABLE ALWAYS: also with
+-- session_replication_role = replica.  REASSIGN OWNED, ALTER TYPE ... OWNER
+-- and DROP ROLE need no trigger: they act on the exports' types.
 CREATE FUNCTION @extschema@.track_dependencies()
 RETURNS event_trigger
 AS 'MODULE_PATHNAME', 'posthog_export_track_dependencies'
 LANGUAGE C;
 
-COMMENT ON FUNCTION @extschema@.track_dependencies IS 'event triggers: DROP SERVER, ALTER SERVER RENAME and DROP OWNED keep exports consistent';
+COMMENT ON FUNCTION @extschema@.track_dependencies IS 'event triggers: DROP SERVER, ALTER SERVER RENAME, DROP OWNED, DROP TYPE, ALTER TYPE and DROP EXTENSION keep exports consistent';
 
-CREATE EVENT TRIGGER posthog_export_drop_server ON sql_drop
-    WHEN TAG IN ('DROP SERVER', 'DROP FOREIGN DATA WRAPPER', 'DROP OWNED', 'DROP EXTENSION')
+CREATE EVENT TRIGGER posthog_export_dropped ON sql_drop
+    WHEN TAG IN ('DROP SERVER', 'DROP FOREIGN DATA WRAPPER', 'DROP OWNED', 'DROP EXTENSION', 'DROP TYPE')
     EXECUTE FUNCTION @extschema@.track_dependencies();
-CREATE EVENT TRIGGER posthog_export_drop_owned ON ddl_command_start
-    WHEN TAG IN ('DROP OWNED')
+CREATE EVENT TRIGGER posthog_export_dropping ON ddl_command_start
+    WHEN TAG IN ('DROP OWNED', 'DROP EXTENSION')
     EXECUTE FUNCTION @extschema@.track_dependencies();
-CREATE EVENT TRIGGER posthog_export_rename_server ON ddl_command_end
-    WHEN TAG IN ('ALTER SERVER')
+CREATE EVENT TRIGGER posthog_export_altered ON ddl_command_end
+    WHEN TAG IN ('ALTER SERVER', 'ALTER TYPE')
     EXECUTE FUNCTION @extschema@.track_dependencies();
-ALTER EVENT TRIGGER posthog_export_drop_server ENABLE ALWAYS;
-ALTER EVENT TRIGGER posthog_export_drop_owned ENABLE ALWAYS;
-ALTER EVENT TRIGGER posthog_export_rename_server ENABLE ALWAYS;
+ALTER EVENT TRIGGER posthog_export_dropped ENABLE ALWAYS;
+ALTER EVENT TRIGGER posthog_export_dropping ENABLE ALWAYS;
+ALTER EVENT TRIGGER posthog_export_altered ENABLE ALWAYS;
 
 -- Ad-hoc HogQL as a set of records, typed by the caller's column
 -- definition list: one request as the calling role (its user mapping),

@@ -41,7 +41,7 @@ SELECT posthog_export.create_export(
   schema_name => 'posthog_exports', table_name => 'events',
   every => '1 hour', exclude_events => ARRAY['$feature_flag_called'], check_server => false);
 SELECT posthog_export.create_export(name => 'events', server => 'ph', check_server => false);
-SELECT name, owner = current_user::regrole AS mine, server_name, model, mode, schema_name, table_name, "interval",
+SELECT name, owner_type, (SELECT typowner FROM pg_type WHERE oid = owner_type) = current_user::regrole AS mine, server_name, model, mode, schema_name, table_name, "interval",
        include_events, exclude_events, lookback
   FROM posthog_export.exports;
 -- the table was created with the model's columns, identifiers quoted
@@ -157,8 +157,8 @@ SELECT count(*) FROM posthog_export.runs;
 SELECT posthog_export.drop_export('events');
 CALL posthog_export.run_export('events', '2026-11-20 00:00+00', '2026-11-20 01:00+00');
 -- ... nor write the catalog directly
-INSERT INTO posthog_export.exports (name, owner, server_name, model, mode, schema_name, table_name, "interval", lookback)
-  VALUES ('x', 'regress_phx_other', 'ph', 'events', 'append', 's', 't', '1 hour', '1 day');
+INSERT INTO posthog_export.exports (name, owner_type, server_name, model, mode, schema_name, table_name, "interval", lookback)
+  VALUES ('x', 'posthog_export."export events"', 'ph', 'events', 'append', 's', 't', '1 hour', '1 day');
 UPDATE posthog_export.runs SET status = 'completed';
 -- ... and cannot create an export on a server it has no USAGE on
 SELECT posthog_export.create_export('theirs', 'ph', schema_name => 'regress_other', check_server => false);

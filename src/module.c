@@ -5,10 +5,10 @@
  *		shared memory and, when preloaded, the scheduler's launcher.
  *
  * Loaded by CREATE EXTENSION or a first call, the library only defines
- * its settings and the hook that keeps exports consistent with REASSIGN
- * OWNED and DROP ROLE (api/dependencies.c).  In shared_preload_libraries it also asks for shared
- * memory (database slots of the workers, live progress of runs, PostHog's
- * request budgets) and
+ * its settings (it installs no hook: what keeps exports consistent with
+ * DDL works in every session, see api/dependencies.c).  In
+ * shared_preload_libraries it also asks for shared memory (database slots
+ * of the workers, live progress of runs, PostHog's request budgets) and
  * registers the launcher, which keeps a scheduler in every database.
  *
  *-------------------------------------------------------------------------
@@ -86,7 +86,6 @@ _PG_init(void)
 {
 	define_settings();
 	phx_wake_register();
-	phx_dependency_hooks_install();
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;

@@ -38,7 +38,8 @@ typedef struct PhxExport
 {
 	int32		export_id;
 	char	   *name;
-	Oid			owner;
+	Oid			owner;			/* the owner of owner_type (InvalidOid if it is gone) */
+	Oid			owner_type;		/* the type that stands for the owner (store/ownership.c) */
 	char	   *server_name;
 	char	   *model;			/* events | persons | sessions */
 	char	   *mode;			/* append | merge */
@@ -66,8 +67,5 @@ typedef struct PhxExport
 	bool		has_next_settle_at;
 	TimestampTz next_settle_at; /* the next check due */
 } PhxExport;
-
-/* api/dependencies.c: the DDL hook, installed by _PG_init (module.c) */
-extern void phx_dependency_hooks_install(void);
 
 #endif							/* POSTHOG_EXPORT_H */

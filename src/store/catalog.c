@@ -12,11 +12,13 @@
  * pinned to pg_catalog, so a caller can neither forge another role's runs nor
  * redirect our SQL through objects of its own.
  *
- * An export names its server and its owner the way Postgres objects do
- * not: the rows are not catalog objects, so pg_depend and pg_shdepend
- * cannot point at them.  The functions at the end keep them consistent
- * instead, called by the event triggers and hooks of api/dependencies.c
- * (a renamed server, DROP SERVER, REASSIGN OWNED, DROP OWNED, DROP ROLE).
+ * The rows are not catalog objects, so pg_depend and pg_shdepend cannot
+ * point at them.  An export's owner is therefore the owner of a type that
+ * stands for it (ownership.c; exports.owner_type), read from pg_type
+ * whenever an export is read, so REASSIGN OWNED, DROP OWNED and DROP ROLE
+ * act on it as on any object.  Its server is kept by name; the functions
+ * at the end follow a renamed or dropped server (and a dropped type),
+ * called by the event triggers of api/dependencies.c.
  *
  *-------------------------------------------------------------------------
  */
@@ -39,11 +41,23 @@
 
 #include "store/catalog_spi.h"
 
+/*
+ * The owner is the owner of the export's type, NULL if that is gone (its
+ * DROP was not seen: event triggers do not fire in single-user mode).
+ */
 #define EXPORT_COLUMNS \
-	"export_id, name, owner::oid, server_name, model, mode, schema_name, table_name, " \
+	"export_id, name, (SELECT t.typowner FROM pg_catalog.pg_type t " \
+	"WHERE t.oid OPERATOR(pg_catalog.=) owner_type::pg_catalog.oid), server_name, model, mode, " \
+	"schema_name, table_name, " \
 	"\"interval\", include_events, exclude_events, lookback, timezone, start_offset, delay, " \
 	"exclude_window_start, exclude_window_end, next_interval_start, paused, " \
-	"consecutive_failures, retry_at, settle_window, settle_every, next_settle_at"
+	"consecutive_failures, retry_at, settle_window, settle_every, next_settle_at, " \
+	"owner_type::pg_catalog.oid"
+
+/* ... as a condition: the export's owner is $1 */
+#define EXPORT_OWNER_IS_1 \
+	"EXISTS (SELECT 1 FROM pg_catalog.pg_type t WHERE t.oid OPERATOR(pg_catalog.=) owner_type::pg_catalog.oid " \
+	"AND t.typowner OPERATOR(pg_catalog.=) $1)"
 
 static PhxExport *
 export_from_tuple(HeapTuple tup, TupleDesc desc)
@@ -54,7 +68,8 @@ export_from_tuple(HeapTuple tup, TupleDesc desc)
 
 	exp->export_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
 	exp->name = phx_catalog_get_text(tup, desc, 2);
-	exp->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
+	d = SPI_getbinval(tup, desc, 3, &isnull);
+	exp->owner = isnull ? InvalidOid : DatumGetObjectId(d);
 	exp->server_name = phx_catalog_get_text(tup, desc, 4);
 	exp->model = phx_catalog_get_text(tup, desc, 5);
 	exp->mode = phx_catalog_get_text(tup, desc, 6);
@@ -87,6 +102,7 @@ export_from_tuple(HeapTuple tup, TupleDesc desc)
 	exp->has_next_settle_at = !isnull;
 	if (!isnull)
 		exp->next_settle_at = DatumGetTimestampTz(d);
+	exp->owner_type = DatumGetObjectId(SPI_getbinval(tup, desc, 25, &isnull));
 	return exp;
 }
 
@@ -263,36 +279,6 @@ phx_export_exists(const char *name)
 	return SPI_processed > 0;
 }
 
-/*
- * Postgres cannot record that an exports row depends on its owner
- * (pg_shdepend links catalog objects only), so the owner of any export is
- * granted SELECT on the exports table, which everyone may read anyway:
- * that grant is a shared dependency Postgres itself keeps.  DROP ROLE of
- * an export's owner is then refused in every session and every database,
- * whether the library is loaded or not, until REASSIGN OWNED (the hook
- * moves the exports) or DROP OWNED (the event trigger drops them, and the
- * grant goes with it).  Called for a role whose exports changed: grants
- * or revokes to match.
- */
-static void
-sync_owner_privilege(Oid role)
-{
-	CatalogArgs args = {0};
-	char	   *name = GetUserNameFromId(role, true);
-	bool		owns;
-
-	if (name == NULL)
-		return;
-	phx_catalog_arg(&args, OIDOID, ObjectIdGetDatum(role), false);
-	phx_catalog_exec("SELECT 1 FROM posthog_export.exports "
-					 "WHERE owner::pg_catalog.oid OPERATOR(pg_catalog.=) $1 LIMIT 1", &args);
-	owns = SPI_processed > 0;
-	/* a role name is an identifier here, quoted; GRANT takes no parameters */
-	phx_catalog_exec(psprintf(owns ? "GRANT SELECT ON posthog_export.exports TO %s"
-							  : "REVOKE SELECT ON posthog_export.exports FROM %s",
-							  quote_identifier(name)), NULL);
-}
-
 int32
 phx_export_insert(PhxExport *exp, Datum include, bool include_null,
 				  Datum exclude, bool exclude_null)
@@ -301,8 +287,14 @@ phx_export_insert(PhxExport *exp, Datum include, bool include_null,
 	bool		isnull;
 	int32		export_id;
 
+	/* the id first: it may name the owner's type, which the row points at */
+	phx_catalog_exec("SELECT pg_catalog.nextval('posthog_export.exports_export_id_seq')::pg_catalog.int4", NULL);
+	export_id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	exp->owner_type = phx_owner_type_create(export_id, exp->name, exp->owner);
+
+	phx_catalog_arg(&args, INT4OID, Int32GetDatum(export_id), false);
 	phx_catalog_arg_text(&args, exp->name);
-	phx_catalog_arg(&args, OIDOID, ObjectIdGetDatum(exp->owner), false);
+	phx_catalog_arg(&args, OIDOID, ObjectIdGetDatum(exp->owner_type), false);
 	phx_catalog_arg_text(&args, exp->server_name);
 	phx_catalog_arg_text(&args, exp->model);
 	phx_catalog_arg_text(&args, exp->mode);
@@ -321,16 +313,14 @@ phx_export_insert(PhxExport *exp, Datum include, bool include_null,
 	phx_catalog_arg(&args, INT4OID, Int32GetDatum(0), false);
 	phx_catalog_arg(&args, INTERVALOID, IntervalPGetDatum(&exp->settle_window), false);
 	phx_catalog_arg(&args, INTERVALOID, IntervalPGetDatum(&exp->settle_every), false);
-	phx_catalog_exec("INSERT INTO posthog_export.exports (name, owner, server_name, model, mode, "
+	phx_catalog_exec("INSERT INTO posthog_export.exports (export_id, name, owner_type, server_name, model, mode, "
 					 "schema_name, table_name, \"interval\", include_events, exclude_events, lookback, "
 					 "timezone, start_offset, delay, exclude_window_start, exclude_window_end, "
 					 "next_interval_start, consecutive_failures, settle_window, settle_every) "
-					 "VALUES ($1, $2::pg_catalog.regrole, $3, $4, $5, $6, $7, $8, $9, $10, $11, "
-					 "$12, $13, $14, $15, $16, $17, $18, $19, $20) "
-					 "RETURNING export_id",
+					 "VALUES ($1, $2, $3::pg_catalog.regtype, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
+					 "$13, $14, $15, $16, $17, $18, $19, $20, $21)",
 					 &args);
-	export_id = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	sync_owner_privilege(exp->owner);
+	exp->export_id = export_id;
 	return export_id;
 }
 
@@ -342,7 +332,7 @@ phx_export_delete(PhxExport *exp)
 	phx_catalog_arg(&args, INT4OID, Int32GetDatum(exp->export_id), false);
 	phx_catalog_exec("DELETE FROM posthog_export.exports WHERE export_id OPERATOR(pg_catalog.=) $1",
 					 &args);
-	sync_owner_privilege(exp->owner);
+	phx_owner_type_drop(exp->owner_type);
 }
 
 /*
@@ -473,9 +463,39 @@ phx_exports_owned_by(Oid role)
 
 	phx_catalog_arg(&args, OIDOID, ObjectIdGetDatum(role), false);
 	phx_catalog_exec("SELECT " EXPORT_COLUMNS " FROM posthog_export.exports "
-					 "WHERE owner::pg_catalog.oid OPERATOR(pg_catalog.=) $1 ORDER BY name",
+					 "WHERE " EXPORT_OWNER_IS_1 " ORDER BY name",
 					 &args);
 	return exports_from_result();
+}
+
+/* The export the type stands for (whoever owns it), or NULL. */
+PhxExport *
+phx_export_by_owner_type(Oid type)
+{
+	CatalogArgs args = {0};
+	List	   *found;
+
+	phx_catalog_arg(&args, OIDOID, ObjectIdGetDatum(type), false);
+	phx_catalog_exec("SELECT " EXPORT_COLUMNS " FROM posthog_export.exports "
+					 "WHERE owner_type::pg_catalog.oid OPERATOR(pg_catalog.=) $1",
+					 &args);
+	found = exports_from_result();
+	return found == NIL ? NULL : linitial(found);
+}
+
+/* The types that stand for the owners of all exports (DROP EXTENSION drops them). */
+List *
+phx_exports_owner_types(void)
+{
+	List	   *types = NIL;
+	bool		isnull;
+
+	phx_catalog_exec("SELECT owner_type::pg_catalog.oid FROM posthog_export.exports", NULL);
+	for (uint64 i = 0; i < SPI_processed; i++)
+		types = lappend_oid(types, DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
+																	SPI_tuptable->tupdesc, 1, &isnull)));
+	SPI_freetuptable(SPI_tuptable);
+	return types;
 }
 
 /* ALTER SERVER old RENAME TO new: the exports follow their server. */
@@ -491,42 +511,19 @@ phx_exports_rename_server(const char *old_name, const char *new_name)
 					 &args);
 }
 
-/* REASSIGN OWNED BY old_owner TO new_owner: its exports move too. */
-void
-phx_exports_reassign(Oid old_owner, Oid new_owner)
-{
-	CatalogArgs args = {0};
-
-	phx_catalog_arg(&args, OIDOID, ObjectIdGetDatum(old_owner), false);
-	phx_catalog_arg(&args, OIDOID, ObjectIdGetDatum(new_owner), false);
-	phx_catalog_exec("UPDATE posthog_export.exports SET owner = $2::pg_catalog.regrole "
-					 "WHERE owner::pg_catalog.oid OPERATOR(pg_catalog.=) $1",
-					 &args);
-	sync_owner_privilege(old_owner);
-	sync_owner_privilege(new_owner);
-}
-
-/* alter_export(server => ..., owner => ...): writes exp's server and owner. */
+/*
+ * alter_export(server => ..., owner => ...): writes exp's server, and
+ * gives its type to exp's owner (as ALTER TYPE ... OWNER TO would).
+ */
 void
 phx_export_set_server_owner(PhxExport *exp)
 {
 	CatalogArgs args = {0};
-	bool		isnull;
-	Oid			old_owner;
 
 	phx_catalog_arg(&args, INT4OID, Int32GetDatum(exp->export_id), false);
 	phx_catalog_arg_text(&args, exp->server_name);
-	phx_catalog_arg(&args, OIDOID, ObjectIdGetDatum(exp->owner), false);
-	phx_catalog_exec("UPDATE posthog_export.exports e SET server_name = $2, "
-					 "owner = $3::pg_catalog.regrole "
-					 "FROM posthog_export.exports o "
-					 "WHERE e.export_id OPERATOR(pg_catalog.=) $1 AND o.export_id OPERATOR(pg_catalog.=) $1 "
-					 "RETURNING o.owner::pg_catalog.oid",
+	phx_catalog_exec("UPDATE posthog_export.exports SET server_name = $2 "
+					 "WHERE export_id OPERATOR(pg_catalog.=) $1",
 					 &args);
-	old_owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	if (old_owner != exp->owner)
-	{
-		sync_owner_privilege(old_owner);
-		sync_owner_privilege(exp->owner);
-	}
+	phx_owner_type_set_owner(exp->owner_type, exp->owner);
 }

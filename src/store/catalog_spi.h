@@ -2,7 +2,7 @@
  *
  * catalog_spi.h
  *		Running statements on the extension's own tables, for the catalog
- *		files of store/ only (catalog.c, runs.c): every statement runs as
+ *		files of store/ only (catalog.c, runs.c, ownership.c): every statement runs as
  *		the catalog's owner with search_path pinned, so this stays out of
  *		store.h.
  *
@@ -14,7 +14,7 @@
 #include "store/store.h"
 
 /* The most parameters one catalog statement takes (phx_export_insert). */
-#define CATALOG_MAX_ARGS 20
+#define CATALOG_MAX_ARGS 21
 
 /*
  * The parameters of one catalog statement, $1 ... $n in the order they

@@ -5,8 +5,10 @@
  *
  *   security.c      role switches, the owner's own session, snapshots
  *   catalog_spi.c   statements on the extension's tables, as their owner
- *                   (its header, catalog_spi.h, is for the two below only)
+ *                   (its header, catalog_spi.h, is for the files below only)
  *   catalog.c       the exports and backfills tables
+ *   ownership.c     the type whose owner is an export's owner, which
+ *                   REASSIGN OWNED, DROP OWNED and DROP ROLE act on
  *   runs.c          the runs table: an interval's counters and cursor, and
  *                   its settle checks
  *   destination.c   the table an export's rows land in: create, stage,
@@ -117,8 +119,9 @@ extern void phx_export_delete(PhxExport *exp);
 extern bool phx_catalog_is_current(void);
 extern List *phx_exports_using_server(const char *server_name);
 extern List *phx_exports_owned_by(Oid role);
+extern PhxExport *phx_export_by_owner_type(Oid type);
+extern List *phx_exports_owner_types(void);
 extern void phx_exports_rename_server(const char *old_name, const char *new_name);
-extern void phx_exports_reassign(Oid old_owner, Oid new_owner);
 extern void phx_export_set_server_owner(PhxExport *exp);
 extern PhxRun *phx_run_begin(PhxExport *exp, TimestampTz start, TimestampTz end,
 							 const char *trigger, bool force);
@@ -132,6 +135,16 @@ extern void phx_settle_record(PhxSettleRun *sr, TimestampTz checked_at, int64 so
 							  int64 written, int64 missed);
 extern bool phx_settle_reschedule(PhxExport *exp, TimestampTz not_before);
 extern void phx_settle_mark_checked(PhxExport *exp);
+
+/* ------------------------------------------------------------------------
+ * ownership.c
+ * ------------------------------------------------------------------------
+ */
+extern char *phx_owner_type_name(int32 export_id, const char *name);
+extern Oid	phx_owner_type_create(int32 export_id, const char *name, Oid owner);
+extern void phx_owner_type_set_owner(Oid type, Oid owner);
+extern void phx_owner_type_drop(Oid type);
+extern char *phx_owner_type_misplaced(Oid type, int32 export_id, const char *name);
 
 /* ------------------------------------------------------------------------
  * row_context.c

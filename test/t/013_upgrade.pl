@@ -54,22 +54,39 @@ $node->safe_psql('postgres', q{
 	SELECT export_id, '2026-11-20 01:00+00', '2026-11-20 03:00+00', '2026-11-20 01:00+00'
 	  FROM posthog_export.exports WHERE name = 'ev';});
 
+# (0.1.0 keeps the owner in exports.owner, 0.2.0 as the owner of the export's type)
 my $snapshot = sub {
-	$node->safe_psql('postgres', q{
-		SELECT (SELECT string_agg(format('%s %s %s %s %s %s %s', export_id, name, owner, model, next_interval_start, paused, paused_reason), ';' ORDER BY export_id) FROM posthog_export.exports)
+	my ($owner) = @_;
+	$node->safe_psql('postgres', qq{
+		SELECT (SELECT string_agg(format('%s %s %s %s %s %s %s', export_id, name, $owner, model, next_interval_start, paused, paused_reason), ';' ORDER BY export_id) FROM posthog_export.exports)
 		 || '#' || (SELECT string_agg(format('%s %s %s %s %s %s %s %s', run_id, export_name, interval_start, status, rows, attempts, cursor, error), ';' ORDER BY run_id) FROM posthog_export.runs)
 		 || '#' || (SELECT string_agg(format('%s %s %s %s', backfill_id, next_start, end_at, status), ';' ORDER BY backfill_id) FROM posthog_export.backfills)
 		 || '#' || (SELECT count(*) FROM posthog_exports.ev)});
 };
-my $before = $snapshot->();
+my $before = $snapshot->('owner');
+
+# 0.1.0 kept no dependency on an export's owner: one whose role was dropped
+# has no owner 0.2.0 could give its type; the update says so and what to do
+$node->safe_psql('postgres', q{CREATE ROLE ghost;
+	INSERT INTO posthog_export.exports (name, owner, server_name, model, mode, schema_name,
+	  table_name, "interval", lookback, next_interval_start)
+	VALUES ('orphan', 'ghost', 'posthog', 'events', 'append', 'posthog_exports', 'orphan', '1 hour', '0', now());
+	DROP ROLE ghost;});
 
 my $err = psql_fails($node, q{SELECT posthog_export.pause('ev')}, 'the new library on the 0.1.0 catalog');
 like($err, qr/extension "posthog_export" is at version 0.1.0, but its library is version 0.2.0.*\n.*HINT:  Update it: ALTER EXTENSION posthog_export UPDATE;/,
 	'refuses with a hint to update');
 
+$err = psql_fails($node, 'ALTER EXTENSION posthog_export UPDATE', 'the update with an export whose owner was dropped');
+like($err, qr/ERROR:  export "orphan" is owned by a role that does not exist \(OID \d+\).*\n.*HINT:  Give it an existing owner \(UPDATE posthog_export.exports SET owner = 'role' WHERE name = 'orphan'\) or delete it/s,
+	'is refused, naming the export and what to do');
+is($node->safe_psql('postgres', q{SELECT extversion FROM pg_extension WHERE extname = 'posthog_export'}), '0.1.0', 'and leaves the catalog at 0.1.0');
+$node->safe_psql('postgres', q{DELETE FROM posthog_export.exports WHERE name = 'orphan'});
+
 psql_ok($node, 'ALTER EXTENSION posthog_export UPDATE', 'ALTER EXTENSION posthog_export UPDATE');
 is($node->safe_psql('postgres', q{SELECT extversion FROM pg_extension WHERE extname = 'posthog_export'}), '0.2.0', 'the catalog is at 0.2.0');
-is($snapshot->(), $before, 'every export, run, backfill and exported row is kept');
+is($snapshot->('(SELECT t.typowner::regrole FROM pg_type t WHERE t.oid = owner_type)'), $before,
+	'every export, run, backfill and exported row is kept, and its owner');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM posthog_export.runs WHERE crashes <> 0}), '0', 'the new column starts at 0');
 is($node->safe_psql('postgres', q{SELECT string_agg(format('%s %s %s %s %s', export_name, settled_at IS NOT NULL, source_rows, late_rows, late_missed), ', ' ORDER BY run_id) FROM posthog_export.runs}),
 	'ev t 25 0 0, alices f  0 0', 'the completed run counts as checked, with the rows it received, so the update sends no settle checks');
@@ -95,28 +112,33 @@ my $catalog_sql = q{
 	  UNION ALL SELECT format('index %s', pg_get_indexdef(indexrelid)) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
 	    WHERE c.relnamespace = 'posthog_export'::regnamespace
 	  UNION ALL SELECT format('grant %s %s', c.relname,
-	                          ARRAY(SELECT a::text FROM unnest(c.relacl) a
-	                                 WHERE c.relname <> 'exports'
-	                                    OR split_part(a::text, '/', 1) NOT IN (SELECT e.owner::text || '=r' FROM posthog_export.exports e)
-	                                 ORDER BY 1))
+	                          ARRAY(SELECT a::text FROM unnest(c.relacl) a ORDER BY 1))
 	    FROM pg_class c WHERE c.relnamespace = 'posthog_export'::regnamespace
 	  UNION ALL SELECT format('comment %s', d.description) FROM pg_description d JOIN pg_class c ON c.oid = d.objoid
 	    WHERE c.relnamespace = 'posthog_export'::regnamespace
 	  UNION ALL SELECT format('event trigger %s %s %s %s %s', evtname, evtevent, evtenabled, evttags, evtfoid::regproc)
 	    FROM pg_event_trigger
+	  UNION ALL SELECT format('member %s', pg_describe_object(classid, objid, objsubid)) FROM pg_depend
+	    WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
+	      AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'posthog_export')
 	) s};
 is($node->safe_psql('postgres', $catalog_sql), $fresh->safe_psql('postgres', $catalog_sql),
 	'the updated catalog equals a fresh install of 0.2.0 (columns, functions, views, constraints, policies, indexes, grants, comments)');
 $fresh->stop;
 
-# the owners of the exports 0.1.0 made hold SELECT on the exports table, the shared
-# dependency that keeps DROP ROLE from leaving an export without its owner
-is($node->safe_psql('postgres', q{SELECT string_agg(r.rolname, ',' ORDER BY r.rolname) FROM pg_roles r
-	WHERE EXISTS (SELECT 1 FROM pg_shdepend d WHERE d.refobjid = r.oid AND d.objid = 'posthog_export.exports'::regclass
-	                AND d.deptype = 'a')}),
-	'alice', 'the update grants the owner of an export (alice) its dependency');
+# each export 0.1.0 made has its type now, owned by the export's owner, closed to
+# PUBLIC, not a member of the extension (pg_dump dumps it): the dependency that keeps
+# DROP ROLE from leaving an export without its owner, in any session
+is($node->safe_psql('postgres', q{SELECT string_agg(format('%s %s %s %s', e.name, t.typname, t.typowner::regrole, t.typacl), ', ' ORDER BY e.name)
+	FROM posthog_export.exports e JOIN pg_type t ON t.oid = e.owner_type
+	WHERE t.typnamespace = 'posthog_export'::regnamespace AND t.typtype = 'e'
+	  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass AND d.objid = t.oid AND d.deptype = 'e')}),
+	'alices export alices alice {alice=U/alice}, ev export ev ' . $node->safe_psql('postgres', 'SELECT current_user') . ' {'
+	. $node->safe_psql('postgres', q{SELECT format('%s=U/%s', current_user, current_user)}) . '}',
+	'the update gives each export its type, owned by its owner, closed to PUBLIC, not a member of the extension');
 my (undef, undef, $drop_alice) = $node->psql('postgres', 'DROP ROLE alice');
-like($drop_alice, qr/role "alice" cannot be dropped because some objects depend on it/, 'so DROP ROLE of alice is refused');
+like($drop_alice, qr/role "alice" cannot be dropped because some objects depend on it\nDETAIL:  .*owner of type posthog_export."export alices"/s,
+	'so DROP ROLE of alice is refused');
 
 # the exports 0.1.0 made depend on their server now (the library is not
 # preloaded here: event triggers, not the hook): without the user mapping
