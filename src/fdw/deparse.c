@@ -292,57 +292,67 @@ builtin_opname(Oid opno)
 }
 
 /*
- * A property of a JSON column: "properties ->> 'key'", or a path of
- * "->" ending in "->>", becomes properties.key (a text, NULL when the
- * property is missing or JSON null).  The keys are constants of the
- * query, printed as identifiers.
+ * A property of a JSON column: "properties ->> 'key'", or a path of "->"
+ * ending in "->>", with constant text keys.  HogQL's own property access
+ * (properties.key) keeps a string's JSON escapes and converts properties
+ * PostHog has typed, so the value is built from ClickHouse's JSON
+ * functions to match Postgres exactly: a string decoded, a number or
+ * boolean as its JSON text, NULL for JSON null or a missing key, an object
+ * or array as its (compact) JSON text.  The keys travel as values.
  */
 static bool
-deparse_property(PhxDeparse *dp, OpExpr *op, bool top)
+deparse_property(PhxDeparse *dp, OpExpr *op)
 {
-	char	   *name = builtin_opname(op->opno);
-	Expr	   *left;
-	Expr	   *right;
-	Const	   *key;
+	List	   *keys = NIL;
+	Expr	   *e = (Expr *) op;
+	bool		top = true;
+	bool		ignored;
+	StringInfoData col;
+	StringInfoData path;
+	StringInfo	saved = dp->buf;
+	ListCell   *lc;
 
-	if (name == NULL || list_length(op->args) != 2)
-		return false;
-	if (strcmp(name, top ? "->>" : "->") != 0)
-		return false;
-	left = linitial(op->args);
-	right = lsecond(op->args);
-	if (!IsA(right, Const) || ((Const *) right)->consttype != TEXTOID ||
-		((Const *) right)->constisnull)
-		return false;
-	key = (Const *) right;
-	if (exprType((Node *) left) != JSONBOID && exprType((Node *) left) != JSONOID)
-		return false;
-	if (IsA(left, Var))
+	/* from the outermost operator in: "->>" once, then "->" */
+	while (IsA(e, OpExpr))
 	{
-		Var		   *var = (Var *) left;
-		bool		ignored;
+		OpExpr	   *o = (OpExpr *) e;
+		char	   *name = builtin_opname(o->opno);
+		Expr	   *right;
 
-		if (var->varno != dp->rel->relid || var->varattno <= 0 ||
-			var->varattno > dp->rel->natts || !dp->rel->col_simple[var->varattno - 1])
+		if (name == NULL || list_length(o->args) != 2 ||
+			strcmp(name, top ? "->>" : "->") != 0)
 			return false;
-		if (!deparse_column(dp, var, &ignored))
+		right = lsecond(o->args);
+		if (!IsA(right, Const) || ((Const *) right)->consttype != TEXTOID ||
+			((Const *) right)->constisnull)
 			return false;
+		keys = lcons(right, keys);
+		e = linitial(o->args);
+		top = false;
 	}
-	else if (IsA(left, OpExpr))
-	{
-		if (!deparse_property(dp, (OpExpr *) left, false))
-			return false;
-	}
-	else
+	if (top || !IsA(e, Var) ||
+		(exprType((Node *) e) != JSONBOID && exprType((Node *) e) != JSONOID))
 		return false;
-	{
-		char	   *k = TextDatumGetCString(key->constvalue);
 
-		if (k[0] == '\0')
-			return false;
-		appendStringInfoChar(dp->buf, '.');
-		phx_deparse_identifier(dp->buf, k);
+	initStringInfo(&col);
+	dp->buf = &col;
+	if (!deparse_column(dp, (Var *) e, &ignored))
+	{
+		dp->buf = saved;
+		return false;
 	}
+	dp->buf = saved;
+	initStringInfo(&path);
+	appendStringInfoString(&path, col.data);
+	foreach(lc, keys)
+	{
+		dp->values = lappend(dp->values, lfirst(lc));
+		appendStringInfo(&path, ", {p%d}", list_length(dp->values));
+	}
+	appendStringInfo(dp->buf,
+					 "if(JSONType(%s) = 'String', JSONExtractString(%s), "
+					 "nullIf(nullIf(JSONExtractRaw(%s), ''), 'null'))",
+					 path.data, path.data, path.data);
 	return true;
 }
 
@@ -442,7 +452,7 @@ deparse_operand(PhxDeparse *dp, Expr *e, bool *maybe_null, bool *is_value)
 
 	if (IsA(e, Var))
 		return deparse_column(dp, (Var *) e, maybe_null);
-	if (IsA(e, OpExpr) && deparse_property(dp, (OpExpr *) e, true))
+	if (IsA(e, OpExpr) && deparse_property(dp, (OpExpr *) e))
 	{
 		*maybe_null = true;
 		return true;

@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler
 from errors import ApiError
 from faults import REASONS, fault_error, gzip_bomb
 from query import encode_json, now_rfc3339, response_body, run_query
+from schema_query import answer as schema_answer
 from store import LoadError
 
 
@@ -346,6 +347,10 @@ class Handler(BaseHTTPRequestHandler):
                 mark(err.status)
                 self.send_obj(err.status, err.body(), err.headers, truncate=truncate)
                 return
+            if "body" in res:  # not rows: the schema query's answer (schema_query.py)
+                mark(200)
+                self.send_bytes(200, res["body"], truncate=truncate)
+                return
             state["rows"] = len(res["texts"])
             entry["rows"] = state["rows"]
             entry["has_more"] = res["has_more"]
@@ -407,9 +412,12 @@ class Handler(BaseHTTPRequestHandler):
         if not isinstance(q, dict):
             raise ApiError(400, "validation_error", "invalid_input", "query must be an object.", "query")
         kind = q.get("kind")
+        if kind == "DatabaseSchemaQuery":
+            return schema_answer()
         if kind != "HogQLQuery":
             raise ApiError(400, "validation_error", "invalid_input",
-                           "Unsupported query kind %r: the emulator supports HogQLQuery only." % (kind,), "query")
+                           "Unsupported query kind %r: the emulator supports HogQLQuery and DatabaseSchemaQuery only."
+                           % (kind,), "query")
         text = q.get("query")
         if not isinstance(text, str) or not text.strip():
             raise ApiError(400, "validation_error", "invalid_input", "query.query must be a non-empty string.",
