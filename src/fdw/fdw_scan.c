@@ -400,16 +400,18 @@ explain_query(PhxScanState *st)
 	bool		paged = st->nkeys > 0;
 	int			rows;
 	StringInfoData empty;
+	StringInfo	values = st->values;
+	PhxKey	   *cursor = st->cursor;
 
 	initStringInfo(&empty);
-	if (st->values == NULL)
-		st->values = &empty;
+	st->values = &empty;
+	st->cursor = NULL;
 	rows = st->limit >= 0 ? Min(st->limit, PHX_FDW_MAX_ROWS) : PHX_FDW_MAX_ROWS;
 	if (paged && st->cfg != NULL)
 		rows = Min(rows, st->cfg->page_size);
 	build_query(st, rows, &q);
-	if (st->values == &empty)
-		st->values = NULL;
+	st->values = values;
+	st->cursor = cursor;
 	return q.text.data;
 }
 
