@@ -69,7 +69,8 @@ typedef struct PhxScanState
 	int			page_size;		/* rows per page now (shrinks on heavy pages) */
 	PhxKey	   *cursor;			/* after the last page; NULL before the first */
 	int64		returned;		/* rows handed on, skipped ones included */
-	int			pages;
+	int			scan_pages;		/* pages of this (re)scan */
+	int			pages;			/* requests of every (re)scan, for EXPLAIN */
 	int64		requests_rows;	/* rows received */
 } PhxScanState;
 
@@ -286,6 +287,7 @@ fetch_page(PhxScanState *st)
 	error_context_stack = errcb.previous;
 
 	st->pages++;
+	st->scan_pages++;
 	st->row = 0;
 	st->requests_rows += st->page->nrows;
 	if (st->page->ncolumns != st->ncols + st->nkeys)
@@ -314,11 +316,12 @@ fetch_page(PhxScanState *st)
 	}
 	else if (st->page->nrows > 0)
 	{
-		PhxKeySource src = {st->page, "a row", st->label, st->pages};
+		PhxKeySource src = {st->page, "a row", st->label, st->scan_pages};
+		bool		first = st->cursor == NULL;
 
-		if (st->cursor == NULL)
+		if (first)
 			st->cursor = MemoryContextAllocZero(st->scan_cxt, sizeof(PhxKey) * st->nkeys);
-		phx_keyset_next(&src, st->keys, st->nkeys, st->pages > 1 ? st->cursor : NULL,
+		phx_keyset_next(&src, st->keys, st->nkeys, first ? NULL : st->cursor,
 						st->cursor, st->scan_cxt);
 		if (st->page->nrows < st->page_rows)
 			st->done = true;
@@ -383,6 +386,7 @@ phx_rescan_foreign_scan(ForeignScanState *node)
 	st->row = 0;
 	st->cursor = NULL;
 	st->returned = 0;
+	st->scan_pages = 0;
 	MemoryContextReset(st->page_cxt);
 }
 
