@@ -197,6 +197,7 @@ phx_deparse_init(PhxDeparse *dp, PlannerInfo *root, PhxFdwRelInfo *rel, StringIn
 	dp->buf = buf;
 	dp->values = NIL;
 	dp->aggregates = aggregates;
+	dp->output = false;
 }
 
 /* a scratch deparse, for the "is it shippable" questions */
@@ -273,6 +274,16 @@ deparse_column(PhxDeparse *dp, Var *var, bool *maybe_null)
 		return false;
 	expr = rel->col_expr[var->varattno - 1];
 	if (expr == NULL)
+		return false;
+
+	/*
+	 * A column whose conversion changes the value (numeric(10,2) rounds,
+	 * timestamptz(0) too, float4 narrows PostHog's Float64) would be
+	 * compared, sorted or grouped on a value other than the one Postgres
+	 * sees: such a column is only ever selected.
+	 */
+	if (!dp->output &&
+		(var->vartype == FLOAT4OID || (var->vartypmod >= 0 && var->vartype != VARCHAROID)))
 		return false;
 	if (rel->col_simple[var->varattno - 1])
 		appendStringInfoString(dp->buf, expr);
@@ -398,6 +409,8 @@ deparse_aggregate(PhxDeparse *dp, Aggref *agg)
 		}
 		if (arg == NULL || argclass == TC_NONE)
 			return false;
+		if (agg->aggdistinct && !collation_is_deterministic(agg->inputcollid))
+			return false;
 		appendStringInfoString(dp->buf, agg->aggdistinct ? "count(DISTINCT " : "count(");
 		if (!deparse_operand(dp, arg, &ignored, &ignored))
 			return false;
@@ -486,8 +499,7 @@ static const CmpOp cmp_ops[] = {
 	{">=", ">=", "<", false, true, false},
 	{"~~", "LIKE", "!~~", false, false, true},
 	{"!~~", "NOT LIKE", "~~", true, false, true},
-	{"~~*", "ILIKE", "!~~*", false, false, true},
-	{"!~~*", "NOT ILIKE", "~~*", true, false, true},
+	/* not ILIKE: ClickHouse folds the case of all of Unicode, Postgres per collation */
 };
 
 static const CmpOp *
@@ -538,6 +550,9 @@ deparse_comparison(PhxDeparse *dp, OpExpr *op, bool want)
 		return false;
 	if (cmp->pattern && lc != TC_TEXT)
 		return false;
+	/* ClickHouse orders uuids by their halves, low half first */
+	if (cmp->ordering && lc == TC_UUID)
+		return false;
 	if (lc == TC_TEXT)
 	{
 		if (cmp->ordering && !collation_is_bytewise(op->inputcollid))
@@ -559,10 +574,13 @@ deparse_comparison(PhxDeparse *dp, OpExpr *op, bool want)
 		return false;			/* two values: nothing to compare remotely */
 
 	appendStringInfo(dp->buf, "(%s %s %s", lt.data, cmp->hogql, rt.data);
-	/* a value may be NULL at run time; a column only matters when NULL is true */
-	if (lnull && (lval || cmp->negative))
+	/*
+	 * A value may be NULL at run time.  A column matters when HogQL makes
+	 * NULL true: "a != b" with a NULL, and "a = b" of two NULL columns.
+	 */
+	if (lnull && (lval || cmp->negative || !rval))
 		append_guard(dp, lt.data);
-	if (rnull && (rval || cmp->negative))
+	if (rnull && (rval || cmp->negative || !lval))
 		append_guard(dp, rt.data);
 	appendStringInfoChar(dp->buf, ')');
 	return true;
@@ -670,6 +688,10 @@ deparse_bool(PhxDeparse *dp, Expr *e, bool want)
 
 				if (nt->argisrow)
 					return false;
+				/* an empty JSON column arrives as '' and becomes NULL here */
+				if (IsA(nt->arg, Var) &&
+					(((Var *) nt->arg)->vartype == JSONBOID || ((Var *) nt->arg)->vartype == JSONOID))
+					return false;
 				appendStringInfoChar(dp->buf, '(');
 				if (!deparse_operand(dp, nt->arg, &ignored, &is_value) || is_value)
 					return false;
@@ -758,6 +780,20 @@ phx_shippable_expr(PlannerInfo *root, PhxFdwRelInfo *rel, Expr *expr, bool aggre
 	return deparse_operand(&dp, expr, &ignored, &is_value) && !is_value;
 }
 
+/*
+ * A GROUP BY expression: shippable, of a type whose equality means the
+ * same remotely (not jsonb: key order), under a deterministic collation.
+ */
+bool
+phx_groupable_expr(PlannerInfo *root, PhxFdwRelInfo *rel, Expr *expr)
+{
+	if (type_class(exprType((Node *) expr)) == TC_NONE)
+		return false;
+	if (!collation_is_deterministic(exprCollation((Node *) expr)))
+		return false;
+	return phx_shippable_expr(root, rel, expr, false);
+}
+
 void
 phx_deparse_expr(PhxDeparse *dp, Expr *expr)
 {
@@ -783,7 +819,7 @@ phx_shippable_sort(PlannerInfo *root, PhxFdwRelInfo *rel, PathKey *pk, Expr **ex
 
 	if (ec->ec_has_volatile)
 		return false;
-	if (pk->pk_strategy != BTLessStrategyNumber && pk->pk_strategy != BTGreaterStrategyNumber)
+	if (!PHX_PK_ASC(pk) && !PHX_PK_DESC(pk))
 		return false;
 	foreach(lc, ec->ec_members)
 	{
@@ -808,7 +844,7 @@ phx_shippable_sort(PlannerInfo *root, PhxFdwRelInfo *rel, PathKey *pk, Expr **ex
 		else if (!bms_equal(em->em_relids, bms_make_singleton(rel->relid)))
 			continue;
 		tc = type_class(exprType((Node *) e));
-		if (tc == TC_NONE)
+		if (tc == TC_NONE || tc == TC_UUID)
 			continue;
 		if (tc == TC_TEXT && !collation_is_bytewise(ec->ec_collation))
 			continue;
@@ -838,7 +874,7 @@ phx_deparse_sort(PhxDeparse *dp, Expr *expr, PathKey *pk)
 		appendStringInfoString(dp->buf, ") DESC, ");
 	}
 	phx_deparse_expr(dp, expr);
-	appendStringInfoString(dp->buf, pk->pk_strategy == BTLessStrategyNumber ? " ASC" : " DESC");
+	appendStringInfoString(dp->buf, PHX_PK_ASC(pk) ? " ASC" : " DESC");
 }
 
 /* ------------------------------------------------------------------------

@@ -28,6 +28,7 @@
 
 #include "posthog/posthog.h"
 
+#include "access/stratnum.h"
 #include "access/tupdesc.h"
 #include "commands/explain.h"
 #include "nodes/execnodes.h"
@@ -79,6 +80,15 @@ typedef struct PhxFdwRelInfo
 	bool		sorted;			/* the query's ORDER BY is pushed (here or below) */
 } PhxFdwRelInfo;
 
+/* a sort key's direction: PG 18 names it by comparison type */
+#if PG_VERSION_NUM >= 180000
+#define PHX_PK_ASC(pk)		((pk)->pk_cmptype == COMPARE_LT)
+#define PHX_PK_DESC(pk)		((pk)->pk_cmptype == COMPARE_GT)
+#else
+#define PHX_PK_ASC(pk)		((pk)->pk_strategy == BTLessStrategyNumber)
+#define PHX_PK_DESC(pk)		((pk)->pk_strategy == BTGreaterStrategyNumber)
+#endif
+
 /* default cost of one request to PostHog, and of one row it returns */
 #define PHX_FDW_REQUEST_COST	1000.0
 #define PHX_FDW_ROW_COST		0.05
@@ -102,6 +112,7 @@ typedef struct PhxDeparse
 	StringInfo	buf;
 	List	   *values;			/* Exprs */
 	bool		aggregates;		/* Aggrefs may appear (a grouping relation) */
+	bool		output;			/* columns only selected, not compared */
 } PhxDeparse;
 
 extern void phx_deparse_init(PhxDeparse *dp, PlannerInfo *root, PhxFdwRelInfo *rel,
@@ -110,6 +121,7 @@ extern bool phx_shippable_cond(PlannerInfo *root, PhxFdwRelInfo *rel, Expr *cond
 							   bool aggregates);
 extern bool phx_shippable_expr(PlannerInfo *root, PhxFdwRelInfo *rel, Expr *expr,
 							   bool aggregates);
+extern bool phx_groupable_expr(PlannerInfo *root, PhxFdwRelInfo *rel, Expr *expr);
 extern bool phx_shippable_sort(PlannerInfo *root, PhxFdwRelInfo *rel, PathKey *pk,
 							   Expr **expr_out, bool aggregates);
 extern void phx_deparse_cond(PhxDeparse *dp, Expr *cond);
@@ -146,7 +158,6 @@ enum PhxScanPrivate
 	PHX_SCAN_KEYTYPES,			/* their PhxKeyType, Integer */
 	PHX_SCAN_TABLE,				/* the HogQL table, in messages */
 	PHX_SCAN_SERVER,			/* server name */
-	PHX_SCAN_USERID,			/* whose user mapping */
 	PHX_SCAN_NPRIVATE
 };
 

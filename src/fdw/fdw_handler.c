@@ -288,6 +288,9 @@ phx_get_rel_size(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid)
 	{
 		RestrictInfo *ri = lfirst_node(RestrictInfo, lc);
 
+		/* a condition on no column (WHERE $1 > 0) gates the plan above the scan */
+		if (ri->pseudoconstant)
+			continue;
 		if (phx_shippable_cond(root, fp, ri->clause, false))
 			fp->remote_conds = lappend(fp->remote_conds, ri);
 		else
@@ -337,7 +340,7 @@ keyset_pathkeys(PlannerInfo *root, PhxFdwRelInfo *fp)
 		Expr	   *e;
 		bool		match = false;
 
-		if (pk->pk_strategy != BTLessStrategyNumber || pk->pk_nulls_first)
+		if (!PHX_PK_ASC(pk) || pk->pk_nulls_first)
 			return NIL;
 		if (!phx_shippable_sort(root, fp, pk, &e, false))
 			return NIL;
@@ -495,7 +498,9 @@ phx_get_plan(PlannerInfo *root, RelOptInfo *foreignrel, Oid foreigntableid,
 			if (foreach_current_index(lc) > 0)
 				appendStringInfoString(&select, ", ");
 			dp.aggregates = fp->grouped;
+			dp.output = !fp->grouped;
 			phx_deparse_expr(&dp, tle->expr);
+			dp.output = false;
 			attnums = lappend_int(attnums, tle->resno);
 		}
 		if (fdw_scan_tlist == NIL)

@@ -22,6 +22,9 @@
  */
 #include "postgres.h"
 
+#if PG_VERSION_NUM >= 180000
+#include "commands/explain_format.h"
+#endif
 #include "executor/executor.h"
 #include "miscadmin.h"
 #include "nodes/nodeFuncs.h"
@@ -60,6 +63,8 @@ typedef struct PhxScanState
 	MemoryContext scan_cxt;		/* what lives for the scan (and its rescans) */
 	MemoryContext page_cxt;		/* the current page */
 	MemoryContext row_cxt;		/* the current tuple */
+	MemoryContext key_cxt[2];	/* the cursor's text, and the one before it */
+	int			key_flip;
 	StringInfo	values;			/* the placeholders' JSON, evaluated at start */
 	bool		started;
 	bool		done;			/* no more pages */
@@ -67,7 +72,8 @@ typedef struct PhxScanState
 	int			row;			/* next row of page */
 	int			page_rows;		/* rows the current request asked for */
 	int			page_size;		/* rows per page now (shrinks on heavy pages) */
-	PhxKey	   *cursor;			/* after the last page; NULL before the first */
+	PhxKey	   *cursor;			/* nkeys keys: after the last page */
+	bool		have_cursor;	/* false before the first page */
 	int64		returned;		/* rows handed on, skipped ones included */
 	int			scan_pages;		/* pages of this (re)scan */
 	int			pages;			/* requests of every (re)scan, for EXPLAIN */
@@ -146,7 +152,12 @@ phx_begin_foreign_scan(ForeignScanState *node, int eflags)
 										 ALLOCSET_DEFAULT_SIZES);
 	st->row_cxt = AllocSetContextCreate(st->scan_cxt, "posthog_export scan row",
 										ALLOCSET_DEFAULT_SIZES);
+	for (int i = 0; i < 2; i++)
+		st->key_cxt[i] = AllocSetContextCreate(st->scan_cxt, "posthog_export scan cursor",
+											   ALLOCSET_SMALL_SIZES);
 	st->value_states = ExecInitExprList(st->value_exprs, (PlanState *) node);
+	st->values = makeStringInfo();
+	st->cursor = palloc0(sizeof(PhxKey) * Max(st->nkeys, 1));
 
 	/* the keyset columns come after the selected ones and fill no attribute */
 	cols = palloc0(sizeof(int) * Max(n, 1));
@@ -184,10 +195,9 @@ evaluate_values(ForeignScanState *node, PhxScanState *st)
 
 		phx_add_value(&q, ++i, d, isnull, exprType((Node *) lfirst(le)));
 	}
-	MemoryContextSwitchTo(st->scan_cxt);
-	st->values = makeStringInfo();
-	appendBinaryStringInfo(st->values, q.values.data, q.values.len);
 	MemoryContextSwitchTo(old);
+	resetStringInfo(st->values);
+	appendBinaryStringInfo(st->values, q.values.data, q.values.len);
 	ResetExprContext(econtext);
 }
 
@@ -200,11 +210,11 @@ build_query(PhxScanState *st, int rows, PhxQuery *q)
 
 	phx_query_init(q);
 	appendStringInfoString(&q->text, st->select);
-	if (cond || (paged && st->cursor))
+	if (cond || (paged && st->have_cursor))
 		appendStringInfoString(&q->text, " WHERE ");
 	appendStringInfoString(&q->text, st->where);
 	appendBinaryStringInfo(&q->values, st->values->data, st->values->len);
-	if (paged && st->cursor)
+	if (paged && st->have_cursor)
 	{
 		appendStringInfoString(&q->text, cond ? " AND (" : "(");
 		for (int k = 0; k < st->nkeys; k++)
@@ -317,12 +327,16 @@ fetch_page(PhxScanState *st)
 	else if (st->page->nrows > 0)
 	{
 		PhxKeySource src = {st->page, "a row", st->label, st->scan_pages};
-		bool		first = st->cursor == NULL;
 
-		if (first)
-			st->cursor = MemoryContextAllocZero(st->scan_cxt, sizeof(PhxKey) * st->nkeys);
-		phx_keyset_next(&src, st->keys, st->nkeys, first ? NULL : st->cursor,
-						st->cursor, st->scan_cxt);
+		/*
+		 * The new cursor's text outlives this page; the previous cursor's
+		 * (compared with here) is in the other context.
+		 */
+		st->key_flip = 1 - st->key_flip;
+		MemoryContextReset(st->key_cxt[st->key_flip]);
+		phx_keyset_next(&src, st->keys, st->nkeys, st->have_cursor ? st->cursor : NULL,
+						st->cursor, st->key_cxt[st->key_flip]);
+		st->have_cursor = true;
 		if (st->page->nrows < st->page_rows)
 			st->done = true;
 	}
@@ -384,7 +398,7 @@ phx_rescan_foreign_scan(ForeignScanState *node)
 	st->done = false;
 	st->page = NULL;
 	st->row = 0;
-	st->cursor = NULL;
+	st->have_cursor = false;
 	st->returned = 0;
 	st->scan_pages = 0;
 	MemoryContextReset(st->page_cxt);
@@ -405,17 +419,17 @@ explain_query(PhxScanState *st)
 	int			rows;
 	StringInfoData empty;
 	StringInfo	values = st->values;
-	PhxKey	   *cursor = st->cursor;
+	bool		have_cursor = st->have_cursor;
 
 	initStringInfo(&empty);
 	st->values = &empty;
-	st->cursor = NULL;
+	st->have_cursor = false;
 	rows = st->limit >= 0 ? Min(st->limit, PHX_FDW_MAX_ROWS) : PHX_FDW_MAX_ROWS;
 	if (paged && st->cfg != NULL)
 		rows = Min(rows, st->cfg->page_size);
 	build_query(st, rows, &q);
 	st->values = values;
-	st->cursor = cursor;
+	st->have_cursor = have_cursor;
 	return q.text.data;
 }
 

@@ -110,7 +110,7 @@ add_grouping_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *grouped_
 
 		if (sgref == 0 || get_sortgroupref_clause_noerr(sgref, group_clause(root)) == NULL)
 			continue;
-		if (!phx_shippable_expr(root, in, e, false))
+		if (!phx_groupable_expr(root, in, e))
 			return;
 		tle = makeTargetEntry(copyObject(e), list_length(tlist) + 1, NULL, false);
 		tle->ressortgroupref = sgref;
@@ -234,6 +234,28 @@ pushable_input(RelOptInfo *input_rel)
 	return in->pushdown_safe;
 }
 
+/*
+ * Whether a scan can return what an ORDER BY / LIMIT step above the
+ * table needs: plain columns (no whole row, no system column).
+ */
+static bool
+target_columns_ok(PathTarget *target, PhxFdwRelInfo *in)
+{
+	ListCell   *lc;
+
+	if (in->grouped)
+		return true;
+	foreach(lc, pull_var_clause((Node *) target->exprs, PVC_RECURSE_PLACEHOLDERS))
+	{
+		Var		   *var = lfirst(lc);
+
+		if (!IsA(var, Var) || var->varattno <= 0 || var->varattno > in->natts ||
+			in->col_expr[var->varattno - 1] == NULL)
+			return false;
+	}
+	return true;
+}
+
 static PhxFdwRelInfo *
 upper_info(RelOptInfo *input_rel, RelOptInfo *output_rel)
 {
@@ -276,7 +298,8 @@ add_ordered_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *ordered_r
 			return;
 		wanted = -1;
 	}
-	if (!sort_shippable(root, in))
+	if (!sort_shippable(root, in) ||
+		!target_columns_ok(root->upper_targets[UPPERREL_ORDERED], in))
 		return;
 
 	fp = upper_info(input_rel, ordered_rel);
@@ -315,6 +338,8 @@ add_final_path(PlannerInfo *root, RelOptInfo *input_rel, RelOptInfo *final_rel,
 	if (root->sort_pathkeys != NIL && !sorted)
 		return;
 	if (sorted && wanted > PHX_FDW_MAX_ROWS)
+		return;
+	if (!target_columns_ok(root->upper_targets[UPPERREL_FINAL], in))
 		return;
 
 	fp = upper_info(input_rel, final_rel);

@@ -67,27 +67,14 @@ fitting_name(const char *name)
 					(unsigned int) hash_bytes((const unsigned char *) name, len));
 }
 
-/* A field name as a HogQL identifier: `...` with \ and ` escaped when not a plain name. */
+/* A field name as a HogQL identifier, quoted as the scan quotes names (deparse.c). */
 static char *
 hogql_identifier(const char *name)
 {
 	StringInfoData buf;
-	bool		plain = (name[0] != '\0' && !(name[0] >= '0' && name[0] <= '9'));
 
-	for (const char *p = name; *p && plain; p++)
-		plain = (*p == '_' || *p == '$' || (*p >= 'a' && *p <= 'z') ||
-				 (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9'));
-	if (plain)
-		return pstrdup(name);
 	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '`');
-	for (const char *p = name; *p; p++)
-	{
-		if (*p == '`' || *p == '\\')
-			appendStringInfoChar(&buf, '\\');
-		appendStringInfoChar(&buf, *p);
-	}
-	appendStringInfoChar(&buf, '`');
+	phx_deparse_identifier(&buf, name);
 	return buf.data;
 }
 

@@ -465,7 +465,11 @@ phx_get_server_config(const char *server_name, Oid userid)
 				 errmsg("server \"%s\" does not use the posthog_export foreign data wrapper",
 						server_name)));
 
+#if PG_VERSION_NUM >= 160000
+	aclresult = object_aclcheck(ForeignServerRelationId, server->serverid, userid, ACL_USAGE);
+#else
 	aclresult = pg_foreign_server_aclcheck(server->serverid, userid, ACL_USAGE);
+#endif
 	if (aclresult != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
