@@ -2,9 +2,12 @@
 
 Every value is bound as a named parameter.  translate.Translator adds the SELECT level on top."""
 
+from difflib import get_close_matches
+
+from condjson import COND_JSON_CI_FUNCTIONS, COND_JSON_FUNCTIONS, CondJsonMixin
 from errors import HogQLError, HogQLQueryError
 from hogtypes import K_ARRAY, K_BOOL, K_DATETIME, K_FLOAT, K_INT, K_JSON, K_NOTHING, K_STRING, K_TUPLE, \
-    K_INT8, K_UINT8, K_UINT64, K_UUID, NUMERIC, T
+    K_INT8, K_UINT8, K_UINT64, K_UUID, NUMERIC, T, K_ENUM8, ENUM_VALUE
 from values import canonical_uuid, get_tz, has_surrogates, parse_datetime_us, truncate_us
 
 
@@ -46,7 +49,7 @@ def null_safe_cmp(a, op, b):
     return "coalesce((%s %s %s), 0)" % (a, op, b)
 
 
-class ExprTranslator:
+class ExprTranslator(CondJsonMixin):
     """Expression-level translation.  The subclass translate.Translator provides translate_select(), used
     here for IN (SELECT ...)."""
 
@@ -55,6 +58,10 @@ class ExprTranslator:
         self.project_tz = project_tz
         self.uuid = uuid_mode
         self.params = {}
+
+    @staticmethod
+    def func_te(sql, t, children, maybe_null):
+        return TE(sql, t, kind="func", children=children, maybe_null=maybe_null)
 
     # -- parameters
     def bind(self, value):
@@ -214,7 +221,7 @@ class ExprTranslator:
         for i in items:
             if i.kind == "tuple":
                 raise HogQLError("A tuple cannot be used as a boolean")
-            if i.t.kind in (K_STRING, K_JSON, K_DATETIME, K_UUID, K_ARRAY):
+            if i.t.kind in (K_STRING, K_JSON, K_DATETIME, K_UUID, K_ARRAY, K_ENUM8):
                 raise HogQLError("Illegal type %s of argument of function %s" % (i.t.ch(), op.lower()))
         return TE("(" + (" %s " % op).join(i.sql for i in items) + ")", T(K_UINT8), kind="op", children=items)
 
@@ -259,6 +266,14 @@ class ExprTranslator:
                 else:
                     raise HogQLError("Cannot compare DateTime with %r" % (v,))
                 return TE(self.bind(us), target.with_(nullable=False), kind="const", const=True, value=us)
+            if tk == K_ENUM8:
+                if not isinstance(v, str):
+                    raise HogQLError("No common type for %s and a %s constant" % (target.ch(), type(v).__name__))
+                if v not in ENUM_VALUE:
+                    raise HogQLError("Unknown element '%s' for enum: while converting '%s' to %s"
+                                     % (v, v, target.with_(nullable=False).ch()))
+                n = ENUM_VALUE[v]
+                return TE(self.bind(n), T(K_ENUM8), kind="const", const=True, value=v)
             if tk == K_UUID and isinstance(v, str):
                 try:
                     key = self.uuid.to_key(canonical_uuid(v))
@@ -292,7 +307,7 @@ class ExprTranslator:
         if K_NOTHING in (ka, kb):
             return
         groups = [(K_INT, K_INT8, K_UINT8, K_UINT64, K_FLOAT, K_BOOL), (K_STRING, K_JSON), (K_DATETIME,), (K_UUID,),
-                  (K_ARRAY,)]
+                  (K_ARRAY,), (K_ENUM8,)]
         for g in groups:
             if ka in g and kb in g:
                 return
@@ -475,10 +490,13 @@ class ExprTranslator:
             clause = "select"
         h = FUNCTIONS.get(fname) or CI_FUNCTIONS.get(lname)
         if h is None:
+            # PostHog's printer (visit_call): a QueryError, with difflib's closest known name
             known = list(FUNCTIONS) + ["argMax", "avg", "count", "countIf", "max", "min", "sum", "coalesce",
-                                       "ifNull", "lower", "upper", "length"]
-            raise HogQLError("Unsupported function call '%s(...)'. The emulator supports: %s"
-                             % (fname, ", ".join(sorted(known))))
+                                       "ifNull", "lower", "upper", "length", "if", "nullIf"]
+            close = get_close_matches(fname, known, 1)
+            raise HogQLQueryError("Unsupported function call '%s(...)'%s (the emulator supports: %s)"
+                                  % (fname, ". Perhaps you meant '%s(...)'?" % close[0] if close else "",
+                                     ", ".join(sorted(known))))
         tes = []
         for a in args:
             if a[0] == "star":
@@ -718,6 +736,8 @@ class ExprTranslator:
         if k == K_DATETIME:
             return TE("_dt_str(%s, %s, %d)" % (x.sql, self.bind(x.t.tz), x.t.prec or 0), t, kind="func",
                       children=[x])
+        if k == K_ENUM8:
+            return TE("_enum8_name(%s)" % x.sql, t, kind="func", children=[x])
         if k == K_NOTHING:
             return x
         raise HogQLError("toString of %s is not supported by the emulator" % x.t.ch())
@@ -736,6 +756,8 @@ FUNCTIONS = {
     "isNull": "fn_is_null",
     "isNotNull": "fn_is_null",
 }
+FUNCTIONS.update(COND_JSON_FUNCTIONS)
 # case_sensitive=False in PostHog's mapping: lower, upper, length, coalesce, ifNull
 CI_FUNCTIONS = {"coalesce": "fn_coalesce", "ifnull": "fn_coalesce", "lower": "fn_case", "upper": "fn_case",
                 "length": "fn_case"}
+CI_FUNCTIONS.update(COND_JSON_CI_FUNCTIONS)

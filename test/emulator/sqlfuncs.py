@@ -4,6 +4,7 @@ import json
 import math
 import re
 
+import sqljson
 from errors import HogQLError
 from values import SURROGATE_RE, canonical_uuid, dt_formatter, dt_to_ch_string, parse_datetime_us, truncate_us
 
@@ -183,3 +184,4 @@ def register_functions(conn, uuid_mode):
     conn.create_function("_dt_str", 3, _dt_str_udf, deterministic=True)
     conn.create_function("_float_str", 1, _float_str_udf, deterministic=True)
     conn.create_function("_dt_json", 2, _dt_json_udf, deterministic=True)
+    sqljson.register(conn)

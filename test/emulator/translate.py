@@ -6,7 +6,7 @@ from errors import HogQLError, HogQLQueryError
 from expressions import ExprTranslator
 from hogql import print_expr
 from hogtypes import K_ARRAY, K_BOOL, K_DATETIME, K_FLOAT, K_INT, K_JSON, K_STRING, K_INT8, K_UINT8, K_UINT64, K_UUID, \
-    Column
+    K_ENUM8, Column
 from values import get_tz
 
 
@@ -199,12 +199,14 @@ class Translator(ExprTranslator):
             return "_dt_json(%s, %s)" % (x, self.bind(te.t.tz))
         if k == K_ARRAY:
             return "coalesce(%s, 'null')" % x
+        if k == K_ENUM8:
+            return "json_quote(_enum8_name(%s))" % x
         return "'null'"
 
     def check_boolean(self, te, where):
         if te.kind == "tuple":
             raise HogQLError("%s condition cannot be a tuple" % where)
-        if te.t.kind in (K_STRING, K_JSON, K_DATETIME, K_UUID, K_ARRAY):
+        if te.t.kind in (K_STRING, K_JSON, K_DATETIME, K_UUID, K_ARRAY, K_ENUM8):
             raise HogQLError("Illegal type %s of %s condition" % (te.t.ch(), where))
 
     def check_grouped(self, te, keys):
