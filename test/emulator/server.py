@@ -82,6 +82,7 @@ from faults import Faults
 from handler import Handler
 from limits import Clock, Limits
 from store import LoadError, Store
+import sqljson
 from values import UuidMode, get_tz
 
 
@@ -157,6 +158,9 @@ def main(argv=None):
     ap.add_argument("--uuid-order", choices=("clickhouse", "text"), default="clickhouse",
                     help="UUID comparison/sort order: ClickHouse's (second half first) or plain text order")
     ap.add_argument("--fault", action="append", default=[], help="a fault rule as JSON; repeatable")
+    ap.add_argument("--json-bigint", choices=("float", "unreadable"), default="float",
+                    help="an integer beyond 64 bits in a JSON document: read as a Float64 (current ClickHouse), or "
+                         "the whole document unreadable by the JSON functions (ClickHouse before PR #114379)")
     ap.add_argument("--max-limit", type=int, default=50000)
     ap.add_argument("--default-limit", type=int, default=100)
     ap.add_argument("--gzip-level", type=int, default=1)
@@ -188,6 +192,7 @@ def main(argv=None):
     cfg.project_id = args.project_id
     cfg.project_tz = args.project_timezone
     cfg.bool_as_int = args.bool_as_int
+    sqljson.BIGINT_UNREADABLE = args.json_bigint == "unreadable"
     cfg.max_limit = args.max_limit
     cfg.default_limit = args.default_limit
     cfg.gzip_level = args.gzip_level

@@ -4,8 +4,9 @@ ClickHouse (src/Functions/FunctionsJSON.cpp, simdjson parser):
 - a path argument is an object key (a string, matched exactly after unescaping; the first member of that name)
   or a 1-based index (negative: from the end) into an array or among an object's members; a path that does
   not exist, or a document that does not parse, gives the function's default;
-- simdjson rejects a whole document holding an integer literal outside [-2^63, 2^64-1] (BIGINT_ERROR), so every
-  function on such a row gives its default (ClickHouse issues #9209, #88621, #102930);
+- an integer literal outside [-2^63, 2^64-1] is read as a Float64 (ClickHouse PR #114379); older versions'
+  simdjson rejected the whole document (BIGINT_ERROR), so every function on such a row gave its default
+  (ClickHouse issues #9209, #88621, #102930): --json-bigint unreadable emulates those (BIGINT_UNREADABLE);
 - JSONType: Enum8 'Null' (missing key, JSON null, unparsable document), 'String', 'Int64' (an integer within
   Int64), 'UInt64' (an integer above Int64's maximum), 'Double' (a number with a fraction or an exponent),
   'Bool', 'Array', 'Object';
@@ -30,10 +31,15 @@ class _Obj(list):
     """A JSON object as its members in document order: [(key, value), ...] (duplicates kept)."""
 
 
+BIGINT_UNREADABLE = False  # server.py --json-bigint unreadable
+
+
 def _parse_int(s):
     n = int(s)
     if n < _INT64_MIN or n > _UINT64_MAX:
-        raise ValueError("integer out of simdjson's range")
+        if BIGINT_UNREADABLE:
+            raise ValueError("integer out of simdjson's range")
+        return float(n)
     return n
 
 
