@@ -58,12 +58,24 @@ class ExprTranslator:
 
     # -- parameters
     def bind(self, value):
-        name = "p%d" % len(self.params)
+        """A parameter for a value.  The same value (and Python type) gets the same parameter: PostHog's
+        client substitutes its values into the SQL text before ClickHouse sees it, so two equal
+        placeholders ({p1} in SELECT, {p2} in GROUP BY) make identical expressions there."""
         if isinstance(value, bool):
             value = int(value)
         if isinstance(value, int) and not (-(1 << 63) <= value < (1 << 63)):
             raise HogQLError("Integer constant out of the supported range: %d" % value)
+        seen = self.__dict__.setdefault("_bound", {})
+        key = (type(value), value)
+        try:
+            if key in seen:
+                return ":" + seen[key]
+        except TypeError:
+            key = None
+        name = "p%d" % len(self.params)
         self.params[name] = value
+        if key is not None:
+            seen[key] = name
         return ":" + name
 
     def const_te(self, value, t=None):
