@@ -63,7 +63,7 @@ PGFILEDESC = "posthog_export - pull PostHog data into PostgreSQL"
 
 # make installcheck (PGXS) runs both suites against an installed extension:
 # pg_regress (sql/, expected/) and prove_installcheck (the TAP suites).
-REGRESS = options exports
+REGRESS = options exports fdw
 REGRESS_OPTS = --inputdir=. --outputdir=$(or $(REGRESS_OUTPUTDIR),.)
 TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl
