@@ -754,48 +754,6 @@ class ExprTranslator(CondJsonMixin):
             return x
         raise HogQLError("toString of %s is not supported by the emulator" % x.t.ch())
 
-    def fn_json(self, fname, tes):
-        """JSONType / JSONExtractString / JSONExtractRaw (posthog/hogql/functions/clickhouse/json.py): a JSON
-        text (a String or a JSON column) and keys (constant strings or integers).  Not Nullable: over a NULL
-        text ClickHouse gives the default ('Null', '' ...); JSONType's Enum8 compares as its name."""
-        if len(tes) < 1:
-            raise HogQLError("Function %s takes at least 1 argument" % fname)
-        x = tes[0]
-        if x.t.kind not in (K_STRING, K_JSON, K_NOTHING):
-            raise HogQLError("Illegal type %s of the first argument of function %s" % (x.t.ch(), fname))
-        for k in tes[1:]:
-            if not k.const or isinstance(k.value, bool) or not isinstance(k.value, (str, int)):
-                raise HogQLError("The keys of function %s must be constant strings or integers" % fname)
-        f = {"JSONType": "_json_type", "JSONExtractString": "_json_extract_string",
-             "JSONExtractRaw": "_json_extract_raw"}[fname]
-        default = "'Null'" if fname == "JSONType" else "''"
-        sql = "coalesce(%s(%s), %s)" % (f, ", ".join(t.sql for t in tes), default)
-        return TE(sql, T(K_STRING), kind="func", children=tes, maybe_null=False)
-
-    def fn_null_if(self, fname, tes):
-        """nullIf(a, b): NULL when a = b, else a (Nullable of a's type)."""
-        if len(tes) != 2:
-            raise HogQLError("Function nullIf takes exactly 2 arguments")
-        a, b = tes
-        b2 = self.coerce(b, a.t)
-        self.check_comparable(a, b2, "nullIf")
-        return TE("nullif(%s, %s)" % (a.sql, b2.sql), a.t.with_(nullable=True), kind="func", children=[a, b2],
-                  maybe_null=True)
-
-    def fn_if(self, fname, tes):
-        """if(cond, then, else): cond a number (NULL is false), both branches of one supertype."""
-        if len(tes) != 3:
-            raise HogQLError("Function if takes exactly 3 arguments")
-        c, a, b = tes
-        self.logical([c], "if")
-        a2 = self.coerce(a, b.t)
-        b2 = self.coerce(b, a2.t)
-        self.check_comparable(a2, b2, "if")
-        t = a2.t if a2.t.kind != K_NOTHING else b2.t
-        nullable = a2.t.nullable or b2.t.nullable or K_NOTHING in (a2.t.kind, b2.t.kind)
-        return TE("(CASE WHEN %s THEN %s ELSE %s END)" % (c.sql, a2.sql, b2.sql), t.with_(nullable=nullable),
-                  kind="func", children=[c, a2, b2], maybe_null=a2.maybe_null or b2.maybe_null)
-
 
 FUNCTIONS = {
     "toDateTime64": "fn_to_datetime64",
@@ -809,11 +767,6 @@ FUNCTIONS = {
     "lengthUTF8": "fn_case",
     "isNull": "fn_is_null",
     "isNotNull": "fn_is_null",
-    "JSONType": "fn_json",
-    "JSONExtractString": "fn_json",
-    "JSONExtractRaw": "fn_json",
-    "nullIf": "fn_null_if",
-    "if": "fn_if",
 }
 FUNCTIONS.update(COND_JSON_FUNCTIONS)
 # case_sensitive=False in PostHog's mapping: lower, upper, length, coalesce, ifNull

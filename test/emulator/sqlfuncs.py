@@ -68,65 +68,6 @@ def _json_get(text, *keys):
     return s
 
 
-def _json_walk(text, keys):
-    """The value at keys in a JSON text, as ClickHouse's JSON functions find it: (found, value).  A string key
-    looks up an object member, an integer key a 1-based position (negative: from the end)."""
-    if text is None:
-        return False, None
-    try:
-        v = json.loads(text)
-    except ValueError:
-        return False, None
-    for k in keys:
-        if isinstance(k, str):
-            if not isinstance(v, dict) or k not in v:
-                return False, None
-            v = v[k]
-        else:
-            seq = list(v.values()) if isinstance(v, dict) else v if isinstance(v, list) else None
-            if seq is None or k == 0 or abs(k) > len(seq):
-                return False, None
-            v = seq[k - 1] if k > 0 else seq[k]
-    return True, v
-
-
-def _json_type(text, *keys):
-    """ClickHouse JSONType: Null (a JSON null, or no such value), String, Array, Object, Bool, Int64, UInt64
-    (an integer past Int64), Double."""
-    found, v = _json_walk(text, keys)
-    if not found or v is None:
-        return "Null"
-    if isinstance(v, bool):
-        return "Bool"
-    if isinstance(v, str):
-        return "String"
-    if isinstance(v, list):
-        return "Array"
-    if isinstance(v, dict):
-        return "Object"
-    if isinstance(v, int):
-        return "Int64" if -(1 << 63) <= v < (1 << 63) else "UInt64" if 0 <= v < (1 << 64) else "Double"
-    return "Double"
-
-
-def _json_extract_string(text, *keys):
-    """ClickHouse JSONExtractString: a string value unescaped; '' for anything else or no such value."""
-    found, v = _json_walk(text, keys)
-    if not found or not isinstance(v, str):
-        return ""
-    return SURROGATE_RE.sub("\ufffd", v) if SURROGATE_RE.search(v) else v
-
-
-def _json_extract_raw(text, *keys):
-    """ClickHouse JSONExtractRaw: the value's compact JSON text (a string with its quotes and escapes);
-    '' for no such value."""
-    found, v = _json_walk(text, keys)
-    if not found:
-        return ""
-    s = _json_raw(v)
-    return SURROGATE_RE.sub("\ufffd", s) if SURROGATE_RE.search(s) else s
-
-
 _LIKE_CACHE = {}
 
 
@@ -234,9 +175,6 @@ def _float_str_udf(x):
 def register_functions(conn, uuid_mode):
     conn.create_aggregate("_argmax", 2, ArgMax)
     conn.create_function("_json_get", -1, _json_get, deterministic=True)
-    conn.create_function("_json_type", -1, _json_type, deterministic=True)
-    conn.create_function("_json_extract_string", -1, _json_extract_string, deterministic=True)
-    conn.create_function("_json_extract_raw", -1, _json_extract_raw, deterministic=True)
     conn.create_function("_like", 3, _like, deterministic=True)
     for f in (_lower_ascii, _upper_ascii, _lower_utf8, _upper_utf8, _length_bytes):
         conn.create_function(f.__name__, 1, f, deterministic=True)
