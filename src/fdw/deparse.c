@@ -210,6 +210,22 @@ scratch_init(PhxDeparse *dp, PlannerInfo *root, PhxFdwRelInfo *rel, bool aggrega
 }
 
 /*
+ * The placeholder number of a value: an equal one already sent is reused,
+ * so that the same value in SELECT and GROUP BY is the same expression.
+ */
+static int
+add_value(PhxDeparse *dp, Expr *e)
+{
+	ListCell   *lc;
+
+	foreach(lc, dp->values)
+		if (equal(lfirst(lc), e))
+			return foreach_current_index(lc) + 1;
+	dp->values = lappend(dp->values, e);
+	return list_length(dp->values);
+}
+
+/*
  * A value: an expression that reads no column of any relation and calls
  * nothing volatile, of a type that can travel.  Printed as a placeholder,
  * wrapped so that HogQL reads it with the column's type.
@@ -229,8 +245,7 @@ deparse_value(PhxDeparse *dp, Expr *e, bool *maybe_null)
 	if (IsA(e, Const) && ((Const *) e)->constisnull)
 		return false;			/* never TRUE in Postgres: left to the executor */
 
-	dp->values = lappend(dp->values, e);
-	n = list_length(dp->values);
+	n = add_value(dp, e);
 	switch (type_class(type))
 	{
 		case TC_TIMESTAMPTZ:
@@ -356,10 +371,7 @@ deparse_property(PhxDeparse *dp, OpExpr *op)
 	initStringInfo(&path);
 	appendStringInfoString(&path, col.data);
 	foreach(lc, keys)
-	{
-		dp->values = lappend(dp->values, lfirst(lc));
-		appendStringInfo(&path, ", {p%d}", list_length(dp->values));
-	}
+		appendStringInfo(&path, ", {p%d}", add_value(dp, lfirst(lc)));
 	appendStringInfo(dp->buf,
 					 "if(JSONType(%s) = 'String', JSONExtractString(%s), "
 					 "nullIf(nullIf(JSONExtractRaw(%s), ''), 'null'))",
@@ -634,9 +646,8 @@ deparse_in(PhxDeparse *dp, ScalarArrayOpExpr *saop, bool want)
 		return false;
 	}
 	dp->buf = saved;
-	dp->values = lappend(dp->values, c);
 	appendStringInfo(dp->buf, "(%s %s {p%d}", lt.data, in ? "IN" : "NOT IN",
-					 list_length(dp->values));
+					 add_value(dp, (Expr *) c));
 	if (!in && lnull)
 		append_guard(dp, lt.data);
 	appendStringInfoChar(dp->buf, ')');

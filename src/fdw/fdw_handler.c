@@ -478,7 +478,10 @@ phx_get_plan(PlannerInfo *root, RelOptInfo *foreignrel, Oid foreigntableid,
 			attnums = lappend_int(attnums, i);
 		}
 		if (attnums == NIL)
+		{
 			appendStringInfoString(&select, "1");	/* a row, nothing of it needed */
+			attnums = lappend_int(attnums, 0);
+		}
 	}
 	else
 	{
@@ -504,7 +507,10 @@ phx_get_plan(PlannerInfo *root, RelOptInfo *foreignrel, Oid foreigntableid,
 			attnums = lappend_int(attnums, tle->resno);
 		}
 		if (fdw_scan_tlist == NIL)
+		{
 			appendStringInfoString(&select, "1");
+			attnums = lappend_int(attnums, 0);
+		}
 	}
 	/* the keyset of a paged scan: read after the columns, never returned */
 	if (!upper || (!fp->grouped && !sorted))
