@@ -85,6 +85,9 @@ typedef struct PhxExport
 	/* not in the catalog: SQL types of the columns for a new table
 	 * (PhxNamedText, from create_export's probe); NIL: text */
 	List	   *column_types;
+	/* not in the catalog: the type of each custom column's values, set by
+	 * phx_shaped_model() (models/custom.c); NULL: not selected */
+	Oid		   *column_typeids;
 } PhxExport;
 
 #endif							/* POSTHOG_EXPORT_H */

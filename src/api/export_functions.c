@@ -407,7 +407,7 @@ prepare_destination(PhxExport *exp, const PhxModel *m)
 	PhxDestination *dest;
 
 	phx_become(exp->owner, &sw);
-	dest = phx_destination_open(exp, m);
+	dest = phx_destination_open(exp, phx_shaped_model(m, exp));
 	phx_restore(&sw);
 	phx_destination_close(dest);
 }
@@ -506,10 +506,19 @@ posthog_export_create_export(PG_FUNCTION_ARGS)
 	cfg = phx_get_server_config(exp.server_name, exp.owner);
 
 	exp.next_interval_start = first_full_period(&exp);
-	prepare_destination(&exp, m);
-	/* last: the table is checked before a request is spent on PostHog */
-	if (check)
-		(void) phx_check_server(cfg);
+	if (check && (exp.columns != NIL || exp.filter != NULL))
+	{
+		/* the probe checks the server too, and gives a new table its columns' types */
+		phx_probe_shape(m, &exp, cfg);
+		prepare_destination(&exp, m);
+	}
+	else
+	{
+		prepare_destination(&exp, m);
+		/* last: the table is checked before a request is spent on PostHog */
+		if (check)
+			(void) phx_check_server(cfg);
+	}
 	export_id = phx_export_insert(&exp, filters.include, filters.include_null,
 								  filters.exclude, filters.exclude_null);
 	notice_how_it_runs(&exp);
@@ -675,6 +684,22 @@ server_owner_args(FunctionCallInfo fcinfo, PhxExport *exp, int server_arg, int o
 	return changed;
 }
 
+/*
+ * New columns or filter are tried against PostHog before they are saved
+ * (models/custom.c), with the owner's user mapping, as a run sends them.
+ */
+static void
+probe_as_owner(PhxExport *exp)
+{
+	PhxRoleSwitch sw;
+	PhxServerConfig *cfg;
+
+	phx_become(exp->owner, &sw);
+	cfg = phx_get_server_config(exp->server_name, exp->owner);
+	phx_restore(&sw);
+	phx_probe_shape(phx_model_by_name(exp->model), exp, cfg);
+}
+
 /* alter_export(..., server, owner, columns, filter, filter_values, query, key) */
 #define ALTER_EXPORT_SHAPE_ARG 15
 
@@ -704,7 +729,11 @@ posthog_export_alter_export(PG_FUNCTION_ARGS)
 	check_definition(exp, phx_model_by_name(exp->model), sets_filters,
 					 !PG_ARGISNULL(11) || !PG_ARGISNULL(12));
 	if (shape_args(fcinfo, ALTER_EXPORT_SHAPE_ARG, exp))
+	{
 		phx_check_shape(exp, phx_model_by_name(exp->model));
+		if (exp->columns != NIL || exp->filter != NULL)
+			probe_as_owner(exp);
+	}
 
 	if (grid_changed(&old, exp))
 		check_grid_change(exp);

@@ -16,6 +16,9 @@
 #include "catalog/pg_type.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/numeric.h"
+#include "parser/parse_coerce.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
@@ -176,6 +179,122 @@ phx_cell_datum(PhxCell *cell, Oid type, const char *column, bool *isnull)
 			elog(ERROR, "posthog_export: no conversion to type %u", type);
 	}
 	return (Datum) 0;			/* keep compiler quiet */
+}
+
+/*
+ * The type of the values a custom column (exports.columns) gives a
+ * destination column of type atttype: text for the string types, jsonb
+ * for json and jsonb, text[] for arrays (the writer casts them to the
+ * column's array type), else the column's base type itself, read from the
+ * cell's text by the type's input function.  See phx_cell_to_type().
+ */
+Oid
+phx_custom_value_type(Oid atttype)
+{
+	Oid			base = getBaseType(atttype);
+
+	if (base == JSONBOID || base == JSONOID)
+		return JSONBOID;
+	if (base == BOOLOID)
+		return BOOLOID;
+	switch (TypeCategory(base))
+	{
+		case TYPCATEGORY_STRING:
+			return TEXTOID;
+		case TYPCATEGORY_ARRAY:
+			return TEXTARRAYOID;
+		default:
+			return base;
+	}
+}
+
+/* A JSON array (a JSON cell, or a string holding one) as text[]: scalars' text, nested values' JSON. */
+static Datum
+cell_any_array(PhxCell *cell, const char *column)
+{
+	Jsonb	   *jb;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	ArrayBuildState *astate;
+
+	jb = phx_cell_jsonb(cell, column);
+	if (jb == NULL || !JB_ROOT_IS_ARRAY(jb) || JB_ROOT_IS_SCALAR(jb))
+		bad_cell(cell, column, "an array");
+	astate = initArrayResult(TEXTOID, CurrentMemoryContext, false);
+	it = JsonbIteratorInit(&jb->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		char	   *text;
+
+		if (tok != WJB_ELEM)
+			continue;
+		switch (v.type)
+		{
+			case jbvNull:
+				accumArrayResult(astate, (Datum) 0, true, TEXTOID, CurrentMemoryContext);
+				continue;
+			case jbvString:
+				text = pnstrdup(v.val.string.val, v.val.string.len);
+				break;
+			case jbvNumeric:
+				text = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v.val.numeric)));
+				break;
+			case jbvBool:
+				text = v.val.boolean ? "true" : "false";
+				break;
+			default:
+				text = JsonbToCString(NULL, v.val.binary.data, v.val.binary.len);
+				break;
+		}
+		accumArrayResult(astate, CStringGetTextDatum(text), false, TEXTOID, CurrentMemoryContext);
+	}
+	return makeArrayResult(astate, CurrentMemoryContext);
+}
+
+/*
+ * A custom column's cell as a datum of "type", one phx_custom_value_type()
+ * returned.  A string into jsonb: the JSON it holds when it starts as an
+ * object or array does (PostHog sends JSON as strings), else a JSON
+ * string.  Other types read the cell's text with their input function (a
+ * JSON value is refused).
+ */
+Datum
+phx_cell_to_type(PhxCell *cell, Oid type, const char *column, bool *isnull)
+{
+	*isnull = (cell->kind == PHX_CELL_NULL);
+	if (*isnull)
+		return (Datum) 0;
+	switch (type)
+	{
+		case TEXTOID:
+			return PointerGetDatum(cstring_to_text_with_len(cell->val, cell->len));
+		case BOOLOID:
+			return BoolGetDatum(cell_bool(cell, column));
+		case TEXTARRAYOID:
+			return cell_any_array(cell, column);
+		case JSONBOID:
+			if (cell->kind == PHX_CELL_STRING && cell->val[0] != '{' && cell->val[0] != '[')
+			{
+				JsonbValue	jv;
+
+				jv.type = jbvString;
+				jv.val.string.val = cell->val;
+				jv.val.string.len = cell->len;
+				return JsonbPGetDatum(JsonbValueToJsonb(&jv));
+			}
+			return phx_cell_datum(cell, JSONBOID, column, isnull);
+		default:
+			{
+				Oid			input;
+				Oid			ioparam;
+
+				if (cell->kind == PHX_CELL_JSON)
+					bad_cell(cell, column, "a scalar");
+				getTypeInputInfo(type, &input, &ioparam);
+				return OidInputFunctionCall(input, cell->val, ioparam, -1);
+			}
+	}
 }
 
 /*

@@ -17,8 +17,11 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
+#include "parser/parse_type.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 
 #include "models/models.h"
 
@@ -305,4 +308,172 @@ phx_check_shape(const PhxExport *exp, const PhxModel *m)
 				 errmsg("columns, filter, filter_values and query are too long for a PostHog query"),
 				 errdetail("They take " INT64_FORMAT " bytes; at most %d fit beside the rest of the query under ClickHouse's 256 KiB max_query_size.",
 						   bytes, PHX_MAX_SHAPE_BYTES)));
+}
+
+/* The alias of custom column i (0-based) in a model's query: ours, never the owner's text. */
+char *
+phx_custom_alias(int i)
+{
+	return psprintf("phx_column_%d", i + 1);
+}
+
+/*
+ * ", (<expression>) AS phx_column_<n>" for each custom column of exp, to
+ * follow a model's select list.  The expression is pasted as the owner
+ * wrote it, its line ended, so that a -- comment in it ends there.
+ */
+void
+phx_append_custom_select(StringInfo text, const PhxExport *exp)
+{
+	ListCell   *lc;
+
+	foreach(lc, exp->columns)
+	{
+		PhxNamedText *c = lfirst(lc);
+
+		appendStringInfo(text, ", (%s\n) AS %s", c->text, phx_custom_alias(foreach_current_index(lc)));
+	}
+}
+
+/* " AND (<filter>)" with the filter's values, when exp has a filter. */
+void
+phx_append_filter(PhxQuery *q, const PhxExport *exp)
+{
+	ListCell   *lc;
+
+	if (exp->filter == NULL)
+		return;
+	appendStringInfo(&q->text, " AND (%s\n)", exp->filter);
+	foreach(lc, exp->filter_values)
+	{
+		PhxNamedText *v = lfirst(lc);
+
+		phx_value_json(q, v->name, v->text);
+	}
+}
+
+/* The SQL type a new table gets for custom column name: the probe's, else text. */
+static const char *
+create_type(const PhxExport *exp, const char *name)
+{
+	ListCell   *lc;
+
+	foreach(lc, exp->column_types)
+	{
+		PhxNamedText *t = lfirst(lc);
+
+		if (strcmp(t->name, name) == 0)
+			return t->text;
+	}
+	return "text";
+}
+
+/*
+ * The model export exp writes: base itself, or, with custom columns, a
+ * copy with those columns after the model's.  The type of each custom
+ * column's values follows the destination column when the table has it
+ * (phx_custom_value_type()), else the type a new table gets.  Sets
+ * exp->column_typeids, which tells the model's begin() to select and
+ * convert the custom columns: the model written and the rows read agree
+ * as long as both come from one call (once per interval).
+ */
+const PhxModel *
+phx_shaped_model(const PhxModel *base, PhxExport *exp)
+{
+	PhxModel   *m;
+	PhxModelColumn *cols;
+	Oid			nsp = get_namespace_oid(exp->schema_name, true);
+	Oid			relid = OidIsValid(nsp) ? get_relname_relid(exp->table_name, nsp) : InvalidOid;
+	int			n = list_length(exp->columns);
+	ListCell   *lc;
+
+	exp->column_typeids = NULL;
+	if (n == 0 || !base->shapeable)
+		return base;
+	m = palloc(sizeof(PhxModel));
+	*m = *base;
+	cols = palloc(sizeof(PhxModelColumn) * (base->ncolumns + n));
+	memcpy(cols, base->columns, sizeof(PhxModelColumn) * base->ncolumns);
+	exp->column_typeids = palloc(sizeof(Oid) * n);
+	foreach(lc, exp->columns)
+	{
+		PhxNamedText *c = lfirst(lc);
+		PhxModelColumn *col = &cols[base->ncolumns + foreach_current_index(lc)];
+		AttrNumber	att = OidIsValid(relid) ? get_attnum(relid, c->name) : InvalidAttrNumber;
+		Oid			atttype;
+		int32		typmod;
+
+		col->name = c->name;
+		col->create_type = create_type(exp, c->name);
+		if (att != InvalidAttrNumber && att > 0)
+			atttype = get_atttype(relid, att);
+		else
+			parseTypeString(col->create_type, &atttype, &typmod, false);
+		col->type = phx_custom_value_type(atttype);
+		exp->column_typeids[foreach_current_index(lc)] = col->type;
+	}
+	m->columns = cols;
+	m->ncolumns = base->ncolumns + n;
+	return m;
+}
+
+/* Names the probe in the errors of its request. */
+static void
+probe_context(void *arg)
+{
+	errcontext("checking the columns and filter of export \"%s\" with PostHog (a query for no rows)",
+			   (const char *) arg);
+}
+
+/*
+ * One request to PostHog: the model's query of export exp with its custom
+ * columns and filter, for no rows (LIMIT 0).  PostHog parses and types
+ * it, so a bad expression fails here with PostHog's message; the types
+ * of the custom columns become exp->column_types (SQL types for a new
+ * table, by phx_hogql_type_sql()).  A model without a probe query: nothing.
+ */
+void
+phx_probe_shape(const PhxModel *m, PhxExport *exp, PhxServerConfig *cfg)
+{
+	PhxQuery	q;
+	PhxPage    *page;
+	ErrorContextCallback cb;
+	int			n = list_length(exp->columns);
+	char	  **types;
+	ListCell   *lc;
+
+	if (m->probe_query == NULL)
+		return;
+	m->probe_query(exp, &q);
+	cb.callback = probe_context;
+	cb.arg = exp->name;
+	cb.previous = error_context_stack;
+	error_context_stack = &cb;
+	page = phx_http_query(cfg, &q, psprintf("posthog_export %s check", exp->name), NULL, NULL, NULL);
+	error_context_stack = cb.previous;
+	if (n == 0)
+		return;
+	if (page->ncolumns < n)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+				 errmsg("PostHog returned %d columns for the check of export \"%s\", which selects %d custom columns",
+						page->ncolumns, exp->name, n)));
+	types = phx_page_types(page);
+	exp->column_types = NIL;
+	foreach(lc, exp->columns)
+	{
+		PhxNamedText *c = lfirst(lc);
+		PhxNamedText *t = palloc(sizeof(PhxNamedText));
+		int			col = page->ncolumns - n + foreach_current_index(lc);
+		const char *sql = phx_hogql_type_sql(types[col]);
+
+		if (strcmp(page->columns[col], phx_custom_alias(foreach_current_index(lc))) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+					 errmsg("PostHog returned column \"%s\" where the check of export \"%s\" selects \"%s\"",
+							page->columns[col], exp->name, phx_custom_alias(foreach_current_index(lc)))));
+		t->name = c->name;
+		t->text = pstrdup(sql ? sql : "text");
+		exp->column_types = lappend(exp->column_types, t);
+	}
 }

@@ -97,6 +97,10 @@ typedef struct EventsState
 	TimestampTz start;
 	TimestampTz end;
 	bool		merge;
+	/* the owner's custom columns, selected after the model's (custom.c) */
+	int			ncustom;
+	const Oid  *custom_types;	/* the type of each one's values */
+	PhxPaging	paging;			/* events_paging, with their columns */
 } EventsState;
 
 /* The event-time bound of an interval starting at start: start - lookback. */
@@ -137,8 +141,11 @@ build_query(void *arg, const PhxKey *cursor, int page_size, PhxQuery *q)
 	phx_query_init(q);
 	appendStringInfoString(&q->text,
 						   "SELECT uuid, event, properties, elements_chain, distinct_id, team_id, "
-						   "toTimeZone(timestamp, 'UTC') AS timestamp_utc "
-						   "FROM events "
+						   "toTimeZone(timestamp, 'UTC') AS timestamp_utc");
+	if (st->ncustom > 0)
+		phx_append_custom_select(&q->text, st->exp);
+	appendStringInfoString(&q->text,
+						   " FROM events "
 						   "WHERE created_at >= toDateTime64({start}, 6, 'UTC') "
 						   "AND created_at < toDateTime64({end}, 6, 'UTC') "
 						   "AND timestamp >= toDateTime64({min_timestamp}, 6, 'UTC')");
@@ -146,6 +153,7 @@ build_query(void *arg, const PhxKey *cursor, int page_size, PhxQuery *q)
 	phx_value_timestamp(q, "end", st->end);
 	phx_value_timestamp(q, "min_timestamp", min_ts);
 	append_event_filters(q, st->exp);
+	phx_append_filter(q, st->exp);
 	if (cursor)
 	{
 		appendStringInfoString(&q->text,
@@ -233,6 +241,7 @@ typedef struct EventsPage
 {
 	PhxKeySource src;			/* the page, named for error messages */
 	int		   *rows;			/* page row of each row written */
+	EventsState *st;
 } EventsPage;
 
 static void
@@ -290,6 +299,12 @@ convert_row(EventsPage *ep, int r, Datum *values, bool *nulls)
 	phx_key_get(&ep->src, r, &keyset[0], &ts);
 	values[EV_TIMESTAMP] = TimestampTzGetDatum(ts.ts);
 	nulls[EV_TIMESTAMP] = false;
+
+	/* the owner's columns, in the destination's types */
+	for (int i = 0; i < ep->st->ncustom; i++)
+		values[EV_NCOLUMNS + i] = phx_cell_to_type(&cells[Q_NCOLUMNS + i], ep->st->custom_types[i],
+												   ep->src.page->columns[Q_NCOLUMNS + i],
+												   &nulls[EV_NCOLUMNS + i]);
 }
 
 static void
@@ -369,6 +384,7 @@ fill_page(void *arg, const PhxKeySource *src, PhxModelPage *mp)
 	EventsPage *ep = palloc(sizeof(EventsPage));
 
 	ep->src = *src;
+	ep->st = st;
 	ep->rows = palloc(sizeof(int) * Max(src->page->nrows, 1));
 	mp->nrows = rows_to_write(src->page, st->merge, ep->rows);
 	mp->get_row = events_get_row;
@@ -406,7 +422,35 @@ events_begin(PhxExport *exp, PhxServerConfig *cfg, TimestampTz start,
 	st->start = start;
 	st->end = end;
 	st->merge = (strcmp(exp->mode, "merge") == 0);
-	return phx_pager_begin(&events_paging, st, exp, cfg, cursor);
+	st->paging = events_paging;
+	/* custom columns only when the model written has them (phx_shaped_model()) */
+	if (exp->column_typeids != NULL)
+	{
+		const char **columns;
+
+		st->ncustom = list_length(exp->columns);
+		st->custom_types = exp->column_typeids;
+		columns = palloc(sizeof(char *) * (Q_NCOLUMNS + st->ncustom));
+		memcpy(columns, query_columns, sizeof(char *) * Q_NCOLUMNS);
+		for (int i = 0; i < st->ncustom; i++)
+			columns[Q_NCOLUMNS + i] = phx_custom_alias(i);
+		st->paging.columns = columns;
+		st->paging.ncolumns = Q_NCOLUMNS + st->ncustom;
+	}
+	return phx_pager_begin(&st->paging, st, exp, cfg, cursor);
+}
+
+/* The query of the last hour's events with the owner's columns and filter, for no rows. */
+static void
+events_probe_query(PhxExport *exp, PhxQuery *q)
+{
+	EventsState st = {0};
+
+	st.exp = exp;
+	st.end = GetCurrentTimestamp();
+	st.start = st.end - USECS_PER_HOUR;
+	st.ncustom = list_length(exp->columns);
+	build_query(&st, NULL, 0, q);
 }
 
 static TimestampTz
@@ -420,7 +464,7 @@ events_earliest(PhxExport *exp, PhxServerConfig *cfg, TimestampTz end)
  * holds now, with one request.  Every interval's count is a countIf() of
  * exactly the conditions its export query has (created_at in the
  * interval, timestamp after its start minus lookback, and, in WHERE, the
- * event filters); WHERE also restricts the scan to the union of the
+ * event filters and the owner's filter); WHERE also restricts the scan to the union of the
  * intervals (adjacent ones merged) and to the earliest event-time bound.
  * Every time travels as a value; the column aliases (c0, c1 ...) are ours.
  * The intervals come sorted by start, and do not overlap.
@@ -469,6 +513,7 @@ events_count_intervals(PhxExport *exp, PhxServerConfig *cfg, int n,
 	}
 	appendStringInfoChar(&q.text, ')');
 	append_event_filters(&q, exp);
+	phx_append_filter(&q, exp);
 
 	page = phx_http_query(cfg, &q, psprintf("posthog_export %s settle", exp->name), NULL, NULL, NULL);
 	phx_check_columns(page, columns, n, "settle count");
@@ -503,4 +548,5 @@ const PhxModel phx_events_model = {
 	.next_page = phx_pager_next_page,
 	.earliest = events_earliest,
 	.count_intervals = events_count_intervals,
+	.probe_query = events_probe_query,
 };

@@ -149,6 +149,14 @@ typedef struct PhxModel
 	void		(*count_intervals) (PhxExport *exp, PhxServerConfig *cfg, int n,
 									const TimestampTz *starts, const TimestampTz *ends,
 									int64 *counts);
+
+	/*
+	 * For create_export() and alter_export() (custom.c's probe): the
+	 * model's query with the owner's custom columns (last, aliased by
+	 * phx_custom_alias()) and filter, for no rows (LIMIT 0).  NULL: no
+	 * probe.
+	 */
+	void		(*probe_query) (PhxExport *exp, PhxQuery *q);
 } PhxModel;
 
 extern const PhxModel phx_events_model;
@@ -161,6 +169,11 @@ extern const PhxModel *phx_model_by_name(const char *name);
 extern bool phx_placeholder_reserved(const char *name);
 extern List *phx_named_texts_arg(Jsonb *jb, const char *argname, bool json_values);
 extern void phx_check_shape(const PhxExport *exp, const PhxModel *m);
+extern char *phx_custom_alias(int i);
+extern void phx_append_custom_select(StringInfo text, const PhxExport *exp);
+extern void phx_append_filter(PhxQuery *q, const PhxExport *exp);
+extern const PhxModel *phx_shaped_model(const PhxModel *base, PhxExport *exp);
+extern void phx_probe_shape(const PhxModel *m, PhxExport *exp, PhxServerConfig *cfg);
 
 /* jsonb_build.c */
 extern Jsonb *phx_jsonb_from_text(char *text, int len);
@@ -173,6 +186,8 @@ extern const char *phx_cell_kind_name(PhxCell *cell);
 extern const char *phx_cell_string(const PhxCell *cell);
 extern Jsonb *phx_cell_jsonb(PhxCell *cell, const char *column);
 extern Datum phx_cell_datum(PhxCell *cell, Oid type, const char *column, bool *isnull);
+extern Oid	phx_custom_value_type(Oid atttype);
+extern Datum phx_cell_to_type(PhxCell *cell, Oid type, const char *column, bool *isnull);
 extern void phx_check_columns(PhxPage *page, const char *const *expected, int n,
 							  const char *what);
 

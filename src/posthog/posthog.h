@@ -102,11 +102,15 @@ typedef struct PhxPage
 	int			nrows;
 	PhxCell    *cells;			/* nrows * ncolumns, row-major */
 	bool		has_more;
+	char	   *types_json;		/* the text of "types", or NULL: read by
+								 * phx_page_types() when wanted */
+	int			types_len;
 } PhxPage;
 
 #define PHX_CELL(page, row, col) (&(page)->cells[(row) * (page)->ncolumns + (col)])
 
 extern PhxPage *phx_parse_page(char *body, size_t len);
+extern char **phx_page_types(PhxPage *page);
 
 /*
  * Parses a 200 body into what the caller wants; a body not of the expected

@@ -7,7 +7,7 @@
  * The response is parsed in place: strings are de-escaped into the body
  * buffer itself (see json_scan.c), so a page costs one buffer plus one
  * cell array, and no tree of JSON nodes is ever built.  Only the members
- * a client needs (results, columns, hasMore) are kept; the rest are
+ * a client needs (results, columns, hasMore; types as text) are kept; the rest are
  * skipped.
  *
  *-------------------------------------------------------------------------
@@ -88,6 +88,55 @@ parse_columns(PhxJsonCursor *c, PhxPage *page)
 		page->columns[page->ncolumns++] = phx_json_parse_string(c, &len);
 	} while (phx_json_accept(c, ','));
 	phx_json_expect(c, ']', "expected ] after columns");
+}
+
+/*
+ * The ClickHouse type of each column of a page, from its "types":
+ * [[name, type], ...], one per column, in the columns' order.  Read only
+ * when a caller wants them (create_export()'s probe), so that a "types"
+ * of another shape fails nothing else; it is an error here.  The page's
+ * body is modified (strings de-escaped in place): call it once.
+ */
+char **
+phx_page_types(PhxPage *page)
+{
+	PhxJsonCursor cc;
+	PhxJsonCursor *c = &cc;
+	int			n = 0;
+	char	  **types;
+
+	if (page->types_json == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+				 errmsg("invalid response from PostHog: \"types\" is missing")));
+	types = palloc0(sizeof(char *) * (page->ncolumns + 1));
+	phx_json_cursor_init(c, page->types_json, page->types_len);
+	phx_json_expect(c, '[', "expected array for \"types\"");
+	if (!phx_json_accept(c, ']'))
+	do
+	{
+		int			len;
+
+		phx_json_expect(c, '[', "expected a [name, type] pair in \"types\"");
+		phx_json_skip_ws(c);
+		if (c->p >= c->end || *c->p != '"')
+			phx_json_fail(c, "expected a column name in \"types\"");
+		(void) phx_json_parse_string(c, &len);
+		phx_json_expect(c, ',', "expected , in a [name, type] pair");
+		phx_json_skip_ws(c);
+		if (c->p >= c->end || *c->p != '"')
+			phx_json_fail(c, "expected a type name in \"types\"");
+		if (n == page->ncolumns)
+			phx_json_fail(c, "more types than columns");
+		types[n++] = phx_json_parse_string(c, &len);
+		phx_json_expect(c, ']', "expected ] after a [name, type] pair");
+	} while (phx_json_accept(c, ','));
+	phx_json_expect(c, ']', "expected ] after types");
+	if (n != page->ncolumns)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+				 errmsg("invalid response from PostHog: %d types for %d columns", n, page->ncolumns)));
+	return types;
 }
 
 /*
@@ -172,6 +221,13 @@ phx_parse_page(char *body, size_t len)
 			{
 				parse_columns(&c, page);
 				have_columns = true;
+			}
+			else if (strcmp(key, "types") == 0)
+			{
+				phx_json_skip_ws(&c);
+				page->types_json = c.p;
+				phx_json_skip_value(&c);
+				page->types_len = c.p - page->types_json;
 			}
 			else if (strcmp(key, "hasMore") == 0)
 			{

@@ -241,6 +241,8 @@ open_source_and_destination(IntervalRun *ir)
 
 	phx_become(exp->owner, &sw);
 	cfg = phx_get_server_config(exp->server_name, exp->owner);
+	/* with the owner's custom columns, as the table has them now */
+	ir->model = phx_shaped_model(ir->model, exp);
 	ir->dest = phx_destination_open(exp, ir->model);
 	phx_restore(&sw);
 	ir->state = ir->model->begin(exp, cfg, ir->start, ir->end,

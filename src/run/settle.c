@@ -162,11 +162,13 @@ read_again(SettlePass *sp, PhxSettleRun *sr)
 	void	   *state;
 	int64		written = 0;
 	bool		last = false;
+	/* with the owner's custom columns, as the table has them now */
+	const PhxModel *model = phx_shaped_model(sp->model, exp);
 
 	phx_become(exp->owner, &sw);
-	sp->dest = phx_destination_open_missing(exp, sp->model);
+	sp->dest = phx_destination_open_missing(exp, model);
 	phx_restore(&sw);
-	state = sp->model->begin(exp, sp->cfg, sr->start, sr->end, NIL);
+	state = model->begin(exp, sp->cfg, sr->start, sr->end, NIL);
 	while (!last)
 	{
 		PhxModelPage *page;

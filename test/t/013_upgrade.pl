@@ -92,6 +92,12 @@ is($node->safe_psql('postgres', q{SELECT string_agg(format('%s %s %s %s %s', exp
 	'ev t 25 0 0, alices f  0 0', 'the completed run counts as checked, with the rows it received, so the update sends no settle checks');
 is($node->safe_psql('postgres', q{SELECT string_agg(format('%s %s %s %s', name, settle_window, settle_every, next_settle_at IS NULL), ', ' ORDER BY name) FROM posthog_export.exports}),
 	'alices 1 day 01:00:00 t, ev 1 day 01:00:00 t', 'events exports settle by default; nothing is pending for runs finished over a day ago');
+is($node->safe_psql('postgres', q{SELECT string_agg(format('%s %s %s %s %s %s', name, columns IS NULL, filter IS NULL, filter_values IS NULL, query IS NULL, key IS NULL), ', ' ORDER BY name) FROM posthog_export.exports}),
+	'alices t t t t t, ev t t t t t', 'the exports of 0.1.0 have no custom columns, filter, query or key (NULL)');
+is($node->safe_psql('postgres', q{SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute
+	WHERE attrelid = 'posthog_export.exports'::regclass AND attnum > 0 AND NOT attisdropped AND attnum > (SELECT attnum FROM pg_attribute
+	WHERE attrelid = 'posthog_export.exports'::regclass AND attname = 'owner_type')}),
+	'columns,filter,filter_values,query,key', 'the new columns come last, in order');
 
 # the same catalog as a fresh install
 my $fresh = PostgreSQL::Test::Cluster->new('fresh');
