@@ -700,6 +700,28 @@ probe_as_owner(PhxExport *exp)
 	phx_probe_shape(phx_model_by_name(exp->model), exp, cfg);
 }
 
+/* Whether the filter or its values differ (the lists in the same key order: jsonb's). */
+static bool
+filter_changed(const PhxExport *old, const PhxExport *exp)
+{
+	ListCell   *a;
+	ListCell   *b;
+
+	if ((old->filter == NULL) != (exp->filter == NULL) ||
+		(old->filter && strcmp(old->filter, exp->filter) != 0) ||
+		list_length(old->filter_values) != list_length(exp->filter_values))
+		return true;
+	forboth(a, old->filter_values, b, exp->filter_values)
+	{
+		PhxNamedText *x = lfirst(a);
+		PhxNamedText *y = lfirst(b);
+
+		if (strcmp(x->name, y->name) != 0 || strcmp(x->text, y->text) != 0)
+			return true;
+	}
+	return false;
+}
+
 /* alter_export(..., server, owner, columns, filter, filter_values, query, key) */
 #define ALTER_EXPORT_SHAPE_ARG 15
 
@@ -733,6 +755,9 @@ posthog_export_alter_export(PG_FUNCTION_ARGS)
 		phx_check_shape(exp, phx_model_by_name(exp->model));
 		if (exp->columns != NIL || exp->filter != NULL)
 			probe_as_owner(exp);
+		/* the intervals exported under the old filter are not counted with the new one */
+		if (filter_changed(&old, exp))
+			phx_settle_end_checks(exp);
 	}
 
 	if (grid_changed(&old, exp))

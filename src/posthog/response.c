@@ -112,11 +112,12 @@ phx_page_types(PhxPage *page)
 	types = palloc0(sizeof(char *) * (page->ncolumns + 1));
 	phx_json_cursor_init(c, page->types_json, page->types_len);
 	phx_json_expect(c, '[', "expected array for \"types\"");
-	if (!phx_json_accept(c, ']'))
-	do
+	while (!phx_json_accept(c, ']'))
 	{
 		int			len;
 
+		if (n > 0)
+			phx_json_expect(c, ',', "expected , or ] in \"types\"");
 		phx_json_expect(c, '[', "expected a [name, type] pair in \"types\"");
 		phx_json_skip_ws(c);
 		if (c->p >= c->end || *c->p != '"')
@@ -130,8 +131,7 @@ phx_page_types(PhxPage *page)
 			phx_json_fail(c, "more types than columns");
 		types[n++] = phx_json_parse_string(c, &len);
 		phx_json_expect(c, ']', "expected ] after a [name, type] pair");
-	} while (phx_json_accept(c, ','));
-	phx_json_expect(c, ']', "expected ] after types");
+	}
 	if (n != page->ncolumns)
 		ereport(ERROR,
 				(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),

@@ -417,6 +417,27 @@ phx_settle_reschedule(PhxExport *exp, TimestampTz not_before)
 }
 
 /*
+ * The export's filter changed (alter_export): the intervals exported
+ * before hold the rows of the old filter, which a count with the new one
+ * would not agree with, so their checks end here: each counts as checked
+ * for the last time, with the rows it holds.
+ */
+void
+phx_settle_end_checks(PhxExport *exp)
+{
+	CatalogArgs args = {0};
+
+	phx_catalog_arg(&args, INT4OID, Int32GetDatum(exp->export_id), false);
+	phx_catalog_exec("UPDATE posthog_export.runs r SET "
+					 "settled_at = GREATEST(r.finished_at OPERATOR(pg_catalog.+) e.settle_window, pg_catalog.now()), "
+					 "source_rows = r.rows OPERATOR(pg_catalog.+) r.late_rows "
+					 "FROM posthog_export.exports e "
+					 "WHERE e.export_id OPERATOR(pg_catalog.=) r.export_id AND r.export_id OPERATOR(pg_catalog.=) $1 "
+					 "AND " SETTLE_PENDING,
+					 &args);
+}
+
+/*
  * Settling was turned on (settle_window from 0): the intervals completed
  * meanwhile count as checked now, with the rows they received, so the
  * history is not checked all at once; those exported less than

@@ -135,6 +135,7 @@ extern void phx_settle_record(PhxSettleRun *sr, TimestampTz checked_at, int64 so
 							  int64 written, int64 missed);
 extern bool phx_settle_reschedule(PhxExport *exp, TimestampTz not_before);
 extern void phx_settle_mark_checked(PhxExport *exp);
+extern void phx_settle_end_checks(PhxExport *exp);
 
 /* ------------------------------------------------------------------------
  * ownership.c

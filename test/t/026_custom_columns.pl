@@ -33,7 +33,7 @@ import json, sys
 from datetime import datetime, timedelta
 def ts(s):
     return datetime.fromisoformat(s.replace("Z", "+00:00"))
-data, start, end, browser, fields = sys.argv[1], ts(sys.argv[2]), ts(sys.argv[3]), sys.argv[4], sys.argv[5].split(",")
+data, start, end, browser, fields = sys.argv[1], ts(sys.argv[2]), ts(sys.argv[3]), sys.argv[4], [f for f in sys.argv[5].split(",") if f]
 out = []
 for line in open(data + "/events.ndjson", encoding="utf-8"):
     e = json.loads(line)
@@ -79,8 +79,8 @@ my $q = sub { $node->safe_psql('postgres', $_[0]) };
 my $table = sub {
 	my ($tab, $start, $end, @cols) = @_;
 	my $uuids = join ',', map { (split /\|/)[0] } grep { length } split /\n/, $oracle->($start, $end, undef);
-	return $q->(qq{SELECT string_agg(concat_ws('|', uuid, } . join(', ', map { qq{COALESCE($_::text, '\\N')} } @cols)
-		. qq{), E'\\n' ORDER BY concat_ws('|', uuid, } . join(', ', map { qq{COALESCE($_::text, '\\N')} } @cols)
+	return $q->(qq{SELECT string_agg(concat_ws('|', uuid, } . join(', ', map { qq{COALESCE(${_}::text, '\\N')} } @cols)
+		. qq{), E'\\n' ORDER BY concat_ws('|', uuid, } . join(', ', map { qq{COALESCE(${_}::text, '\\N')} } @cols)
 		. qq{)) FROM posthog_exports.$tab WHERE uuid = ANY (string_to_array('$uuids', ','))});
 };
 my $H0 = '2026-11-20T00:00:00Z';
@@ -164,6 +164,9 @@ is($q->(q{SELECT format('%s %s', rows = source_rows, late_rows) FROM posthog_exp
 psql_ok($node, q{SELECT posthog_export.alter_export('ev_filt', filter_values => '{"browser": "Firefox"}')},
 	'alter_export changes the filter\'s value');
 is($q->(q{SELECT filter_values::text FROM posthog_export.exports WHERE name = 'ev_filt'}), '{"browser": "Firefox"}', 'stored');
+is($q->(q{SELECT format('%s %s', r.settled_at >= r.finished_at + e.settle_window, r.source_rows = r.rows) FROM posthog_export.runs r
+	JOIN posthog_export.exports e USING (export_id) WHERE e.name = 'ev_filt'}), 't t',
+	'the interval exported under the old filter is checked no more (a count with the new one would not match it)');
 psql_ok($node, qq{CALL posthog_export.run_export('ev_filt', '$H1', '$H2')}, 'export the second hour');
 my $firefox = $oracle->($H1, $H2, 'Firefox');
 cmp_ok(scalar(split /\n/, $firefox), '>', 5, 'the oracle has Firefox rows in the second hour');
