@@ -82,12 +82,13 @@ typedef struct PhxExport
 								 * value's JSON text; NIL: none */
 	char	   *query;			/* model hogql: the SELECT, or NULL */
 	List	   *key;			/* model hogql: of char *; NIL: none */
-	/* not in the catalog: SQL types of the columns for a new table
-	 * (PhxNamedText, from create_export's probe); NIL: text */
-	List	   *column_types;
-	/* not in the catalog: the type of each custom column's values, set by
-	 * phx_shaped_model() (models/custom.c); NULL: not selected */
-	Oid		   *column_typeids;
+	/* not in the catalog (models/custom.c): */
+	List	   *column_types;	/* of PhxNamedText: SQL types of the columns
+								 * for a new table, from create_export's
+								 * probe; NIL: text */
+	Oid		   *column_typeids; /* the type of each custom column's values,
+								 * set by phx_shaped_model(); NULL: the
+								 * columns are not selected */
 } PhxExport;
 
 #endif							/* POSTHOG_EXPORT_H */
