@@ -7,7 +7,7 @@
  * The response is parsed in place: strings are de-escaped into the body
  * buffer itself (see json_scan.c), so a page costs one buffer plus one
  * cell array, and no tree of JSON nodes is ever built.  Only the members
- * a client needs (results, columns, hasMore) are kept; the rest are
+ * a client needs (results, columns, types, hasMore) are kept; the rest are
  * skipped.
  *
  *-------------------------------------------------------------------------
@@ -88,6 +88,45 @@ parse_columns(PhxJsonCursor *c, PhxPage *page)
 		page->columns[page->ncolumns++] = phx_json_parse_string(c, &len);
 	} while (phx_json_accept(c, ','));
 	phx_json_expect(c, ']', "expected ] after columns");
+}
+
+/*
+ * "types": [[name, ClickHouse type], ...], one per column.  Kept as the
+ * type names in order (page->types); checked against "columns" once both
+ * are known.
+ */
+static void
+parse_types(PhxJsonCursor *c, PhxPage *page)
+{
+	int			cap = 16;
+
+	page->types = palloc(sizeof(char *) * cap);
+	page->ntypes = 0;
+	phx_json_expect(c, '[', "expected array for \"types\"");
+	if (phx_json_accept(c, ']'))
+		return;
+	do
+	{
+		int			len;
+
+		phx_json_expect(c, '[', "expected a [name, type] pair in \"types\"");
+		phx_json_skip_ws(c);
+		if (c->p >= c->end || *c->p != '"')
+			phx_json_fail(c, "expected a column name in \"types\"");
+		(void) phx_json_parse_string(c, &len);
+		phx_json_expect(c, ',', "expected , in a [name, type] pair");
+		phx_json_skip_ws(c);
+		if (c->p >= c->end || *c->p != '"')
+			phx_json_fail(c, "expected a type name in \"types\"");
+		if (page->ntypes == cap)
+		{
+			cap *= 2;
+			page->types = repalloc(page->types, sizeof(char *) * cap);
+		}
+		page->types[page->ntypes++] = phx_json_parse_string(c, &len);
+		phx_json_expect(c, ']', "expected ] after a [name, type] pair");
+	} while (phx_json_accept(c, ','));
+	phx_json_expect(c, ']', "expected ] after types");
 }
 
 /*
@@ -173,6 +212,14 @@ phx_parse_page(char *body, size_t len)
 				parse_columns(&c, page);
 				have_columns = true;
 			}
+			else if (strcmp(key, "types") == 0)
+			{
+				phx_json_skip_ws(&c);
+				if (c.p < c.end && *c.p == 'n')
+					phx_json_skip_value(&c);	/* null: no types */
+				else
+					parse_types(&c, page);
+			}
 			else if (strcmp(key, "hasMore") == 0)
 			{
 				phx_json_skip_ws(&c);
@@ -198,6 +245,11 @@ phx_parse_page(char *body, size_t len)
 				(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
 				 errmsg("invalid response from PostHog: rows have %d values but there are %d columns",
 						width, page->ncolumns)));
+	if (page->ntypes != 0 && page->ntypes != page->ncolumns)
+		ereport(ERROR,
+				(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+				 errmsg("invalid response from PostHog: %d types for %d columns",
+						page->ntypes, page->ncolumns)));
 	return page;
 }
 
