@@ -31,6 +31,7 @@ OBJS = \
 	src/models/events.o \
 	src/models/persons.o \
 	src/models/sessions.o \
+	src/models/custom.o \
 	src/fdw/fdw_handler.o \
 	src/fdw/fdw_upper.o \
 	src/fdw/deparse.o \

@@ -184,7 +184,7 @@ COMMENT ON TABLE @extschema@.backfills IS 'Past ranges queued by backfill(): run
 COMMENT ON COLUMN @extschema@.exports.export_id IS 'identifier of the export';
 COMMENT ON COLUMN @extschema@.exports.name IS 'name of the export, unique in the database';
 COMMENT ON COLUMN @extschema@.exports.server_name IS 'foreign server (FOREIGN DATA WRAPPER posthog_export) it reads from';
-COMMENT ON COLUMN @extschema@.exports.model IS 'what it exports: events, persons or sessions';
+COMMENT ON COLUMN @extschema@.exports.model IS 'what it exports: events, persons, sessions or hogql (the owner''s own query)';
 COMMENT ON COLUMN @extschema@.exports.mode IS 'append (insert every row) or merge (upsert on the model''s key)';
 COMMENT ON COLUMN @extschema@.exports.schema_name IS 'schema of the destination table';
 COMMENT ON COLUMN @extschema@.exports.table_name IS 'destination table';
@@ -249,7 +249,12 @@ CREATE FUNCTION @extschema@.alter_export(
     settle_window  interval DEFAULT NULL,
     settle_every   interval DEFAULT NULL,
     server         text DEFAULT NULL,
-    owner          regrole DEFAULT NULL)
+    owner          regrole DEFAULT NULL,
+    columns        jsonb DEFAULT NULL,
+    filter         text DEFAULT NULL,
+    filter_values  jsonb DEFAULT NULL,
+    query          text DEFAULT NULL,
+    key            text[] DEFAULT NULL)
 RETURNS void
 AS 'MODULE_PATHNAME', 'posthog_export_alter_export'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE;
@@ -322,7 +327,12 @@ CREATE FUNCTION @extschema@.create_export(
     exclude_window_end   time DEFAULT NULL,
     settle_window  interval DEFAULT NULL,
     settle_every   interval DEFAULT NULL,
-    check_server   boolean DEFAULT true)
+    check_server   boolean DEFAULT true,
+    columns        jsonb DEFAULT NULL,
+    filter         text DEFAULT NULL,
+    filter_values  jsonb DEFAULT NULL,
+    query          text DEFAULT NULL,
+    key            text[] DEFAULT NULL)
 RETURNS integer
 AS 'MODULE_PATHNAME', 'posthog_export_create_export'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE;
@@ -373,3 +383,20 @@ ALTER FOREIGN DATA WRAPPER posthog_export HANDLER @extschema@.fdw_handler;
 RESET client_min_messages;
 
 COMMENT ON FUNCTION @extschema@.fdw_handler() IS 'the handler of the posthog_export foreign data wrapper: foreign tables over PostHog''s HogQL tables';
+
+-- Exports users shape themselves: extra columns computed by PostHog from
+-- HogQL expressions, a HogQL filter with its values, and the hogql model
+-- (any SELECT, merged on a key).  Exports of 0.1.0 have none (NULL).
+ALTER TABLE @extschema@.exports DROP CONSTRAINT exports_model_check;
+ALTER TABLE @extschema@.exports ADD CONSTRAINT exports_model_check
+    CHECK (model IN ('events', 'persons', 'sessions', 'hogql'));
+ALTER TABLE @extschema@.exports ADD COLUMN columns jsonb CHECK (pg_catalog.jsonb_typeof(columns) = 'object');
+ALTER TABLE @extschema@.exports ADD COLUMN filter text;
+ALTER TABLE @extschema@.exports ADD COLUMN filter_values jsonb CHECK (pg_catalog.jsonb_typeof(filter_values) = 'object');
+ALTER TABLE @extschema@.exports ADD COLUMN query text;
+ALTER TABLE @extschema@.exports ADD COLUMN key text[];
+COMMENT ON COLUMN @extschema@.exports.columns IS 'extra destination columns: column name -> HogQL expression PostHog computes (the owner''s HogQL); NULL: none';
+COMMENT ON COLUMN @extschema@.exports.filter IS 'a HogQL boolean expression added to the model''s WHERE (the owner''s HogQL; values in filter_values); NULL: none';
+COMMENT ON COLUMN @extschema@.exports.filter_values IS 'the values of the filter''s {placeholders}: placeholder -> value, sent as HogQL values; NULL: none';
+COMMENT ON COLUMN @extschema@.exports.query IS 'model hogql: the owner''s HogQL SELECT, with {start} and {end} bound to each interval';
+COMMENT ON COLUMN @extschema@.exports.key IS 'model hogql: the columns that identify a row (merge key and keyset); NULL: none';

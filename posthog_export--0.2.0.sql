@@ -43,7 +43,7 @@ CREATE TABLE @extschema@.exports (
     export_id      serial PRIMARY KEY,
     name           text NOT NULL UNIQUE CHECK (name <> ''),
     server_name    text NOT NULL,
-    model          text NOT NULL CHECK (model IN ('events', 'persons', 'sessions')),
+    model          text NOT NULL CHECK (model IN ('events', 'persons', 'sessions', 'hogql')),
     mode           text NOT NULL CHECK (mode IN ('append', 'merge')),
     schema_name    text NOT NULL,
     table_name     text NOT NULL,
@@ -69,6 +69,12 @@ CREATE TABLE @extschema@.exports (
     next_settle_at timestamptz,                     -- when the next check is due (NULL: none pending)
     -- the owner: the owner of this type (by name in a dump, so a restore finds it again)
     owner_type     regtype NOT NULL UNIQUE,
+    -- shaped by the owner: extra columns, a filter; the hogql model
+    columns        jsonb CHECK (pg_catalog.jsonb_typeof(columns) = 'object'),   -- destination column -> HogQL expression
+    filter         text,                            -- a HogQL boolean expression added to the model's WHERE
+    filter_values  jsonb CHECK (pg_catalog.jsonb_typeof(filter_values) = 'object'), -- placeholder -> value
+    query          text,                            -- model hogql: the SELECT
+    key            text[],                          -- model hogql: merge key / keyset columns
     CHECK ((exclude_window_start IS NULL) = (exclude_window_end IS NULL))
 );
 
@@ -124,6 +130,11 @@ COMMENT ON COLUMN @extschema@.runs.rows IS 'rows received from PostHog';
 COMMENT ON COLUMN @extschema@.runs.rows_written IS 'rows inserted or updated in the destination (a merge skips unchanged rows)';
 COMMENT ON COLUMN @extschema@.runs.cursor IS 'keyset position after the last committed page';
 COMMENT ON COLUMN @extschema@.runs.crashes IS 'backends that died running this interval in a row (crash or kill); at 2 the export pauses';
+COMMENT ON COLUMN @extschema@.exports.columns IS 'extra destination columns: column name -> HogQL expression PostHog computes (the owner''s HogQL); NULL: none';
+COMMENT ON COLUMN @extschema@.exports.filter IS 'a HogQL boolean expression added to the model''s WHERE (the owner''s HogQL; values in filter_values); NULL: none';
+COMMENT ON COLUMN @extschema@.exports.filter_values IS 'the values of the filter''s {placeholders}: placeholder -> value, sent as HogQL values; NULL: none';
+COMMENT ON COLUMN @extschema@.exports.query IS 'model hogql: the owner''s HogQL SELECT, with {start} and {end} bound to each interval';
+COMMENT ON COLUMN @extschema@.exports.key IS 'model hogql: the columns that identify a row (merge key and keyset); NULL: none';
 COMMENT ON COLUMN @extschema@.exports.settle_window IS 'events: how long after an interval was exported it is checked for rows that became visible late (0: never)';
 COMMENT ON COLUMN @extschema@.exports.settle_every IS 'events: how often an exported interval is checked for late rows during settle_window';
 COMMENT ON COLUMN @extschema@.exports.next_settle_at IS 'when the next settle check of a completed interval is due (NULL: none pending)';
@@ -176,7 +187,12 @@ CREATE FUNCTION @extschema@.create_export(
     exclude_window_end   time DEFAULT NULL,
     settle_window  interval DEFAULT NULL,
     settle_every   interval DEFAULT NULL,
-    check_server   boolean DEFAULT true)
+    check_server   boolean DEFAULT true,
+    columns        jsonb DEFAULT NULL,
+    filter         text DEFAULT NULL,
+    filter_values  jsonb DEFAULT NULL,
+    query          text DEFAULT NULL,
+    key            text[] DEFAULT NULL)
 RETURNS integer
 AS 'MODULE_PATHNAME', 'posthog_export_create_export'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE;
@@ -224,7 +240,12 @@ CREATE FUNCTION @extschema@.alter_export(
     settle_window  interval DEFAULT NULL,
     settle_every   interval DEFAULT NULL,
     server         text DEFAULT NULL,
-    owner          regrole DEFAULT NULL)
+    owner          regrole DEFAULT NULL,
+    columns        jsonb DEFAULT NULL,
+    filter         text DEFAULT NULL,
+    filter_values  jsonb DEFAULT NULL,
+    query          text DEFAULT NULL,
+    key            text[] DEFAULT NULL)
 RETURNS void
 AS 'MODULE_PATHNAME', 'posthog_export_alter_export'
 LANGUAGE C CALLED ON NULL INPUT VOLATILE;
@@ -338,7 +359,7 @@ COMMENT ON COLUMN @extschema@.exports.export_id IS 'identifier of the export';
 COMMENT ON COLUMN @extschema@.exports.name IS 'name of the export, unique in the database';
 COMMENT ON COLUMN @extschema@.exports.owner_type IS 'the type whose owner is the export''s owner, the role it runs as (REASSIGN OWNED moves it, DROP OWNED drops the export; posthog_export.status shows the owner)';
 COMMENT ON COLUMN @extschema@.exports.server_name IS 'foreign server (FOREIGN DATA WRAPPER posthog_export) it reads from';
-COMMENT ON COLUMN @extschema@.exports.model IS 'what it exports: events, persons or sessions';
+COMMENT ON COLUMN @extschema@.exports.model IS 'what it exports: events, persons, sessions or hogql (the owner''s own query)';
 COMMENT ON COLUMN @extschema@.exports.mode IS 'append (insert every row) or merge (upsert on the model''s key)';
 COMMENT ON COLUMN @extschema@.exports.schema_name IS 'schema of the destination table';
 COMMENT ON COLUMN @extschema@.exports.table_name IS 'destination table';

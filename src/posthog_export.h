@@ -33,6 +33,13 @@
 /* First key of the advisory locks the extension takes ("phx" in ASCII). */
 #define PHX_ADVISORY_LOCK_KEY	7366776
 
+/* A name and a text: a custom column and its HogQL, a placeholder and its value. */
+typedef struct PhxNamedText
+{
+	char	   *name;
+	char	   *text;
+} PhxNamedText;
+
 /* An export as its row in posthog_export.exports says (store/catalog.c). */
 typedef struct PhxExport
 {
@@ -41,7 +48,7 @@ typedef struct PhxExport
 	Oid			owner;			/* the owner of owner_type (InvalidOid if it is gone) */
 	Oid			owner_type;		/* the type that stands for the owner (store/ownership.c) */
 	char	   *server_name;
-	char	   *model;			/* events | persons | sessions */
+	char	   *model;			/* events | persons | sessions | hogql */
 	char	   *mode;			/* append | merge */
 	char	   *schema_name;
 	char	   *table_name;
@@ -66,6 +73,18 @@ typedef struct PhxExport
 	Interval	settle_every;	/* this often */
 	bool		has_next_settle_at;
 	TimestampTz next_settle_at; /* the next check due */
+	/* shaped by the owner (the owner's HogQL, pasted as written) */
+	List	   *columns;		/* of PhxNamedText: destination column ->
+								 * HogQL expression, in jsonb's key order;
+								 * NIL: none */
+	char	   *filter;			/* HogQL boolean expression, or NULL */
+	List	   *filter_values;	/* of PhxNamedText: placeholder -> the
+								 * value's JSON text; NIL: none */
+	char	   *query;			/* model hogql: the SELECT, or NULL */
+	List	   *key;			/* model hogql: of char *; NIL: none */
+	/* not in the catalog: SQL types of the columns for a new table
+	 * (PhxNamedText, from create_export's probe); NIL: text */
+	List	   *column_types;
 } PhxExport;
 
 #endif							/* POSTHOG_EXPORT_H */

@@ -20,6 +20,7 @@
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/jsonb.h"
 #include "utils/timestamp.h"
 #include "pgtime.h"
 #include "nodes/parsenodes.h"
@@ -278,6 +279,60 @@ check_definition(const PhxExport *exp, const PhxModel *m, bool sets_filters, boo
 	check_settle(exp, m, sets_settle);
 }
 
+/*
+ * The columns, filter, filter_values, query and key arguments, from n on
+ * (the last five of create_export() and alter_export()), into exp; NULL
+ * keeps what exp has, an empty object, string or array clears it.
+ * Returns whether any was given.
+ */
+static bool
+shape_args(FunctionCallInfo fcinfo, int n, PhxExport *exp)
+{
+	bool		given = false;
+
+	if (PG_NARGS() < n + 5)
+		return false;
+	if (!PG_ARGISNULL(n))
+		exp->columns = phx_named_texts_arg(PG_GETARG_JSONB_P(n), "columns", false);
+	if (!PG_ARGISNULL(n + 1))
+	{
+		exp->filter = text_to_cstring(PG_GETARG_TEXT_PP(n + 1));
+		if (exp->filter[0] == '\0')
+			exp->filter = NULL;
+	}
+	if (!PG_ARGISNULL(n + 2))
+		exp->filter_values = phx_named_texts_arg(PG_GETARG_JSONB_P(n + 2), "filter_values", true);
+	if (!PG_ARGISNULL(n + 3))
+	{
+		exp->query = text_to_cstring(PG_GETARG_TEXT_PP(n + 3));
+		if (exp->query[0] == '\0')
+			exp->query = NULL;
+	}
+	if (!PG_ARGISNULL(n + 4))
+	{
+		ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(n + 4);
+		Datum	   *elems;
+		bool	   *elemnulls;
+		int			nelems;
+
+		if (ARR_NDIM(arr) > 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("key must be a one-dimensional array")));
+		if (array_contains_nulls(arr))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("key must not contain nulls")));
+		deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &elemnulls, &nelems);
+		exp->key = NIL;
+		for (int i = 0; i < nelems; i++)
+			exp->key = lappend(exp->key, TextDatumGetCString(elems[i]));
+	}
+	for (int i = n; i < n + 5; i++)
+		given |= !PG_ARGISNULL(i);
+	return given;
+}
+
 /* The first full period after now: where a new schedule starts. */
 static TimestampTz
 first_full_period(PhxExport *exp)
@@ -415,8 +470,12 @@ notice_how_it_runs(const PhxExport *exp)
 					 quote_literal_cstr(exp->name))));
 }
 
-/* create_export(..., check_server): the arguments are in the order of the SQL function; check_server is the last. */
+/*
+ * create_export(..., check_server, columns, filter, filter_values, query,
+ * key): the arguments are in the order of the SQL function.
+ */
 #define CREATE_EXPORT_CHECK_ARG 17
+#define CREATE_EXPORT_SHAPE_ARG 18
 
 Datum
 posthog_export_create_export(PG_FUNCTION_ARGS)
@@ -434,6 +493,8 @@ posthog_export_create_export(PG_FUNCTION_ARGS)
 	exp.owner = GetUserId();
 	check_definition(&exp, m, !filters.include_null || !filters.exclude_null,
 					 !PG_ARGISNULL(15) || !PG_ARGISNULL(16));
+	(void) shape_args(fcinfo, CREATE_EXPORT_SHAPE_ARG, &exp);
+	phx_check_shape(&exp, m);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -614,6 +675,9 @@ server_owner_args(FunctionCallInfo fcinfo, PhxExport *exp, int server_arg, int o
 	return changed;
 }
 
+/* alter_export(..., server, owner, columns, filter, filter_values, query, key) */
+#define ALTER_EXPORT_SHAPE_ARG 15
+
 /* alter_export(name, ...): changes the given settings (NULL: unchanged). */
 Datum
 posthog_export_alter_export(PG_FUNCTION_ARGS)
@@ -639,6 +703,8 @@ posthog_export_alter_export(PG_FUNCTION_ARGS)
 	event_filters_arg(fcinfo, 8, &filters);
 	check_definition(exp, phx_model_by_name(exp->model), sets_filters,
 					 !PG_ARGISNULL(11) || !PG_ARGISNULL(12));
+	if (shape_args(fcinfo, ALTER_EXPORT_SHAPE_ARG, exp))
+		phx_check_shape(exp, phx_model_by_name(exp->model));
 
 	if (grid_changed(&old, exp))
 		check_grid_change(exp);

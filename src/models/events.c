@@ -498,6 +498,7 @@ const PhxModel phx_events_model = {
 	.merge_versions = NULL,
 	.staged = false,
 	.default_lookback_hours = 7 * 24,
+	.shapeable = true,
 	.begin = events_begin,
 	.next_page = phx_pager_next_page,
 	.earliest = events_earliest,

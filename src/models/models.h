@@ -13,6 +13,8 @@
  *   jsonb_build.c    JSON text -> jsonb, without a second parse
  *   events.c, persons.c, sessions.c   the models: their columns, queries
  *                    and row conversion
+ *   custom.c         what an owner adds to a model: extra columns from
+ *                   HogQL expressions, a filter and its values
  *
  * A model reads pages from the source (posthog/) and hands them, one row
  * at a time on demand, to the store layer; it never writes anything.
@@ -118,6 +120,8 @@ typedef struct PhxModel
 	/* a staged model's second scan, joined at the merge; NULL: none */
 	const PhxAuxStage *aux;
 	int			default_lookback_hours;
+	/* takes the owner's extra columns and filter (exports.columns, filter) */
+	bool		shapeable;
 
 	/*
 	 * Starts reading [start, end) after "cursor" (NIL: from the beginning);
@@ -152,6 +156,11 @@ extern const PhxModel phx_persons_model;
 extern const PhxModel phx_sessions_model;
 
 extern const PhxModel *phx_model_by_name(const char *name);
+
+/* custom.c */
+extern bool phx_placeholder_reserved(const char *name);
+extern List *phx_named_texts_arg(Jsonb *jb, const char *argname, bool json_values);
+extern void phx_check_shape(const PhxExport *exp, const PhxModel *m);
 
 /* jsonb_build.c */
 extern Jsonb *phx_jsonb_from_text(char *text, int len);

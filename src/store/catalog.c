@@ -52,7 +52,7 @@
 	"\"interval\", include_events, exclude_events, lookback, timezone, start_offset, delay, " \
 	"exclude_window_start, exclude_window_end, next_interval_start, paused, " \
 	"consecutive_failures, retry_at, settle_window, settle_every, next_settle_at, " \
-	"owner_type::pg_catalog.oid"
+	"owner_type::pg_catalog.oid, columns, filter, filter_values, query, key"
 
 /* ... as a condition: the export's owner is $1 */
 #define EXPORT_OWNER_IS_1 \
@@ -103,6 +103,11 @@ export_from_tuple(HeapTuple tup, TupleDesc desc)
 	if (!isnull)
 		exp->next_settle_at = DatumGetTimestampTz(d);
 	exp->owner_type = DatumGetObjectId(SPI_getbinval(tup, desc, 25, &isnull));
+	exp->columns = phx_catalog_get_named_texts(tup, desc, 26, false);
+	exp->filter = phx_catalog_get_text(tup, desc, 27);
+	exp->filter_values = phx_catalog_get_named_texts(tup, desc, 28, true);
+	exp->query = phx_catalog_get_text(tup, desc, 29);
+	exp->key = phx_catalog_get_text_array(tup, desc, 30);
 	return exp;
 }
 
@@ -313,12 +318,18 @@ phx_export_insert(PhxExport *exp, Datum include, bool include_null,
 	phx_catalog_arg(&args, INT4OID, Int32GetDatum(0), false);
 	phx_catalog_arg(&args, INTERVALOID, IntervalPGetDatum(&exp->settle_window), false);
 	phx_catalog_arg(&args, INTERVALOID, IntervalPGetDatum(&exp->settle_every), false);
+	phx_catalog_arg_named_texts(&args, exp->columns, false);
+	phx_catalog_arg_text(&args, exp->filter);
+	phx_catalog_arg_named_texts(&args, exp->filter_values, true);
+	phx_catalog_arg_text(&args, exp->query);
+	phx_catalog_arg_text_list(&args, exp->key);
 	phx_catalog_exec("INSERT INTO posthog_export.exports (export_id, name, owner_type, server_name, model, mode, "
 					 "schema_name, table_name, \"interval\", include_events, exclude_events, lookback, "
 					 "timezone, start_offset, delay, exclude_window_start, exclude_window_end, "
-					 "next_interval_start, consecutive_failures, settle_window, settle_every) "
+					 "next_interval_start, consecutive_failures, settle_window, settle_every, "
+					 "columns, filter, filter_values, query, key) "
 					 "VALUES ($1, $2, $3::pg_catalog.regtype, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
-					 "$13, $14, $15, $16, $17, $18, $19, $20, $21)",
+					 "$13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)",
 					 &args);
 	exp->export_id = export_id;
 	return export_id;
@@ -336,8 +347,8 @@ phx_export_delete(PhxExport *exp)
 }
 
 /*
- * Writes the schedule and settle settings (and, with set_events, the event
- * filters) of exp; exp's next_settle_at too when the settle settings
+ * Writes the schedule and settle settings, the custom columns, filter,
+ * query and key (and, with set_events, the event filters) of exp; exp's next_settle_at too when the settle settings
  * change (else a settle pass may have moved it meanwhile).  The schedule
  * (next_interval_start) is left alone: a run may be advancing it, and a
  * new grid goes on from where it is (api/export_functions.c).
@@ -362,6 +373,11 @@ phx_export_update(PhxExport *exp, bool set_events, Datum include, bool include_n
 	phx_catalog_arg(&args, INTERVALOID, IntervalPGetDatum(&exp->settle_window), false);
 	phx_catalog_arg(&args, INTERVALOID, IntervalPGetDatum(&exp->settle_every), false);
 	phx_catalog_arg(&args, TIMESTAMPTZOID, TimestampTzGetDatum(exp->next_settle_at), !exp->has_next_settle_at);
+	phx_catalog_arg_named_texts(&args, exp->columns, false);
+	phx_catalog_arg_text(&args, exp->filter);
+	phx_catalog_arg_named_texts(&args, exp->filter_values, true);
+	phx_catalog_arg_text(&args, exp->query);
+	phx_catalog_arg_text_list(&args, exp->key);
 	phx_catalog_exec("UPDATE posthog_export.exports SET \"interval\" = $2, timezone = $3, "
 					 "start_offset = $4, delay = $5, exclude_window_start = $6, exclude_window_end = $7, "
 					 "include_events = CASE WHEN $11 THEN $8 ELSE include_events END, "
@@ -370,7 +386,8 @@ phx_export_update(PhxExport *exp, bool set_events, Datum include, bool include_n
 					 "settle_window = $12, settle_every = $13, "
 					 /* exp's next_settle_at, when the settle settings change */
 					 "next_settle_at = CASE WHEN settle_window IS DISTINCT FROM $12 "
-					 "OR settle_every IS DISTINCT FROM $13 THEN $14 ELSE next_settle_at END "
+					 "OR settle_every IS DISTINCT FROM $13 THEN $14 ELSE next_settle_at END, "
+					 "columns = $15, filter = $16, filter_values = $17, query = $18, key = $19 "
 					 "WHERE export_id OPERATOR(pg_catalog.=) $1",
 					 &args);
 }

@@ -13,6 +13,8 @@
 #include "catalog/pg_type.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
 
 #include "store/catalog_spi.h"
 
@@ -128,4 +130,93 @@ phx_text_list_to_array(List *list)
 	foreach(lc, list)
 		elems[foreach_current_index(lc)] = CStringGetTextDatum((char *) lfirst(lc));
 	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+/*
+ * A jsonb object column (exports.columns, exports.filter_values) as a
+ * list of PhxNamedText in jsonb's key order: each value's string
+ * ("json_values" false: the value must be a string) or its JSON text.
+ * NULL: NIL.
+ */
+List *
+phx_catalog_get_named_texts(HeapTuple tup, TupleDesc desc, int col, bool json_values)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+	Jsonb	   *jb;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	List	   *result = NIL;
+	PhxNamedText *nt = NULL;
+
+	if (isnull)
+		return NIL;
+	jb = DatumGetJsonbP(d);
+	if (!JB_ROOT_IS_OBJECT(jb))
+		elog(ERROR, "posthog_export catalog column %s is not a JSON object",
+			 NameStr(TupleDescAttr(desc, col - 1)->attname));
+	it = JsonbIteratorInit(&jb->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+		{
+			nt = palloc0(sizeof(PhxNamedText));
+			nt->name = pnstrdup(v.val.string.val, v.val.string.len);
+		}
+		else if (tok == WJB_VALUE && nt != NULL)
+		{
+			if (!json_values)
+			{
+				if (v.type != jbvString)
+					elog(ERROR, "posthog_export catalog column %s holds a value that is not a string",
+						 NameStr(TupleDescAttr(desc, col - 1)->attname));
+				nt->text = pnstrdup(v.val.string.val, v.val.string.len);
+			}
+			else
+				nt->text = JsonbToCString(NULL, &JsonbValueToJsonb(&v)->root, 0);
+			result = lappend(result, nt);
+			nt = NULL;
+		}
+	}
+	return result;
+}
+
+/* A list of PhxNamedText as a jsonb object parameter (NIL: NULL); see above. */
+void
+phx_catalog_arg_named_texts(CatalogArgs *args, List *list, bool json_values)
+{
+	StringInfoData json;
+	ListCell   *lc;
+
+	if (list == NIL)
+	{
+		phx_catalog_arg(args, JSONBOID, (Datum) 0, true);
+		return;
+	}
+	initStringInfo(&json);
+	appendStringInfoChar(&json, '{');
+	foreach(lc, list)
+	{
+		PhxNamedText *nt = lfirst(lc);
+
+		if (foreach_current_index(lc) > 0)
+			appendStringInfoString(&json, ", ");
+		escape_json(&json, nt->name);
+		appendStringInfoString(&json, ": ");
+		if (json_values)
+			appendStringInfoString(&json, nt->text);
+		else
+			escape_json(&json, nt->text);
+	}
+	appendStringInfoChar(&json, '}');
+	phx_catalog_arg(args, JSONBOID, DirectFunctionCall1(jsonb_in, CStringGetDatum(json.data)), false);
+}
+
+/* A list of char * as a text[] parameter (NIL: NULL). */
+void
+phx_catalog_arg_text_list(CatalogArgs *args, List *list)
+{
+	phx_catalog_arg(args, TEXTARRAYOID, list == NIL ? (Datum) 0 : phx_text_list_to_array(list),
+					list == NIL);
 }

@@ -14,7 +14,7 @@
 #include "store/store.h"
 
 /* The most parameters one catalog statement takes (phx_export_insert). */
-#define CATALOG_MAX_ARGS 21
+#define CATALOG_MAX_ARGS 26
 
 /*
  * The parameters of one catalog statement, $1 ... $n in the order they
@@ -33,5 +33,8 @@ extern void phx_catalog_arg_text(CatalogArgs *args, const char *s);
 extern int	phx_catalog_exec(const char *sql, CatalogArgs *args);
 extern char *phx_catalog_get_text(HeapTuple tup, TupleDesc desc, int col);
 extern List *phx_catalog_get_text_array(HeapTuple tup, TupleDesc desc, int col);
+extern List *phx_catalog_get_named_texts(HeapTuple tup, TupleDesc desc, int col, bool json_values);
+extern void phx_catalog_arg_named_texts(CatalogArgs *args, List *list, bool json_values);
+extern void phx_catalog_arg_text_list(CatalogArgs *args, List *list);
 
 #endif							/* PHX_CATALOG_SPI_H */

@@ -1,0 +1,308 @@
+/*-------------------------------------------------------------------------
+ *
+ * custom.c
+ *		What an export's owner adds to a model: extra columns computed by
+ *		PostHog from HogQL expressions, and a HogQL filter with its values
+ *		(exports.columns, filter, filter_values).  Here they are read from
+ *		create_export()'s and alter_export()'s arguments and checked.
+ *
+ * Expressions and the filter are the owner's own HogQL, pasted into the
+ * model's query as written: they run in PostHog with the owner's key, so
+ * they can do nothing the owner could not do with the query API.  Values
+ * never are pasted: they travel as HogQL values ({placeholders}), so their
+ * names must be valid placeholder names and must not be ones the models
+ * use themselves (phx_placeholder_reserved()).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+
+#include "models/models.h"
+
+/*
+ * The placeholders the models put into their own queries (events.c,
+ * persons.c, sessions.c, and the settle count of events.c).  The
+ * patterns: "cursor_" followed by anything, and s, e, m followed by
+ * digits, and r<digits>_start, r<digits>_end.
+ */
+static const char *const reserved_names[] = {
+	"start", "end", "min_timestamp", "min_end", "include_events", "exclude_events", NULL
+};
+
+/* digits from p on, and then the string "tail"? */
+static bool
+digits_then(const char *p, const char *tail)
+{
+	const char *q = p;
+
+	while (*q >= '0' && *q <= '9')
+		q++;
+	return q > p && strcmp(q, tail) == 0;
+}
+
+/* Is name a placeholder one of the models uses in its own queries? */
+bool
+phx_placeholder_reserved(const char *name)
+{
+	for (int i = 0; reserved_names[i]; i++)
+		if (strcmp(name, reserved_names[i]) == 0)
+			return true;
+	if (strncmp(name, "cursor_", 7) == 0)
+		return true;
+	if ((name[0] == 's' || name[0] == 'e' || name[0] == 'm') && digits_then(name + 1, ""))
+		return true;
+	if (name[0] == 'r' && (digits_then(name + 1, "_start") || digits_then(name + 1, "_end")))
+		return true;
+	return false;
+}
+
+/* A HogQL placeholder name: a letter or _, then letters, digits or _. */
+static bool
+placeholder_name_valid(const char *name)
+{
+	if (!((name[0] >= 'a' && name[0] <= 'z') || (name[0] >= 'A' && name[0] <= 'Z') || name[0] == '_'))
+		return false;
+	for (const char *p = name + 1; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_'))
+			return false;
+	return strlen(name) < NAMEDATALEN;
+}
+
+/* Control characters other than tab, line feed and carriage return? */
+static bool
+has_bad_control_char(const char *s)
+{
+	for (const unsigned char *p = (const unsigned char *) s; *p; p++)
+		if ((*p < 0x20 && *p != '\t' && *p != '\n' && *p != '\r') || *p == 0x7f)
+			return true;
+	return false;
+}
+
+/* Only white space? */
+static bool
+is_blank(const char *s)
+{
+	for (; *s; s++)
+		if (*s != ' ' && *s != '\t' && *s != '\n' && *s != '\r')
+			return false;
+	return true;
+}
+
+/* A value of filter_values: a scalar, or an array of scalars. */
+static bool
+value_is_simple(JsonbValue *v)
+{
+	JsonbIterator *it;
+	JsonbValue	e;
+	JsonbIteratorToken tok;
+
+	if (v->type != jbvBinary)
+		return true;
+	if (!JsonContainerIsArray(v->val.binary.data))
+		return false;
+	it = JsonbIteratorInit(v->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &e, true)) != WJB_DONE)
+		if (tok == WJB_ELEM && e.type == jbvBinary)
+			return false;
+	return true;
+}
+
+/*
+ * create_export()'s or alter_export()'s columns (json_values false: each
+ * value a string, the HogQL expression) or filter_values (json_values
+ * true: each value's JSON text) as a list of PhxNamedText, in jsonb's key
+ * order.  An empty object is NIL.
+ */
+List *
+phx_named_texts_arg(Jsonb *jb, const char *argname, bool json_values)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	List	   *result = NIL;
+	PhxNamedText *nt = NULL;
+
+	if (!JB_ROOT_IS_OBJECT(jb))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a JSON object", argname),
+				 json_values ?
+				 errhint("Give each placeholder its value, as in '{\"plan\": \"pro\"}'.") :
+				 errhint("Give each destination column its HogQL expression, as in '{\"browser\": \"properties.$browser\"}'.")));
+	it = JsonbIteratorInit(&jb->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+		{
+			nt = palloc0(sizeof(PhxNamedText));
+			nt->name = pnstrdup(v.val.string.val, v.val.string.len);
+			continue;
+		}
+		if (tok != WJB_VALUE || nt == NULL)
+			continue;
+		if (!json_values)
+		{
+			if (v.type != jbvString)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("the expression of column \"%s\" in %s must be a JSON string", nt->name, argname),
+						 errhint("Write the HogQL expression as a string, as in '{\"browser\": \"properties.$browser\"}'.")));
+			nt->text = pnstrdup(v.val.string.val, v.val.string.len);
+		}
+		else
+		{
+			if (!value_is_simple(&v))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("the value of placeholder \"%s\" in %s must be a string, a number, a boolean, null or an array of those",
+								nt->name, argname),
+						 errdetail("HogQL values are constants or lists of constants.")));
+			nt->text = JsonbToCString(NULL, &JsonbValueToJsonb(&v)->root, 0);
+		}
+		result = lappend(result, nt);
+		nt = NULL;
+	}
+	return result;
+}
+
+/* The text of the reserved placeholders, for messages. */
+#define RESERVED_PLACEHOLDERS_TEXT \
+	"start, end, min_timestamp, min_end, include_events, exclude_events, cursor_*, " \
+	"s<digits>, e<digits>, m<digits>, r<digits>_start and r<digits>_end"
+
+/*
+ * The most bytes of HogQL and values an owner may add: they are printed
+ * into the SQL PostHog sends ClickHouse, whose max_query_size is 256 KiB,
+ * beside the model's own query and its event lists.
+ */
+#define PHX_MAX_SHAPE_BYTES 65536
+#define PHX_MAX_CUSTOM_COLUMNS 100
+
+/* A piece of the owner's HogQL: not blank, no control characters but tab and line breaks. */
+static void
+check_hogql_text(const char *text, const char *what)
+{
+	if (is_blank(text))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not be empty", what)));
+	if (has_bad_control_char(text))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not contain control characters", what),
+				 errdetail("Tabs and line breaks are allowed; other bytes below 0x20, and 0x7f, are not.")));
+}
+
+/* A destination column name: not empty, short enough not to be truncated, printable. */
+static void
+check_column_name(const char *name, const char *argname)
+{
+	if (name[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a column name in %s must not be empty", argname)));
+	if (strlen(name) >= NAMEDATALEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_NAME_TOO_LONG),
+				 errmsg("column name \"%s\" in %s is too long", name, argname),
+				 errdetail("Column names are at most %d bytes.", NAMEDATALEN - 1)));
+	if (phx_has_control_char(name))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a column name in %s must not contain control characters", argname)));
+}
+
+/*
+ * Checks what the owner adds to export exp of model m (NULL: a model
+ * that has no run side yet): columns and filter only where the model
+ * takes them, no column named as a model column, valid and unreserved
+ * placeholder names, query and key for the hogql model only, and sizes.
+ */
+void
+phx_check_shape(const PhxExport *exp, const PhxModel *m)
+{
+	bool		hogql = strcmp(exp->model, "hogql") == 0;
+	int64		bytes = 0;
+	ListCell   *lc;
+
+	if ((exp->columns != NIL || exp->filter != NULL || exp->filter_values != NIL) &&
+		m != NULL && !m->shapeable)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("columns, filter and filter_values do not apply to the %s model", m->name),
+				 errdetail("They apply to the events model (and the hogql model writes its own query)."),
+				 errhint("Use the hogql model to export %s with columns or conditions of your own.", m->name)));
+	if (exp->filter_values != NIL && exp->filter == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("filter_values needs a filter"),
+				 errdetail("filter_values gives the values of the filter's {placeholders}.")));
+	if (!hogql && (exp->query != NULL || exp->key != NIL))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("query and key apply to the hogql model only")));
+
+	if (list_length(exp->columns) > PHX_MAX_CUSTOM_COLUMNS)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("columns names %d columns; at most %d are allowed",
+						list_length(exp->columns), PHX_MAX_CUSTOM_COLUMNS)));
+	foreach(lc, exp->columns)
+	{
+		PhxNamedText *c = lfirst(lc);
+
+		check_column_name(c->name, "columns");
+		check_hogql_text(c->text, psprintf("the expression of column \"%s\"", c->name));
+		for (int i = 0; m != NULL && i < m->ncolumns; i++)
+			if (strcmp(m->columns[i].name, c->name) == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_DUPLICATE_COLUMN),
+						 errmsg("column \"%s\" in columns is a column of the %s model", c->name, m->name),
+						 errhint("Give the extra column another name.")));
+		bytes += strlen(c->name) + strlen(c->text);
+	}
+	if (exp->filter != NULL)
+	{
+		check_hogql_text(exp->filter, "filter");
+		bytes += strlen(exp->filter);
+	}
+	foreach(lc, exp->filter_values)
+	{
+		PhxNamedText *v = lfirst(lc);
+
+		if (!placeholder_name_valid(v->name))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("\"%s\" in filter_values is not a valid placeholder name", v->name),
+					 errdetail("A placeholder name is a letter or an underscore followed by letters, digits or underscores, at most %d bytes.",
+							   NAMEDATALEN - 1)));
+		if (phx_placeholder_reserved(v->name))
+			ereport(ERROR,
+					(errcode(ERRCODE_RESERVED_NAME),
+					 errmsg("placeholder name \"%s\" in filter_values is reserved", v->name),
+					 errdetail("The export's own queries use the placeholders " RESERVED_PLACEHOLDERS_TEXT "."),
+					 errhint("Rename the placeholder in the filter and in filter_values.")));
+		bytes += strlen(v->name) + strlen(v->text);
+	}
+	if (exp->query != NULL)
+	{
+		check_hogql_text(exp->query, "query");
+		bytes += strlen(exp->query);
+	}
+	foreach(lc, exp->key)
+	{
+		const char *k = lfirst(lc);
+
+		check_column_name(k, "key");
+		bytes += strlen(k);
+	}
+	if (bytes > PHX_MAX_SHAPE_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("columns, filter, filter_values and query are too long for a PostHog query"),
+				 errdetail("They take " INT64_FORMAT " bytes; at most %d fit beside the rest of the query under ClickHouse's 256 KiB max_query_size.",
+						   bytes, PHX_MAX_SHAPE_BYTES)));
+}
