@@ -15,14 +15,16 @@
  * (SELECT * FROM (<query>) LIMIT 0: PostHog's resolver expands * over a
  * subquery to its columns) when the export is created or its query or key
  * changes, and are stored with the export (exports.columns, as
- * [[name, ClickHouse type], ...]): a run spends no request on them, the
+ * {"name": "ClickHouse type", ...}): a run spends no request on them, the
  * table an export created matches what its runs write, and a query whose
  * output changed since is an error at its first page rather than rows
  * written into the wrong columns.
  *
  * With a key (output columns naming a row), pages follow a keyset over
- * it: SELECT * FROM (<query>) WHERE (k1, k2) > (cursor) ORDER BY k1, k2
- * LIMIT n, through the pager (paging.c); merge mode stages the interval
+ * it: SELECT <columns> FROM (<query>) WHERE (k1, k2) > (cursor) ORDER BY
+ * k1, k2 LIMIT n, through the pager (paging.c); the columns are named, in
+ * the stored order, so the response's order is known.  Merge mode stages
+ * the interval
  * and upserts on the key in one statement, as persons and sessions do.
  * Without a key the interval's result must fit one page: more rows are
  * an error, never a silent truncation.
@@ -65,6 +67,7 @@ typedef struct HogqlState
 	int			ncolumns;
 	const PhxModelColumn *columns;
 	const char **names;
+	char	   *select_list;	/* "a, b, c": the stored columns, in order */
 	PhxKeyColumn *keys;			/* the keyset, and every row's keys */
 	int			nkeys;
 	PhxPaging	paging;
@@ -168,67 +171,37 @@ model_column(const HogqlColumn *hc, PhxModelColumn *col)
 }
 
 /*
- * The stored columns, [[name, type], ...] (the probe wrote them; a row
- * edited by hand is checked all the same).
+ * The stored columns: exports.columns of a hogql export maps each column
+ * of its query to the ClickHouse type the probe found (the list in jsonb's
+ * key order once read back; the queries name the columns, so that order
+ * is the response's).
  */
 static List *
 parse_columns(const PhxExport *exp)
 {
-	Jsonb	   *jb;
-	JsonbIterator *it;
-	JsonbValue	v;
-	JsonbIteratorToken tok;
 	List	   *result = NIL;
-	HogqlColumn *hc = NULL;
-	int			depth = 0;
+	ListCell   *lc;
 
-	if (exp->columns == NULL)
+	if (exp->columns == NIL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("export \"%s\" has no stored columns of its query", exp->name),
 				 errhint("Set its query again with alter_export(query => ...), which probes it.")));
-	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(exp->columns)));
-	it = JsonbIteratorInit(&jb->root);
-	while ((tok = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
+	foreach(lc, exp->columns)
 	{
-		if (tok == WJB_BEGIN_ARRAY)
-		{
-			if (++depth == 2)
-				hc = palloc0(sizeof(HogqlColumn));
-		}
-		else if (tok == WJB_END_ARRAY)
-		{
-			if (depth-- == 2)
-			{
-				if (hc->name == NULL || hc->type == NULL)
-					goto bad;
-				result = lappend(result, hc);
-			}
-		}
-		else if (tok == WJB_ELEM && depth == 2 && v.type == jbvString)
-		{
-			char	   *s = pnstrdup(v.val.string.val, v.val.string.len);
+		PhxNamedText *nt = lfirst(lc);
+		HogqlColumn *hc = palloc(sizeof(HogqlColumn));
 
-			if (hc->name == NULL)
-				hc->name = s;
-			else if (hc->type == NULL)
-				hc->type = s;
-			else
-				goto bad;
-		}
-		else
-			goto bad;
+		if (!is_identifier(nt->name))
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("stored column \"%s\" of export \"%s\" is not an identifier", nt->name, exp->name),
+					 errhint("Set its query again with alter_export(query => ...), which probes it.")));
+		hc->name = nt->name;
+		hc->type = nt->text;
+		result = lappend(result, hc);
 	}
-	if (result == NIL)
-		goto bad;
 	return result;
-
-bad:
-	ereport(ERROR,
-			(errcode(ERRCODE_DATA_CORRUPTED),
-			 errmsg("the stored columns of export \"%s\" are not [[name, type], ...]", exp->name),
-			 errhint("Set its query again with alter_export(query => ...), which probes it.")));
-	return NIL;					/* keep compiler quiet */
 }
 
 static int
@@ -253,15 +226,16 @@ bind_interval(PhxQuery *q, TimestampTz start, TimestampTz end)
 /*
  * Probes the query (LIMIT 0) and checks what the export needs of it: its
  * columns named as identifiers, once each; the key columns among them, of
- * types a keyset can page by.  Returns the columns as the JSON text stored
- * with the export.  Invalid HogQL fails here with PostHog's error.
+ * types a keyset can page by.  Returns the columns (PhxNamedText: name
+ * and ClickHouse type) in the query's order, to be stored with the export.  Invalid HogQL fails here with PostHog's error.
  */
-char *
+List *
 phx_hogql_probe(PhxServerConfig *cfg, const char *export_name, const char *query, List *key)
 {
 	PhxQuery	q;
 	PhxPage    *page;
 	StringInfoData json;
+	List	   *result = NIL;
 	ListCell   *lc;
 	TimestampTz now = GetCurrentTimestamp();
 
@@ -290,10 +264,10 @@ phx_hogql_probe(PhxServerConfig *cfg, const char *export_name, const char *query
 						export_name)));
 
 	initStringInfo(&json);
-	appendStringInfoChar(&json, '[');
 	for (int c = 0; c < page->ncolumns; c++)
 	{
 		const char *name = page->columns[c];
+		PhxNamedText *nt;
 
 		if (!is_identifier(name))
 			ereport(ERROR,
@@ -308,13 +282,12 @@ phx_hogql_probe(PhxServerConfig *cfg, const char *export_name, const char *query
 						(errcode(ERRCODE_DUPLICATE_COLUMN),
 						 errmsg("the query of export \"%s\" returns column \"%s\" twice", export_name, name),
 						 errhint("Give one of them another alias.")));
-		appendStringInfo(&json, "%s[", c ? ", " : "");
-		escape_json(&json, name);
-		appendStringInfoString(&json, ", ");
-		escape_json(&json, page->types[c]);
-		appendStringInfoChar(&json, ']');
+		appendStringInfo(&json, "%s%s %s", c ? ", " : "", name, page->types[c]);
+		nt = palloc(sizeof(PhxNamedText));
+		nt->name = pstrdup(name);
+		nt->text = pstrdup(page->types[c]);
+		result = lappend(result, nt);
 	}
-	appendStringInfoChar(&json, ']');
 
 	foreach(lc, key)
 	{
@@ -343,7 +316,7 @@ phx_hogql_probe(PhxServerConfig *cfg, const char *export_name, const char *query
 						(errcode(ERRCODE_DUPLICATE_COLUMN),
 						 errmsg("key column \"%s\" of export \"%s\" is given twice", k, export_name)));
 	}
-	return json.data;
+	return result;
 }
 
 /*
@@ -361,7 +334,7 @@ build_keyset_query(void *arg, const PhxKey *cursor, int page_size, PhxQuery *q)
 	initStringInfo(&order);
 	for (int k = 0; k < st->nkeys; k++)
 		appendStringInfo(&order, "%s%s", k ? ", " : "", st->keys[k].name);
-	appendStringInfo(&q->text, "SELECT * FROM (%s)", st->query);
+	appendStringInfo(&q->text, "SELECT %s FROM (%s)", st->select_list, st->query);
 	bind_interval(q, st->start, st->end);
 	if (cursor)
 	{
@@ -452,7 +425,7 @@ single_page(void *state)
 		elog(ERROR, "posthog_export: the single page of a hogql export was read twice");
 	st->done = true;
 	phx_query_init(&q);
-	appendStringInfo(&q.text, "SELECT * FROM (%s) LIMIT %d", st->query, fit + 1);
+	appendStringInfo(&q.text, "SELECT %s FROM (%s) LIMIT %d", st->select_list, st->query, fit + 1);
 	bind_interval(&q, st->start, st->end);
 	q.rows = fit + 1;
 	page = phx_http_query(st->cfg, &q, psprintf("posthog_export %s page 1", st->exp->name),
@@ -484,7 +457,9 @@ state_columns(HogqlState *st, PhxExport *exp)
 	List	   *cols = parse_columns(exp);
 	PhxModelColumn *mc = palloc0(sizeof(PhxModelColumn) * list_length(cols));
 	ListCell   *lc;
+	StringInfoData sel;
 
+	initStringInfo(&sel);
 	st->ncolumns = list_length(cols);
 	st->names = palloc(sizeof(char *) * st->ncolumns);
 	foreach(lc, cols)
@@ -493,8 +468,10 @@ state_columns(HogqlState *st, PhxExport *exp)
 
 		model_column(lfirst(lc), &mc[i]);
 		st->names[i] = mc[i].name;
+		appendStringInfo(&sel, "%s%s", i ? ", " : "", mc[i].name);
 	}
 	st->columns = mc;
+	st->select_list = sel.data;
 
 	st->nkeys = list_length(exp->key);
 	st->keys = palloc0(sizeof(PhxKeyColumn) * Max(st->nkeys, 1));
