@@ -32,6 +32,7 @@ OBJS = \
 	src/models/persons.o \
 	src/models/sessions.o \
 	src/models/custom.o \
+	src/models/hogql_model.o \
 	src/fdw/fdw_handler.o \
 	src/fdw/fdw_upper.o \
 	src/fdw/deparse.o \

@@ -395,7 +395,7 @@ ALTER TABLE @extschema@.exports ADD COLUMN filter text;
 ALTER TABLE @extschema@.exports ADD COLUMN filter_values jsonb CHECK (pg_catalog.jsonb_typeof(filter_values) = 'object');
 ALTER TABLE @extschema@.exports ADD COLUMN query text;
 ALTER TABLE @extschema@.exports ADD COLUMN key text[];
-COMMENT ON COLUMN @extschema@.exports.columns IS 'extra destination columns: column name -> HogQL expression PostHog computes (the owner''s HogQL); NULL: none';
+COMMENT ON COLUMN @extschema@.exports.columns IS 'extra destination columns: column name -> HogQL expression PostHog computes (the owner''s HogQL); model hogql: each column of its query -> its ClickHouse type, as the probe at create_export / alter_export found them (set by the extension); NULL: none';
 COMMENT ON COLUMN @extschema@.exports.filter IS 'a HogQL boolean expression added to the model''s WHERE (the owner''s HogQL; values in filter_values); NULL: none';
 COMMENT ON COLUMN @extschema@.exports.filter_values IS 'the values of the filter''s {placeholders}: placeholder -> value, sent as HogQL values; NULL: none';
 COMMENT ON COLUMN @extschema@.exports.query IS 'model hogql: the owner''s HogQL SELECT, with {start} and {end} bound to each interval';

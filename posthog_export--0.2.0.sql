@@ -130,7 +130,7 @@ COMMENT ON COLUMN @extschema@.runs.rows IS 'rows received from PostHog';
 COMMENT ON COLUMN @extschema@.runs.rows_written IS 'rows inserted or updated in the destination (a merge skips unchanged rows)';
 COMMENT ON COLUMN @extschema@.runs.cursor IS 'keyset position after the last committed page';
 COMMENT ON COLUMN @extschema@.runs.crashes IS 'backends that died running this interval in a row (crash or kill); at 2 the export pauses';
-COMMENT ON COLUMN @extschema@.exports.columns IS 'extra destination columns: column name -> HogQL expression PostHog computes (the owner''s HogQL); NULL: none';
+COMMENT ON COLUMN @extschema@.exports.columns IS 'extra destination columns: column name -> HogQL expression PostHog computes (the owner''s HogQL); model hogql: each column of its query -> its ClickHouse type, as the probe at create_export / alter_export found them (set by the extension); NULL: none';
 COMMENT ON COLUMN @extschema@.exports.filter IS 'a HogQL boolean expression added to the model''s WHERE (the owner''s HogQL; values in filter_values); NULL: none';
 COMMENT ON COLUMN @extschema@.exports.filter_values IS 'the values of the filter''s {placeholders}: placeholder -> value, sent as HogQL values; NULL: none';
 COMMENT ON COLUMN @extschema@.exports.query IS 'model hogql: the owner''s HogQL SELECT, with {start} and {end} bound to each interval';

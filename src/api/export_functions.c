@@ -471,6 +471,35 @@ notice_how_it_runs(const PhxExport *exp)
 }
 
 /*
+ * The hogql model's part of a new or changed definition: its columns are
+ * its query's (columns given by the caller are refused); merge needs a
+ * key; the query is probed (LIMIT 0) as the owner, through the export's
+ * server, and its columns and types are stored with the export.  Invalid
+ * HogQL fails here with PostHog's error, before anything is written.
+ */
+static void
+hogql_definition(FunctionCallInfo fcinfo, int shape_arg, PhxExport *exp)
+{
+	PhxRoleSwitch sw;
+	PhxServerConfig *cfg;
+
+	if (!PG_ARGISNULL(shape_arg))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("columns do not apply to the hogql model"),
+				 errdetail("The columns of a hogql export are those of its query.")));
+	if (strcmp(exp->mode, "merge") == 0 && exp->key == NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a hogql export in merge mode needs a key"),
+				 errhint("Give key => ARRAY['column', ...]: the columns of the query that identify a row.")));
+	phx_become(exp->owner, &sw);
+	cfg = phx_get_server_config(exp->server_name, exp->owner);
+	exp->columns = phx_hogql_probe(cfg, exp->name, exp->query, exp->key);
+	phx_restore(&sw);
+}
+
+/*
  * create_export(..., check_server, columns, filter, filter_values, query,
  * key): the arguments are in the order of the SQL function.
  */
@@ -495,6 +524,14 @@ posthog_export_create_export(PG_FUNCTION_ARGS)
 					 !PG_ARGISNULL(15) || !PG_ARGISNULL(16));
 	(void) shape_args(fcinfo, CREATE_EXPORT_SHAPE_ARG, &exp);
 	phx_check_shape(&exp, m);
+	if (m == &phx_hogql_model_proto)
+	{
+		/* a key names rows: merge on it unless told; the table after the export */
+		if (PG_ARGISNULL(6) && exp.key != NIL)
+			exp.mode = "merge";
+		if (PG_ARGISNULL(4))
+			exp.table_name = exp.name;
+	}
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -506,7 +543,16 @@ posthog_export_create_export(PG_FUNCTION_ARGS)
 	cfg = phx_get_server_config(exp.server_name, exp.owner);
 
 	exp.next_interval_start = first_full_period(&exp);
-	if (check && (exp.columns != NIL || exp.filter != NULL))
+	if (m == &phx_hogql_model_proto)
+	{
+		/* the query's probe gives its columns and types */
+		hogql_definition(fcinfo, CREATE_EXPORT_SHAPE_ARG, &exp);
+		m = phx_model_for_export(&exp);
+		prepare_destination(&exp, m);
+		if (check)
+			(void) phx_check_server(cfg);
+	}
+	else if (check && (exp.columns != NIL || exp.filter != NULL))
 	{
 		/* the probe checks the server too, and gives a new table its columns' types */
 		phx_probe_shape(m, &exp, cfg);
@@ -753,7 +799,13 @@ posthog_export_alter_export(PG_FUNCTION_ARGS)
 	if (shape_args(fcinfo, ALTER_EXPORT_SHAPE_ARG, exp))
 	{
 		phx_check_shape(exp, phx_model_by_name(exp->model));
-		if (exp->columns != NIL || exp->filter != NULL)
+		/* a new query or key: probed now, used from the next interval on */
+		if (strcmp(exp->model, "hogql") == 0)
+		{
+			hogql_definition(fcinfo, ALTER_EXPORT_SHAPE_ARG, exp);
+			prepare_destination(exp, phx_model_for_export(exp));
+		}
+		else if (exp->columns != NIL || exp->filter != NULL)
 			probe_as_owner(exp);
 		/* the intervals exported under the old filter are not counted with the new one */
 		if (filter_changed(&old, exp))
@@ -770,7 +822,7 @@ posthog_export_alter_export(PG_FUNCTION_ARGS)
 		/* fails now, not at the next run: the server, its USAGE and user mapping */
 		(void) phx_get_server_config(exp->server_name, exp->owner);
 		if (exp->owner != old.owner)
-			prepare_destination(exp, phx_model_by_name(exp->model));
+			prepare_destination(exp, phx_model_for_export(exp));
 		phx_export_set_server_owner(exp);
 	}
 	SPI_finish();

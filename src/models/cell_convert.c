@@ -20,6 +20,7 @@
 #include "utils/numeric.h"
 #include "parser/parse_coerce.h"
 #include "utils/jsonb.h"
+#include "utils/numeric.h"
 #include "utils/timestamp.h"
 
 #include "models/models.h"
@@ -79,7 +80,10 @@ phx_cell_jsonb(PhxCell *cell, const char *column)
 	return phx_jsonb_from_text(text, cell->len);
 }
 
-/* A JSON array of strings (sessions' $urls) as text[]. */
+/*
+ * A JSON array of strings (sessions' $urls) as text[]; numbers and
+ * booleans as their text (arrays of a hogql query, cast by the column).
+ */
 static Datum
 cell_text_array(PhxCell *cell, const char *column)
 {
@@ -105,6 +109,15 @@ cell_text_array(PhxCell *cell, const char *column)
 		else if (v.type == jbvString)
 			accumArrayResult(astate,
 							 PointerGetDatum(cstring_to_text_with_len(v.val.string.val, v.val.string.len)),
+							 false, TEXTOID, CurrentMemoryContext);
+		else if (v.type == jbvNumeric)
+			/* an array of numbers (a hogql query's), as text the column's cast reads */
+			accumArrayResult(astate,
+							 CStringGetTextDatum(DatumGetCString(DirectFunctionCall1(numeric_out,
+																				   NumericGetDatum(v.val.numeric)))),
+							 false, TEXTOID, CurrentMemoryContext);
+		else if (v.type == jbvBool)
+			accumArrayResult(astate, CStringGetTextDatum(v.val.boolean ? "true" : "false"),
 							 false, TEXTOID, CurrentMemoryContext);
 		else
 			bad_cell(cell, column, "an array of strings");
@@ -166,6 +179,19 @@ phx_cell_datum(PhxCell *cell, Oid type, const char *column, bool *isnull)
 				return DirectFunctionCall3(timestamptz_in, CStringGetDatum(cell->val),
 										   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
 			bad_cell(cell, column, "a datetime");
+		case NUMERICOID:
+			if (cell->kind == PHX_CELL_NUMBER || cell->kind == PHX_CELL_STRING)
+				return DirectFunctionCall3(numeric_in, CStringGetDatum(cell->val),
+										   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+			bad_cell(cell, column, "a number");
+		case UUIDOID:
+			if (cell->kind == PHX_CELL_STRING)
+				return DirectFunctionCall1(uuid_in, CStringGetDatum(cell->val));
+			bad_cell(cell, column, "a UUID");
+		case DATEOID:
+			if (cell->kind == PHX_CELL_STRING)
+				return DirectFunctionCall1(date_in, CStringGetDatum(cell->val));
+			bad_cell(cell, column, "a date");
 		case JSONBOID:
 			{
 				Jsonb	   *jb = phx_cell_jsonb(cell, column);

@@ -231,7 +231,8 @@ phx_check_shape(const PhxExport *exp, const PhxModel *m)
 	int64		bytes = 0;
 	ListCell   *lc;
 
-	if ((exp->columns != NIL || exp->filter != NULL || exp->filter_values != NIL) &&
+	/* a hogql export's columns are its query's, stored by the probe */
+	if (((exp->columns != NIL && !hogql) || exp->filter != NULL || exp->filter_values != NIL) &&
 		m != NULL && !m->shapeable)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -253,7 +254,7 @@ phx_check_shape(const PhxExport *exp, const PhxModel *m)
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("columns names %d columns; at most %d are allowed",
 						list_length(exp->columns), PHX_MAX_CUSTOM_COLUMNS)));
-	foreach(lc, exp->columns)
+	foreach(lc, hogql ? NIL : exp->columns)
 	{
 		PhxNamedText *c = lfirst(lc);
 

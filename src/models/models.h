@@ -13,6 +13,8 @@
  *   jsonb_build.c    JSON text -> jsonb, without a second parse
  *   events.c, persons.c, sessions.c   the models: their columns, queries
  *                    and row conversion
+ *   hogql_model.c    the hogql model: the owner's own query, its columns
+ *                    probed and stored per export
  *   custom.c         what an owner adds to a model: extra columns from
  *                   HogQL expressions, a filter and its values
  *
@@ -164,6 +166,13 @@ extern const PhxModel phx_persons_model;
 extern const PhxModel phx_sessions_model;
 
 extern const PhxModel *phx_model_by_name(const char *name);
+extern const PhxModel *phx_model_for_export(PhxExport *exp);
+
+/* hogql_model.c */
+extern const PhxModel phx_hogql_model_proto;
+extern const PhxModel *phx_hogql_model(PhxExport *exp);
+extern List *phx_hogql_probe(PhxServerConfig *cfg, const char *export_name, const char *query,
+							 List *key);
 
 /* custom.c */
 extern bool phx_placeholder_reserved(const char *name);

@@ -99,6 +99,8 @@ typedef struct PhxPage
 {
 	int			ncolumns;
 	char	  **columns;		/* names from "columns" */
+	int			ntypes;			/* 0: the response had no "types" */
+	char	  **types;			/* ClickHouse type names from "types", in order */
 	int			nrows;
 	PhxCell    *cells;			/* nrows * ncolumns, row-major */
 	bool		has_more;

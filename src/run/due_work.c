@@ -464,6 +464,20 @@ phx_check_range_on_grid(PhxExport *exp, TimestampTz start, TimestampTz end)
 }
 
 /*
+ * The model the export runs with, allocated in run_cxt (a hogql export's
+ * is built from its stored columns, as the export is now).
+ */
+static const PhxModel *
+run_model(PhxExport *exp, MemoryContext run_cxt)
+{
+	MemoryContext old = MemoryContextSwitchTo(run_cxt);
+	const PhxModel *model = phx_model_for_export(exp);
+
+	MemoryContextSwitchTo(old);
+	return model;
+}
+
+/*
  * Exports every interval of [start, end) in order.  Used by the CALL
  * below and, later, by the scheduler.
  */
@@ -471,11 +485,11 @@ void
 phx_run_range(PhxExport *exp, TimestampTz start, TimestampTz end,
 			  const char *trigger, bool force, bool nonatomic)
 {
-	const PhxModel *model = phx_model_by_name(exp->model);
+	const PhxModel *model;
 	RunLock		lock = {0};
 	MemoryContext run_cxt;
-	int			skipped = 0;
-	TimestampTz first_skipped = 0;
+	volatile int skipped = 0;
+	volatile TimestampTz first_skipped = 0;
 
 	if (force && strcmp(exp->mode, "append") == 0)
 		ereport(ERROR,
@@ -490,6 +504,8 @@ phx_run_range(PhxExport *exp, TimestampTz start, TimestampTz end,
 	run_cxt = AllocSetContextCreate(TopMemoryContext, "posthog_export run", ALLOCSET_DEFAULT_SIZES);
 	PG_TRY();
 	{
+		/* in run_cxt: a hogql export's model is built, and lives across commits */
+		model = run_model(exp, run_cxt);
 		if (phx_export_by_id(exp->export_id) == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -606,7 +622,7 @@ phx_backfill_ready_at(PhxExport *exp)
 bool
 phx_run_due_export(PhxExport *exp, bool nonatomic)
 {
-	const PhxModel *model = phx_model_by_name(exp->model);
+	const PhxModel *model;
 	RunLock		lock = {0};
 	MemoryContext run_cxt;
 	ErrorData  *error = NULL;
@@ -630,6 +646,7 @@ phx_run_due_export(PhxExport *exp, bool nonatomic)
 		bool		failed = false;
 		bool		stop = false;
 
+		model = run_model(exp, run_cxt);
 		run_due_schedule(exp, model, nonatomic, run_cxt, &error, &failed, &stop);
 
 		/* then the late rows of completed intervals, when a check is due (settle.c) */

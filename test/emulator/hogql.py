@@ -116,7 +116,13 @@ class Parser:
                    limit=None, limit_by=None)
         while True:
             if self.is_op("*"):
-                self.unsupported("SELECT *")
+                # SELECT * (alone) over a subquery: its columns, in order (posthog/hogql/resolver.py,
+                # _asterisk_columns); over a table the emulator does not expand it
+                star = self.next()
+                if sel["select"] or self.is_op(","):
+                    self.unsupported("* beside other columns", star)
+                sel["star"] = star.pos
+                break
             e = self.parse_expr()
             alias = None
             if self.accept_kw("AS"):

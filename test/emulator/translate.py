@@ -69,7 +69,13 @@ class Translator(ExprTranslator):
                 from_sql += " %s JOIN %s ON %s" % ("LEFT" if kind == "LEFT" else "INNER", sql, on_te.sql)
 
         out = []  # (name, TE)
-        for expr, alias in sel["select"]:
+        select = sel["select"]
+        if sel.get("star") is not None:
+            if sel["from_"] is None or sel["from_"][0] != "subquery" or sel["joins"]:
+                raise HogQLError("SELECT * is supported by the emulator over one subquery only (position %d)"
+                                 % sel["star"])
+            select = [(("field", [name_]), None) for name_ in scope.order[0].columns]
+        for expr, alias in select:
             te = self.tr(expr, scope, "select")
             if te.kind == "tuple":
                 raise HogQLError("Selecting a tuple is not supported by the emulator")
