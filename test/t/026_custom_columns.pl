@@ -224,7 +224,7 @@ my @bad = (
 	[ q{filter => repeat('1 = 1 AND ', 7000) || '1 = 1'}, qr/columns, filter, filter_values and query are too long for a PostHog query/, 'a filter too long' ],
 	[ q{model => 'persons', filter => 'is_identified'}, qr/columns, filter and filter_values do not apply to the persons model/, 'a filter on persons' ],
 	[ q{query => 'SELECT 1'}, qr/query and key apply to the hogql model only/, 'a query for the events model' ],
-	[ q{model => 'hogql', query => 'SELECT 1'}, qr/the hogql model is not implemented yet/, 'the hogql model, not built here' ],
+	[ q{model => 'hogql', query => 'SELECT 1', columns => '{"x": "event"}'}, qr/columns do not apply to the hogql model/, 'columns for the hogql model' ],
 );
 for my $b (@bad)
 {
