@@ -117,6 +117,19 @@ if [ "$exported" -ne "$expected" ]; then
   echo "the demo exported $exported rows, not $expected" >&2
   exit 1
 fi
+echo
+echo "== live SQL over PostHog: IMPORT FOREIGN SCHEMA, then one query aggregated by PostHog"
+"${psql[@]}" -q <<'SQL'
+CREATE SCHEMA ph;
+IMPORT FOREIGN SCHEMA posthog LIMIT TO (events) FROM SERVER posthog_us INTO ph;
+EXPLAIN (VERBOSE, COSTS OFF)
+SELECT event, count(*) FROM ph.events
+ WHERE timestamp >= now() - interval '7 days' AND properties->>'$browser' = 'Chrome'
+ GROUP BY event ORDER BY 2 DESC LIMIT 5;
+SELECT event, count(*) FROM ph.events
+ WHERE timestamp >= now() - interval '7 days' AND properties->>'$browser' = 'Chrome'
+ GROUP BY event ORDER BY 2 DESC LIMIT 5;
+SQL
 cat <<NEXT
 
 == next steps, on your own database
@@ -125,6 +138,7 @@ cat <<NEXT
    3. SELECT posthog_export.backfill('events', now() - interval '30 days');   -- and the past
    4. shared_preload_libraries = 'posthog_export' runs it by itself; or pg_cron: CALL posthog_export.run_due()
    5. watch it: SELECT * FROM posthog_export.status;  SELECT * FROM posthog_export.progress;
+   6. query PostHog live: IMPORT FOREIGN SCHEMA posthog FROM SERVER posthog_us INTO ph; SELECT ... FROM ph.events
 NEXT
 if [ -n "${KEEP:-}" ]; then
   cat <<KEPT
