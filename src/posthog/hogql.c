@@ -4,6 +4,9 @@
  *		Building query API requests: HogQL text with {placeholders} and the
  *		typed "values" that fill them server-side.
  *
+ * Identifiers are quoted here too (phx_hogql_identifier() when needed,
+ * phx_hogql_quoted_identifier() always), for the fdw and the models alike.
+ *
  * User-supplied data (event names, cursor positions, interval bounds) is
  * never pasted into the HogQL text: it travels in "values", which PostHog
  * substitutes as typed constants.  Times are always sent as UTC text and
