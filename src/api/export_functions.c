@@ -546,11 +546,10 @@ posthog_export_create_export(PG_FUNCTION_ARGS)
 	if (m == &phx_hogql_model_proto)
 	{
 		/* the query's probe gives its columns and types */
+		/* the query's probe is the server check: one request, even with check_server => false */
 		hogql_definition(fcinfo, CREATE_EXPORT_SHAPE_ARG, &exp);
 		m = phx_model_for_export(&exp);
 		prepare_destination(&exp, m);
-		if (check)
-			(void) phx_check_server(cfg);
 	}
 	else if (check && (exp.columns != NIL || exp.filter != NULL))
 	{
@@ -768,6 +767,46 @@ filter_changed(const PhxExport *old, const PhxExport *exp)
 	return false;
 }
 
+/* Whether a hogql export's query or key differ. */
+static bool
+hogql_query_or_key_changed(const PhxExport *old, const PhxExport *exp)
+{
+	ListCell   *a;
+	ListCell   *b;
+
+	if ((old->query == NULL) != (exp->query == NULL) ||
+		(old->query && strcmp(old->query, exp->query) != 0) ||
+		list_length(old->key) != list_length(exp->key))
+		return true;
+	forboth(a, old->key, b, exp->key)
+		if (strcmp(lfirst(a), lfirst(b)) != 0)
+			return true;
+	return false;
+}
+
+/*
+ * A run of the export that is unfinished and has committed a cursor
+ * resumes from it under the export's query and key: under new ones it
+ * would write rows twice or skip them, so they cannot change before it is
+ * finished.  The caller holds the export's lock (no run is in flight).
+ */
+static void
+check_no_run_with_cursor(PhxExport *exp)
+{
+	char	   *start = NULL;
+	char	   *end = NULL;
+	char	   *range = phx_run_with_cursor(exp, &start, &end);
+
+	if (range)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot change the query or key of export \"%s\" now", exp->name),
+				 errdetail("Its interval %s was interrupted after some pages were written; it resumes from its cursor under the current query and key.",
+						   range),
+				 errhint("Finish or rerun the interval first (CALL posthog_export.run_export(%s, '%s', '%s'), or let the export retry it), then change them.",
+						 quote_literal_cstr(exp->name), start, end)));
+}
+
 /* alter_export(..., server, owner, columns, filter, filter_values, query, key) */
 #define ALTER_EXPORT_SHAPE_ARG 15
 
@@ -785,7 +824,9 @@ posthog_export_alter_export(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	exp = phx_export_lookup(name, false);
-	if (alter_args_change_grid(fcinfo))
+	if (alter_args_change_grid(fcinfo) ||
+		(strcmp(exp->model, "hogql") == 0 &&
+		 (!PG_ARGISNULL(ALTER_EXPORT_SHAPE_ARG + 3) || !PG_ARGISNULL(ALTER_EXPORT_SHAPE_ARG + 4))))
 	{
 		/* the schedule must hold still: wait for a run in flight, then read it again */
 		phx_lock_export_for_change(exp, "changing");
@@ -802,6 +843,8 @@ posthog_export_alter_export(PG_FUNCTION_ARGS)
 		/* a new query or key: probed now, used from the next interval on */
 		if (strcmp(exp->model, "hogql") == 0)
 		{
+			if (hogql_query_or_key_changed(&old, exp))
+				check_no_run_with_cursor(exp);
 			hogql_definition(fcinfo, ALTER_EXPORT_SHAPE_ARG, exp);
 			prepare_destination(exp, phx_model_for_export(exp));
 		}

@@ -144,50 +144,6 @@ collation_is_deterministic(Oid collid)
 	return get_collation_isdeterministic(collid);
 }
 
-/*
- * An identifier as HogQL reads it: plain when it is one, else in
- * backquotes with backquote and backslash escaped.  Words HogQL reads as
- * keywords are quoted too.
- */
-void
-phx_deparse_identifier(StringInfo buf, const char *name)
-{
-	static const char *const keywords[] = {
-		"all", "and", "anti", "any", "array", "as", "asc", "asof", "between", "both", "by", "case",
-		"cast", "cross", "cube", "current", "date", "day", "desc", "distinct", "else", "end",
-		"except", "extract", "false", "final", "first", "following", "for", "from", "full", "global",
-		"group", "having", "hour", "if", "ilike", "in", "inf", "inner", "interval", "intersect", "is",
-		"join", "last", "leading", "left", "like", "limit", "minute", "month", "nan", "natural",
-		"not", "null", "nulls", "offset", "on", "or", "order", "outer", "over", "partition",
-		"preceding", "prewhere", "qualify", "range", "recursive", "right", "rollup", "row", "rows",
-		"sample", "second", "select", "semi", "settings", "then", "ties", "to", "top", "totals",
-		"trailing", "trim", "true", "unbounded", "union", "using", "week", "when", "where",
-		"window", "with", "year", "team_id", NULL
-	};
-	bool		plain = name[0] != '\0' &&
-		(isalpha((unsigned char) name[0]) || name[0] == '_' || name[0] == '$');
-
-	for (const char *p = name; *p && plain; p++)
-		if (!(isalnum((unsigned char) *p) || *p == '_' || *p == '$') || IS_HIGHBIT_SET(*p))
-			plain = false;
-	for (int i = 0; plain && keywords[i]; i++)
-		if (pg_strcasecmp(name, keywords[i]) == 0)
-			plain = false;
-	if (plain)
-	{
-		appendStringInfoString(buf, name);
-		return;
-	}
-	appendStringInfoChar(buf, '`');
-	for (const char *p = name; *p; p++)
-	{
-		if (*p == '`' || *p == '\\')
-			appendStringInfoChar(buf, '\\');
-		appendStringInfoChar(buf, *p);
-	}
-	appendStringInfoChar(buf, '`');
-}
-
 void
 phx_deparse_init(PhxDeparse *dp, PlannerInfo *root, PhxFdwRelInfo *rel, StringInfo buf,
 				 bool aggregates)

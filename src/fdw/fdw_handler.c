@@ -95,7 +95,7 @@ hogql_name(const char *name)
 	StringInfoData buf;
 
 	initStringInfo(&buf);
-	phx_deparse_identifier(&buf, name);
+	phx_hogql_identifier(&buf, name);
 	return buf.data;
 }
 
@@ -113,7 +113,7 @@ hogql_table_name(const char *name)
 	{
 		if (buf.len > 0)
 			appendStringInfoChar(&buf, '.');
-		phx_deparse_identifier(&buf, part);
+		phx_hogql_identifier(&buf, part);
 	}
 	if (buf.len == 0)
 		ereport(ERROR,

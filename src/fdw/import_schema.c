@@ -74,7 +74,7 @@ hogql_identifier(const char *name)
 	StringInfoData buf;
 
 	initStringInfo(&buf);
-	phx_deparse_identifier(&buf, name);
+	phx_hogql_identifier(&buf, name);
 	return buf.data;
 }
 

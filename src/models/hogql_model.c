@@ -12,7 +12,7 @@
  * compared with it would be read in that zone, not in UTC.
  *
  * Its columns and their types come from a LIMIT 0 probe of the query
- * (SELECT * FROM (<query>) LIMIT 0: PostHog's resolver expands * over a
+ * (SELECT * FROM (<query>\n) LIMIT 0: PostHog's resolver expands * over a
  * subquery to its columns) when the export is created or its query or key
  * changes, and are stored with the export (exports.columns, as
  * {"name": "ClickHouse type", ...}): a run spends no request on them, the
@@ -20,12 +20,21 @@
  * output changed since is an error at its first page rather than rows
  * written into the wrong columns.
  *
- * With a key (output columns naming a row), pages follow a keyset over
- * it: SELECT <columns> FROM (<query>) WHERE (k1, k2) > (cursor) ORDER BY
- * k1, k2 LIMIT n, through the pager (paging.c); the columns are named, in
- * the stored order, so the response's order is known.  Merge mode stages
- * the interval
- * and upserts on the key in one statement, as persons and sessions do.
+ * The user's text is always followed by a line break where it is
+ * wrapped, so a trailing "-- comment" ends there; every column and key
+ * name the model adds is in backquotes.
+ *
+ * With a key (output columns naming a row, never NULL: Nullable key types
+ * are refused), pages follow a keyset over it: SELECT <columns> FROM
+ * (<query>\n) WHERE (k1, k2) >= (cursor) ORDER BY k1, k2 LIMIT n, through
+ * the pager (paging.c); the columns are named, in the stored order, so the
+ * response's order is known.  The key is the user's claim, so the pager
+ * checks it (PhxPaging.unique_keyset): keys rise strictly within a page,
+ * and each page starts with the cursor's row read again (dropped), so a
+ * key duplicated across a page boundary shows too; a duplicate is an
+ * error naming the key, never a skipped row.  Merge mode stages the
+ * interval and upserts on the key in one statement, as persons and
+ * sessions do.
  * Without a key the interval's result must fit one page: more rows are
  * an error, never a silent truncation.
  *
@@ -67,7 +76,7 @@ typedef struct HogqlState
 	int			ncolumns;
 	const PhxModelColumn *columns;
 	const char **names;
-	char	   *select_list;	/* "a, b, c": the stored columns, in order */
+	char	   *select_list;	/* "`a`, `b`": the stored columns, in order */
 	PhxKeyColumn *keys;			/* the keyset, and every row's keys */
 	int			nkeys;
 	PhxPaging	paging;
@@ -105,6 +114,17 @@ bare_type(const char *type)
 		t[len] = '\0';
 	}
 	return t;
+}
+
+/* Whether a ClickHouse type admits NULL: Nullable(...), maybe inside LowCardinality(...). */
+static bool
+nullable_type(const char *type)
+{
+	const char *t = type;
+
+	while (strncmp(t, "LowCardinality(", 15) == 0)
+		t += 15;
+	return strncmp(t, "Nullable(", 9) == 0;
 }
 
 /*
@@ -253,7 +273,8 @@ phx_hogql_probe(PhxServerConfig *cfg, const char *export_name, const char *query
 						   strlen(query), HOGQL_MAX_QUERY_BYTES)));
 
 	phx_query_init(&q);
-	appendStringInfo(&q.text, "SELECT * FROM (%s) LIMIT 0", query);
+	/* the line break ends a trailing "-- comment" of the query */
+	appendStringInfo(&q.text, "SELECT * FROM (%s\n) LIMIT 0", query);
 	bind_interval(&q, now, now);
 	/* one request: PostHog's verdict on the query, not a retry loop */
 	cfg->max_retries = 0;
@@ -313,6 +334,14 @@ phx_hogql_probe(PhxServerConfig *cfg, const char *export_name, const char *query
 							k, export_name, types[c]),
 					 errdetail("Key columns are strings, UUIDs, integers of at most 64 bits (UInt64 excluded) or datetimes."),
 					 errhint("Convert it in the query, as in toString(%s) AS %s.", k, k)));
+		if (nullable_type(types[c]))
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("key column \"%s\" of export \"%s\" is of type %s, which may be NULL",
+							k, export_name, types[c]),
+					 errdetail("A key names a row: it is never NULL."),
+					 errhint("Give it a value in the query where it is NULL, as in coalesce(%s, '') AS %s, or assumeNotNull(%s) AS %s.",
+							 k, k, k, k)));
 		for (ListCell *lc2 = list_head(key); lc2 != lc; lc2 = lnext(key, lc2))
 			if (strcmp(lfirst(lc2), k) == 0)
 				ereport(ERROR,
@@ -323,9 +352,9 @@ phx_hogql_probe(PhxServerConfig *cfg, const char *export_name, const char *query
 }
 
 /*
- * The request for a page: the interval's rows after the cursor, in key
- * order.  Key names are identifiers (the probe checked them); values
- * travel as placeholders.
+ * The request for a page: the interval's rows from the cursor on (its own
+ * row included, see unique_keyset), in key order.  Key names are quoted;
+ * values travel as placeholders.
  */
 static void
 build_keyset_query(void *arg, const PhxKey *cursor, int page_size, PhxQuery *q)
@@ -336,12 +365,18 @@ build_keyset_query(void *arg, const PhxKey *cursor, int page_size, PhxQuery *q)
 	phx_query_init(q);
 	initStringInfo(&order);
 	for (int k = 0; k < st->nkeys; k++)
-		appendStringInfo(&order, "%s%s", k ? ", " : "", st->keys[k].name);
-	appendStringInfo(&q->text, "SELECT %s FROM (%s)", st->select_list, st->query);
+	{
+		if (k)
+			appendStringInfoString(&order, ", ");
+		phx_hogql_quoted_identifier(&order, st->keys[k].name);
+	}
+	/* the line break ends a trailing "-- comment" of the query */
+	appendStringInfo(&q->text, "SELECT %s FROM (%s\n)", st->select_list, st->query);
 	bind_interval(q, st->start, st->end);
 	if (cursor)
 	{
-		appendStringInfo(&q->text, st->nkeys > 1 ? " WHERE (%s) > (" : " WHERE %s > ", order.data);
+		/* from the cursor on: the pager drops its row, and sees a duplicate of it */
+		appendStringInfo(&q->text, st->nkeys > 1 ? " WHERE (%s) >= (" : " WHERE %s >= ", order.data);
 		for (int k = 0; k < st->nkeys; k++)
 		{
 			char	   *ph = psprintf("phx_cursor_%d", k);
@@ -428,7 +463,7 @@ single_page(void *state)
 		elog(ERROR, "posthog_export: the single page of a hogql export was read twice");
 	st->done = true;
 	phx_query_init(&q);
-	appendStringInfo(&q.text, "SELECT %s FROM (%s) LIMIT %d", st->select_list, st->query, fit + 1);
+	appendStringInfo(&q.text, "SELECT %s FROM (%s\n) LIMIT %d", st->select_list, st->query, fit + 1);
 	bind_interval(&q, st->start, st->end);
 	q.rows = fit + 1;
 	page = phx_http_query(st->cfg, &q, psprintf("posthog_export %s page 1", st->exp->name),
@@ -471,7 +506,9 @@ state_columns(HogqlState *st, PhxExport *exp)
 
 		model_column(lfirst(lc), &mc[i]);
 		st->names[i] = mc[i].name;
-		appendStringInfo(&sel, "%s%s", i ? ", " : "", mc[i].name);
+		if (i)
+			appendStringInfoString(&sel, ", ");
+		phx_hogql_quoted_identifier(&sel, mc[i].name);
 	}
 	st->columns = mc;
 	st->select_list = sel.data;
@@ -518,6 +555,7 @@ hogql_begin(PhxExport *exp, PhxServerConfig *cfg, TimestampTz start, TimestampTz
 	st->paging.row_keys = st->keys;
 	st->paging.nrow_keys = st->nkeys;
 	st->paging.prefetch = false;
+	st->paging.unique_keyset = true;
 	st->paging.build_query = build_keyset_query;
 	st->paging.fill_page = fill_page;
 	st->pager = phx_pager_begin(&st->paging, st, exp, cfg, cursor);

@@ -381,6 +381,85 @@ phx_keyset_next(const PhxKeySource *src, const PhxKeyColumn *keyset, int nkeys,
 	}
 }
 
+/* "(a, b)": the names of a keyset, for a message. */
+static char *
+keyset_names(const PhxKeyColumn *keyset, int nkeys)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '(');
+	for (int k = 0; k < nkeys; k++)
+		appendStringInfo(&buf, "%s%s", k ? ", " : "", keyset[k].name);
+	appendStringInfoChar(&buf, ')');
+	return buf.data;
+}
+
+/*
+ * For a keyset that must name one row (PhxPaging.unique_keyset): the keys
+ * of the page must rise strictly, so a key the source returns twice is an
+ * error naming it, never a row the cursor skips or a merge meets twice.
+ * With a cursor the page was asked for from the cursor on (>=): its first
+ * row must not lie before it, and a first row equal to it (the previous
+ * page's last row, read again) is counted in the result, for the caller
+ * to drop; a second row equal to it is a duplicate like any other.  (No
+ * row equal to it: the row is gone from the source since; nothing is
+ * skipped or repeated, so that is no error.)  Returns 1 or 0.
+ */
+int
+phx_keyset_check_unique(const PhxKeySource *src, const PhxKeyColumn *keyset, int nkeys,
+						const PhxKey *cursor)
+{
+	PhxKey	   *prev = palloc(sizeof(PhxKey) * nkeys);
+	PhxKey	   *cur = palloc(sizeof(PhxKey) * nkeys);
+	int			skip = 0;
+
+	for (int r = 0; r < src->page->nrows; r++)
+	{
+		PhxKey	   *swap;
+
+		row_keys(src, r, keyset, nkeys, cur);
+		if (r == 0 && cursor)
+		{
+			int			c = keyset_cmp(keyset, nkeys, cur, cursor);
+
+			if (c < 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+						 errmsg("PostHog returned a page that starts before the keyset cursor (page %d of export \"%s\")",
+								src->page_no, src->export_name),
+						 errdetail("The page starts at %s; the previous page ended at %s.",
+								   keyset_show(keyset, nkeys, cur), keyset_show(keyset, nkeys, cursor)),
+						 errhint("Rows the export already has would be written again; nothing of the page was written.")));
+			skip = (c == 0);
+		}
+		else if (r > 0)
+		{
+			int			c = keyset_cmp(keyset, nkeys, prev, cur);
+
+			if (c == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_UNIQUE_VIOLATION),
+						 errmsg("PostHog returned two rows with the key %s = %s in page %d of export \"%s\"",
+								keyset_names(keyset, nkeys), keyset_show(keyset, nkeys, cur),
+								src->page_no, src->export_name),
+						 errdetail("The key of an export must name one row: the export pages, resumes and merges by it.  Nothing of the page was written."),
+						 errhint("Extend the key with columns that tell these rows apart (alter_export(key => ARRAY[...])), or make the query return one row per key.")));
+			if (c > 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
+						 errmsg("PostHog returned rows out of key order in page %d of export \"%s\": %s after %s",
+								src->page_no, src->export_name,
+								keyset_show(keyset, nkeys, cur), keyset_show(keyset, nkeys, prev)),
+						 errdetail("The page was asked for in the order of the key %s.", keyset_names(keyset, nkeys))));
+		}
+		swap = prev;
+		prev = cur;
+		cur = swap;
+	}
+	return skip;
+}
+
 /*
  * A key of a cursor committed in the runs catalog (a run resuming): the
  * text phx_keyset_next() made, checked again before it goes into a query.

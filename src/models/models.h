@@ -249,6 +249,8 @@ extern void phx_keyset_next(const PhxKeySource *src, const PhxKeyColumn *keyset,
 							const PhxKey *prev, PhxKey *next, MemoryContext cxt);
 extern void phx_key_from_cursor(PhxKeyType type, const char *text, const char *export_name,
 								PhxKey *out);
+extern int	phx_keyset_check_unique(const PhxKeySource *src, const PhxKeyColumn *keyset, int nkeys,
+									const PhxKey *cursor);
 
 /* ------------------------------------------------------------------------
  * paging.c
@@ -276,6 +278,16 @@ typedef struct PhxPaging
 
 	/* request the next page while this one is converted and written */
 	bool		prefetch;
+
+	/*
+	 * The keyset is the user's claim that it names one row, not the
+	 * source's guarantee: every page must have strictly rising keys, and
+	 * pages are asked for from the cursor on (build_query compares with
+	 * >=, the pager asks for one row more), so the row equal to the cursor
+	 * (the previous page's last, dropped by the pager) shows whether the
+	 * key was duplicated across the page boundary.
+	 */
+	bool		unique_keyset;
 
 	/*
 	 * The request for up to page_size rows after cursor (nkeys keys, NULL

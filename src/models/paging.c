@@ -35,6 +35,9 @@
 
 #include "models/models.h"
 
+/* PostHog caps a query's LIMIT at this many rows (posthog/hogql/constants.py). */
+#define MAX_REQUEST_ROWS 50000
+
 /* The smallest page a too-big query halves it to. */
 #define MIN_PAGE_ROWS 10
 
@@ -70,8 +73,12 @@ struct PhxPager
 
 /*
  * Starts paging after "cursor" (the text keys a previous run committed;
- * NIL, or a list of another length: from the beginning).  The pager is the
- * state a model's begin() returns and next_page() gets.
+ * NIL: from the beginning).  A cursor of another length than the keyset
+ * is an error: it was committed under another key, and starting over
+ * would write the committed pages again (the built-in models' keysets
+ * never change; a hogql export's key cannot change while a run has a
+ * cursor, see phx_run_with_cursor()).  The pager is the state a model's
+ * begin() returns and next_page() gets.
  */
 PhxPager *
 phx_pager_begin(const PhxPaging *paging, void *arg, PhxExport *exp,
@@ -90,7 +97,14 @@ phx_pager_begin(const PhxPaging *paging, void *arg, PhxExport *exp,
 	pg->grow_after = GROW_AFTER;
 	if (exp->export_id == last_export_id && last_page_size > 0)
 		pg->page_size = Min(last_page_size, cfg->page_size);
-	if (list_length(cursor) == paging->nkeys)
+	if (cursor != NIL && list_length(cursor) != paging->nkeys)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("the committed keyset cursor of export \"%s\" has %d keys, its key has %d",
+						exp->name, list_length(cursor), paging->nkeys),
+				 errdetail("The interval's run was interrupted under another key; resuming or starting over would skip or repeat rows."),
+				 errhint("Set the key back to the one the run was interrupted under, finish the interval, then change the key.")));
+	if (cursor != NIL)
 	{
 		for (int k = 0; k < paging->nkeys; k++)
 			phx_key_from_cursor(paging->keyset[k].type, list_nth(cursor, k), exp->name,
@@ -101,14 +115,27 @@ phx_pager_begin(const PhxPaging *paging, void *arg, PhxExport *exp,
 }
 
 /*
+ * The rows a request asks for: the page size, and with a unique keyset
+ * after a cursor one more, the cursor's row read again (at most PostHog's
+ * cap: a page of 50,000 then has 49,999 new rows).
+ */
+static int
+request_rows(PhxPager *pg)
+{
+	if (pg->paging->unique_keyset && pg->has_cursor)
+		return Min(pg->page_size + 1, MAX_REQUEST_ROWS);
+	return pg->page_size;
+}
+
+/*
  * The request of the current page size after the current cursor; it
  * carries its page size for the error that lists what was tried.
  */
 static void
 build_query(PhxPager *pg, PhxQuery *q)
 {
-	pg->paging->build_query(pg->arg, pg->has_cursor ? pg->cursor : NULL, pg->page_size, q);
-	q->rows = pg->page_size;
+	pg->paging->build_query(pg->arg, pg->has_cursor ? pg->cursor : NULL, request_rows(pg), q);
+	q->rows = request_rows(pg);
 }
 
 static char *
@@ -172,12 +199,50 @@ advance_cursor(PhxPager *pg, const PhxKeySource *src)
 	const PhxPaging *paging = pg->paging;
 	List	   *cursor = NIL;
 
+	/* a unique keyset's page was checked against the cursor already */
 	phx_keyset_next(src, paging->keyset, paging->nkeys,
-					pg->has_cursor ? pg->cursor : NULL, pg->cursor, pg->cxt);
+					pg->has_cursor && !paging->unique_keyset ? pg->cursor : NULL,
+					pg->cursor, pg->cxt);
 	pg->has_cursor = true;
 	for (int k = 0; k < paging->nkeys; k++)
 		cursor = lappend(cursor, (char *) pg->cursor[k].str);
 	return cursor;
+}
+
+/* A page without its first rows (the cursor's row, read again), for the writer. */
+typedef struct SkipArg
+{
+	PhxModelPage inner;
+	int			skip;
+} SkipArg;
+
+static void
+skip_get_row(void *arg, int r, Datum *values, bool *nulls)
+{
+	SkipArg    *sa = (SkipArg *) arg;
+
+	sa->inner.get_row(sa->inner.arg, r + sa->skip, values, nulls);
+}
+
+static const char *
+skip_row_key(void *arg, int r)
+{
+	SkipArg    *sa = (SkipArg *) arg;
+
+	return sa->inner.row_key(sa->inner.arg, r + sa->skip);
+}
+
+static void
+skip_rows(PhxModelPage *mp, int skip)
+{
+	SkipArg    *sa = palloc(sizeof(SkipArg));
+
+	sa->inner = *mp;
+	sa->skip = skip;
+	mp->nrows -= skip;
+	mp->get_row = skip_get_row;
+	mp->row_key = mp->row_key ? skip_row_key : NULL;
+	mp->arg = sa;
 }
 
 /*
@@ -196,6 +261,7 @@ phx_pager_next_page(void *state)
 	PhxQuery	q;
 	PhxPage    *page;
 	int			limit;
+	int			skip = 0;
 
 	pg->page_no++;
 	build_query(pg, &q);
@@ -203,7 +269,7 @@ phx_pager_next_page(void *state)
 	pg->prefetched = 0;
 	page = phx_http_query(pg->cfg, &q, page_label(pg, pg->page_no), shrink_page, pg, &mp->bytes);
 	/* the LIMIT may have shrunk during the call */
-	limit = pg->page_size;
+	limit = request_rows(pg);
 	page_succeeded(pg);
 
 	phx_check_columns(page, paging->columns, paging->ncolumns, paging->query_name);
@@ -213,11 +279,14 @@ phx_pager_next_page(void *state)
 	src.page_no = pg->page_no;
 	/* before anything uses a key: deduplication, the cursor, messages */
 	phx_key_check_rows(&src, paging->row_keys, paging->nrow_keys);
+	if (paging->unique_keyset)
+		skip = phx_keyset_check_unique(&src, paging->keyset, paging->nkeys,
+									   pg->has_cursor ? pg->cursor : NULL);
 
-	if (page->nrows > 0)
+	if (page->nrows > skip)
 		mp->cursor = advance_cursor(pg, &src);
 	/* hasMore, or a full page: ask again (an empty last page costs one call) */
-	mp->has_more = page->nrows > 0 && (page->has_more || page->nrows >= limit);
+	mp->has_more = page->nrows > skip && (page->has_more || page->nrows >= limit);
 	if (mp->has_more)
 	{
 		if (paging->prefetch)
@@ -232,6 +301,8 @@ phx_pager_next_page(void *state)
 	mp->what = paging->page_what;
 	mp->page_no = pg->page_no;
 	paging->fill_page(pg->arg, &src, mp);
+	if (skip > 0)
+		skip_rows(mp, skip);
 	return mp;
 }
 

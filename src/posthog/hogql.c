@@ -4,6 +4,9 @@
  *		Building query API requests: HogQL text with {placeholders} and the
  *		typed "values" that fill them server-side.
  *
+ * Identifiers are quoted here too (phx_hogql_identifier() when needed,
+ * phx_hogql_quoted_identifier() always), for the fdw and the models alike.
+ *
  * User-supplied data (event names, cursor positions, interval bounds) is
  * never pasted into the HogQL text: it travels in "values", which PostHog
  * substitutes as typed constants.  Times are always sent as UTC text and
@@ -78,6 +81,59 @@ phx_value_json(PhxQuery *q, const char *name, const char *json)
 {
 	value_name(q, name);
 	appendStringInfoString(&q->values, json);
+}
+
+/*
+ * An identifier as HogQL reads it: plain when it is one, else in
+ * backquotes with backquote and backslash escaped.  Words HogQL reads as
+ * keywords are quoted too.
+ */
+void
+phx_hogql_identifier(StringInfo buf, const char *name)
+{
+	static const char *const keywords[] = {
+		"all", "and", "anti", "any", "array", "as", "asc", "asof", "between", "both", "by", "case",
+		"cast", "cross", "cube", "current", "date", "day", "desc", "distinct", "else", "end",
+		"except", "extract", "false", "final", "first", "following", "for", "from", "full", "global",
+		"group", "having", "hour", "if", "ilike", "in", "inf", "inner", "interval", "intersect", "is",
+		"join", "last", "leading", "left", "like", "limit", "minute", "month", "nan", "natural",
+		"not", "null", "nulls", "offset", "on", "or", "order", "outer", "over", "partition",
+		"preceding", "prewhere", "qualify", "range", "recursive", "right", "rollup", "row", "rows",
+		"sample", "second", "select", "semi", "settings", "then", "ties", "to", "top", "totals",
+		"trailing", "trim", "true", "unbounded", "union", "using", "week", "when", "where",
+		"window", "with", "year", "team_id", NULL
+	};
+	bool		plain = name[0] != '\0' &&
+		(isalpha((unsigned char) name[0]) || name[0] == '_' || name[0] == '$');
+
+	for (const char *p = name; *p && plain; p++)
+		if (!(isalnum((unsigned char) *p) || *p == '_' || *p == '$') || IS_HIGHBIT_SET(*p))
+			plain = false;
+	for (int i = 0; plain && keywords[i]; i++)
+		if (pg_strcasecmp(name, keywords[i]) == 0)
+			plain = false;
+	if (plain)
+		appendStringInfoString(buf, name);
+	else
+		phx_hogql_quoted_identifier(buf, name);
+}
+
+/*
+ * An identifier in backquotes, whatever it is (backquote and backslash
+ * escaped): the models name the columns of the user's own query this way,
+ * so no name of it can be read as a keyword or an operator.
+ */
+void
+phx_hogql_quoted_identifier(StringInfo buf, const char *name)
+{
+	appendStringInfoChar(buf, '`');
+	for (const char *p = name; *p; p++)
+	{
+		if (*p == '`' || *p == '\\')
+			appendStringInfoChar(buf, '\\');
+		appendStringInfoChar(buf, *p);
+	}
+	appendStringInfoChar(buf, '`');
 }
 
 /*

@@ -228,6 +228,41 @@ phx_grid_change_problem(PhxExport *exp, char **hint)
 }
 
 /*
+ * The first interval of exp whose run is not completed and has committed a
+ * keyset cursor (the next run resumes from it, under the query and key of
+ * the export then), as "[start, end)" and its bounds' texts, or NULL.  Its committed pages were
+ * read under the current query and key: a run resuming under others would
+ * write rows twice or skip them.
+ */
+char *
+phx_run_with_cursor(PhxExport *exp, char **start_text, char **end_text)
+{
+	CatalogArgs args = {0};
+	char	   *result = NULL;
+	bool		isnull;
+
+	phx_catalog_arg(&args, INT4OID, Int32GetDatum(exp->export_id), false);
+	phx_catalog_exec("SELECT interval_start, interval_end FROM posthog_export.runs "
+					 "WHERE export_id OPERATOR(pg_catalog.=) $1 "
+					 "AND status <> 'completed' AND cursor IS NOT NULL "
+					 "ORDER BY interval_start LIMIT 1",
+					 &args);
+	if (SPI_processed > 0)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		TimestampTz start = DatumGetTimestampTz(SPI_getbinval(tup, desc, 1, &isnull));
+		TimestampTz end = DatumGetTimestampTz(SPI_getbinval(tup, desc, 2, &isnull));
+
+		*start_text = pstrdup(timestamptz_to_str(start));
+		*end_text = pstrdup(timestamptz_to_str(end));
+		result = psprintf("[%s, %s)", *start_text, *end_text);
+	}
+	SPI_freetuptable(SPI_tuptable);
+	return result;
+}
+
+/*
  * Settle checks (run/settle.c): an events interval completed at finished_at
  * is counted again at the source settle_every after its last check (or its
  * completion); the first check at or after finished_at + settle_window is

@@ -129,6 +129,7 @@ extern void phx_run_progress(PhxRun *run, PhxRunDelta *delta, List *cursor,
 							 bool completed);
 extern void phx_run_failed(PhxRun *run, const char *message);
 extern char *phx_grid_change_problem(PhxExport *exp, char **hint);
+extern char *phx_run_with_cursor(PhxExport *exp, char **start_text, char **end_text);
 extern List *phx_runs_overlapping_range(PhxExport *exp, TimestampTz start, TimestampTz end);
 extern List *phx_settle_due_runs(PhxExport *exp, TimestampTz now, int limit);
 extern void phx_settle_record(PhxSettleRun *sr, TimestampTz checked_at, int64 source_rows,

@@ -3,7 +3,12 @@
 # the data files (groups.ndjson), not through the extension: append and
 # merge mode, a rerun, a resume after kill -9 in a multi-page interval, an
 # invalid query refused at create time, a query changed by alter_export
-# from the next interval, and a keyless result too big for one page.
+# from the next interval, and a keyless result too big for one page; a key
+# that is Nullable, or duplicated within a page or across a page boundary
+# (an error, in append and merge mode alike); a query or key change refused
+# while an interrupted run has a cursor, and a cursor of another length; a
+# query ending in a "-- comment"; a column named by a keyword; one request
+# to create an export.
 use strict;
 use warnings;
 
@@ -89,8 +94,10 @@ like($stderr, qr/61 intervals of export "g_append" were already exported, skippe
 is(table_groups('posthog_exports.g_append'), $all, 'append: no row written twice by the rerun');
 
 # --- merge mode ----------------------------------------------------------------
+# the query ends in a comment: the probe and the pages put a line break after it
 psql_ok($node, qq{SELECT posthog_export.create_export('g_merge', 'posthog', 'hogql', every => '1 day',
-	query => '$Qsql', key => ARRAY['index', 'key'], check_server => false)}, 'create a hogql export with a key (merge by default)');
+	query => '$Qsql -- the groups created in the interval', key => ARRAY['index', 'key'], check_server => false)},
+	'create a hogql export with a key (merge by default), its query ending in a -- comment');
 is($node->safe_psql('postgres', q{SELECT mode FROM posthog_export.exports WHERE name = 'g_merge'}), 'merge', 'a key makes merge the default mode');
 like($node->safe_psql('postgres', q{SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'posthog_exports.g_merge'::regclass AND contype = 'p'}),
 	qr/PRIMARY KEY \(index, key\)/, 'the merge table gets the key as primary key');
@@ -136,7 +143,7 @@ psql_ok($node, q{SELECT posthog_export.create_export('g_nokey', 'posthog', 'hogq
 $err = psql_fails($node, $run->('g_nokey', '2026-10-01', '2026-10-02'), 'more rows than a page fail the interval');
 like($err, qr/returned more than 3 rows for interval/, '... clearly, not truncated');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM posthog_exports.g_nokey'), '0', 'nothing of it written');
-psql_ok($node, q{SELECT posthog_export.alter_export('g_nokey', query => 'SELECT index, key, updated_at FROM raw_groups WHERE key = ''company_0''')}, 'a query of few rows');
+psql_ok($node, q{SELECT posthog_export.alter_export('g_nokey', query => 'SELECT index, key, updated_at FROM raw_groups WHERE key = ''company_0'' -- one group')}, 'a query of few rows, ending in a comment');
 psql_ok($node, $run->('g_nokey', '2026-10-02', '2026-10-03'), 'fits one page');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM posthog_exports.g_nokey'), scalar(grep { $_->{key} eq 'company_0' } @raw),
 	'every version of company_0 written');
@@ -162,14 +169,90 @@ is($node->safe_psql('postgres', 'SELECT count(*) FROM posthog_exports.g_kill'), 
 kill 'KILL', $pid;
 $h->finish;
 ok(wait_for(sub { $node->psql('postgres', 'SELECT 1') == 0 }, 120), 'the server is back after the crash');
+
+# the interrupted run resumes under the query and key it started with: neither can change now
+($ret, $out, $stderr) = $node->psql('postgres', q{SELECT posthog_export.alter_export('g_kill', key => ARRAY['index', 'key'])},
+	extra_params => ['-v', 'VERBOSITY=verbose']);
+like($stderr, qr/55000: cannot change the query or key of export "g_kill" now/, 'a key change is refused while a run has a cursor (55000)');
+like($stderr, qr/HINT:  Finish or rerun the interval first \(CALL posthog_export.run_export\('g_kill', '2026-10-01/, '... with a hint to finish the interval');
+$err = psql_fails($node, q{SELECT posthog_export.alter_export('g_kill', query => 'SELECT index, key, updated_at, properties FROM raw_groups WHERE index = 0')},
+	'a query change is refused too');
+like($err, qr/cannot change the query or key of export "g_kill" now/, '... saying so');
+is($node->safe_psql('postgres', q{SELECT array_to_string(key, ',') || ' ' || query FROM posthog_export.exports WHERE name = 'g_kill'}),
+	'index,key,updated_at SELECT index, key, updated_at, properties FROM raw_groups', 'the query and key are unchanged');
+psql_ok($node, q{SELECT posthog_export.alter_export('g_kill', key => ARRAY['index', 'key', 'updated_at'])}, 'the same key again is no change');
+# a cursor of another length than the key is an error, not a silent restart
+my $cursor = $node->safe_psql('postgres', q{SELECT cursor::text FROM posthog_export.runs WHERE export_name = 'g_kill'});
+like($cursor, qr/^\{.+,.+,.+\}$/, "the committed cursor has three keys ($cursor)");
+$node->safe_psql('postgres', q{UPDATE posthog_export.runs SET cursor = ARRAY['1', 'x'] WHERE export_name = 'g_kill'});
+$err = psql_fails($node, $call, 'a cursor of two keys for a key of three fails the run');
+like($err, qr/the committed keyset cursor of export "g_kill" has 2 keys, its key has 3/, '... saying so');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM posthog_exports.g_kill'), '9', 'nothing written by it');
+$node->safe_psql('postgres', qq{UPDATE posthog_export.runs SET cursor = '$cursor' WHERE export_name = 'g_kill'});
+
 emu_reset($emu);
 psql_ok($node, $call, 'the interval runs again');
 ok(defined emu_requests($emu)->[0]{values}{phx_cursor_0}, 'it resumed from the committed cursor');
+like(emu_requests($emu)->[0]{query}, qr/WHERE \(`index`, `key`, `updated_at`\) >= \(/, '... from the cursor on (its row read again, and dropped), names in backquotes');
 is($node->safe_psql('postgres', q{SELECT count(*) || ' ' || count(DISTINCT (index, key, updated_at)) FROM posthog_exports.g_kill}),
 	"$nraw $nraw", "every row of raw_groups exactly once ($nraw)");
 my $oracle = join "\n", sort map { join '|', $_->{index}, $_->{key}, us($_->{updated_at}), $_->{properties}{version} } @raw;
 is($node->safe_psql('postgres', q{SELECT string_agg(s, E'\n' ORDER BY s COLLATE "C") FROM (SELECT concat_ws('|', index, key,
 	to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US'), properties::jsonb->>'version') AS s FROM posthog_exports.g_kill) t}),
 	$oracle, 'the rows equal the oracle');
+psql_ok($node, q{SELECT posthog_export.alter_export('g_kill', key => ARRAY['index', 'key', 'updated_at', 'properties'])},
+	'with the interval finished, the key can change');
+
+# --- the key names one row -----------------------------------------------------
+$err = psql_fails($node, q{SELECT posthog_export.create_export('g_null', 'posthog', 'hogql', every => '1 day', mode => 'append',
+	query => 'SELECT nullIf(key, ''company_0'') AS k, updated_at FROM raw_groups', key => ARRAY['k'])}, 'a Nullable key column is refused');
+like($err, qr/key column "k" of export "g_null" is of type Nullable\(String\), which may be NULL.*coalesce\(k, ''\) AS k/s,
+	'... at the probe, with a hint to give it a value');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM posthog_export.exports WHERE name = 'g_null'}), '0', 'nothing created');
+
+# proj-5 has two versions, proj-11 and proj-3 one each: in key order proj-11, proj-3, proj-5 | proj-5,
+# the duplicate straddles the first page boundary (three rows a page)
+my $Qb = q{SELECT key, updated_at FROM raw_groups WHERE key IN (''proj-11'', ''proj-3'', ''proj-5'')};
+my $Qw = q{SELECT key, updated_at FROM raw_groups WHERE key IN (''proj-5'', ''proj-7'')};
+for my $mode ('append', 'merge')
+{
+	psql_ok($node, qq{SELECT posthog_export.create_export('g_dupb_$mode', 'posthog', 'hogql', every => '1 day', mode => '$mode',
+		query => '$Qb', key => ARRAY['key'])}, "create g_dupb_$mode: a key duplicated across a page boundary");
+	$err = psql_fails($node, $run->("g_dupb_$mode", '2026-10-01', '2026-10-02'), "$mode: the duplicate across pages fails the interval");
+	like($err, qr/PostHog returned two rows with the key \(key\) = \(proj-5\) in page 2 of export "g_dupb_$mode".*Extend the key/s,
+		'... naming the key, with a hint to extend it');
+	is($node->safe_psql('postgres', qq{SELECT count(*) FROM posthog_exports.g_dupb_$mode WHERE key = 'proj-5'}), $mode eq 'merge' ? '0' : '1',
+		$mode eq 'merge' ? '... nothing of the staged interval written' : '... the first page was written, the second not');
+
+	psql_ok($node, qq{SELECT posthog_export.create_export('g_dupw_$mode', 'posthog', 'hogql', every => '1 day', mode => '$mode',
+		query => '$Qw', key => ARRAY['key'])}, "create g_dupw_$mode: a key duplicated within a page");
+	$err = psql_fails($node, $run->("g_dupw_$mode", '2026-10-01', '2026-10-02'), "$mode: the duplicate within a page fails the interval");
+	like($err, qr/PostHog returned two rows with the key \(key\) = \(proj-5\) in page 1 of export "g_dupw_$mode"/,
+		'... naming it' . ($mode eq 'merge' ? ", not with ON CONFLICT's error" : ''));
+	is($node->safe_psql('postgres', qq{SELECT count(*) FROM posthog_exports.g_dupw_$mode}), '0', '... nothing written');
+
+	psql_ok($node, qq{SELECT posthog_export.create_export('g_dupk_$mode', 'posthog', 'hogql', every => '1 day', mode => '$mode',
+		query => '$Qw', key => ARRAY['key', 'updated_at'])}, "create g_dupk_$mode: the key extended");
+	psql_ok($node, $run->("g_dupk_$mode", '2026-10-01', '2026-10-02'), '... runs');
+	is($node->safe_psql('postgres', qq{SELECT count(*) FROM posthog_exports.g_dupk_$mode}),
+		scalar(grep { $_->{key} eq 'proj-5' || $_->{key} eq 'proj-7' } @raw), '... every version of proj-5 and proj-7 written');
+}
+
+# --- names the model pastes are in backquotes: a column named by a keyword --------
+psql_ok($node, qq{SELECT posthog_export.create_export('g_kw', 'posthog', 'hogql', every => '1 day', mode => 'merge',
+	query => 'SELECT index AS `from`, key AS `select`, properties, created_at FROM groups WHERE created_at >= toDateTime64({start}, 6, ''UTC'') AND created_at < toDateTime64({end}, 6, ''UTC'')',
+	key => ARRAY['from', 'select'], check_server => false)}, 'create g_kw: columns named from and select');
+psql_ok($node, $run->('g_kw', $S, $E), 'run it');
+is($node->safe_psql('postgres', q{SELECT string_agg(s, E'\n' ORDER BY s COLLATE "C") FROM (SELECT concat_ws('|', "from", "select",
+	properties::jsonb->>'name', properties::jsonb->>'version', to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US')) AS s
+	FROM posthog_exports.g_kw) t}), $all, "the oracle's rows, paged by keyword-named keys");
+
+# --- creating an export sends one request: the probe checks the server -----------
+emu_reset($emu);
+psql_ok($node, qq{SELECT posthog_export.create_export('g_one', 'posthog', 'hogql', every => '1 day', query => '$Qsql')},
+	'create with check_server (the default)');
+my $reqs = emu_requests($emu);
+is(scalar(@$reqs), 1, 'one request');
+like($reqs->[0]{query}, qr/^SELECT \* FROM \(SELECT index.*\n\) LIMIT 0$/s, '... the probe, with a line break after the query');
 
 done_testing();
