@@ -297,8 +297,12 @@ shape_args(FunctionCallInfo fcinfo, int n, PhxExport *exp)
 	if (!PG_ARGISNULL(n + 1))
 	{
 		exp->filter = text_to_cstring(PG_GETARG_TEXT_PP(n + 1));
+		/* no filter, no values: the stored ones go too (unless new ones are given) */
 		if (exp->filter[0] == '\0')
+		{
 			exp->filter = NULL;
+			exp->filter_values = NIL;
+		}
 	}
 	if (!PG_ARGISNULL(n + 2))
 		exp->filter_values = phx_named_texts_arg(PG_GETARG_JSONB_P(n + 2), "filter_values", true);
@@ -820,6 +824,7 @@ posthog_export_alter_export(PG_FUNCTION_ARGS)
 	EventFilters filters;
 	PhxExport  *exp;
 	PhxExport	old;
+	bool		server_owner_changed;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -837,6 +842,11 @@ posthog_export_alter_export(PG_FUNCTION_ARGS)
 	event_filters_arg(fcinfo, 8, &filters);
 	check_definition(exp, phx_model_by_name(exp->model), sets_filters,
 					 !PG_ARGISNULL(11) || !PG_ARGISNULL(12));
+	/* first: a probe below runs as the new owner, through the new server */
+	server_owner_changed = server_owner_args(fcinfo, exp, 13, 14);
+	if (server_owner_changed)
+		/* fails now, not at the next run: the server, its USAGE and user mapping */
+		(void) phx_get_server_config(exp->server_name, exp->owner);
 	if (shape_args(fcinfo, ALTER_EXPORT_SHAPE_ARG, exp))
 	{
 		phx_check_shape(exp, phx_model_by_name(exp->model));
@@ -860,10 +870,8 @@ posthog_export_alter_export(PG_FUNCTION_ARGS)
 	settle_settings_changed(&old, exp);
 	phx_export_update(exp, sets_filters, filters.include, filters.include_null,
 					  filters.exclude, filters.exclude_null);
-	if (server_owner_args(fcinfo, exp, 13, 14))
+	if (server_owner_changed)
 	{
-		/* fails now, not at the next run: the server, its USAGE and user mapping */
-		(void) phx_get_server_config(exp->server_name, exp->owner);
 		if (exp->owner != old.owner)
 			prepare_destination(exp, phx_model_for_export(exp));
 		phx_export_set_server_owner(exp);

@@ -14,6 +14,8 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
+#include "common/jsonapi.h"
+#include "mb/pg_wchar.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -211,8 +213,9 @@ phx_cell_datum(PhxCell *cell, Oid type, const char *column, bool *isnull)
  * The type of the values a custom column (exports.columns) gives a
  * destination column of type atttype: text for the string types, jsonb
  * for json and jsonb, text[] for arrays (the writer casts them to the
- * column's array type), else the column's base type itself, read from the
- * cell's text by the type's input function.  See phx_cell_to_type().
+ * column's array type), timestamptz for timestamp, else the column's base
+ * type itself, read from the cell's text by the type's input function.
+ * See phx_cell_to_type().
  */
 Oid
 phx_custom_value_type(Oid atttype)
@@ -223,6 +226,9 @@ phx_custom_value_type(Oid atttype)
 		return JSONBOID;
 	if (base == BOOLOID)
 		return BOOLOID;
+	/* with its offset, as the model's own timestamps: UTC wall time in the table */
+	if (base == TIMESTAMPOID)
+		return TIMESTAMPTZOID;
 	switch (TypeCategory(base))
 	{
 		case TYPCATEGORY_STRING:
@@ -232,6 +238,21 @@ phx_custom_value_type(Oid atttype)
 		default:
 			return base;
 	}
+}
+
+/*
+ * Does a string cell hold a JSON object or array?  One that only looks
+ * like one ("[WIP] title", "{draft}") is a string to keep as such.
+ */
+static bool
+string_holds_json(PhxCell *cell)
+{
+	JsonLexContext *lex;
+
+	if (cell->len == 0 || (cell->val[0] != '{' && cell->val[0] != '['))
+		return false;
+	lex = makeJsonLexContextCstringLen(cell->val, cell->len, GetDatabaseEncoding(), false);
+	return pg_parse_json(lex, &nullSemAction) == JSON_SUCCESS;
 }
 
 /* A JSON array (a JSON cell, or a string holding one) as text[]: scalars' text, nested values' JSON. */
@@ -280,10 +301,11 @@ cell_any_array(PhxCell *cell, const char *column)
 
 /*
  * A custom column's cell as a datum of "type", one phx_custom_value_type()
- * returned.  A string into jsonb: the JSON it holds when it starts as an
- * object or array does (PostHog sends JSON as strings), else a JSON
- * string.  Other types read the cell's text with their input function (a
- * JSON value is refused).
+ * returned.  A string into jsonb: the JSON it holds when it is an object
+ * or array (PostHog sends JSON as strings), else a JSON string.  Other
+ * types read the cell's text with their input function (a JSON value is
+ * refused); a timestamp column gets timestamptz values (the offset
+ * PostHog sends is kept; the writer stores them as UTC wall time).
  */
 Datum
 phx_cell_to_type(PhxCell *cell, Oid type, const char *column, bool *isnull)
@@ -300,7 +322,7 @@ phx_cell_to_type(PhxCell *cell, Oid type, const char *column, bool *isnull)
 		case TEXTARRAYOID:
 			return cell_any_array(cell, column);
 		case JSONBOID:
-			if (cell->kind == PHX_CELL_STRING && cell->val[0] != '{' && cell->val[0] != '[')
+			if (cell->kind == PHX_CELL_STRING && !string_holds_json(cell))
 			{
 				JsonbValue	jv;
 

@@ -13,6 +13,14 @@
  * names must be valid placeholder names and must not be ones the models
  * use themselves (phx_placeholder_reserved()).
  *
+ * The owner's text is pasted inside parentheses ("(<expression>\n) AS
+ * phx_column_<n>", "AND (<filter>\n)"), so a lexical check
+ * (check_hogql_lexically()) makes sure it stays inside them: brackets
+ * balance outside string literals, quoted identifiers and comments, no
+ * comma at the top level, and every {placeholder} is one of filter_values
+ * (a model's own, such as {start}, would take the model's value in a run
+ * and another, or none, in the settle count).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -27,12 +35,15 @@
 
 /*
  * The placeholders the models put into their own queries (events.c,
- * persons.c, sessions.c, and the settle count of events.c).  The
+ * persons.c, sessions.c, and the settle count of events.c), and two that
+ * PostHog treats itself: {filters} (posthog/hogql/placeholders.py) and
+ * "variables" (which its query runner adds to the values).  The
  * patterns: "cursor_" followed by anything, and s, e, m followed by
  * digits, and r<digits>_start, r<digits>_end.
  */
 static const char *const reserved_names[] = {
-	"start", "end", "min_timestamp", "min_end", "include_events", "exclude_events", NULL
+	"start", "end", "min_timestamp", "min_end", "include_events", "exclude_events",
+	"filters", "variables", NULL
 };
 
 /* digits from p on, and then the string "tail"? */
@@ -173,8 +184,8 @@ phx_named_texts_arg(Jsonb *jb, const char *argname, bool json_values)
 
 /* The text of the reserved placeholders, for messages. */
 #define RESERVED_PLACEHOLDERS_TEXT \
-	"start, end, min_timestamp, min_end, include_events, exclude_events, cursor_*, " \
-	"s<digits>, e<digits>, m<digits>, r<digits>_start and r<digits>_end"
+	"start, end, min_timestamp, min_end, include_events, exclude_events, filters, variables, " \
+	"cursor_*, s<digits>, e<digits>, m<digits>, r<digits>_start and r<digits>_end"
 
 /*
  * The most bytes of HogQL and values an owner may add: they are printed
@@ -183,6 +194,11 @@ phx_named_texts_arg(Jsonb *jb, const char *argname, bool json_values)
  */
 #define PHX_MAX_SHAPE_BYTES 65536
 #define PHX_MAX_CUSTOM_COLUMNS 100
+
+/* PostgreSQL's system columns, which no table column can be named as */
+static const char *const system_columns[] = {
+	"ctid", "xmin", "cmin", "xmax", "cmax", "tableoid", NULL
+};
 
 /* A piece of the owner's HogQL: not blank, no control characters but tab and line breaks. */
 static void
@@ -218,6 +234,224 @@ check_column_name(const char *name, const char *argname)
 				 errmsg("a column name in %s must not contain control characters", argname)));
 }
 
+/* May c continue a HogQL identifier (letters, digits, _ and $)? */
+static bool
+ident_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '$';
+}
+
+/* White space as HogQL's lexer skips it (its Unicode spaces are refused elsewhere: they are not ASCII). */
+static bool
+space_char(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+/* Refuses the owner's text "what" for a lexical reason. */
+static void
+lexical_error(const char *what, const char *message, const char *detail)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_SYNTAX_ERROR),
+			 errmsg("%s %s", what, message),
+			 detail ? errdetail("%s", detail) : 0,
+			 errhint("Columns and the filter are single HogQL expressions: they are put inside parentheses in the export's query.")));
+}
+
+/*
+ * Would PostHog's lexer read the '<' at p as the start of a HogQLX tag
+ * (isOpeningTag() of posthog/hogql/grammar/HogQLLexer.python.g4)?  A
+ * letter or _ after it, then a name, then '>' or '/', or white space and
+ * then anything but an operator.  Erring towards "yes" only refuses.
+ */
+static bool
+opens_tag(const char *p)
+{
+	const char *q = p + 1;
+
+	if (!((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') || *q == '_'))
+		return false;
+	while (ident_char(*q) || *q == '-')
+		q++;
+	if (*q == '>' || *q == '/')
+		return true;
+	if (!space_char(*q))
+		return false;
+	while (space_char(*q))
+		q++;
+	return *q == '>' || *q == '/' || *q == '-' || *q == '#' || ident_char(*q);
+}
+
+/*
+ * The end of the quoted text that starts at p (a string literal in '',
+ * a quoted identifier in "" or ``): a backslash escapes the next byte,
+ * a doubled quote is one quote.  NULL if it is not closed.
+ */
+static const char *
+quoted_end(const char *p)
+{
+	char		quote = *p++;
+
+	for (;;)
+	{
+		if (*p == '\0')
+			return NULL;
+		if (*p == '\\')
+		{
+			if (p[1] == '\0')
+				return NULL;
+			p += 2;
+			continue;
+		}
+		if (*p == quote)
+		{
+			if (p[1] == quote)
+			{
+				p += 2;
+				continue;
+			}
+			return p;
+		}
+		p++;
+	}
+}
+
+/* Whether name is one of exp's filter_values. */
+static bool
+has_value(const PhxExport *exp, const char *name)
+{
+	ListCell   *lc;
+
+	foreach(lc, exp->filter_values)
+		if (strcmp(((PhxNamedText *) lfirst(lc))->name, name) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * The {placeholder} whose '{' is at p: a name between the braces (white
+ * space around it allowed), one of filter_values and not reserved.
+ * Returns the '}'.
+ */
+static const char *
+check_placeholder(const char *p, const char *what, const PhxExport *exp)
+{
+	const char *q = p + 1;
+	const char *start;
+	char	   *name;
+
+	while (space_char(*q))
+		q++;
+	start = q;
+	if ((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') || *q == '_')
+		while ((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') || (*q >= '0' && *q <= '9') || *q == '_')
+			q++;
+	name = pnstrdup(start, q - start);
+	while (space_char(*q))
+		q++;
+	if (name[0] == '\0' || *q != '}')
+		lexical_error(what, "has a brace that does not enclose a placeholder name",
+					  "Braces are allowed only around a placeholder, as in {name}, whose value is in filter_values.");
+	if (phx_placeholder_reserved(name))
+		ereport(ERROR,
+				(errcode(ERRCODE_RESERVED_NAME),
+				 errmsg("placeholder {%s} in %s is reserved", name, what),
+				 errdetail("The export's own queries and PostHog use the placeholders " RESERVED_PLACEHOLDERS_TEXT "."),
+				 errhint("Use a placeholder of your own, and give its value in filter_values.")));
+	if (!has_value(exp, name))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_PARAMETER),
+				 errmsg("placeholder {%s} in %s has no value in filter_values", name, what),
+				 errhint("Give its value in filter_values, as in '{\"%s\": \"value\"}'.", name)));
+	return q;
+}
+
+/*
+ * The lexical check of the owner's HogQL text "what" (a column's
+ * expression or the filter), which is pasted inside parentheses: outside
+ * string literals, quoted identifiers and comments (as PostHog's lexer,
+ * posthog/hogql/grammar/HogQLLexer.common.g4, reads them), parentheses
+ * and brackets nest and balance, no comma or semicolon is at the top
+ * level, placeholders are checked (check_placeholder()), and what this
+ * check cannot follow is refused: unclosed quotes and comments, f'...'
+ * template strings, HogQLX tags.
+ */
+static void
+check_hogql_lexically(const char *text, const char *what, const PhxExport *exp)
+{
+	char	   *stack = palloc(strlen(text) + 1);
+	int			depth = 0;
+
+	for (const char *p = text; *p; p++)
+	{
+		switch (*p)
+		{
+			case '\'':
+			case '"':
+			case '`':
+				if (*p == '\'' && p > text && (p[-1] == 'f' || p[-1] == 'F') &&
+					(p - 1 == text || !ident_char(p[-2])))
+					lexical_error(what, "has a template string (f'...')",
+								  "Template strings are not allowed in columns and the filter; use concat().");
+				p = quoted_end(p);
+				if (p == NULL)
+					lexical_error(what, "has an unterminated string literal or quoted identifier", NULL);
+				break;
+			case '-':
+			case '/':
+				if (p[1] == *p)
+				{
+					/* -- or // : a comment to the end of the line */
+					while (p[1] != '\0' && p[1] != '\n' && p[1] != '\r')
+						p++;
+				}
+				else if (*p == '/' && p[1] == '*')
+				{
+					const char *end = strstr(p + 2, "*/");
+
+					if (end == NULL)
+						lexical_error(what, "has an unterminated comment", NULL);
+					p = end + 1;
+				}
+				break;
+			case '(':
+			case '[':
+				stack[depth++] = *p;
+				break;
+			case ')':
+			case ']':
+				if (depth == 0)
+					lexical_error(what, psprintf("closes a %s it did not open", *p == ')' ? "parenthesis" : "bracket"), NULL);
+				if (stack[--depth] != (*p == ')' ? '(' : '['))
+					lexical_error(what, psprintf("closes a %s with \"%c\"", stack[depth] == '(' ? "parenthesis" : "bracket", *p), NULL);
+				break;
+			case ',':
+			case ';':
+				if (depth == 0)
+					lexical_error(what, psprintf("has a \"%c\" outside parentheses", *p),
+								  "It must be a single expression.");
+				break;
+			case '{':
+				p = check_placeholder(p, what, exp);
+				break;
+			case '}':
+				lexical_error(what, "has a \"}\" that closes no placeholder", NULL);
+				break;
+			case '<':
+				if (p[1] == '/' || opens_tag(p))
+					lexical_error(what, "has a HogQLX tag",
+								  "Tags are not allowed in columns and the filter; write \"a < b\" with spaces for a comparison.");
+				break;
+			default:
+				break;
+		}
+	}
+	if (depth > 0)
+		lexical_error(what, psprintf("leaves %d parenthes%s or bracket%s open", depth,
+									 depth == 1 ? "is" : "es", depth == 1 ? "" : "s"), NULL);
+}
+
 /*
  * Checks what the owner adds to export exp of model m (NULL: a model
  * that has no run side yet): columns and filter only where the model
@@ -249,16 +483,24 @@ phx_check_shape(const PhxExport *exp, const PhxModel *m)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("query and key apply to the hogql model only")));
 
-	if (list_length(exp->columns) > PHX_MAX_CUSTOM_COLUMNS)
+	/* a hogql export's stored columns are its query's, not custom columns */
+	if (!hogql && list_length(exp->columns) > PHX_MAX_CUSTOM_COLUMNS)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("columns names %d columns; at most %d are allowed",
+				 errmsg("columns gives %d custom columns; at most %d are allowed",
 						list_length(exp->columns), PHX_MAX_CUSTOM_COLUMNS)));
 	foreach(lc, hogql ? NIL : exp->columns)
 	{
 		PhxNamedText *c = lfirst(lc);
 
 		check_column_name(c->name, "columns");
+		for (int i = 0; system_columns[i]; i++)
+			if (strcmp(c->name, system_columns[i]) == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_RESERVED_NAME),
+						 errmsg("column name \"%s\" in columns is the name of a system column", c->name),
+						 errdetail("Every PostgreSQL table has the system columns ctid, xmin, cmin, xmax, cmax and tableoid."),
+						 errhint("Give the extra column another name.")));
 		check_hogql_text(c->text, psprintf("the expression of column \"%s\"", c->name));
 		for (int i = 0; m != NULL && i < m->ncolumns; i++)
 			if (strcmp(m->columns[i].name, c->name) == 0)
@@ -287,10 +529,19 @@ phx_check_shape(const PhxExport *exp, const PhxModel *m)
 			ereport(ERROR,
 					(errcode(ERRCODE_RESERVED_NAME),
 					 errmsg("placeholder name \"%s\" in filter_values is reserved", v->name),
-					 errdetail("The export's own queries use the placeholders " RESERVED_PLACEHOLDERS_TEXT "."),
+					 errdetail("The export's own queries and PostHog use the placeholders " RESERVED_PLACEHOLDERS_TEXT "."),
 					 errhint("Rename the placeholder in the filter and in filter_values.")));
 		bytes += strlen(v->name) + strlen(v->text);
 	}
+	/* after the values' names: the text's placeholders are checked against them */
+	foreach(lc, hogql ? NIL : exp->columns)
+	{
+		PhxNamedText *c = lfirst(lc);
+
+		check_hogql_lexically(c->text, psprintf("the expression of column \"%s\"", c->name), exp);
+	}
+	if (exp->filter != NULL)
+		check_hogql_lexically(exp->filter, "filter", exp);
 	if (exp->query != NULL)
 	{
 		check_hogql_text(exp->query, "query");
@@ -440,25 +691,28 @@ phx_probe_shape(const PhxModel *m, PhxExport *exp, PhxServerConfig *cfg)
 	PhxPage    *page;
 	ErrorContextCallback cb;
 	int			n = list_length(exp->columns);
+	int			ncolumns;
 	char	  **types;
 	ListCell   *lc;
 
 	if (m->probe_query == NULL)
 		return;
-	m->probe_query(exp, &q);
+	ncolumns = m->probe_query(exp, &q);
 	cb.callback = probe_context;
 	cb.arg = exp->name;
 	cb.previous = error_context_stack;
 	error_context_stack = &cb;
 	page = phx_http_query(cfg, &q, psprintf("posthog_export %s check", exp->name), NULL, NULL, NULL);
 	error_context_stack = cb.previous;
-	if (n == 0)
-		return;
-	if (page->ncolumns < n)
+	/* exactly: an expression that added a column would shift the rows' cells */
+	if (page->ncolumns != ncolumns)
 		ereport(ERROR,
 				(errcode(ERRCODE_FDW_INVALID_DATA_TYPE),
-				 errmsg("PostHog returned %d columns for the check of export \"%s\", which selects %d custom columns",
-						page->ncolumns, exp->name, n)));
+				 errmsg("PostHog returned %d columns for the check of export \"%s\", whose query selects %d",
+						page->ncolumns, exp->name, ncolumns),
+				 errdetail("Each of columns must be one expression, giving one column.")));
+	if (n == 0)
+		return;
 	types = phx_page_types(page);
 	exp->column_types = NIL;
 	foreach(lc, exp->columns)

@@ -440,8 +440,11 @@ events_begin(PhxExport *exp, PhxServerConfig *cfg, TimestampTz start,
 	return phx_pager_begin(&st->paging, st, exp, cfg, cursor);
 }
 
-/* The query of the last hour's events with the owner's columns and filter, for no rows. */
-static void
+/*
+ * The query of the last hour's events with the owner's columns and filter,
+ * for no rows; returns how many columns it selects.
+ */
+static int
 events_probe_query(PhxExport *exp, PhxQuery *q)
 {
 	EventsState st = {0};
@@ -451,6 +454,7 @@ events_probe_query(PhxExport *exp, PhxQuery *q)
 	st.start = st.end - USECS_PER_HOUR;
 	st.ncustom = list_length(exp->columns);
 	build_query(&st, NULL, 0, q);
+	return Q_NCOLUMNS + st.ncustom;
 }
 
 static TimestampTz

@@ -155,10 +155,11 @@ typedef struct PhxModel
 	/*
 	 * For create_export() and alter_export() (custom.c's probe): the
 	 * model's query with the owner's custom columns (last, aliased by
-	 * phx_custom_alias()) and filter, for no rows (LIMIT 0).  NULL: no
-	 * probe.
+	 * phx_custom_alias()) and filter, for no rows (LIMIT 0).  Returns
+	 * how many columns it selects, which PostHog must return exactly.
+	 * NULL: no probe.
 	 */
-	void		(*probe_query) (PhxExport *exp, PhxQuery *q);
+	int			(*probe_query) (PhxExport *exp, PhxQuery *q);
 } PhxModel;
 
 extern const PhxModel phx_events_model;

@@ -174,11 +174,48 @@ is($q->(qq{SELECT string_agg(uuid, E'\\n' ORDER BY uuid) FROM posthog_exports.ev
 	. join(',', split /\n/, $chrome) . q{', ','))}), $firefox, 'the second hour holds exactly the rows of the new filter');
 is($q->(q{SELECT count(*) FROM posthog_exports.ev_filt}), scalar(split /\n/, $chrome) + scalar(split /\n/, $firefox),
 	'the first hour is left as it was');
-psql_ok($node, q{SELECT posthog_export.alter_export('ev_filt', filter => '', filter_values => '{}')}, 'an empty filter clears it');
-is($q->(q{SELECT format('%s %s', filter IS NULL, filter_values IS NULL) FROM posthog_export.exports WHERE name = 'ev_filt'}), 't t', 'both NULL');
+my $err = psql_fails($node, q{SELECT posthog_export.alter_export('ev_filt', filter => '', filter_values => '{"browser": "Chrome"}')},
+	'an empty filter with new values');
+like($err, qr/filter_values needs a filter/, 'is refused');
+psql_ok($node, q{SELECT posthog_export.alter_export('ev_filt', filter => '')}, 'an empty filter alone clears it');
+is($q->(q{SELECT format('%s %s', filter IS NULL, filter_values IS NULL) FROM posthog_export.exports WHERE name = 'ev_filt'}), 't t',
+	'and its stored values with it: both NULL');
+
+# --- a probe of alter_export goes through the new server, as the new owner -------
+setup_server($node, $emu, server => 'posthog_badkey', api_key => 'phx_not_the_key');
+emu_reset($emu);
+$err = psql_fails($node, q{SELECT posthog_export.alter_export('ev_filt', server => 'posthog_badkey',
+	filter => 'properties.$browser = {browser}', filter_values => '{"browser": "Safari"}')},
+	'alter_export of server and filter together');
+like($err, qr/rejected the API key \(HTTP 401\)/, 'probes the filter through the new server, with its user mapping');
+is($q->(q{SELECT format('%s %s', server_name, filter IS NULL) FROM posthog_export.exports WHERE name = 'ev_filt'}), 'posthog t',
+	'and changes nothing');
+$q->(q{CREATE ROLE newowner; GRANT USAGE ON FOREIGN SERVER posthog TO newowner});
+$err = psql_fails($node, q{SELECT posthog_export.alter_export('ev_filt', owner => 'newowner',
+	filter => 'properties.$browser = {browser}', filter_values => '{"browser": "Safari"}')},
+	'alter_export of owner and filter together, the new owner without a user mapping');
+like($err, qr/user mapping/i, 'fails on the new owner\'s user mapping');
+is(scalar(grep { ($_->{name} // '') =~ /ev_filt check/ } @{ emu_requests($emu) }), 1,
+	'before any probe as the old owner (the one probe sent was through the new server)');
+
+# --- custom columns into timestamp and jsonb columns ---------------------------------
+psql_ok($node, q{SELECT posthog_export.create_export(name => 'ev_types', server => 'posthog', table_name => 'ev_types',
+	columns => '{"ts_ny": "toTimeZone(timestamp, ''America/New_York'')", "title": "''[WIP] title''",
+	             "arr": "''[1, 2]''", "braces": "''{draft} (see [1]''"}')},
+	'create_export with columns whose strings hold brackets, braces and parentheses');
+$q->(q{ALTER TABLE posthog_exports.ev_types ALTER COLUMN ts_ny TYPE timestamp without time zone,
+	ALTER COLUMN title TYPE jsonb USING to_jsonb(title), ALTER COLUMN arr TYPE jsonb USING to_jsonb(arr),
+	ALTER COLUMN braces TYPE jsonb USING to_jsonb(braces)});
+psql_ok($node, qq{CALL posthog_export.run_export('ev_types', '$H0', '$H1')}, 'export the first hour');
+is($q->(q{SELECT format('%s %s', count(*) > 50, count(*) FILTER (WHERE ts_ny IS DISTINCT FROM timezone('UTC', "timestamp")))
+	FROM posthog_exports.ev_types}), 't 0',
+	'a New York time into a timestamp column is stored as UTC wall time, as the model\'s own timestamps');
+is($q->(q{SELECT string_agg(DISTINCT format('%s %s %s', title, arr, braces), '; ') FROM posthog_exports.ev_types}),
+	'"[WIP] title" [1, 2] "{draft} (see [1]"',
+	'a string into jsonb: the JSON it holds, else (one that only looks like JSON) a JSON string');
 
 # --- refused up front, with PostHog's error text, creating nothing ----------------
-my $err = psql_fails($node, q{SELECT posthog_export.create_export(name => 'bad', server => 'posthog', table_name => 'bad',
+$err = psql_fails($node, q{SELECT posthog_export.create_export(name => 'bad', server => 'posthog', table_name => 'bad',
 	columns => '{"x": "nosuchfunction(properties.$browser)"}')}, 'an invalid expression');
 like($err, qr/nosuchfunction/, 'is refused with PostHog\'s error text');
 like($err, qr/checking the columns and filter of export "bad" with PostHog/, 'saying what was checked');
@@ -207,8 +244,31 @@ is($q->(q{SELECT format('%s %s', count(*) FILTER (WHERE n IS DISTINCT FROM octet
 emu_reset($emu);
 my @bad = (
 	[ q{filter => 'event = {start}', filter_values => '{"start": "x"}'},
-		qr/ERROR:  placeholder name "start" in filter_values is reserved\nDETAIL:  The export's own queries use the placeholders start, end, min_timestamp, min_end, include_events, exclude_events, cursor_\*, s<digits>, e<digits>, m<digits>, r<digits>_start and r<digits>_end\./,
+		qr/ERROR:  placeholder name "start" in filter_values is reserved\nDETAIL:  The export's own queries and PostHog use the placeholders start, end, min_timestamp, min_end, include_events, exclude_events, filters, variables, cursor_\*, s<digits>, e<digits>, m<digits>, r<digits>_start and r<digits>_end\./,
 		'a reserved placeholder name' ],
+	[ q{filter => 'created_at >= {start}'}, qr/ERROR:  placeholder \{start\} in filter is reserved\nDETAIL:  The export's own queries and PostHog use the placeholders start, end, min_timestamp/,
+		'a model\'s own placeholder in the filter, without a value' ],
+	[ q{columns => '{"x": "{min_timestamp}"}'}, qr/placeholder \{min_timestamp\} in the expression of column "x" is reserved/,
+		'a model\'s own placeholder in a column' ],
+	[ q{filter => 'event = { m0 }'}, qr/placeholder \{m0\} in filter is reserved/, 'a settle count placeholder, with spaces' ],
+	[ q{filter => '{filters}', filter_values => '{"filters": "x"}'}, qr/placeholder name "filters" in filter_values is reserved/, 'filters, which PostHog treats itself' ],
+	[ q{filter => 'event = {variables}'}, qr/placeholder \{variables\} in filter is reserved/, 'variables, which the query runner adds' ],
+	[ q{filter => 'event = {other}', filter_values => '{"browser": "x"}'}, qr/placeholder \{other\} in filter has no value in filter_values/, 'a placeholder without a value' ],
+	[ q{filter => 'event = {a.b}', filter_values => '{"a": "x"}'}, qr/filter has a brace that does not enclose a placeholder name/, 'a brace around something else' ],
+	[ q[filter => 'event = ''x'' }'], qr/filter has a "\}" that closes no placeholder/, 'a lone closing brace' ],
+	[ q{filter => '1) OR (1'}, qr/ERROR:  filter closes a parenthesis it did not open/, 'a filter breaking out of its parentheses' ],
+	[ q{columns => '{"a": "1) AS a, (2"}'}, qr/the expression of column "a" closes a parenthesis it did not open/, 'a column breaking out of its parentheses' ],
+	[ q{columns => '{"a": "1, 2"}'}, qr/the expression of column "a" has a "," outside parentheses/, 'a top-level comma in a column' ],
+	[ q{filter => '1 = 1, 2'}, qr/filter has a "," outside parentheses/, 'a top-level comma in the filter' ],
+	[ q{filter => '(1 = 1'}, qr/filter leaves 1 parenthesis or bracket open/, 'an unclosed parenthesis' ],
+	[ q{filter => '[1) = 1'}, qr/filter closes a bracket with "\)"/, 'a bracket closed by a parenthesis' ],
+	[ q{filter => 'event = ''x) OR (1'}, qr/filter has an unterminated string literal or quoted identifier/, 'an unterminated string' ],
+	[ q{filter => '1 /* ) OR ( 1'}, qr/filter has an unterminated comment/, 'an unterminated comment' ],
+	[ q{filter => 'event = f''{event}'''}, qr/filter has a template string/, 'a template string' ],
+	[ q{filter => '1 = <a>x</a>'}, qr/filter has a HogQLX tag/, 'a HogQLX tag' ],
+	[ q{columns => '{"xmin": "event"}'}, qr/column name "xmin" in columns is the name of a system column/, 'a system column name' ],
+	[ q{columns => (SELECT jsonb_object_agg('c' || i, 'event') FROM generate_series(1, 101) i)},
+		qr/columns gives 101 custom columns; at most 100 are allowed/, 'too many columns' ],
 	[ q{filter => 'event = {cursor_uuid}', filter_values => '{"cursor_uuid": "x"}'}, qr/placeholder name "cursor_uuid" in filter_values is reserved/, 'a cursor placeholder' ],
 	[ q{filter => 'event = {s0}', filter_values => '{"s0": "x"}'}, qr/placeholder name "s0" in filter_values is reserved/, 'a settle count placeholder' ],
 	[ q{filter => 'event = {r2_end}', filter_values => '{"r2_end": "x"}'}, qr/placeholder name "r2_end" in filter_values is reserved/, 'a settle range placeholder' ],
@@ -233,11 +293,29 @@ for my $b (@bad)
 	like($err, $re, "$what: the message");
 }
 is(scalar(@{ emu_requests($emu) }), 0, 'no request was sent for any of them');
+
+# a hogql export's columns are its query's, not custom columns: more than 100 are fine
+my $wide = join ', ', map { "$_ AS c$_" } 1 .. 101;
+psql_ok($node, qq{SELECT posthog_export.create_export(name => 'wide', model => 'hogql', server => 'posthog',
+	query => 'SELECT $wide')}, 'a hogql export of 101 columns');
+psql_ok($node, qq{SELECT posthog_export.alter_export('wide', query => 'SELECT $wide')},
+	'is altered without a complaint about custom columns');
+emu_reset($emu);
 is($q->(q{SELECT format('%s %s', (SELECT count(*) FROM posthog_export.exports WHERE name = 'refused'), to_regclass('posthog_exports.refused') IS NULL)}),
 	'0 t', 'nothing was created');
 $err = psql_fails($node, q{SELECT posthog_export.alter_export('ev_filt', filter => 'event = {end}', filter_values => '{"end": 1}')},
 	'alter_export with a reserved placeholder');
 like($err, qr/placeholder name "end" in filter_values is reserved/, 'is refused the same way');
+$err = psql_fails($node, q{SELECT posthog_export.alter_export('ev_filt', filter => '1) OR (1')}, 'alter_export with a filter breaking out');
+like($err, qr/filter closes a parenthesis it did not open/, 'is refused the same way');
+
+# what only looks like a way out is HogQL as PostHog reads it: accepted (no request: check_server => false)
+psql_ok($node, q~SELECT posthog_export.create_export(name => 'lex_ok', server => 'posthog', table_name => 'lex_ok', check_server => false,
+	columns => '{"c": "tuple(1, [2, (3)]) -- ) , (\n", "d": "`odd ) name`"}',
+	filter => 'event != ''a) OR (b\'' '''' {x}'' /* ) , { */ AND "(" = {x} // (
+	AND 1', filter_values => '{"x": "y"}')~,
+	'parentheses, commas and braces in strings, quoted identifiers and comments are accepted');
+is($q->(q{SELECT count(*) FROM posthog_export.exports WHERE name = 'lex_ok'}), '1', 'the export exists');
 
 $node->stop;
 $emu->{handle}->kill_kill;
