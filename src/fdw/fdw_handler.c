@@ -88,17 +88,6 @@ is_field_path(const char *s)
 	return !start;
 }
 
-/* the HogQL text of a column or table name: quoted where needed */
-static char *
-hogql_name(const char *name)
-{
-	StringInfoData buf;
-
-	initStringInfo(&buf);
-	phx_hogql_identifier(&buf, name);
-	return buf.data;
-}
-
 /* a HogQL table name: each dot-separated part an identifier (system.cohorts) */
 static char *
 hogql_table_name(const char *name)
@@ -199,7 +188,7 @@ table_keyset(Relation rel, PhxFdwRelInfo *fp, const char *option, const char *ho
 		{
 			PhxFdwKey  *key = palloc(sizeof(PhxFdwKey));
 
-			key->expr = hogql_name(builtin_keysets[i].exprs[k]);
+			key->expr = phx_hogql_name(builtin_keysets[i].exprs[k]);
 			key->type = builtin_keysets[i].types[k];
 			keyset = lappend(keyset, key);
 		}
@@ -252,7 +241,7 @@ read_table(PhxFdwRelInfo *fp, Oid foreigntableid)
 		}
 		if (expr == NULL)
 		{
-			fp->col_expr[i] = hogql_name(NameStr(att->attname));
+			fp->col_expr[i] = phx_hogql_name(NameStr(att->attname));
 			fp->col_simple[i] = true;
 		}
 		else

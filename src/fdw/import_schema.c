@@ -67,17 +67,6 @@ fitting_name(const char *name)
 					(unsigned int) hash_bytes((const unsigned char *) name, len));
 }
 
-/* A field name as a HogQL identifier, quoted as the scan quotes names (deparse.c). */
-static char *
-hogql_identifier(const char *name)
-{
-	StringInfoData buf;
-
-	initStringInfo(&buf);
-	phx_hogql_identifier(&buf, name);
-	return buf.data;
-}
-
 static PhxSchemaField *
 find_field(PhxSchemaTable *t, const char *name)
 {
@@ -202,7 +191,7 @@ table_command(List *tables, PhxSchemaTable *t, const char *local, const char *se
 		appendStringInfo(&buf, "  %s %s", quote_identifier(colname), type);
 		if (strcmp(colname, name) != 0)
 			appendStringInfo(&buf, " OPTIONS (expression %s)",
-							 quote_literal_cstr(hogql_identifier(name)));
+							 quote_literal_cstr(phx_hogql_name(name)));
 	}
 	if (ncols == 0)
 		return NULL;

@@ -136,6 +136,17 @@ phx_hogql_quoted_identifier(StringInfo buf, const char *name)
 	appendStringInfoChar(buf, '`');
 }
 
+/* An identifier as HogQL reads it (phx_hogql_identifier()), as a string. */
+char *
+phx_hogql_name(const char *name)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	phx_hogql_identifier(&buf, name);
+	return buf.data;
+}
+
 /*
  * Formats a timestamptz as "YYYY-MM-DD HH:MM:SS.ffffff" in UTC, whatever
  * the session's TimeZone and DateStyle.

@@ -197,6 +197,7 @@ typedef struct PhxQuery
 extern void phx_query_init(PhxQuery *q);
 extern void phx_hogql_identifier(StringInfo buf, const char *name);
 extern void phx_hogql_quoted_identifier(StringInfo buf, const char *name);
+extern char *phx_hogql_name(const char *name);
 extern void phx_value_text(PhxQuery *q, const char *name, const char *value);
 extern void phx_value_text_array(PhxQuery *q, const char *name, List *values);
 extern void phx_value_timestamp(PhxQuery *q, const char *name, TimestampTz ts);
