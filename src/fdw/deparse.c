@@ -202,6 +202,7 @@ deparse_value(PhxDeparse *dp, Expr *e, bool *maybe_null)
 		return false;			/* never TRUE in Postgres: left to the executor */
 
 	n = add_value(dp, e);
+	dp->last_value = n;
 	switch (type_class(type))
 	{
 		case TC_TIMESTAMPTZ:
@@ -501,6 +502,8 @@ deparse_comparison(PhxDeparse *dp, OpExpr *op, bool want)
 				rc;
 	StringInfoData lt,
 				rt;
+	char	   *lguard,
+			   *rguard;
 	StringInfo	saved = dp->buf;
 	bool		lnull,
 				rnull,
@@ -535,8 +538,11 @@ deparse_comparison(PhxDeparse *dp, OpExpr *op, bool want)
 	initStringInfo(&rt);
 	dp->buf = &lt;
 	ok = deparse_operand(dp, l, &lnull, &lval);
+	/* a value is guarded as its bare placeholder, a column as itself */
+	lguard = (ok && lval) ? psprintf("{p%d}", dp->last_value) : lt.data;
 	dp->buf = &rt;
 	ok = ok && deparse_operand(dp, r, &rnull, &rval);
+	rguard = (ok && rval) ? psprintf("{p%d}", dp->last_value) : rt.data;
 	dp->buf = saved;
 	if (!ok || (lval && rval))
 		return false;			/* two values: nothing to compare remotely */
@@ -547,9 +553,9 @@ deparse_comparison(PhxDeparse *dp, OpExpr *op, bool want)
 	 * NULL true: "a != b" with a NULL, and "a = b" of two NULL columns.
 	 */
 	if (lnull && (lval || cmp->negative || !rval))
-		append_guard(dp, lt.data);
+		append_guard(dp, lguard);
 	if (rnull && (rval || cmp->negative || !lval))
-		append_guard(dp, rt.data);
+		append_guard(dp, rguard);
 	appendStringInfoChar(dp->buf, ')');
 	return true;
 }

@@ -113,6 +113,7 @@ typedef struct PhxDeparse
 	List	   *values;			/* Exprs */
 	bool		aggregates;		/* Aggrefs may appear (a grouping relation) */
 	bool		output;			/* columns only selected, not compared */
+	int			last_value;		/* the placeholder a value just printed */
 } PhxDeparse;
 
 extern void phx_deparse_init(PhxDeparse *dp, PlannerInfo *root, PhxFdwRelInfo *rel,
