@@ -211,20 +211,12 @@ cell_array(PhxColumnShape *col, PhxCell *cell, const char *what, bool *isnull)
 
 		if (tok != WJB_ELEM)
 			continue;
-		if (v.type == jbvNull)
+		text = phx_json_element_text(&v);
+		if (text == NULL)
 		{
 			accumArrayResult(astate, (Datum) 0, true, col->elem_type, CurrentMemoryContext);
 			continue;
 		}
-		if (v.type == jbvString)
-			text = pnstrdup(v.val.string.val, v.val.string.len);
-		else if (v.type == jbvNumeric)
-			text = DatumGetCString(DirectFunctionCall1(numeric_out,
-													   NumericGetDatum(v.val.numeric)));
-		else if (v.type == jbvBool)
-			text = pstrdup(v.val.boolean ? "true" : "false");
-		else
-			text = JsonbToCString(NULL, v.val.binary.data, v.val.binary.len);
 		accumArrayResult(astate,
 						 InputFunctionCall(&col->elem_input, text, col->elem_ioparam, -1),
 						 false, col->elem_type, CurrentMemoryContext);

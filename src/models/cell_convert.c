@@ -22,7 +22,6 @@
 #include "utils/numeric.h"
 #include "parser/parse_coerce.h"
 #include "utils/jsonb.h"
-#include "utils/numeric.h"
 #include "utils/timestamp.h"
 
 #include "models/models.h"
@@ -83,46 +82,62 @@ phx_cell_jsonb(PhxCell *cell, const char *column)
 }
 
 /*
- * A JSON array of strings (sessions' $urls) as text[]; numbers and
- * booleans as their text (arrays of a hogql query, cast by the column).
+ * An element of a JSON array as text, as Postgres's ->> gives it: a string
+ * decoded, a number or boolean as its JSON text, a nested array or object
+ * as its JSON; NULL for JSON null.
+ */
+char *
+phx_json_element_text(JsonbValue *v)
+{
+	switch (v->type)
+	{
+		case jbvNull:
+			return NULL;
+		case jbvString:
+			return pnstrdup(v->val.string.val, v->val.string.len);
+		case jbvNumeric:
+			return DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
+		case jbvBool:
+			return pstrdup(v->val.boolean ? "true" : "false");
+		default:
+			return JsonbToCString(NULL, v->val.binary.data, v->val.binary.len);
+	}
+}
+
+/*
+ * A JSON array (a JSON cell, or a string holding one) as text[], each
+ * element's text (phx_json_element_text()).  Sessions' $urls and a hogql
+ * query's arrays are of scalars (nested: refused); a custom column's may
+ * nest (nested values as their JSON).
  */
 static Datum
-cell_text_array(PhxCell *cell, const char *column)
+cell_array_text(PhxCell *cell, const char *column, bool nested)
 {
+	const char *what = nested ? "an array" : "an array of strings";
 	Jsonb	   *jb;
 	JsonbIterator *it;
 	JsonbValue	v;
 	JsonbIteratorToken tok;
-	ArrayBuildState *astate = NULL;
+	ArrayBuildState *astate;
 
-	if (cell->kind != PHX_CELL_JSON && cell->kind != PHX_CELL_STRING)
-		bad_cell(cell, column, "an array of strings");
+	if (!nested && cell->kind != PHX_CELL_JSON && cell->kind != PHX_CELL_STRING)
+		bad_cell(cell, column, what);
 	jb = phx_cell_jsonb(cell, column);
 	if (jb == NULL || !JB_ROOT_IS_ARRAY(jb) || JB_ROOT_IS_SCALAR(jb))
-		bad_cell(cell, column, "an array of strings");
+		bad_cell(cell, column, what);
 	astate = initArrayResult(TEXTOID, CurrentMemoryContext, false);
 	it = JsonbIteratorInit(&jb->root);
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
+		char	   *text;
+
 		if (tok != WJB_ELEM)
 			continue;
-		if (v.type == jbvNull)
-			accumArrayResult(astate, (Datum) 0, true, TEXTOID, CurrentMemoryContext);
-		else if (v.type == jbvString)
-			accumArrayResult(astate,
-							 PointerGetDatum(cstring_to_text_with_len(v.val.string.val, v.val.string.len)),
-							 false, TEXTOID, CurrentMemoryContext);
-		else if (v.type == jbvNumeric)
-			/* an array of numbers (a hogql query's), as text the column's cast reads */
-			accumArrayResult(astate,
-							 CStringGetTextDatum(DatumGetCString(DirectFunctionCall1(numeric_out,
-																				   NumericGetDatum(v.val.numeric)))),
-							 false, TEXTOID, CurrentMemoryContext);
-		else if (v.type == jbvBool)
-			accumArrayResult(astate, CStringGetTextDatum(v.val.boolean ? "true" : "false"),
-							 false, TEXTOID, CurrentMemoryContext);
-		else
-			bad_cell(cell, column, "an array of strings");
+		if (v.type == jbvBinary && !nested)
+			bad_cell(cell, column, what);
+		text = phx_json_element_text(&v);
+		accumArrayResult(astate, text ? CStringGetTextDatum(text) : (Datum) 0, text == NULL,
+						 TEXTOID, CurrentMemoryContext);
 	}
 	return makeArrayResult(astate, CurrentMemoryContext);
 }
@@ -202,7 +217,7 @@ phx_cell_datum(PhxCell *cell, Oid type, const char *column, bool *isnull)
 				return JsonbPGetDatum(jb);
 			}
 		case TEXTARRAYOID:
-			return cell_text_array(cell, column);
+			return cell_array_text(cell, column, false);
 		default:
 			elog(ERROR, "posthog_export: no conversion to type %u", type);
 	}
@@ -255,52 +270,19 @@ string_holds_json(PhxCell *cell)
 	return pg_parse_json(lex, &nullSemAction) == JSON_SUCCESS;
 }
 
-/* A JSON array (a JSON cell, or a string holding one) as text[]: scalars' text, nested values' JSON. */
-static Datum
-cell_any_array(PhxCell *cell, const char *column)
+/* A reader of a custom column's values of "type" (phx_custom_value_type()), once per run. */
+void
+phx_custom_reader_init(PhxCustomReader *rd, Oid type)
 {
-	Jsonb	   *jb;
-	JsonbIterator *it;
-	JsonbValue	v;
-	JsonbIteratorToken tok;
-	ArrayBuildState *astate;
+	Oid			input;
 
-	jb = phx_cell_jsonb(cell, column);
-	if (jb == NULL || !JB_ROOT_IS_ARRAY(jb) || JB_ROOT_IS_SCALAR(jb))
-		bad_cell(cell, column, "an array");
-	astate = initArrayResult(TEXTOID, CurrentMemoryContext, false);
-	it = JsonbIteratorInit(&jb->root);
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-	{
-		char	   *text;
-
-		if (tok != WJB_ELEM)
-			continue;
-		switch (v.type)
-		{
-			case jbvNull:
-				accumArrayResult(astate, (Datum) 0, true, TEXTOID, CurrentMemoryContext);
-				continue;
-			case jbvString:
-				text = pnstrdup(v.val.string.val, v.val.string.len);
-				break;
-			case jbvNumeric:
-				text = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v.val.numeric)));
-				break;
-			case jbvBool:
-				text = v.val.boolean ? "true" : "false";
-				break;
-			default:
-				text = JsonbToCString(NULL, v.val.binary.data, v.val.binary.len);
-				break;
-		}
-		accumArrayResult(astate, CStringGetTextDatum(text), false, TEXTOID, CurrentMemoryContext);
-	}
-	return makeArrayResult(astate, CurrentMemoryContext);
+	rd->type = type;
+	getTypeInputInfo(type, &input, &rd->ioparam);
+	fmgr_info(input, &rd->input);
 }
 
 /*
- * A custom column's cell as a datum of "type", one phx_custom_value_type()
+ * A custom column's cell as a datum of rd's type, one phx_custom_value_type()
  * returned.  A string into jsonb: the JSON it holds when it is an object
  * or array (PostHog sends JSON as strings), else a JSON string.  Other
  * types read the cell's text with their input function (a JSON value is
@@ -308,19 +290,19 @@ cell_any_array(PhxCell *cell, const char *column)
  * PostHog sends is kept; the writer stores them as UTC wall time).
  */
 Datum
-phx_cell_to_type(PhxCell *cell, Oid type, const char *column, bool *isnull)
+phx_cell_to_type(PhxCell *cell, PhxCustomReader *rd, const char *column, bool *isnull)
 {
 	*isnull = (cell->kind == PHX_CELL_NULL);
 	if (*isnull)
 		return (Datum) 0;
-	switch (type)
+	switch (rd->type)
 	{
 		case TEXTOID:
 			return PointerGetDatum(cstring_to_text_with_len(cell->val, cell->len));
 		case BOOLOID:
 			return BoolGetDatum(cell_bool(cell, column));
 		case TEXTARRAYOID:
-			return cell_any_array(cell, column);
+			return cell_array_text(cell, column, true);
 		case JSONBOID:
 			if (cell->kind == PHX_CELL_STRING && !string_holds_json(cell))
 			{
@@ -333,15 +315,9 @@ phx_cell_to_type(PhxCell *cell, Oid type, const char *column, bool *isnull)
 			}
 			return phx_cell_datum(cell, JSONBOID, column, isnull);
 		default:
-			{
-				Oid			input;
-				Oid			ioparam;
-
-				if (cell->kind == PHX_CELL_JSON)
-					bad_cell(cell, column, "a scalar");
-				getTypeInputInfo(type, &input, &ioparam);
-				return OidInputFunctionCall(input, cell->val, ioparam, -1);
-			}
+			if (cell->kind == PHX_CELL_JSON)
+				bad_cell(cell, column, "a scalar");
+			return InputFunctionCall(&rd->input, cell->val, rd->ioparam, -1);
 	}
 }
 

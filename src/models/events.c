@@ -99,7 +99,7 @@ typedef struct EventsState
 	bool		merge;
 	/* the owner's custom columns, selected after the model's (custom.c) */
 	int			ncustom;
-	const Oid  *custom_types;	/* the type of each one's values */
+	PhxCustomReader *custom;	/* how each one's values are read */
 	PhxPaging	paging;			/* events_paging, with their columns */
 } EventsState;
 
@@ -302,7 +302,7 @@ convert_row(EventsPage *ep, int r, Datum *values, bool *nulls)
 
 	/* the owner's columns, in the destination's types */
 	for (int i = 0; i < ep->st->ncustom; i++)
-		values[EV_NCOLUMNS + i] = phx_cell_to_type(&cells[Q_NCOLUMNS + i], ep->st->custom_types[i],
+		values[EV_NCOLUMNS + i] = phx_cell_to_type(&cells[Q_NCOLUMNS + i], &ep->st->custom[i],
 												   ep->src.page->columns[Q_NCOLUMNS + i],
 												   &nulls[EV_NCOLUMNS + i]);
 }
@@ -429,7 +429,9 @@ events_begin(PhxExport *exp, PhxServerConfig *cfg, TimestampTz start,
 		const char **columns;
 
 		st->ncustom = list_length(exp->columns);
-		st->custom_types = exp->column_typeids;
+		st->custom = palloc(sizeof(PhxCustomReader) * st->ncustom);
+		for (int i = 0; i < st->ncustom; i++)
+			phx_custom_reader_init(&st->custom[i], exp->column_typeids[i]);
 		columns = palloc(sizeof(char *) * (Q_NCOLUMNS + st->ncustom));
 		memcpy(columns, query_columns, sizeof(char *) * Q_NCOLUMNS);
 		for (int i = 0; i < st->ncustom; i++)

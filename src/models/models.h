@@ -196,8 +196,19 @@ extern const char *phx_cell_kind_name(PhxCell *cell);
 extern const char *phx_cell_string(const PhxCell *cell);
 extern Jsonb *phx_cell_jsonb(PhxCell *cell, const char *column);
 extern Datum phx_cell_datum(PhxCell *cell, Oid type, const char *column, bool *isnull);
+extern char *phx_json_element_text(JsonbValue *v);
 extern Oid	phx_custom_value_type(Oid atttype);
-extern Datum phx_cell_to_type(PhxCell *cell, Oid type, const char *column, bool *isnull);
+/* how a custom column's cells are read: their type, its input function looked up once */
+typedef struct PhxCustomReader
+{
+	Oid			type;			/* from phx_custom_value_type() */
+	FmgrInfo	input;
+	Oid			ioparam;
+} PhxCustomReader;
+
+extern void phx_custom_reader_init(PhxCustomReader *rd, Oid type);
+extern Datum phx_cell_to_type(PhxCell *cell, PhxCustomReader *rd, const char *column,
+							  bool *isnull);
 extern void phx_check_columns(PhxPage *page, const char *const *expected, int n,
 							  const char *what);
 
