@@ -94,9 +94,9 @@ type_class(Oid type)
 	}
 }
 
-/* Whether a value of this type can travel as a HogQL value (fdw_scan.c sends it). */
-bool
-phx_value_type_ok(Oid type)
+/* Whether a value of this type can travel as a HogQL value (phx_add_value() sends it). */
+static bool
+value_type_ok(Oid type)
 {
 	if (type_class(type) != TC_NONE)
 		return true;
@@ -192,7 +192,7 @@ deparse_value(PhxDeparse *dp, Expr *e, bool *maybe_null)
 	Oid			type = exprType((Node *) e);
 	int			n;
 
-	if (!phx_value_type_ok(type))
+	if (!value_type_ok(type))
 		return false;
 	if (contain_var_clause((Node *) e) || contain_volatile_functions((Node *) e) ||
 		contain_agg_clause((Node *) e) || contain_subplans((Node *) e) ||
@@ -589,7 +589,7 @@ deparse_in(PhxDeparse *dp, ScalarArrayOpExpr *saop, bool want)
 	if (!IsA(r, Const) || ((Const *) r)->constisnull)
 		return false;
 	c = (Const *) r;
-	if (!phx_value_type_ok(c->consttype) || type_class(c->consttype) != TC_NONE)
+	if (!value_type_ok(c->consttype) || type_class(c->consttype) != TC_NONE)
 		return false;
 	arr = DatumGetArrayTypeP(c->constvalue);
 	if (ARR_NDIM(arr) != 1 || array_contains_nulls(arr) || ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr)) == 0)
@@ -942,7 +942,7 @@ append_scalar(StringInfo buf, Datum value, Oid type)
 
 /*
  * Sets placeholder pN of q to a value of one of the types
- * phx_value_type_ok() accepts.  NULL travels as JSON null (the condition
+ * value_type_ok() accepts.  NULL travels as JSON null (the condition
  * that uses it carries a guard); NULL array elements are left out (x IN
  * (.., NULL) is TRUE only for the others).
  */

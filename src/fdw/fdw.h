@@ -128,7 +128,6 @@ extern bool phx_shippable_sort(PlannerInfo *root, PhxFdwRelInfo *rel, PathKey *p
 extern void phx_deparse_cond(PhxDeparse *dp, Expr *cond);
 extern void phx_deparse_expr(PhxDeparse *dp, Expr *expr);
 extern void phx_deparse_sort(PhxDeparse *dp, Expr *expr, PathKey *pk);
-extern bool phx_value_type_ok(Oid type);
 extern void phx_add_value(PhxQuery *q, int n, Datum value, bool isnull, Oid type);
 
 /* ------------------------------------------------------------------------

@@ -345,36 +345,33 @@ keyset_pathkeys(PlannerInfo *root, PhxFdwRelInfo *fp)
 	return root->query_pathkeys;
 }
 
+/* a scan of the table, in the order of pathkeys (NIL: none) */
+static void
+add_scan_path(PlannerInfo *root, RelOptInfo *baserel, PhxFdwRelInfo *fp, List *pathkeys)
+{
+	add_path(baserel, (Path *)
+			 create_foreignscan_path(root, baserel, NULL, baserel->rows,
+#if PG_VERSION_NUM >= 180000
+									 0,
+#endif
+									 fp->startup_cost, fp->total_cost, pathkeys,
+									 baserel->lateral_relids, NULL,
+#if PG_VERSION_NUM >= 170000
+									 NIL,
+#endif
+									 NIL));
+}
+
 static void
 phx_get_paths(PlannerInfo *root, RelOptInfo *baserel, Oid foreigntableid)
 {
 	PhxFdwRelInfo *fp = baserel->fdw_private;
 	List	   *pathkeys;
 
-	add_path(baserel, (Path *)
-			 create_foreignscan_path(root, baserel, NULL, baserel->rows,
-#if PG_VERSION_NUM >= 180000
-									 0,
-#endif
-									 fp->startup_cost, fp->total_cost, NIL,
-									 baserel->lateral_relids, NULL,
-#if PG_VERSION_NUM >= 170000
-									 NIL,
-#endif
-									 NIL));
+	add_scan_path(root, baserel, fp, NIL);
 	pathkeys = fp->keyset != NIL ? keyset_pathkeys(root, fp) : NIL;
 	if (pathkeys != NIL)
-		add_path(baserel, (Path *)
-				 create_foreignscan_path(root, baserel, NULL, baserel->rows,
-#if PG_VERSION_NUM >= 180000
-										 0,
-#endif
-										 fp->startup_cost, fp->total_cost, pathkeys,
-										 baserel->lateral_relids, NULL,
-#if PG_VERSION_NUM >= 170000
-										 NIL,
-#endif
-										 NIL));
+		add_scan_path(root, baserel, fp, pathkeys);
 }
 
 /* the base relation's info under an upper one, and the upper's own */
@@ -592,12 +589,6 @@ phx_get_plan(PlannerInfo *root, RelOptInfo *foreignrel, Oid foreigntableid,
 							fdw_scan_tlist, NIL, outer_plan);
 }
 
-static List *
-phx_import_schema(ImportForeignSchemaStmt *stmt, Oid serverOid)
-{
-	return phx_import_foreign_schema(stmt, serverOid);
-}
-
 Datum
 posthog_export_fdw_handler(PG_FUNCTION_ARGS)
 {
@@ -612,6 +603,6 @@ posthog_export_fdw_handler(PG_FUNCTION_ARGS)
 	routine->ReScanForeignScan = phx_rescan_foreign_scan;
 	routine->EndForeignScan = phx_end_foreign_scan;
 	routine->ExplainForeignScan = phx_explain_foreign_scan;
-	routine->ImportForeignSchema = phx_import_schema;
+	routine->ImportForeignSchema = phx_import_foreign_schema;
 	PG_RETURN_POINTER(routine);
 }

@@ -25,9 +25,7 @@
 #if PG_VERSION_NUM >= 180000
 #include "commands/explain_format.h"
 #endif
-#include "commands/defrem.h"
 #include "executor/executor.h"
-#include "foreign/foreign.h"
 #include "miscadmin.h"
 #include "nodes/nodeFuncs.h"
 #include "parser/parsetree.h"
@@ -412,22 +410,6 @@ phx_end_foreign_scan(ForeignScanState *node)
 	/* everything lives in the executor's memory; no connection is kept */
 }
 
-/* the server's page_size, for EXPLAIN without a run (no user mapping read) */
-static int
-server_page_size(const char *server)
-{
-	ListCell   *lc;
-
-	foreach(lc, GetForeignServerByName(server, false)->options)
-	{
-		DefElem    *def = lfirst_node(DefElem, lc);
-
-		if (strcmp(def->defname, "page_size") == 0)
-			return pg_strtoint32(defGetString(def));
-	}
-	return PHX_FDW_MAX_ROWS;
-}
-
 /* The first request's HogQL, as the scan sends it (without a cursor yet). */
 static char *
 explain_query(PhxScanState *st)
@@ -444,7 +426,7 @@ explain_query(PhxScanState *st)
 	st->have_cursor = false;
 	rows = st->limit >= 0 ? Min(st->limit, PHX_FDW_MAX_ROWS) : PHX_FDW_MAX_ROWS;
 	if (paged)
-		rows = Min(rows, st->cfg != NULL ? st->cfg->page_size : server_page_size(st->server));
+		rows = Min(rows, st->cfg != NULL ? st->cfg->page_size : phx_server_page_size(st->server));
 	build_query(st, rows, &q);
 	st->values = values;
 	st->have_cursor = have_cursor;

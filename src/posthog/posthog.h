@@ -72,6 +72,7 @@ typedef struct PhxServerConfig
 } PhxServerConfig;
 
 extern PhxServerConfig *phx_get_server_config(const char *server_name, Oid userid);
+extern int	phx_server_page_size(const char *server_name);
 extern void phx_validate_options(List *options_list, Oid catalog);
 extern bool phx_has_control_char(const char *value);
 

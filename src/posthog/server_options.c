@@ -446,6 +446,21 @@ phx_validate_options(List *options, Oid catalog)
 }
 
 /*
+ * The page_size of a server, from its own options (with the default)
+ * and nothing else: no user mapping is read, no privilege checked.  For
+ * EXPLAIN, which shows a scan's first request without running it.
+ */
+int
+phx_server_page_size(const char *server_name)
+{
+	PhxServerConfig cfg = {0};
+
+	(void) read_options(&cfg, GetForeignServerByName(server_name, false)->options,
+						ForeignServerRelationId);
+	return cfg.page_size;
+}
+
+/*
  * Reads the server's options and the API key of the user mapping of
  * "userid" (or of PUBLIC).  The role must have USAGE on the server, like
  * any user of a foreign server.
